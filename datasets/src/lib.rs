@@ -1,0 +1,28 @@
+//! whetstone-datasets: the record model every whetstone stage reads and writes.
+//!
+//! - [`schema`]: the canonical Arrow schema (core columns and typed stage columns);
+//! - [`format`]: the layouts fine-tuning data comes in (Alpaca, prompt/completion, messages, ShareGPT,
+//!   GSM8K, Self-Instruct), recognised from the fields or named with a [`FieldMap`];
+//! - [`read`]: streaming readers for JSONL (plain, gzip), JSON arrays, Parquet, Arrow IPC and CSV;
+//! - [`write`]: atomic writers for Parquet, Arrow IPC and the JSONL layouts trainers read;
+//! - [`manifest`]: lineage and row accounting beside every dataset;
+//! - [`convert()`] and [`inspect()`]: the stages behind `whet convert` and `whet inspect`.
+
+pub mod convert;
+pub mod error;
+pub mod format;
+pub mod inspect;
+pub mod manifest;
+pub mod read;
+pub mod record;
+pub mod schema;
+pub mod write;
+
+pub use convert::{convert, ConvertOptions};
+pub use error::{Error, Position, Result, RowError};
+pub use format::{FieldMap, SourceFormat};
+pub use inspect::{inspect, Inspection};
+pub use manifest::Manifest;
+pub use read::{read_all, row_count, DatasetReader, OnError, Progress, ReadOptions};
+pub use record::{content_id, Message, Record};
+pub use write::{DatasetWriter, OutputFormat};

@@ -1,0 +1,90 @@
+//! The manifest beside every written dataset: which stage made it, with what parameters, from which inputs
+//! (paths and content hashes), and where every input row went. Rows in = rows out + rows rejected, always.
+
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::read::{InputReport, Rejections};
+use crate::write::{manifest_path, write_atomic, OutputReport};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowCounts {
+    #[serde(rename = "in")]
+    pub rows_in: u64,
+    #[serde(rename = "out")]
+    pub rows_out: u64,
+    #[serde(rename = "rejected")]
+    pub rows_rejected: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Manifest {
+    /// whetstone version that wrote it.
+    pub whetstone: String,
+    pub stage: String,
+    pub parameters: serde_json::Value,
+    pub inputs: Vec<InputReport>,
+    pub output: OutputReport,
+    pub rows: RowCounts,
+    /// Rejected rows by reason, with the first messages.
+    pub rejected: Rejections,
+    pub started_unix: f64,
+    pub seconds: f64,
+}
+
+impl Manifest {
+    /// Builds a manifest and checks that rows in = rows out + rows rejected.
+    pub fn new(
+        stage: &str,
+        parameters: serde_json::Value,
+        inputs: Vec<InputReport>,
+        output: OutputReport,
+        rejected: Rejections,
+        started: SystemTime,
+    ) -> Result<Self> {
+        let rows = RowCounts {
+            rows_in: inputs.iter().map(|i| i.rows_in).sum(),
+            rows_out: output.rows,
+            rows_rejected: rejected.total(),
+        };
+        if rows.rows_in != rows.rows_out + rows.rows_rejected {
+            return Err(Error::Usage(format!(
+                "internal error: {} rows in but {} out and {} rejected; please report this",
+                rows.rows_in, rows.rows_out, rows.rows_rejected
+            )));
+        }
+        Ok(Manifest {
+            whetstone: env!("CARGO_PKG_VERSION").to_string(),
+            stage: stage.to_string(),
+            parameters,
+            inputs,
+            output,
+            rows,
+            rejected,
+            started_unix: started
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        })
+    }
+
+    /// Writes `<data>.manifest.json` beside the dataset, atomically.
+    pub fn write_beside(&self, data: &Path) -> Result<()> {
+        let path = manifest_path(data);
+        let mut text = serde_json::to_vec_pretty(self)?;
+        text.push(b'\n');
+        write_atomic(&path, &text)
+    }
+
+    /// Reads the manifest beside a dataset file.
+    pub fn read_beside(data: &Path) -> Result<Self> {
+        let path = manifest_path(data);
+        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        serde_json::from_slice(&text)
+            .map_err(|e| Error::file(&path, format!("not a whetstone manifest: {e}")))
+    }
+}

@@ -1,0 +1,867 @@
+//! Readers: every container (JSONL, JSON arrays, gzip, Parquet, Arrow IPC, CSV) and every source layout
+//! becomes one stream of record batches in the canonical schema, with bounded memory.
+//!
+//! JSON text is read by a background thread in blocks of whole lines, parsed in parallel with rayon and
+//! turned into batches; nothing holds more than a few blocks at a time, so a file larger than memory streams.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{Error, Position, Result, RowError};
+use crate::format::{detect, FieldMap, Roles, SourceFormat};
+use crate::record::{records_from_json, RecordBatchBuilder, RowContext};
+use crate::schema;
+
+/// What to do with a row that cannot be read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// Stop at the first bad row with an error naming file, line and field.
+    #[default]
+    Fail,
+    /// Skip bad rows; count them and record their reasons in the manifest.
+    Skip,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    pub map: FieldMap,
+    pub on_error: OnError,
+}
+
+/// How far reading has got, in input bytes; shared with whoever draws a progress bar.
+#[derive(Debug, Clone, Default)]
+pub struct Progress {
+    done: Arc<AtomicU64>,
+    total: Arc<AtomicU64>,
+}
+
+impl Progress {
+    pub fn done(&self) -> u64 {
+        self.done.load(Ordering::Relaxed)
+    }
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// The file container, told by content (gzip and Parquet magic) and extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Container {
+    /// JSON Lines, or a JSON array (told apart by the first character).
+    Json,
+    Parquet,
+    /// Arrow IPC file or stream.
+    Arrow,
+    Csv,
+}
+
+/// What one input contributed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InputReport {
+    pub path: PathBuf,
+    /// Container as read: `jsonl`, `jsonl.gz`, `json`, `parquet`, `arrow`, `csv`.
+    pub container: String,
+    /// Recognised layout; null for an empty file.
+    pub format: Option<SourceFormat>,
+    pub bytes: u64,
+    /// xxh3-128 of the file's bytes as stored.
+    pub xxh3_128: String,
+    pub rows_in: u64,
+    pub rows_out: u64,
+    pub rows_rejected: u64,
+}
+
+/// Rejected rows: counts per reason, and the first few messages to look at.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Rejections {
+    pub by_reason: BTreeMap<String, u64>,
+    pub examples: Vec<String>,
+}
+
+impl Rejections {
+    const EXAMPLES: usize = 20;
+
+    pub fn add(&mut self, e: &RowError) {
+        *self.by_reason.entry(e.kind.to_string()).or_default() += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            self.examples.push(e.to_string());
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.by_reason.values().sum()
+    }
+}
+
+const INPUT_EXTENSIONS: [&str; 10] = [
+    "jsonl", "json", "ndjson", "gz", "parquet", "arrow", "ipc", "feather", "csv", "tsv",
+];
+
+/// Expands an input: a file, a directory (every data file in it, sorted) or a glob pattern.
+pub fn resolve_inputs(spec: &Path) -> Result<Vec<PathBuf>> {
+    let is_data = |p: &Path| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        !name.starts_with('.')
+            && !name.ends_with(".manifest.json")
+            && p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| INPUT_EXTENSIONS.contains(&e))
+    };
+    if spec.is_file() {
+        return Ok(vec![spec.to_path_buf()]);
+    }
+    let mut files: Vec<PathBuf> = if spec.is_dir() {
+        std::fs::read_dir(spec)
+            .map_err(|e| Error::io(spec, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_data(p))
+            .collect()
+    } else {
+        let pattern = spec.to_string_lossy();
+        if !pattern.contains(['*', '?', '[']) {
+            return Err(Error::Usage(format!(
+                "{}: no such file or directory",
+                spec.display()
+            )));
+        }
+        glob::glob(&pattern)
+            .map_err(|e| Error::Usage(format!("{pattern}: not a valid glob pattern: {e}")))?
+            .filter_map(|p| p.ok())
+            .filter(|p| p.is_file() && is_data(p))
+            .collect()
+    };
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::Usage(format!(
+            "{}: no data files found (looked for .{})",
+            spec.display(),
+            INPUT_EXTENSIONS.join(", .")
+        )));
+    }
+    Ok(files)
+}
+
+/// The source name a file gives its rows: its name without data extensions (`train.jsonl.gz` → `train`).
+pub fn file_stem(path: &Path) -> String {
+    let mut name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_string();
+    while let Some((head, ext)) = name.rsplit_once('.') {
+        if !INPUT_EXTENSIONS.contains(&ext) || head.is_empty() {
+            break;
+        }
+        name = head.to_string();
+    }
+    name
+}
+
+fn container_of(path: &Path) -> Result<(Container, bool)> {
+    let mut magic = [0u8; 4];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut magic))
+        .map_err(|e| Error::io(path, e))?;
+    let magic = &magic[..n];
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    Ok(if magic.starts_with(&[0x1f, 0x8b]) || ext == "gz" {
+        (Container::Json, true)
+    } else if magic == b"PAR1" || ext == "parquet" {
+        (Container::Parquet, false)
+    } else if magic == b"ARRO" || matches!(ext, "arrow" | "ipc" | "feather") {
+        (Container::Arrow, false)
+    } else if matches!(ext, "csv" | "tsv") {
+        (Container::Csv, false)
+    } else {
+        (Container::Json, false)
+    })
+}
+
+/// Counts and hashes the bytes read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: xxhash_rust::xxh3::Xxh3,
+    bytes: u64,
+    progress: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        self.progress.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+fn hash_file(path: &Path, progress: Arc<AtomicU64>) -> Result<(u64, String)> {
+    let mut r = HashingReader {
+        inner: File::open(path).map_err(|e| Error::io(path, e))?,
+        hasher: Default::default(),
+        bytes: 0,
+        progress,
+    };
+    std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::io(path, e))?;
+    Ok((r.bytes, format!("{:032x}", r.hasher.digest128())))
+}
+
+/// What the JSON reading thread sends: blocks of whole lines, or a whole JSON array, then the file's hash.
+enum Piece {
+    Lines { data: Vec<u8>, first_line: u64 },
+    Array(Vec<u8>),
+    End { bytes: u64, xxh3_128: String },
+    Failed(Error),
+}
+
+const BLOCK: usize = 8 << 20;
+
+fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncSender<Piece>) {
+    let fail = |tx: &SyncSender<Piece>, e: Error| {
+        let _ = tx.send(Piece::Failed(e));
+    };
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return fail(&tx, Error::io(&path, e)),
+    };
+    let hashing = HashingReader {
+        inner: file,
+        hasher: Default::default(),
+        bytes: 0,
+        progress,
+    };
+    enum Decoded<R: Read> {
+        Plain(R),
+        Gzip(Box<flate2::read::MultiGzDecoder<BufReader<R>>>),
+    }
+    let mut reader = if gzip {
+        Decoded::Gzip(Box::new(flate2::read::MultiGzDecoder::new(
+            BufReader::with_capacity(1 << 20, hashing),
+        )))
+    } else {
+        Decoded::Plain(hashing)
+    };
+    let mut next_line = 1u64;
+    let mut carry = Vec::new();
+    let mut first = true;
+    loop {
+        let mut buf = std::mem::take(&mut carry);
+        let want = (BLOCK.saturating_sub(buf.len()) as u64).max(1 << 16);
+        let got = match &mut reader {
+            Decoded::Plain(r) => r.take(want).read_to_end(&mut buf),
+            Decoded::Gzip(r) => r.take(want).read_to_end(&mut buf),
+        };
+        let n = match got {
+            Ok(n) => n,
+            Err(e) if gzip => {
+                return fail(
+                    &tx,
+                    Error::file(
+                        &path,
+                        format!("corrupt gzip data after line {}: {e}", next_line - 1),
+                    ),
+                )
+            }
+            Err(e) => return fail(&tx, Error::io(&path, e)),
+        };
+        let eof = n == 0;
+        if first {
+            if buf.starts_with(b"\xEF\xBB\xBF") {
+                buf.drain(..3);
+            }
+            match buf.iter().find(|b| !b.is_ascii_whitespace()) {
+                None if !eof => {
+                    carry = buf;
+                    continue;
+                }
+                Some(b'[') => {
+                    let read = match &mut reader {
+                        Decoded::Plain(r) => r.read_to_end(&mut buf),
+                        Decoded::Gzip(r) => r.read_to_end(&mut buf),
+                    };
+                    if let Err(e) = read {
+                        return fail(&tx, Error::file(&path, format!("read failed: {e}")));
+                    }
+                    if tx.send(Piece::Array(buf)).is_err() {
+                        return;
+                    }
+                    break;
+                }
+                _ => first = false,
+            }
+        }
+        if eof {
+            if !buf.is_empty()
+                && tx
+                    .send(Piece::Lines {
+                        data: buf,
+                        first_line: next_line,
+                    })
+                    .is_err()
+            {
+                return;
+            }
+            break;
+        }
+        let Some(last_nl) = memchr::memrchr(b'\n', &buf) else {
+            carry = buf; // one line longer than a block: keep reading
+            continue;
+        };
+        carry = buf.split_off(last_nl + 1);
+        let lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
+        if tx
+            .send(Piece::Lines {
+                data: buf,
+                first_line: next_line,
+            })
+            .is_err()
+        {
+            return;
+        }
+        next_line += lines;
+    }
+    let hashing = match reader {
+        Decoded::Plain(r) => r,
+        Decoded::Gzip(r) => r.into_inner().into_inner(),
+    };
+    let _ = tx.send(Piece::End {
+        bytes: hashing.bytes,
+        xxh3_128: format!("{:032x}", hashing.hasher.digest128()),
+    });
+}
+
+/// One source row as JSON text with its position (or why it is not text).
+type RowText<'a> = (Position, std::result::Result<&'a str, RowError>);
+
+enum Source {
+    Json {
+        rx: Receiver<Piece>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    Arrow {
+        batches: Box<
+            dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send,
+        >,
+        next_row: u64,
+    },
+}
+
+/// A stream of canonical record batches over one or more inputs.
+pub struct DatasetReader {
+    inputs: Vec<PathBuf>,
+    next_input: usize,
+    source: Option<Source>,
+    stem: String,
+    roles: Option<Roles>,
+    opts: ReadOptions,
+    pending: VecDeque<RecordBatch>,
+    schema: Option<SchemaRef>,
+    reports: Vec<InputReport>,
+    rejections: Rejections,
+    progress: Progress,
+    done: bool,
+}
+
+impl DatasetReader {
+    /// Opens a file, directory or glob.
+    pub fn open(spec: impl AsRef<Path>, opts: ReadOptions) -> Result<Self> {
+        Self::from_files(resolve_inputs(spec.as_ref())?, opts)
+    }
+
+    pub fn from_files(inputs: Vec<PathBuf>, opts: ReadOptions) -> Result<Self> {
+        let progress = Progress::default();
+        let mut total = 0;
+        for p in &inputs {
+            total += std::fs::metadata(p).map_err(|e| Error::io(p, e))?.len();
+        }
+        progress.total.store(total, Ordering::Relaxed);
+        Ok(DatasetReader {
+            inputs,
+            next_input: 0,
+            source: None,
+            stem: String::new(),
+            roles: None,
+            opts,
+            pending: VecDeque::new(),
+            schema: None,
+            reports: Vec::new(),
+            rejections: Rejections::default(),
+            progress,
+            done: false,
+        })
+    }
+
+    pub fn inputs(&self) -> &[PathBuf] {
+        &self.inputs
+    }
+
+    pub fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
+
+    /// Per-input reports so far (complete once the stream is exhausted).
+    pub fn reports(&self) -> &[InputReport] {
+        &self.reports
+    }
+
+    pub fn rejections(&self) -> &Rejections {
+        &self.rejections
+    }
+
+    /// The stream's schema: known after the first batch; the core schema when no rows were read.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone().unwrap_or_else(schema::core_schema)
+    }
+
+    fn report(&mut self) -> &mut InputReport {
+        self.reports.last_mut().expect("an input is open")
+    }
+
+    fn open_next(&mut self) -> Result<bool> {
+        let Some(path) = self.inputs.get(self.next_input).cloned() else {
+            return Ok(false);
+        };
+        self.next_input += 1;
+        self.stem = file_stem(&path);
+        self.roles = None;
+        let (container, gzip) = container_of(&path)?;
+        let mut report = InputReport {
+            path: path.clone(),
+            container: String::new(),
+            format: None,
+            bytes: 0,
+            xxh3_128: String::new(),
+            rows_in: 0,
+            rows_out: 0,
+            rows_rejected: 0,
+        };
+        let source = match container {
+            Container::Json => {
+                report.container = if gzip { "jsonl.gz" } else { "jsonl" }.into();
+                let (tx, rx) = sync_channel(2);
+                let progress = self.progress.done.clone();
+                let p = path.clone();
+                let thread = std::thread::Builder::new()
+                    .name("whetstone-read".into())
+                    .spawn(move || read_json_file(p, gzip, progress, tx))
+                    .map_err(|e| Error::io(&path, e))?;
+                Source::Json {
+                    rx,
+                    thread: Some(thread),
+                }
+            }
+            other => {
+                let (bytes, hash) = hash_file(&path, self.progress.done.clone())?;
+                report.bytes = bytes;
+                report.xxh3_128 = hash;
+                report.container = format!("{other:?}").to_lowercase();
+                let batches = open_arrow(&path, other)?;
+                Source::Arrow {
+                    batches,
+                    next_row: 0,
+                }
+            }
+        };
+        self.reports.push(report);
+        self.source = Some(source);
+        Ok(true)
+    }
+
+    /// Reads the next piece of the current input into `pending`; false at the end of the input.
+    fn pull(&mut self) -> Result<bool> {
+        let Some(source) = self.source.as_mut() else {
+            return Ok(false);
+        };
+        match source {
+            Source::Json { rx, thread } => match rx.recv() {
+                Ok(Piece::Lines { data, first_line }) => {
+                    let mut texts = Vec::new();
+                    let mut line = first_line;
+                    for raw in data.split(|&b| b == b'\n') {
+                        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                        if !raw.iter().all(u8::is_ascii_whitespace) {
+                            texts.push((Position::Line(line), self.utf8(raw, line)));
+                        }
+                        line += 1;
+                    }
+                    self.convert_texts(&texts)?;
+                    Ok(true)
+                }
+                Ok(Piece::Array(data)) => {
+                    let path = self.inputs[self.next_input - 1].clone();
+                    self.report().container = if self.report().container.ends_with("gz") {
+                        "json.gz"
+                    } else {
+                        "json"
+                    }
+                    .into();
+                    let text = std::str::from_utf8(&data).map_err(|e| {
+                        let line = data[..e.valid_up_to()]
+                            .iter()
+                            .filter(|&&b| b == b'\n')
+                            .count()
+                            + 1;
+                        Error::file(&path, format!("line {line}: invalid UTF-8"))
+                    })?;
+                    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
+                        .map_err(|e| {
+                            Error::file(
+                                &path,
+                                format!("line {}: invalid JSON array: {e}", e.line()),
+                            )
+                        })?;
+                    let start = text.as_ptr() as usize;
+                    let mut line = 1u64;
+                    let mut at = 0usize;
+                    let texts: Vec<RowText> = items
+                        .iter()
+                        .map(|raw| {
+                            let offset = raw.get().as_ptr() as usize - start;
+                            line += memchr::memchr_iter(b'\n', &data[at..offset]).count() as u64;
+                            at = offset;
+                            (Position::Line(line), Ok(raw.get()))
+                        })
+                        .collect();
+                    self.convert_texts(&texts)?;
+                    Ok(true)
+                }
+                Ok(Piece::End { bytes, xxh3_128 }) => {
+                    if let Some(t) = thread.take() {
+                        let _ = t.join();
+                    }
+                    let report = self.report();
+                    report.bytes = bytes;
+                    report.xxh3_128 = xxh3_128;
+                    Ok(false)
+                }
+                Ok(Piece::Failed(e)) => Err(e),
+                Err(_) => Err(Error::file(
+                    &self.inputs[self.next_input - 1],
+                    "reader thread stopped unexpectedly",
+                )),
+            },
+            Source::Arrow { batches, next_row } => {
+                let path = &self.inputs[self.next_input - 1];
+                let Some(batch) = batches.next() else {
+                    return Ok(false);
+                };
+                let first_row = *next_row;
+                let batch = batch.map_err(|e| {
+                    Error::file(path, format!("cannot read after row {first_row}: {e}"))
+                })?;
+                *next_row += batch.num_rows() as u64;
+                if schema::is_canonical(&batch.schema()) {
+                    let report = self.report();
+                    report.format = Some(SourceFormat::Whetstone);
+                    report.rows_in += batch.num_rows() as u64;
+                    report.rows_out += batch.num_rows() as u64;
+                    self.push_batch(batch)?;
+                } else {
+                    self.convert_arrow(batch, first_row)?;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn utf8<'a>(&self, raw: &'a [u8], line: u64) -> std::result::Result<&'a str, RowError> {
+        std::str::from_utf8(raw).map_err(|e| RowError {
+            path: self.inputs[self.next_input - 1].clone(),
+            position: Position::Line(line),
+            field: None,
+            kind: "invalid_utf8",
+            message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
+        })
+    }
+
+    /// Rows of a columnar file in another layout go through the same JSON mapping as text rows.
+    fn convert_arrow(&mut self, batch: RecordBatch, first_row: u64) -> Result<()> {
+        let mut buf = Vec::with_capacity(batch.get_array_memory_size());
+        {
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(&batch)?;
+            w.finish()?;
+        }
+        let text = std::str::from_utf8(&buf).expect("arrow writes UTF-8 JSON");
+        let texts: Vec<RowText> = text
+            .lines()
+            .enumerate()
+            .map(|(i, l)| (Position::Row(first_row + i as u64), Ok(l)))
+            .collect();
+        self.convert_texts(&texts)
+    }
+
+    /// Parses and maps rows in parallel, applies the error policy, queues the batches.
+    fn convert_texts(&mut self, texts: &[RowText]) -> Result<()> {
+        let path = self.inputs[self.next_input - 1].clone();
+        if self.roles.is_none() {
+            // The layout is recognised from the first row that is a JSON object.
+            let first = texts.iter().find_map(|(pos, t)| {
+                match t.as_ref().ok().map(|t| serde_json::from_str::<Value>(t)) {
+                    Some(Ok(Value::Object(obj))) => Some((*pos, obj)),
+                    _ => None,
+                }
+            });
+            if let Some((pos, obj)) = first {
+                let fields: Vec<&str> = obj.keys().map(String::as_str).collect();
+                let roles = detect(&fields, &self.opts.map)
+                    .map_err(|m| Error::file(&path, format!("{pos}: {m}")))?;
+                self.report().format = Some(roles.format);
+                self.roles = Some(roles);
+            }
+        }
+        let roles = self.roles.clone();
+        let stem = self.stem.clone();
+        const ROWS_PER_TASK: usize = 4096;
+        let parts: Vec<(RecordBatch, Vec<RowError>)> = texts
+            .par_chunks(ROWS_PER_TASK)
+            .map(|chunk| {
+                let mut builder = RecordBatchBuilder::with_capacity(chunk.len());
+                let mut errors = Vec::new();
+                let mut records = Vec::with_capacity(1);
+                for (position, text) in chunk {
+                    let cx = RowContext {
+                        path: &path,
+                        position: *position,
+                        stem: &stem,
+                    };
+                    let row = text.clone().and_then(|t| {
+                        let value: Value = serde_json::from_str(t).map_err(|e| RowError {
+                            path: path.clone(),
+                            position: *position,
+                            field: None,
+                            kind: "invalid_json",
+                            message: format!("invalid JSON: {e}"),
+                        })?;
+                        match &roles {
+                            Some(roles) => records_from_json(value, roles, &cx, &mut records),
+                            None => Err(RowError {
+                                path: path.clone(),
+                                position: *position,
+                                field: None,
+                                kind: "wrong_type",
+                                message: "expected a JSON object per row".into(),
+                            }),
+                        }
+                    });
+                    match row {
+                        Ok(()) => records.drain(..).for_each(|r| builder.push(&r)),
+                        Err(e) => errors.push(e),
+                    }
+                }
+                (builder.finish(), errors)
+            })
+            .collect();
+        for (batch, errors) in parts {
+            if let Some(e) = errors.first() {
+                if self.opts.on_error == OnError::Fail {
+                    return Err(Error::Row(e.clone()));
+                }
+            }
+            for e in &errors {
+                self.rejections.add(e);
+            }
+            let report = self.report();
+            report.rows_rejected += errors.len() as u64;
+            // Rows in = rows out + rows rejected, counting a Self-Instruct instance as a row.
+            report.rows_in += batch.num_rows() as u64 + errors.len() as u64;
+            report.rows_out += batch.num_rows() as u64;
+            if batch.num_rows() > 0 {
+                self.push_batch(batch)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        let path = &self.inputs[self.next_input - 1];
+        match &self.schema {
+            None => self.schema = Some(batch.schema()),
+            Some(schema) if same_columns(schema, &batch.schema()) => {}
+            Some(schema) => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "its columns [{}] differ from earlier inputs' [{}]; read them separately",
+                        column_names(&batch.schema()),
+                        column_names(schema)
+                    ),
+                ))
+            }
+        }
+        let schema = self.schema.clone().expect("set above");
+        self.pending.push_back(
+            batch
+                .with_schema(schema)
+                .unwrap_or_else(|_| unreachable!("same columns")),
+        );
+        Ok(())
+    }
+
+    fn next_batch(&mut self) -> Result<Option<RecordBatch>> {
+        loop {
+            if let Some(b) = self.pending.pop_front() {
+                return Ok(Some(b));
+            }
+            if self.source.is_some() && self.pull()? {
+                continue;
+            }
+            self.source = None;
+            if !self.open_next()? {
+                self.finish()?;
+                return Ok(None);
+            }
+        }
+    }
+
+    fn finish(&mut self) -> Result<()> {
+        let empty: Vec<&InputReport> = self.reports.iter().filter(|r| r.rows_in == 0).collect();
+        if !self.reports.is_empty() && empty.len() == self.reports.len() {
+            let what = if empty.len() == 1 {
+                format!("{}: the file is empty (no rows)", empty[0].path.display())
+            } else {
+                format!("all {} inputs are empty (no rows)", empty.len())
+            };
+            return Err(Error::Usage(what));
+        }
+        Ok(())
+    }
+}
+
+fn same_columns(a: &Schema, b: &Schema) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+fn column_names(s: &Schema) -> String {
+    s.fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Iterator for DatasetReader {
+    type Item = Result<RecordBatch>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        match self.next_batch() {
+            Ok(Some(b)) => Some(Ok(b)),
+            Ok(None) => {
+                self.done = true;
+                None
+            }
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+type BatchIter =
+    Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+
+fn open_arrow(path: &Path, container: Container) -> Result<BatchIter> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    Ok(match container {
+        Container::Parquet => {
+            let builder =
+                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                    .map_err(|e| Error::file(path, format!("not a readable Parquet file: {e}")))?;
+            Box::new(
+                builder
+                    .with_batch_size(8192)
+                    .build()
+                    .map_err(|e| Error::file(path, format!("not a readable Parquet file: {e}")))?,
+            )
+        }
+        Container::Arrow => {
+            let mut file = file;
+            match arrow::ipc::reader::FileReader::try_new(&mut file, None) {
+                Ok(_) => {
+                    file.rewind().map_err(|e| Error::io(path, e))?;
+                    Box::new(arrow::ipc::reader::FileReader::try_new(file, None)?)
+                }
+                Err(_) => {
+                    file.rewind().map_err(|e| Error::io(path, e))?;
+                    Box::new(
+                        arrow::ipc::reader::StreamReader::try_new(BufReader::new(file), None)
+                            .map_err(|e| {
+                                Error::file(
+                                    path,
+                                    format!("not a readable Arrow IPC file or stream: {e}"),
+                                )
+                            })?,
+                    )
+                }
+            }
+        }
+        Container::Csv => {
+            let delimiter = if path.extension().is_some_and(|e| e == "tsv") {
+                b'\t'
+            } else {
+                b','
+            };
+            let format = arrow::csv::reader::Format::default()
+                .with_header(true)
+                .with_delimiter(delimiter);
+            let (inferred, _) = format
+                .infer_schema(BufReader::new(file), Some(1))
+                .map_err(|e| Error::file(path, format!("cannot read the CSV header: {e}")))?;
+            // Every CSV field is text: a field that looks like a number stays the text it was.
+            let schema = Arc::new(Schema::new(
+                inferred
+                    .fields()
+                    .iter()
+                    .map(|f| Field::new(f.name(), DataType::Utf8, true))
+                    .collect::<Vec<_>>(),
+            ));
+            let file = File::open(path).map_err(|e| Error::io(path, e))?;
+            Box::new(
+                arrow::csv::ReaderBuilder::new(schema)
+                    .with_format(format)
+                    .with_batch_size(8192)
+                    .build(BufReader::new(file))?,
+            )
+        }
+        Container::Json => unreachable!("JSON is read as text"),
+    })
+}
+
+/// Reads a whole input into memory: for tests, small files and notebooks.
+pub fn read_all(
+    spec: impl AsRef<Path>,
+    opts: ReadOptions,
+) -> Result<(Vec<RecordBatch>, DatasetReader)> {
+    let mut reader = DatasetReader::open(spec, opts)?;
+    let mut batches = Vec::new();
+    for b in reader.by_ref() {
+        batches.push(b?);
+    }
+    Ok((batches, reader))
+}
+
+/// The number of rows in batches.
+pub fn row_count(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}

@@ -1,0 +1,105 @@
+//! The canonical record schema every whetstone dataset has (see DESIGN.md, "Data model").
+//!
+//! Core columns come first and are always present; stages add typed columns after them rather than
+//! rewriting rows, so a dataset carries its own history (which cluster a row fell in, its reward, …).
+
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, Fields, Schema, SchemaRef};
+
+/// Stable row id: the source's own id when it has one, else a content hash (see [`crate::content_id`]).
+pub const ID: &str = "id";
+/// Where the row came from: the source file's stem unless the row brings its own `source`.
+pub const SOURCE: &str = "source";
+/// What the model is asked. For chat rows: the last user turn before the final assistant turn.
+pub const PROMPT: &str = "prompt";
+/// What the model should answer; null for prompt-only data. For chat rows: the final assistant turn.
+pub const RESPONSE: &str = "response";
+/// The whole conversation for chat data (`role`, `content` per turn); null for single-turn rows.
+pub const MESSAGES: &str = "messages";
+/// The source row's other fields as a JSON object, so a conversion loses nothing; null when there are none.
+pub const META: &str = "meta";
+
+/// The core columns in their order.
+pub const CORE_COLUMNS: [&str; 6] = [ID, SOURCE, PROMPT, RESPONSE, MESSAGES, META];
+
+/// Stage columns: added by later stages, typed, named once here so every stage agrees.
+pub mod stage {
+    use super::*;
+
+    /// Sentence embedding, `FixedSizeList<Float32, dim>` (curation: embed).
+    pub const EMBEDDING: &str = "embedding";
+    /// k-means cluster of the row (curation: cluster), `UInt32`.
+    pub const CLUSTER: &str = "cluster";
+    /// Reward or verifier score (selfimprove: reward), `Float32`.
+    pub const REWARD: &str = "reward";
+    /// Quality score from a filter (curation), `Float32`.
+    pub const QUALITY: &str = "quality";
+    /// Id of the row this one duplicates (curation: dedup), `Utf8`.
+    pub const DUP_OF: &str = "dup_of";
+    /// Self-improvement round that produced the row, `UInt32`.
+    pub const ROUND: &str = "round";
+    /// Model (path + content hash) that generated the response, `Utf8`.
+    pub const GENERATOR: &str = "generator";
+    /// Split name (`train`, `eval`, `test`, …), `Utf8`.
+    pub const SPLIT: &str = "split";
+
+    /// The field of a stage column; `dim` is used only by [`EMBEDDING`].
+    pub fn field(name: &str, dim: i32) -> Option<Field> {
+        let data_type = match name {
+            EMBEDDING => {
+                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim)
+            }
+            CLUSTER | ROUND => DataType::UInt32,
+            REWARD | QUALITY => DataType::Float32,
+            DUP_OF | GENERATOR | SPLIT => DataType::Utf8,
+            _ => return None,
+        };
+        Some(Field::new(name, data_type, true))
+    }
+}
+
+/// The struct of one chat turn: `role` (`system`, `user`, `assistant`, `tool`) and `content`.
+pub fn message_fields() -> Fields {
+    Fields::from(vec![
+        Field::new("role", DataType::Utf8, false),
+        Field::new("content", DataType::Utf8, false),
+    ])
+}
+
+/// `List<Struct<role, content>>`.
+pub fn messages_type() -> DataType {
+    DataType::List(Arc::new(Field::new(
+        "item",
+        DataType::Struct(message_fields()),
+        true,
+    )))
+}
+
+/// The core schema: what a reader produces from any source format.
+pub fn core_schema() -> SchemaRef {
+    static SCHEMA: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+    SCHEMA
+        .get_or_init(|| {
+            Arc::new(Schema::new(vec![
+                Field::new(ID, DataType::Utf8, false),
+                Field::new(SOURCE, DataType::Utf8, false),
+                Field::new(PROMPT, DataType::Utf8, false),
+                Field::new(RESPONSE, DataType::Utf8, true),
+                Field::new(MESSAGES, messages_type(), true),
+                Field::new(META, DataType::Utf8, true),
+            ]))
+        })
+        .clone()
+}
+
+/// True when `schema` starts with the core columns (by name and type): a whetstone dataset.
+pub fn is_canonical(schema: &Schema) -> bool {
+    let core = core_schema();
+    core.fields().iter().all(|want| {
+        schema
+            .field_with_name(want.name())
+            .map(|have| have.data_type() == want.data_type())
+            .unwrap_or(false)
+    })
+}

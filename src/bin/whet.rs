@@ -1,0 +1,406 @@
+//! `whet`: the whetstone command line. Thin: parses arguments, draws progress and tables, calls the library.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand, ValueEnum};
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use whetstone::datasets::{
+    self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress,
+    ReadOptions,
+};
+
+/// whetstone: build LLM fine-tuning datasets and improve models in rounds.
+///
+/// Inputs may be a file, a directory (every data file in it) or a glob. Formats are recognised from the
+/// rows: Alpaca, prompt/completion, OpenAI messages, ShareGPT, GSM8K question/answer, Self-Instruct; in
+/// JSONL (plain or .gz), JSON arrays, Parquet, Arrow IPC or CSV.
+#[derive(Parser)]
+#[command(name = "whet", version, max_term_width = 110)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OnErrorArg {
+    /// Stop at the first bad row, naming file, line and field.
+    Fail,
+    /// Skip bad rows; count them and record their reasons in the manifest.
+    Skip,
+}
+
+impl From<OnErrorArg> for OnError {
+    fn from(a: OnErrorArg) -> Self {
+        match a {
+            OnErrorArg::Fail => OnError::Fail,
+            OnErrorArg::Skip => OnError::Skip,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ReadArgs {
+    /// Name the source field of a role, e.g. --map prompt=question --map response=answer.
+    /// Roles: id, source, prompt, input, response, messages, system.
+    #[arg(long = "map", value_name = "ROLE=FIELD")]
+    map: Vec<String>,
+    /// What to do with a row that cannot be read.
+    #[arg(long, value_enum, default_value = "fail")]
+    on_error: OnErrorArg,
+}
+
+impl ReadArgs {
+    fn options(&self) -> Result<ReadOptions> {
+        Ok(ReadOptions {
+            map: FieldMap::parse(&self.map)?,
+            on_error: self.on_error.into(),
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Describe a dataset: layout, columns, row count, samples, length statistics.
+    Inspect {
+        /// File, directory or glob.
+        path: PathBuf,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// How many sample rows to show.
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Convert to a whetstone dataset (Parquet) or to the JSONL layouts trainers read.
+    ///
+    /// Writes OUT atomically and OUT.manifest.json beside it (inputs with hashes, rows in/out/rejected).
+    Convert {
+        /// File, directory or glob.
+        input: PathBuf,
+        /// Output file; its extension picks the format unless --format is given (.gz compresses JSONL).
+        output: PathBuf,
+        /// parquet (every column), arrow, jsonl (every column), alpaca (instruction/input/output) or
+        /// messages ({"messages": [...]}, for TRL and Axolotl).
+        #[arg(long, value_parser = OutputFormat::NAMES)]
+        format: Option<String>,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Show the first rows.
+    Head {
+        /// File, directory or glob.
+        path: PathBuf,
+        #[arg(short = 'n', long, default_value_t = 10)]
+        rows: usize,
+        /// Print JSON lines (every column) instead of a table.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Inspect {
+            path,
+            json,
+            samples,
+            read,
+        } => {
+            let bar = ByteBar::new("reading");
+            let found = datasets::inspect(&path, read.options()?, samples, |p| bar.follow(p))?;
+            bar.finish();
+            if json {
+                println!("{}", inspection_json(&found));
+            } else {
+                print_inspection(&found);
+            }
+        }
+        Command::Convert {
+            input,
+            output,
+            format,
+            read,
+        } => {
+            let opts = ConvertOptions {
+                format: format.as_deref().map(OutputFormat::parse).transpose()?,
+                map: FieldMap::parse(&read.map)?,
+                on_error: read.on_error.into(),
+            };
+            let bar = ByteBar::new("converting");
+            let m = datasets::convert(&input, &output, &opts, |p| bar.follow(p))?;
+            bar.finish();
+            let mut t = table(&[
+                "inputs", "rows in", "rows out", "rejected", "output", "size", "seconds",
+            ]);
+            t.add_row(vec![
+                Cell::new(m.inputs.len()),
+                num(m.rows.rows_in),
+                num(m.rows.rows_out),
+                num(m.rows.rows_rejected),
+                Cell::new(format!(
+                    "{} ({})",
+                    m.output.path.display(),
+                    m.output.format.name()
+                )),
+                Cell::new(human_bytes(m.output.bytes)),
+                Cell::new(format!("{:.2}", m.seconds)),
+            ]);
+            eprintln!("{t}");
+            if m.rows.rows_rejected > 0 {
+                let mut t = table(&["rejected because", "rows"]);
+                for (reason, n) in &m.rejected.by_reason {
+                    t.add_row(vec![Cell::new(reason), num(*n)]);
+                }
+                eprintln!("{t}");
+                for e in m.rejected.examples.iter().take(5) {
+                    eprintln!("  {e}");
+                }
+            }
+            eprintln!(
+                "manifest: {}",
+                datasets::write::manifest_path(&output).display()
+            );
+        }
+        Command::Head {
+            path,
+            rows,
+            json,
+            read,
+        } => {
+            let mut reader = datasets::DatasetReader::open(&path, read.options()?)?;
+            let mut shown = Vec::new();
+            for batch in reader.by_ref() {
+                let batch = batch?;
+                let take = batch.num_rows().min(rows - shown.len());
+                shown.extend(datasets::inspect::batch_rows_json(&batch.slice(0, take))?);
+                if shown.len() >= rows {
+                    break;
+                }
+            }
+            if json {
+                for row in shown {
+                    println!("{row}");
+                }
+            } else {
+                println!("{}", rows_table(&shown, text_width()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar over input bytes, drawn on stderr only when it is a terminal.
+struct ByteBar {
+    bar: ProgressBar,
+}
+
+impl ByteBar {
+    fn new(what: &'static str) -> Self {
+        let bar = if std::io::stderr().is_terminal() {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_message(what);
+        ByteBar { bar }
+    }
+
+    fn follow(&self, progress: Progress) {
+        if self.bar.is_hidden() {
+            return;
+        }
+        let bar = self.bar.clone();
+        bar.set_length(progress.total());
+        std::thread::spawn(move || {
+            while !bar.is_finished() {
+                bar.set_position(progress.done());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_header(header.to_vec());
+    t
+}
+
+fn num(n: u64) -> Cell {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    Cell::new(out).set_alignment(CellAlignment::Right)
+}
+
+fn human_bytes(b: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < units.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+fn text_width() -> usize {
+    if std::io::stdout().is_terminal() {
+        60
+    } else {
+        200
+    }
+}
+
+/// Shortens text for a table cell: newlines shown as ⏎, long text cut with an ellipsis.
+fn cell_text(v: &Value, width: usize) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let flat: String = s.replace('\n', "⏎");
+    if flat.chars().count() > width {
+        let cut: String = flat.chars().take(width.saturating_sub(1)).collect();
+        format!("{cut}…")
+    } else {
+        flat
+    }
+}
+
+fn rows_table(rows: &[Value], width: usize) -> Table {
+    let mut columns: Vec<String> = Vec::new();
+    for row in rows {
+        if let Value::Object(o) = row {
+            for k in o.keys() {
+                if !columns.contains(k) {
+                    columns.push(k.clone());
+                }
+            }
+        }
+    }
+    let header: Vec<&str> = columns.iter().map(String::as_str).collect();
+    let mut t = table(&header);
+    for row in rows {
+        t.add_row(
+            columns
+                .iter()
+                .map(|c| Cell::new(cell_text(row.get(c).unwrap_or(&Value::Null), width)))
+                .collect::<Vec<_>>(),
+        );
+    }
+    t
+}
+
+fn inspection_json(found: &Inspection) -> Value {
+    let mut v = serde_json::to_value(found).expect("serialisable");
+    // The short form people script against: {"rows", "format", "columns": [names]}, details after.
+    let names: Vec<Value> = found
+        .columns
+        .iter()
+        .map(|c| Value::String(c.name.clone()))
+        .collect();
+    if let Value::Object(o) = &mut v {
+        let types = o
+            .insert("columns".into(), Value::Array(names))
+            .unwrap_or(Value::Null);
+        o.insert("column_types".into(), types);
+    }
+    v
+}
+
+fn print_inspection(found: &Inspection) {
+    let mut t = table(&[
+        "dataset",
+        "format",
+        "files",
+        "rows",
+        "with response",
+        "conversations",
+        "rejected",
+    ]);
+    t.add_row(vec![
+        Cell::new(found.path.display()),
+        Cell::new(&found.format),
+        num(found.files as u64),
+        num(found.rows),
+        num(found.with_response),
+        num(found.conversations),
+        num(found.rejected.total()),
+    ]);
+    println!("{t}");
+    let mut t = table(&["column", "type", "nullable"]);
+    for c in &found.columns {
+        t.add_row(vec![
+            Cell::new(&c.name),
+            Cell::new(&c.data_type),
+            Cell::new(if c.nullable { "yes" } else { "no" }),
+        ]);
+    }
+    println!("{t}");
+    let mut t = table(&["length", "unit", "min", "p50", "p90", "p99", "max", "mean"]);
+    for (column, l) in &found.lengths {
+        for (unit, d) in [("chars", l.chars), ("words", l.words)] {
+            let mut row = vec![Cell::new(column), Cell::new(unit)];
+            row.extend([d.min, d.p50, d.p90, d.p99, d.max].map(num));
+            row.push(Cell::new(format!("{:.1}", d.mean)).set_alignment(CellAlignment::Right));
+            t.add_row(row);
+        }
+    }
+    println!("{t}");
+    if !found.samples.is_empty() {
+        println!("{}", rows_table(&found.samples, text_width().min(60)));
+    }
+    let empty: Vec<&Path> = found
+        .inputs
+        .iter()
+        .filter(|i| i.rows_in == 0)
+        .map(|i| i.path.as_path())
+        .collect();
+    if !empty.is_empty() {
+        println!("{} empty file(s), e.g. {}", empty.len(), empty[0].display());
+    }
+}

@@ -1,0 +1,14 @@
+//! whetstone: build LLM fine-tuning datasets and improve models in rounds.
+//!
+//! This facade re-exports the toolkit's crates; `use whetstone::prelude::*` brings the common names into
+//! scope (as the notebook kernel does).
+
+pub use whetstone_datasets as datasets;
+
+/// The names most code and notebooks use.
+pub mod prelude {
+    pub use whetstone_datasets::{
+        convert, inspect, read_all, row_count, schema, ConvertOptions, DatasetReader,
+        DatasetWriter, FieldMap, Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,
+    };
+}
