@@ -8,7 +8,7 @@ pub use whetstone_datasets as datasets;
 /// The names most code and notebooks use.
 pub mod prelude {
     pub use whetstone_datasets::{
-        convert, inspect, read_all, row_count, schema, ConvertOptions, DatasetReader,
-        DatasetWriter, FieldMap, Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,
+        convert, inspect, read_all, row_count, schema, ConvertOptions, DatasetReader, DatasetWriter, FieldMap,
+        Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,
     };
 }

@@ -35,13 +35,7 @@ pub fn convert(
         Some(f) => f,
         None => OutputFormat::from_path(output)?,
     };
-    let mut reader = DatasetReader::open(
-        input,
-        ReadOptions {
-            map: opts.map.clone(),
-            on_error: opts.on_error,
-        },
-    )?;
+    let mut reader = DatasetReader::open(input, ReadOptions { map: opts.map.clone(), on_error: opts.on_error })?;
     if reader.inputs().iter().any(|p| same_file(p, output)) {
         return Err(Error::Usage(format!(
             "{}: the output would overwrite an input; choose another name",
@@ -77,11 +71,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 /// Writes every batch of `reader` to `path` on a writer thread. On any error the partial output is removed.
-pub fn write_stream(
-    reader: &mut DatasetReader,
-    path: &Path,
-    format: OutputFormat,
-) -> Result<OutputReport> {
+pub fn write_stream(reader: &mut DatasetReader, path: &Path, format: OutputFormat) -> Result<OutputReport> {
     let (tx, rx) = sync_channel::<RecordBatch>(2);
     let path_buf: PathBuf = path.to_path_buf();
     std::thread::scope(|scope| {
@@ -90,9 +80,7 @@ pub fn write_stream(
             for batch in rx {
                 let w = match &mut writer {
                     Some(w) => w,
-                    None => {
-                        writer.insert(DatasetWriter::create(&path_buf, format, batch.schema())?)
-                    }
+                    None => writer.insert(DatasetWriter::create(&path_buf, format, batch.schema())?),
                 };
                 w.write(&batch)?;
             }
@@ -113,9 +101,7 @@ pub fn write_stream(
             }
         }
         drop(tx);
-        let written = writer
-            .join()
-            .map_err(|_| Error::Usage("internal error: the writer thread panicked".into()))?;
+        let written = writer.join().map_err(|_| Error::Usage("internal error: the writer thread panicked".into()))?;
         if let Some(e) = read_error {
             return Err(e); // dropping the unfinished writer removes its temporary file
         }

@@ -55,10 +55,7 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// The request itself is wrong (bad path, bad option); the message says what to do.
     #[error("{0}")]
     Usage(String),
@@ -72,15 +69,9 @@ pub enum Error {
 
 impl Error {
     pub fn file(path: &Path, message: impl Into<String>) -> Self {
-        Error::File {
-            path: path.to_path_buf(),
-            message: message.into(),
-        }
+        Error::File { path: path.to_path_buf(), message: message.into() }
     }
     pub fn io(path: &Path, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Error::Io { path: path.to_path_buf(), source }
     }
 }

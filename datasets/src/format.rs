@@ -75,19 +75,14 @@ pub struct FieldMap {
 }
 
 impl FieldMap {
-    pub const ROLES: [&'static str; 7] = [
-        "id", "source", "prompt", "input", "response", "messages", "system",
-    ];
+    pub const ROLES: [&'static str; 7] = ["id", "source", "prompt", "input", "response", "messages", "system"];
 
     /// Parses `role=field` pairs as given on the command line.
     pub fn parse<S: AsRef<str>>(pairs: &[S]) -> Result<Self> {
         let mut map = FieldMap::default();
         for pair in pairs {
             let pair = pair.as_ref();
-            let Some((role, field)) = pair
-                .split_once('=')
-                .filter(|(r, f)| !r.is_empty() && !f.is_empty())
-            else {
+            let Some((role, field)) = pair.split_once('=').filter(|(r, f)| !r.is_empty() && !f.is_empty()) else {
                 return Err(Error::Usage(format!(
                     "--map {pair:?}: expected ROLE=FIELD, e.g. --map prompt=question (roles: {})",
                     Self::ROLES.join(", ")
@@ -189,11 +184,7 @@ pub fn detect(fields: &[&str], map: &FieldMap) -> std::result::Result<Roles, Str
         r.response_required = false;
         r
     } else if has("instruction") && has("instances") {
-        Roles {
-            instances: s("instances"),
-            prompt: s("instruction"),
-            ..Roles::new(SourceFormat::SelfInstruct)
-        }
+        Roles { instances: s("instances"), prompt: s("instruction"), ..Roles::new(SourceFormat::SelfInstruct) }
     } else if has("instruction") && has("output") {
         Roles {
             prompt: s("instruction"),
@@ -204,23 +195,11 @@ pub fn detect(fields: &[&str], map: &FieldMap) -> std::result::Result<Roles, Str
             ..Roles::new(SourceFormat::Alpaca)
         }
     } else if has("messages") && !has("prompt") {
-        Roles {
-            messages: s("messages"),
-            system: s("system"),
-            ..Roles::new(SourceFormat::Messages)
-        }
+        Roles { messages: s("messages"), system: s("system"), ..Roles::new(SourceFormat::Messages) }
     } else if has("conversations") {
-        Roles {
-            messages: s("conversations"),
-            system: s("system"),
-            ..Roles::new(SourceFormat::ShareGpt)
-        }
+        Roles { messages: s("conversations"), system: s("system"), ..Roles::new(SourceFormat::ShareGpt) }
     } else if has("prompt") && has("completion") {
-        Roles {
-            prompt: s("prompt"),
-            response: s("completion"),
-            ..Roles::new(SourceFormat::PromptCompletion)
-        }
+        Roles { prompt: s("prompt"), response: s("completion"), ..Roles::new(SourceFormat::PromptCompletion) }
     } else if has("prompt") {
         Roles {
             prompt: s("prompt"),
@@ -231,26 +210,14 @@ pub fn detect(fields: &[&str], map: &FieldMap) -> std::result::Result<Roles, Str
             ..Roles::new(SourceFormat::PromptResponse)
         }
     } else if has("question") && has("answer") {
-        Roles {
-            prompt: s("question"),
-            response: s("answer"),
-            ..Roles::new(SourceFormat::QuestionAnswer)
-        }
+        Roles { prompt: s("question"), response: s("answer"), ..Roles::new(SourceFormat::QuestionAnswer) }
     } else {
         return Err(format!(
             "cannot tell the layout from the fields [{}]; name them, e.g. --map prompt=FIELD --map response=FIELD",
             fields.join(", ")
         ));
     };
-    let FieldMap {
-        id,
-        source,
-        prompt,
-        input,
-        response,
-        messages,
-        system,
-    } = map.clone();
+    let FieldMap { id, source, prompt, input, response, messages, system } = map.clone();
     if let Some(f) = id {
         roles.id = f;
     }
@@ -281,22 +248,13 @@ mod tests {
         let f = |fields: &[&str]| detect(fields, &m).unwrap().format;
         assert_eq!(f(&["instruction", "input", "output"]), SourceFormat::Alpaca);
         assert_eq!(f(&["prompt", "completion"]), SourceFormat::PromptCompletion);
-        assert_eq!(
-            f(&["id", "source", "prompt", "response", "meta"]),
-            SourceFormat::PromptResponse
-        );
+        assert_eq!(f(&["id", "source", "prompt", "response", "meta"]), SourceFormat::PromptResponse);
         assert_eq!(f(&["messages"]), SourceFormat::Messages);
         assert_eq!(f(&["id", "conversations"]), SourceFormat::ShareGpt);
         assert_eq!(f(&["question", "answer"]), SourceFormat::QuestionAnswer);
-        assert_eq!(
-            f(&["id", "instruction", "instances"]),
-            SourceFormat::SelfInstruct
-        );
+        assert_eq!(f(&["id", "instruction", "instances"]), SourceFormat::SelfInstruct);
         let err = detect(&["text", "label"], &m).unwrap_err();
-        assert!(
-            err.contains("[text, label]") && err.contains("--map"),
-            "{err}"
-        );
+        assert!(err.contains("[text, label]") && err.contains("--map"), "{err}");
     }
 
     #[test]
@@ -307,17 +265,8 @@ mod tests {
         assert_eq!(roles.prompt.as_deref(), Some("text"));
         let m = FieldMap::parse(&["id=uid"]).unwrap();
         let roles = detect(&["uid", "question", "answer"], &m).unwrap();
-        assert_eq!(
-            (roles.format, roles.id.as_str()),
-            (SourceFormat::QuestionAnswer, "uid")
-        );
-        assert!(FieldMap::parse(&["bogus=x"])
-            .unwrap_err()
-            .to_string()
-            .contains("unknown role"));
-        assert!(FieldMap::parse(&["prompt"])
-            .unwrap_err()
-            .to_string()
-            .contains("ROLE=FIELD"));
+        assert_eq!((roles.format, roles.id.as_str()), (SourceFormat::QuestionAnswer, "uid"));
+        assert!(FieldMap::parse(&["bogus=x"]).unwrap_err().to_string().contains("unknown role"));
+        assert!(FieldMap::parse(&["prompt"]).unwrap_err().to_string().contains("ROLE=FIELD"));
     }
 }

@@ -59,10 +59,7 @@ impl LengthCollector {
         self.words.push(text.split_whitespace().count() as u32);
     }
     fn finish(mut self) -> TextLengths {
-        TextLengths {
-            chars: Distribution::of(&mut self.chars),
-            words: Distribution::of(&mut self.words),
-        }
+        TextLengths { chars: Distribution::of(&mut self.chars), words: Distribution::of(&mut self.words) }
     }
 }
 
@@ -111,18 +108,10 @@ pub fn inspect(
         let batch = batch?;
         rows += batch.num_rows() as u64;
         if sample_rows.len() < samples {
-            sample_rows.extend(batch_rows_json(
-                &batch.slice(0, batch.num_rows().min(samples - sample_rows.len())),
-            )?);
+            sample_rows.extend(batch_rows_json(&batch.slice(0, batch.num_rows().min(samples - sample_rows.len())))?);
         }
-        let p = batch
-            .column_by_name(schema::PROMPT)
-            .expect("core column")
-            .as_string::<i32>();
-        let r = batch
-            .column_by_name(schema::RESPONSE)
-            .expect("core column")
-            .as_string::<i32>();
+        let p = batch.column_by_name(schema::PROMPT).expect("core column").as_string::<i32>();
+        let r = batch.column_by_name(schema::RESPONSE).expect("core column").as_string::<i32>();
         let m = batch.column_by_name(schema::MESSAGES).expect("core column");
         conversations += (m.len() - m.null_count()) as u64;
         for i in 0..batch.num_rows() {
@@ -134,11 +123,8 @@ pub fn inspect(
         }
     }
     let schema = reader.schema();
-    let mut formats: Vec<String> = reader
-        .reports()
-        .iter()
-        .filter_map(|r| r.format.map(|f| format!("{f} ({})", r.container)))
-        .collect();
+    let mut formats: Vec<String> =
+        reader.reports().iter().filter_map(|r| r.format.map(|f| format!("{f} ({})", r.container))).collect();
     formats.dedup();
     formats.sort();
     formats.dedup();
@@ -150,18 +136,11 @@ pub fn inspect(
         columns: schema
             .fields()
             .iter()
-            .map(|f| Column {
-                name: f.name().clone(),
-                data_type: f.data_type().to_string(),
-                nullable: f.is_nullable(),
-            })
+            .map(|f| Column { name: f.name().clone(), data_type: f.data_type().to_string(), nullable: f.is_nullable() })
             .collect(),
         with_response,
         conversations,
-        lengths: BTreeMap::from([
-            ("prompt".to_string(), prompt.finish()),
-            ("response".to_string(), response.finish()),
-        ]),
+        lengths: BTreeMap::from([("prompt".to_string(), prompt.finish()), ("response".to_string(), response.finish())]),
         samples: sample_rows,
         rejected: reader.rejections().clone(),
         inputs: reader.reports().to_vec(),

@@ -64,10 +64,7 @@ impl Manifest {
             output,
             rows,
             rejected,
-            started_unix: started
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
         })
     }
@@ -84,7 +81,6 @@ impl Manifest {
     pub fn read_beside(data: &Path) -> Result<Self> {
         let path = manifest_path(data);
         let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&text)
-            .map_err(|e| Error::file(&path, format!("not a whetstone manifest: {e}")))
+        serde_json::from_slice(&text).map_err(|e| Error::file(&path, format!("not a whetstone manifest: {e}")))
     }
 }

@@ -106,9 +106,8 @@ impl Rejections {
     }
 }
 
-const INPUT_EXTENSIONS: [&str; 10] = [
-    "jsonl", "json", "ndjson", "gz", "parquet", "arrow", "ipc", "feather", "csv", "tsv",
-];
+const INPUT_EXTENSIONS: [&str; 10] =
+    ["jsonl", "json", "ndjson", "gz", "parquet", "arrow", "ipc", "feather", "csv", "tsv"];
 
 /// Expands an input: a file, a directory (every data file in it, sorted) or a glob pattern.
 pub fn resolve_inputs(spec: &Path) -> Result<Vec<PathBuf>> {
@@ -116,9 +115,7 @@ pub fn resolve_inputs(spec: &Path) -> Result<Vec<PathBuf>> {
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
         !name.starts_with('.')
             && !name.ends_with(".manifest.json")
-            && p.extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| INPUT_EXTENSIONS.contains(&e))
+            && p.extension().and_then(|e| e.to_str()).is_some_and(|e| INPUT_EXTENSIONS.contains(&e))
     };
     if spec.is_file() {
         return Ok(vec![spec.to_path_buf()]);
@@ -132,10 +129,7 @@ pub fn resolve_inputs(spec: &Path) -> Result<Vec<PathBuf>> {
     } else {
         let pattern = spec.to_string_lossy();
         if !pattern.contains(['*', '?', '[']) {
-            return Err(Error::Usage(format!(
-                "{}: no such file or directory",
-                spec.display()
-            )));
+            return Err(Error::Usage(format!("{}: no such file or directory", spec.display())));
         }
         glob::glob(&pattern)
             .map_err(|e| Error::Usage(format!("{pattern}: not a valid glob pattern: {e}")))?
@@ -156,11 +150,7 @@ pub fn resolve_inputs(spec: &Path) -> Result<Vec<PathBuf>> {
 
 /// The source name a file gives its rows: its name without data extensions (`train.jsonl.gz` → `train`).
 pub fn file_stem(path: &Path) -> String {
-    let mut name = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("")
-        .to_string();
+    let mut name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
     while let Some((head, ext)) = name.rsplit_once('.') {
         if !INPUT_EXTENSIONS.contains(&ext) || head.is_empty() {
             break;
@@ -172,9 +162,7 @@ pub fn file_stem(path: &Path) -> String {
 
 fn container_of(path: &Path) -> Result<(Container, bool)> {
     let mut magic = [0u8; 4];
-    let n = File::open(path)
-        .and_then(|mut f| f.read(&mut magic))
-        .map_err(|e| Error::io(path, e))?;
+    let n = File::open(path).and_then(|mut f| f.read(&mut magic)).map_err(|e| Error::io(path, e))?;
     let magic = &magic[..n];
     let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
     Ok(if magic.starts_with(&[0x1f, 0x8b]) || ext == "gz" {
@@ -237,20 +225,13 @@ fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncS
         Ok(f) => f,
         Err(e) => return fail(&tx, Error::io(&path, e)),
     };
-    let hashing = HashingReader {
-        inner: file,
-        hasher: Default::default(),
-        bytes: 0,
-        progress,
-    };
+    let hashing = HashingReader { inner: file, hasher: Default::default(), bytes: 0, progress };
     enum Decoded<R: Read> {
         Plain(R),
         Gzip(Box<flate2::read::MultiGzDecoder<BufReader<R>>>),
     }
     let mut reader = if gzip {
-        Decoded::Gzip(Box::new(flate2::read::MultiGzDecoder::new(
-            BufReader::with_capacity(1 << 20, hashing),
-        )))
+        Decoded::Gzip(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, hashing))))
     } else {
         Decoded::Plain(hashing)
     };
@@ -267,13 +248,9 @@ fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncS
         let n = match got {
             Ok(n) => n,
             Err(e) if gzip => {
-                return fail(
-                    &tx,
-                    Error::file(
-                        &path,
-                        format!("corrupt gzip data after line {}: {e}", next_line - 1),
-                    ),
-                )
+                // read_to_end keeps what it read before the error: name the line the damage starts in.
+                let line = next_line + memchr::memchr_iter(b'\n', &buf).count() as u64;
+                return fail(&tx, Error::file(&path, format!("corrupt gzip data at line {line}: {e}")));
             }
             Err(e) => return fail(&tx, Error::io(&path, e)),
         };
@@ -304,14 +281,7 @@ fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncS
             }
         }
         if eof {
-            if !buf.is_empty()
-                && tx
-                    .send(Piece::Lines {
-                        data: buf,
-                        first_line: next_line,
-                    })
-                    .is_err()
-            {
+            if !buf.is_empty() && tx.send(Piece::Lines { data: buf, first_line: next_line }).is_err() {
                 return;
             }
             break;
@@ -322,13 +292,7 @@ fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncS
         };
         carry = buf.split_off(last_nl + 1);
         let lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
-        if tx
-            .send(Piece::Lines {
-                data: buf,
-                first_line: next_line,
-            })
-            .is_err()
-        {
+        if tx.send(Piece::Lines { data: buf, first_line: next_line }).is_err() {
             return;
         }
         next_line += lines;
@@ -337,10 +301,7 @@ fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncS
         Decoded::Plain(r) => r,
         Decoded::Gzip(r) => r.into_inner().into_inner(),
     };
-    let _ = tx.send(Piece::End {
-        bytes: hashing.bytes,
-        xxh3_128: format!("{:032x}", hashing.hasher.digest128()),
-    });
+    let _ = tx.send(Piece::End { bytes: hashing.bytes, xxh3_128: format!("{:032x}", hashing.hasher.digest128()) });
 }
 
 /// One source row as JSON text with its position (or why it is not text).
@@ -352,9 +313,7 @@ enum Source {
         thread: Option<std::thread::JoinHandle<()>>,
     },
     Arrow {
-        batches: Box<
-            dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send,
-        >,
+        batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
         next_row: u64,
     },
 }
@@ -458,10 +417,7 @@ impl DatasetReader {
                     .name("whetstone-read".into())
                     .spawn(move || read_json_file(p, gzip, progress, tx))
                     .map_err(|e| Error::io(&path, e))?;
-                Source::Json {
-                    rx,
-                    thread: Some(thread),
-                }
+                Source::Json { rx, thread: Some(thread) }
             }
             other => {
                 let (bytes, hash) = hash_file(&path, self.progress.done.clone())?;
@@ -469,10 +425,7 @@ impl DatasetReader {
                 report.xxh3_128 = hash;
                 report.container = format!("{other:?}").to_lowercase();
                 let batches = open_arrow(&path, other)?;
-                Source::Arrow {
-                    batches,
-                    next_row: 0,
-                }
+                Source::Arrow { batches, next_row: 0 }
             }
         };
         self.reports.push(report);
@@ -502,27 +455,14 @@ impl DatasetReader {
                 }
                 Ok(Piece::Array(data)) => {
                     let path = self.inputs[self.next_input - 1].clone();
-                    self.report().container = if self.report().container.ends_with("gz") {
-                        "json.gz"
-                    } else {
-                        "json"
-                    }
-                    .into();
+                    self.report().container =
+                        if self.report().container.ends_with("gz") { "json.gz" } else { "json" }.into();
                     let text = std::str::from_utf8(&data).map_err(|e| {
-                        let line = data[..e.valid_up_to()]
-                            .iter()
-                            .filter(|&&b| b == b'\n')
-                            .count()
-                            + 1;
+                        let line = data[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
                         Error::file(&path, format!("line {line}: invalid UTF-8"))
                     })?;
                     let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
-                        .map_err(|e| {
-                            Error::file(
-                                &path,
-                                format!("line {}: invalid JSON array: {e}", e.line()),
-                            )
-                        })?;
+                        .map_err(|e| Error::file(&path, format!("line {}: invalid JSON array: {e}", e.line())))?;
                     let start = text.as_ptr() as usize;
                     let mut line = 1u64;
                     let mut at = 0usize;
@@ -548,10 +488,7 @@ impl DatasetReader {
                     Ok(false)
                 }
                 Ok(Piece::Failed(e)) => Err(e),
-                Err(_) => Err(Error::file(
-                    &self.inputs[self.next_input - 1],
-                    "reader thread stopped unexpectedly",
-                )),
+                Err(_) => Err(Error::file(&self.inputs[self.next_input - 1], "reader thread stopped unexpectedly")),
             },
             Source::Arrow { batches, next_row } => {
                 let path = &self.inputs[self.next_input - 1];
@@ -559,9 +496,8 @@ impl DatasetReader {
                     return Ok(false);
                 };
                 let first_row = *next_row;
-                let batch = batch.map_err(|e| {
-                    Error::file(path, format!("cannot read after row {first_row}: {e}"))
-                })?;
+                let batch = batch
+                    .map_err(|e| Error::file(path, format!("cannot read the rows from row {first_row} on: {e}")))?;
                 *next_row += batch.num_rows() as u64;
                 if schema::is_canonical(&batch.schema()) {
                     let report = self.report();
@@ -596,11 +532,8 @@ impl DatasetReader {
             w.finish()?;
         }
         let text = std::str::from_utf8(&buf).expect("arrow writes UTF-8 JSON");
-        let texts: Vec<RowText> = text
-            .lines()
-            .enumerate()
-            .map(|(i, l)| (Position::Row(first_row + i as u64), Ok(l)))
-            .collect();
+        let texts: Vec<RowText> =
+            text.lines().enumerate().map(|(i, l)| (Position::Row(first_row + i as u64), Ok(l))).collect();
         self.convert_texts(&texts)
     }
 
@@ -609,16 +542,14 @@ impl DatasetReader {
         let path = self.inputs[self.next_input - 1].clone();
         if self.roles.is_none() {
             // The layout is recognised from the first row that is a JSON object.
-            let first = texts.iter().find_map(|(pos, t)| {
-                match t.as_ref().ok().map(|t| serde_json::from_str::<Value>(t)) {
+            let first =
+                texts.iter().find_map(|(pos, t)| match t.as_ref().ok().map(|t| serde_json::from_str::<Value>(t)) {
                     Some(Ok(Value::Object(obj))) => Some((*pos, obj)),
                     _ => None,
-                }
-            });
+                });
             if let Some((pos, obj)) = first {
                 let fields: Vec<&str> = obj.keys().map(String::as_str).collect();
-                let roles = detect(&fields, &self.opts.map)
-                    .map_err(|m| Error::file(&path, format!("{pos}: {m}")))?;
+                let roles = detect(&fields, &self.opts.map).map_err(|m| Error::file(&path, format!("{pos}: {m}")))?;
                 self.report().format = Some(roles.format);
                 self.roles = Some(roles);
             }
@@ -633,18 +564,14 @@ impl DatasetReader {
                 let mut errors = Vec::new();
                 let mut records = Vec::with_capacity(1);
                 for (position, text) in chunk {
-                    let cx = RowContext {
-                        path: &path,
-                        position: *position,
-                        stem: &stem,
-                    };
+                    let cx = RowContext { path: &path, position: *position, stem: &stem };
                     let row = text.clone().and_then(|t| {
                         let value: Value = serde_json::from_str(t).map_err(|e| RowError {
                             path: path.clone(),
                             position: *position,
                             field: None,
                             kind: "invalid_json",
-                            message: format!("invalid JSON: {e}"),
+                            message: json_error(&e),
                         })?;
                         match &roles {
                             Some(roles) => records_from_json(value, roles, &cx, &mut records),
@@ -703,11 +630,7 @@ impl DatasetReader {
             }
         }
         let schema = self.schema.clone().expect("set above");
-        self.pending.push_back(
-            batch
-                .with_schema(schema)
-                .unwrap_or_else(|_| unreachable!("same columns")),
-        );
+        self.pending.push_back(batch.with_schema(schema).unwrap_or_else(|_| unreachable!("same columns")));
         Ok(())
     }
 
@@ -741,20 +664,20 @@ impl DatasetReader {
     }
 }
 
+/// serde_json's message without its "at line 1 column N" (a row is one line): the column, said once.
+fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let what = text.rsplit_once(" at line ").map(|(w, _)| w).unwrap_or(&text);
+    format!("invalid JSON at column {}: {what}", e.column())
+}
+
 fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()
-        && a.fields()
-            .iter()
-            .zip(b.fields())
-            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+        && a.fields().iter().zip(b.fields()).all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
 }
 
 fn column_names(s: &Schema) -> String {
-    s.fields()
-        .iter()
-        .map(|f| f.name().as_str())
-        .collect::<Vec<_>>()
-        .join(", ")
+    s.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
 }
 
 impl Iterator for DatasetReader {
@@ -778,16 +701,14 @@ impl Iterator for DatasetReader {
     }
 }
 
-type BatchIter =
-    Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
+type BatchIter = Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
 
 fn open_arrow(path: &Path, container: Container) -> Result<BatchIter> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     Ok(match container {
         Container::Parquet => {
-            let builder =
-                parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                    .map_err(|e| Error::file(path, format!("not a readable Parquet file: {e}")))?;
+            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+                .map_err(|e| Error::file(path, format!("not a readable Parquet file: {e}")))?;
             Box::new(
                 builder
                     .with_batch_size(8192)
@@ -806,35 +727,20 @@ fn open_arrow(path: &Path, container: Container) -> Result<BatchIter> {
                     file.rewind().map_err(|e| Error::io(path, e))?;
                     Box::new(
                         arrow::ipc::reader::StreamReader::try_new(BufReader::new(file), None)
-                            .map_err(|e| {
-                                Error::file(
-                                    path,
-                                    format!("not a readable Arrow IPC file or stream: {e}"),
-                                )
-                            })?,
+                            .map_err(|e| Error::file(path, format!("not a readable Arrow IPC file or stream: {e}")))?,
                     )
                 }
             }
         }
         Container::Csv => {
-            let delimiter = if path.extension().is_some_and(|e| e == "tsv") {
-                b'\t'
-            } else {
-                b','
-            };
-            let format = arrow::csv::reader::Format::default()
-                .with_header(true)
-                .with_delimiter(delimiter);
+            let delimiter = if path.extension().is_some_and(|e| e == "tsv") { b'\t' } else { b',' };
+            let format = arrow::csv::reader::Format::default().with_header(true).with_delimiter(delimiter);
             let (inferred, _) = format
                 .infer_schema(BufReader::new(file), Some(1))
                 .map_err(|e| Error::file(path, format!("cannot read the CSV header: {e}")))?;
             // Every CSV field is text: a field that looks like a number stays the text it was.
             let schema = Arc::new(Schema::new(
-                inferred
-                    .fields()
-                    .iter()
-                    .map(|f| Field::new(f.name(), DataType::Utf8, true))
-                    .collect::<Vec<_>>(),
+                inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
             ));
             let file = File::open(path).map_err(|e| Error::io(path, e))?;
             Box::new(
@@ -849,10 +755,7 @@ fn open_arrow(path: &Path, container: Container) -> Result<BatchIter> {
 }
 
 /// Reads a whole input into memory: for tests, small files and notebooks.
-pub fn read_all(
-    spec: impl AsRef<Path>,
-    opts: ReadOptions,
-) -> Result<(Vec<RecordBatch>, DatasetReader)> {
+pub fn read_all(spec: impl AsRef<Path>, opts: ReadOptions) -> Result<(Vec<RecordBatch>, DatasetReader)> {
     let mut reader = DatasetReader::open(spec, opts)?;
     let mut batches = Vec::new();
     for b in reader.by_ref() {

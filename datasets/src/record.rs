@@ -56,12 +56,7 @@ pub struct RowContext<'a> {
 }
 
 impl RowContext<'_> {
-    fn error(
-        &self,
-        field: Option<&str>,
-        kind: &'static str,
-        message: impl Into<String>,
-    ) -> RowError {
+    fn error(&self, field: Option<&str>, kind: &'static str, message: impl Into<String>) -> RowError {
         RowError {
             path: self.path.to_path_buf(),
             position: self.position,
@@ -98,18 +93,13 @@ impl Fields<'_> {
     fn string(&mut self, name: Option<&str>, required: bool) -> Result<Option<String>, RowError> {
         match self.take(name) {
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(self.cx.error(
-                name,
-                "wrong_type",
-                format!("expected a string, found {}", type_name(&other)),
-            )),
+            Some(other) => {
+                Err(self.cx.error(name, "wrong_type", format!("expected a string, found {}", type_name(&other))))
+            }
             None if required => Err(self.cx.error(
                 name,
                 "missing_field",
-                format!(
-                    "missing (rows of this file are {}); map another field with --map",
-                    self.roles.format
-                ),
+                format!("missing (rows of this file are {}); map another field with --map", self.roles.format),
             )),
             None => Ok(None),
         }
@@ -151,16 +141,9 @@ fn parse_messages(value: Value, field: &str, cx: &RowContext) -> Result<Vec<Mess
     for (i, item) in items.into_iter().enumerate() {
         let turn = format!("{field}[{i}]");
         let Value::Object(mut obj) = item else {
-            return Err(cx.error(
-                Some(&turn),
-                "wrong_type",
-                format!("expected an object, found {}", type_name(&item)),
-            ));
+            return Err(cx.error(Some(&turn), "wrong_type", format!("expected an object, found {}", type_name(&item))));
         };
-        let role = match obj
-            .shift_remove("role")
-            .or_else(|| obj.shift_remove("from"))
-        {
+        let role = match obj.shift_remove("role").or_else(|| obj.shift_remove("from")) {
             Some(Value::String(r)) => role_name(&r),
             Some(v) => {
                 return Err(cx.error(
@@ -177,10 +160,7 @@ fn parse_messages(value: Value, field: &str, cx: &RowContext) -> Result<Vec<Mess
                 ))
             }
         };
-        let content = match obj
-            .shift_remove("content")
-            .or_else(|| obj.shift_remove("value"))
-        {
+        let content = match obj.shift_remove("content").or_else(|| obj.shift_remove("value")) {
             Some(Value::String(c)) => c,
             // An assistant turn that only calls tools has no text.
             Some(Value::Null) => String::new(),
@@ -231,18 +211,10 @@ fn prompt_response_of(
         Some((last, head)) if last.role == "assistant" => (Some(last.content.clone()), head),
         _ => (None, messages),
     };
-    let prompt = head
-        .iter()
-        .rev()
-        .find(|m| m.role == "user")
-        .map(|m| m.content.clone());
+    let prompt = head.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone());
     match prompt {
         Some(p) => Ok((p, response)),
-        None => Err(cx.error(
-            Some(field),
-            "missing_field",
-            "the conversation has no user turn",
-        )),
+        None => Err(cx.error(Some(field), "missing_field", "the conversation has no user turn")),
     }
 }
 
@@ -254,27 +226,17 @@ fn join_input(prompt: String, input: Option<String>) -> String {
 }
 
 /// Converts one source row (a JSON object) into records: one, or one per instance for Self-Instruct.
-pub fn records_from_json(
-    value: Value,
-    roles: &Roles,
-    cx: &RowContext,
-    out: &mut Vec<Record>,
-) -> Result<(), RowError> {
+pub fn records_from_json(value: Value, roles: &Roles, cx: &RowContext, out: &mut Vec<Record>) -> Result<(), RowError> {
     let Value::Object(obj) = value else {
         return Err(cx.error(
             None,
             "wrong_type",
-            format!(
-                "expected a JSON object per row, found {}",
-                type_name(&value)
-            ),
+            format!("expected a JSON object per row, found {}", type_name(&value)),
         ));
     };
     let mut f = Fields { obj, cx, roles };
     let id = f.id()?;
-    let source = f
-        .string(Some(&roles.source), false)?
-        .unwrap_or_else(|| cx.stem.to_string());
+    let source = f.string(Some(&roles.source), false)?.unwrap_or_else(|| cx.stem.to_string());
     let system = f.string(roles.system.as_deref(), false)?;
 
     // Self-Instruct: one row per instance.
@@ -282,15 +244,9 @@ pub fn records_from_json(
         let instruction = f.string(roles.prompt.as_deref(), true)?.unwrap_or_default();
         let instances = match f.take(Some(field)) {
             Some(Value::Array(items)) if !items.is_empty() => items,
-            Some(Value::Array(_)) => {
-                return Err(cx.error(Some(field), "missing_field", "no instances"))
-            }
+            Some(Value::Array(_)) => return Err(cx.error(Some(field), "missing_field", "no instances")),
             Some(v) => {
-                return Err(cx.error(
-                    Some(field),
-                    "wrong_type",
-                    format!("expected an array, found {}", type_name(&v)),
-                ))
+                return Err(cx.error(Some(field), "wrong_type", format!("expected an array, found {}", type_name(&v))))
             }
             None => return Err(cx.error(Some(field), "missing_field", "missing")),
         };
@@ -311,11 +267,7 @@ pub fn records_from_json(
                 instances: None,
                 ..roles.clone()
             };
-            let mut inst = Fields {
-                obj,
-                cx,
-                roles: &inst_roles,
-            };
+            let mut inst = Fields { obj, cx, roles: &inst_roles };
             let input = inst.string(Some("input"), false)?;
             let response = inst.string(Some("output"), true)?;
             let prompt = join_input(instruction.clone(), input);
@@ -324,14 +276,7 @@ pub fn records_from_json(
                 Some(id) => id.clone(),
                 None => content_id(&prompt, response.as_deref(), None),
             };
-            out.push(Record {
-                id,
-                source: source.clone(),
-                prompt,
-                response,
-                messages: None,
-                meta: meta.clone(),
-            });
+            out.push(Record { id, source: source.clone(), prompt, response, messages: None, meta: meta.clone() });
         }
         return Ok(());
     }
@@ -339,9 +284,7 @@ pub fn records_from_json(
     let mut messages = match roles.messages.as_deref() {
         Some(field) => match f.take(Some(field)) {
             Some(v) => Some(parse_messages(v, field, cx)?),
-            None if roles.prompt.is_none() => {
-                return Err(cx.error(Some(field), "missing_field", "missing"))
-            }
+            None if roles.prompt.is_none() => return Err(cx.error(Some(field), "missing_field", "missing")),
             None => None,
         },
         None => None,
@@ -359,49 +302,29 @@ pub fn records_from_json(
     // Alpaca/LLaMA-Factory multi-turn: history and system make it a conversation.
     let history = match roles.history.as_deref() {
         Some(field) => match f.take(Some(field)) {
-            Some(Value::Array(pairs)) if !pairs.is_empty() => {
-                Some(history_turns(pairs, field, cx)?)
-            }
+            Some(Value::Array(pairs)) if !pairs.is_empty() => Some(history_turns(pairs, field, cx)?),
             Some(Value::Array(_)) | None => None,
             Some(v) => {
                 return Err(cx.error(
                     Some(field),
                     "wrong_type",
-                    format!(
-                        "expected an array of [user, assistant] pairs, found {}",
-                        type_name(&v)
-                    ),
+                    format!("expected an array of [user, assistant] pairs, found {}", type_name(&v)),
                 ))
             }
         },
         None => None,
     };
-    if messages.is_none()
-        && (history.is_some() || system.is_some())
-        && roles.format == SourceFormat::Alpaca
-    {
+    if messages.is_none() && (history.is_some() || system.is_some()) && roles.format == SourceFormat::Alpaca {
         let mut turns = history.unwrap_or_default();
-        turns.push(Message {
-            role: "user".into(),
-            content: prompt.clone(),
-        });
+        turns.push(Message { role: "user".into(), content: prompt.clone() });
         if let Some(r) = &response {
-            turns.push(Message {
-                role: "assistant".into(),
-                content: r.clone(),
-            });
+            turns.push(Message { role: "assistant".into(), content: r.clone() });
         }
         messages = Some(turns);
     }
     if let (Some(turns), Some(system)) = (&mut messages, system) {
         if turns.first().map(|m| m.role != "system").unwrap_or(true) {
-            turns.insert(
-                0,
-                Message {
-                    role: "system".into(),
-                    content: system,
-                },
-            );
+            turns.insert(0, Message { role: "system".into(), content: system });
         }
     }
 
@@ -410,50 +333,29 @@ pub fn records_from_json(
         Some(Value::Null) | None => None,
         Some(other) => {
             let name = roles.meta.as_deref();
-            return Err(cx.error(
-                name,
-                "wrong_type",
-                format!("expected an object, found {}", type_name(&other)),
-            ));
+            return Err(cx.error(name, "wrong_type", format!("expected an object, found {}", type_name(&other))));
         }
     };
     let meta = meta_of(f.obj, meta_obj);
     let id = id.unwrap_or_else(|| content_id(&prompt, response.as_deref(), messages.as_deref()));
-    out.push(Record {
-        id,
-        source,
-        prompt,
-        response,
-        messages,
-        meta,
-    });
+    out.push(Record { id, source, prompt, response, messages, meta });
     Ok(())
 }
 
-fn history_turns(
-    pairs: Vec<Value>,
-    field: &str,
-    cx: &RowContext,
-) -> Result<Vec<Message>, RowError> {
+fn history_turns(pairs: Vec<Value>, field: &str, cx: &RowContext) -> Result<Vec<Message>, RowError> {
     let mut turns = Vec::with_capacity(pairs.len() * 2);
     for (i, pair) in pairs.into_iter().enumerate() {
         match pair {
             Value::Array(p) if p.len() == 2 && p.iter().all(Value::is_string) => {
                 for (role, text) in ["user", "assistant"].into_iter().zip(p) {
-                    turns.push(Message {
-                        role: role.into(),
-                        content: text.as_str().unwrap_or_default().to_string(),
-                    });
+                    turns.push(Message { role: role.into(), content: text.as_str().unwrap_or_default().to_string() });
                 }
             }
             other => {
                 return Err(cx.error(
                     Some(&format!("{field}[{i}]")),
                     "wrong_type",
-                    format!(
-                        "expected a [user, assistant] pair of strings, found {}",
-                        type_name(&other)
-                    ),
+                    format!("expected a [user, assistant] pair of strings, found {}", type_name(&other)),
                 ))
             }
         }
@@ -519,14 +421,8 @@ impl RecordBatchBuilder {
             Some(turns) => {
                 let values = self.messages.values();
                 for m in turns {
-                    values
-                        .field_builder::<StringBuilder>(0)
-                        .expect("role")
-                        .append_value(&m.role);
-                    values
-                        .field_builder::<StringBuilder>(1)
-                        .expect("content")
-                        .append_value(&m.content);
+                    values.field_builder::<StringBuilder>(0).expect("role").append_value(&m.role);
+                    values.field_builder::<StringBuilder>(1).expect("content").append_value(&m.content);
                     values.append(true);
                 }
                 self.messages.append(true);
@@ -547,7 +443,6 @@ impl RecordBatchBuilder {
             Arc::new(self.messages.finish()),
             Arc::new(self.meta.finish()),
         ];
-        RecordBatch::try_new(schema::core_schema(), columns)
-            .expect("builders follow the core schema")
+        RecordBatch::try_new(schema::core_schema(), columns).expect("builders follow the core schema")
     }
 }

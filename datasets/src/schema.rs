@@ -47,9 +47,7 @@ pub mod stage {
     /// The field of a stage column; `dim` is used only by [`EMBEDDING`].
     pub fn field(name: &str, dim: i32) -> Option<Field> {
         let data_type = match name {
-            EMBEDDING => {
-                DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim)
-            }
+            EMBEDDING => DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim),
             CLUSTER | ROUND => DataType::UInt32,
             REWARD | QUALITY => DataType::Float32,
             DUP_OF | GENERATOR | SPLIT => DataType::Utf8,
@@ -61,19 +59,12 @@ pub mod stage {
 
 /// The struct of one chat turn: `role` (`system`, `user`, `assistant`, `tool`) and `content`.
 pub fn message_fields() -> Fields {
-    Fields::from(vec![
-        Field::new("role", DataType::Utf8, false),
-        Field::new("content", DataType::Utf8, false),
-    ])
+    Fields::from(vec![Field::new("role", DataType::Utf8, false), Field::new("content", DataType::Utf8, false)])
 }
 
 /// `List<Struct<role, content>>`.
 pub fn messages_type() -> DataType {
-    DataType::List(Arc::new(Field::new(
-        "item",
-        DataType::Struct(message_fields()),
-        true,
-    )))
+    DataType::List(Arc::new(Field::new("item", DataType::Struct(message_fields()), true)))
 }
 
 /// The core schema: what a reader produces from any source format.
@@ -97,9 +88,6 @@ pub fn core_schema() -> SchemaRef {
 pub fn is_canonical(schema: &Schema) -> bool {
     let core = core_schema();
     core.fields().iter().all(|want| {
-        schema
-            .field_with_name(want.name())
-            .map(|have| have.data_type() == want.data_type())
-            .unwrap_or(false)
+        schema.field_with_name(want.name()).map(|have| have.data_type() == want.data_type()).unwrap_or(false)
     })
 }

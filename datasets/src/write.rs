@@ -102,10 +102,7 @@ type Sink = HashingWriter<BufWriter<File>>;
 enum Encoder {
     Parquet(Box<ArrowWriter<Sink>>),
     Arrow(Box<arrow::ipc::writer::FileWriter<Sink>>),
-    Text {
-        out: Box<dyn FinishWrite>,
-        format: OutputFormat,
-    },
+    Text { out: Box<dyn FinishWrite>, format: OutputFormat },
 }
 
 /// A text writer that may need finishing (gzip) before its file is complete.
@@ -161,14 +158,12 @@ impl DatasetWriter {
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(".tmp")
+            .permissions(file_mode())
             .tempfile_in(&dir)
             .map_err(|e| Error::io(&dir, e))?;
         let (file, temp) = temp.into_parts();
-        let sink = HashingWriter {
-            inner: BufWriter::with_capacity(1 << 20, file),
-            hasher: Default::default(),
-            bytes: 0,
-        };
+        let sink =
+            HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Default::default(), bytes: 0 };
         let encoder = match format {
             OutputFormat::Parquet => {
                 let mut props = WriterProperties::builder()
@@ -176,41 +171,22 @@ impl DatasetWriter {
                     .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
                     // Long unique texts gain nothing from dictionaries; short repeated labels do.
                     .set_dictionary_enabled(false);
-                for column in [
-                    schema::SOURCE,
-                    schema::stage::SPLIT,
-                    schema::stage::GENERATOR,
-                ] {
+                for column in [schema::SOURCE, schema::stage::SPLIT, schema::stage::GENERATOR] {
                     props = props.set_column_dictionary_enabled(column.into(), true);
                 }
-                Encoder::Parquet(Box::new(ArrowWriter::try_new(
-                    sink,
-                    schema,
-                    Some(props.build()),
-                )?))
+                Encoder::Parquet(Box::new(ArrowWriter::try_new(sink, schema, Some(props.build()))?))
             }
-            OutputFormat::Arrow => Encoder::Arrow(Box::new(
-                arrow::ipc::writer::FileWriter::try_new(sink, &schema)?,
-            )),
+            OutputFormat::Arrow => Encoder::Arrow(Box::new(arrow::ipc::writer::FileWriter::try_new(sink, &schema)?)),
             text => {
                 let out: Box<dyn FinishWrite> = if name.ends_with(".gz") {
-                    Box::new(flate2::write::GzEncoder::new(
-                        sink,
-                        flate2::Compression::default(),
-                    ))
+                    Box::new(flate2::write::GzEncoder::new(sink, flate2::Compression::default()))
                 } else {
                     Box::new(sink)
                 };
                 Encoder::Text { out, format: text }
             }
         };
-        Ok(DatasetWriter {
-            path,
-            format,
-            encoder,
-            temp,
-            rows: 0,
-        })
+        Ok(DatasetWriter { path, format, encoder, temp, rows: 0 })
     }
 
     pub fn path(&self) -> &Path {
@@ -242,13 +218,7 @@ impl DatasetWriter {
 
     /// Completes the file, syncs it and renames it to its final name.
     pub fn finish(self) -> Result<OutputReport> {
-        let DatasetWriter {
-            path,
-            format,
-            encoder,
-            temp,
-            rows,
-        } = self;
+        let DatasetWriter { path, format, encoder, temp, rows } = self;
         let io = |e| Error::io(&path, e);
         let sink = match encoder {
             Encoder::Parquet(w) => w.into_inner()?,
@@ -258,23 +228,19 @@ impl DatasetWriter {
             }
             Encoder::Text { out, .. } => out.finish().map_err(io)?,
         };
-        let HashingWriter {
-            inner,
-            hasher,
-            bytes,
-        } = sink;
+        let HashingWriter { inner, hasher, bytes } = sink;
         let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
         file.sync_all().map_err(io)?;
         drop(file);
         temp.persist(&path).map_err(|e| io(e.error))?;
-        Ok(OutputReport {
-            path,
-            format,
-            rows,
-            bytes,
-            xxh3_128: format!("{:032x}", hasher.digest128()),
-        })
+        Ok(OutputReport { path, format, rows, bytes, xxh3_128: format!("{:032x}", hasher.digest128()) })
     }
+}
+
+/// Temporary files are private (0600); a dataset gets the mode any new file gets (0666 less the umask).
+fn file_mode() -> std::fs::Permissions {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::Permissions::from_mode(0o666)
 }
 
 /// Writes `bytes` to `path` atomically (temporary file, sync, rename).
@@ -286,6 +252,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut temp = tempfile::Builder::new()
         .prefix(".whetstone.")
         .suffix(".tmp")
+        .permissions(file_mode())
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     temp.write_all(bytes).map_err(|e| Error::io(path, e))?;
@@ -296,9 +263,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Every column as JSON; `meta` (JSON text) is inlined as an object so it reads back as the fields it was.
 pub(crate) fn jsonl_rows(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let meta = batch
-        .column_by_name(schema::META)
-        .map(|c| c.as_string::<i32>().clone());
+    let meta = batch.column_by_name(schema::META).map(|c| c.as_string::<i32>().clone());
     let rest = match batch.schema().index_of(schema::META) {
         Ok(i) => {
             let mut b = batch.clone();
@@ -317,11 +282,7 @@ pub(crate) fn jsonl_rows(batch: &RecordBatch) -> Result<Vec<u8>> {
         return Ok(lines);
     };
     let mut out = Vec::with_capacity(lines.len() + meta.value_data().len() + 16 * meta.len());
-    for (row, line) in lines
-        .split(|&b| b == b'\n')
-        .take(batch.num_rows())
-        .enumerate()
-    {
+    for (row, line) in lines.split(|&b| b == b'\n').take(batch.num_rows()).enumerate() {
         match meta.is_valid(row).then(|| meta.value(row)) {
             Some(m) => {
                 out.extend_from_slice(line.strip_suffix(b"}").unwrap_or(line));
@@ -344,24 +305,15 @@ struct Turns {
 }
 
 fn row_turns(batch: &RecordBatch, row: usize) -> Turns {
-    let strings = |name| {
-        batch
-            .column_by_name(name)
-            .map(|c| c.as_string::<i32>().clone())
-    };
-    if let Some(list) = batch
-        .column_by_name(schema::MESSAGES)
-        .map(|c| c.as_list::<i32>().clone())
-    {
+    let strings = |name| batch.column_by_name(name).map(|c| c.as_string::<i32>().clone());
+    if let Some(list) = batch.column_by_name(schema::MESSAGES).map(|c| c.as_list::<i32>().clone()) {
         if list.is_valid(row) {
             let turns = list.value(row);
             let turns = turns.as_struct();
             let role: &StringArray = turns.column(0).as_string();
             let content: &StringArray = turns.column(1).as_string();
             return Turns {
-                turns: (0..turns.len())
-                    .map(|i| (role.value(i).to_string(), content.value(i).to_string()))
-                    .collect(),
+                turns: (0..turns.len()).map(|i| (role.value(i).to_string(), content.value(i).to_string())).collect(),
             };
         }
     }
@@ -384,11 +336,8 @@ fn layout_rows(batch: &RecordBatch, row_fn: fn(Turns) -> Value) -> Result<Vec<u8
 }
 
 fn messages_row(t: Turns) -> Value {
-    let messages: Vec<Value> = t
-        .turns
-        .into_iter()
-        .map(|(role, content)| json!({"role": role, "content": content}))
-        .collect();
+    let messages: Vec<Value> =
+        t.turns.into_iter().map(|(role, content)| json!({"role": role, "content": content})).collect();
     json!({ "messages": messages })
 }
 
@@ -416,10 +365,8 @@ fn alpaca_row(t: Turns) -> Value {
         row.insert("system".into(), s.into());
     }
     if !turns.is_empty() {
-        let history: Vec<Value> = turns
-            .chunks(2)
-            .map(|p| json!([p[0].1, p.get(1).map(|x| x.1.as_str()).unwrap_or("")]))
-            .collect();
+        let history: Vec<Value> =
+            turns.chunks(2).map(|p| json!([p[0].1, p.get(1).map(|x| x.1.as_str()).unwrap_or("")])).collect();
         row.insert("history".into(), history.into());
     }
     Value::Object(row)

@@ -11,8 +11,7 @@ use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArra
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use whetstone::datasets::{
-    self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress,
-    ReadOptions,
+    self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions,
 };
 
 /// whetstone: build LLM fine-tuning datasets and improve models in rounds.
@@ -57,10 +56,7 @@ struct ReadArgs {
 
 impl ReadArgs {
     fn options(&self) -> Result<ReadOptions> {
-        Ok(ReadOptions {
-            map: FieldMap::parse(&self.map)?,
-            on_error: self.on_error.into(),
-        })
+        Ok(ReadOptions { map: FieldMap::parse(&self.map)?, on_error: self.on_error.into() })
     }
 }
 
@@ -121,12 +117,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Inspect {
-            path,
-            json,
-            samples,
-            read,
-        } => {
+        Command::Inspect { path, json, samples, read } => {
             let bar = ByteBar::new("reading");
             let found = datasets::inspect(&path, read.options()?, samples, |p| bar.follow(p))?;
             bar.finish();
@@ -136,12 +127,7 @@ fn run(cli: Cli) -> Result<()> {
                 print_inspection(&found);
             }
         }
-        Command::Convert {
-            input,
-            output,
-            format,
-            read,
-        } => {
+        Command::Convert { input, output, format, read } => {
             let opts = ConvertOptions {
                 format: format.as_deref().map(OutputFormat::parse).transpose()?,
                 map: FieldMap::parse(&read.map)?,
@@ -150,19 +136,13 @@ fn run(cli: Cli) -> Result<()> {
             let bar = ByteBar::new("converting");
             let m = datasets::convert(&input, &output, &opts, |p| bar.follow(p))?;
             bar.finish();
-            let mut t = table(&[
-                "inputs", "rows in", "rows out", "rejected", "output", "size", "seconds",
-            ]);
+            let mut t = table(&["inputs", "rows in", "rows out", "rejected", "output", "size", "seconds"]);
             t.add_row(vec![
                 Cell::new(m.inputs.len()),
                 num(m.rows.rows_in),
                 num(m.rows.rows_out),
                 num(m.rows.rows_rejected),
-                Cell::new(format!(
-                    "{} ({})",
-                    m.output.path.display(),
-                    m.output.format.name()
-                )),
+                Cell::new(format!("{} ({})", m.output.path.display(), m.output.format.name())),
                 Cell::new(human_bytes(m.output.bytes)),
                 Cell::new(format!("{:.2}", m.seconds)),
             ]);
@@ -177,17 +157,9 @@ fn run(cli: Cli) -> Result<()> {
                     eprintln!("  {e}");
                 }
             }
-            eprintln!(
-                "manifest: {}",
-                datasets::write::manifest_path(&output).display()
-            );
+            eprintln!("manifest: {}", datasets::write::manifest_path(&output).display());
         }
-        Command::Head {
-            path,
-            rows,
-            json,
-            read,
-        } => {
+        Command::Head { path, rows, json, read } => {
             let mut reader = datasets::DatasetReader::open(&path, read.options()?)?;
             let mut shown = Vec::new();
             for batch in reader.by_ref() {
@@ -217,17 +189,11 @@ struct ByteBar {
 
 impl ByteBar {
     fn new(what: &'static str) -> Self {
-        let bar = if std::io::stderr().is_terminal() {
-            ProgressBar::new(0)
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = if std::io::stderr().is_terminal() { ProgressBar::new(0) } else { ProgressBar::hidden() };
         bar.set_style(
-            ProgressStyle::with_template(
-                "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
+            ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("valid template")
+                .progress_chars("=> "),
         );
         bar.set_message(what);
         ByteBar { bar }
@@ -254,9 +220,7 @@ impl ByteBar {
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic)
-        .set_header(header.to_vec());
+    t.load_preset(UTF8_FULL_CONDENSED).set_content_arrangement(ContentArrangement::Dynamic).set_header(header.to_vec());
     t
 }
 
@@ -326,10 +290,7 @@ fn rows_table(rows: &[Value], width: usize) -> Table {
     let mut t = table(&header);
     for row in rows {
         t.add_row(
-            columns
-                .iter()
-                .map(|c| Cell::new(cell_text(row.get(c).unwrap_or(&Value::Null), width)))
-                .collect::<Vec<_>>(),
+            columns.iter().map(|c| Cell::new(cell_text(row.get(c).unwrap_or(&Value::Null), width))).collect::<Vec<_>>(),
         );
     }
     t
@@ -338,30 +299,16 @@ fn rows_table(rows: &[Value], width: usize) -> Table {
 fn inspection_json(found: &Inspection) -> Value {
     let mut v = serde_json::to_value(found).expect("serialisable");
     // The short form people script against: {"rows", "format", "columns": [names]}, details after.
-    let names: Vec<Value> = found
-        .columns
-        .iter()
-        .map(|c| Value::String(c.name.clone()))
-        .collect();
+    let names: Vec<Value> = found.columns.iter().map(|c| Value::String(c.name.clone())).collect();
     if let Value::Object(o) = &mut v {
-        let types = o
-            .insert("columns".into(), Value::Array(names))
-            .unwrap_or(Value::Null);
+        let types = o.insert("columns".into(), Value::Array(names)).unwrap_or(Value::Null);
         o.insert("column_types".into(), types);
     }
     v
 }
 
 fn print_inspection(found: &Inspection) {
-    let mut t = table(&[
-        "dataset",
-        "format",
-        "files",
-        "rows",
-        "with response",
-        "conversations",
-        "rejected",
-    ]);
+    let mut t = table(&["dataset", "format", "files", "rows", "with response", "conversations", "rejected"]);
     t.add_row(vec![
         Cell::new(found.path.display()),
         Cell::new(&found.format),
@@ -374,11 +321,7 @@ fn print_inspection(found: &Inspection) {
     println!("{t}");
     let mut t = table(&["column", "type", "nullable"]);
     for c in &found.columns {
-        t.add_row(vec![
-            Cell::new(&c.name),
-            Cell::new(&c.data_type),
-            Cell::new(if c.nullable { "yes" } else { "no" }),
-        ]);
+        t.add_row(vec![Cell::new(&c.name), Cell::new(&c.data_type), Cell::new(if c.nullable { "yes" } else { "no" })]);
     }
     println!("{t}");
     let mut t = table(&["length", "unit", "min", "p50", "p90", "p99", "max", "mean"]);
@@ -394,12 +337,7 @@ fn print_inspection(found: &Inspection) {
     if !found.samples.is_empty() {
         println!("{}", rows_table(&found.samples, text_width().min(60)));
     }
-    let empty: Vec<&Path> = found
-        .inputs
-        .iter()
-        .filter(|i| i.rows_in == 0)
-        .map(|i| i.path.as_path())
-        .collect();
+    let empty: Vec<&Path> = found.inputs.iter().filter(|i| i.rows_in == 0).map(|i| i.path.as_path()).collect();
     if !empty.is_empty() {
         println!("{} empty file(s), e.g. {}", empty.len(), empty[0].display());
     }
