@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The main job, for now: inspect and convert the shared sample data with `whet`.
+# Outputs go to out/demo/ (datasets with their manifests).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+data="${WHETSTONE_SHARED_DATA:-../shared/data}"
+out=out/demo
+mkdir -p "$out"
+cargo build --release --bin whet
+whet="${CARGO_TARGET_DIR:-target}/release/whet"
+
+echo "== GSM8K: what is in it"
+"$whet" inspect "$data/gsm8k/train.jsonl"
+echo "== T0 templates: 220 files (8 empty) into one Parquet dataset"
+"$whet" convert "$data/t0-templates" "$out/t0.parquet"
+"$whet" head "$out/t0.parquet" -n 5
+echo "== Self-Instruct seed tasks, exported for trainers"
+"$whet" convert "$data/self-instruct/seed_tasks.jsonl" "$out/seed_tasks.messages.jsonl" --format messages
+"$whet" convert "$data/self-instruct/seed_tasks.jsonl" "$out/seed_tasks.alpaca.jsonl" --format alpaca
+echo "datasets and manifests in $out/:"
+ls -1 "$out"
