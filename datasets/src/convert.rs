@@ -72,7 +72,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 /// Writes every batch of `reader` to `path` on a writer thread. On any error the partial output is removed.
 pub fn write_stream(reader: &mut DatasetReader, path: &Path, format: OutputFormat) -> Result<OutputReport> {
-    let (tx, rx) = sync_channel::<RecordBatch>(2);
+    let (tx, rx) = sync_channel::<RecordBatch>(4);
     let path_buf: PathBuf = path.to_path_buf();
     std::thread::scope(|scope| {
         let writer = scope.spawn(move || -> Result<Option<DatasetWriter>> {

@@ -304,8 +304,8 @@ fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncS
     let _ = tx.send(Piece::End { bytes: hashing.bytes, xxh3_128: format!("{:032x}", hashing.hasher.digest128()) });
 }
 
-/// One source row as JSON text with its position (or why it is not text).
-type RowText<'a> = (Position, std::result::Result<&'a str, RowError>);
+/// One source row as JSON text (not yet checked to be UTF-8) with its position.
+type RowText<'a> = (Position, &'a [u8]);
 
 enum Source {
     Json {
@@ -443,12 +443,15 @@ impl DatasetReader {
                 Ok(Piece::Lines { data, first_line }) => {
                     let mut texts = Vec::new();
                     let mut line = first_line;
-                    for raw in data.split(|&b| b == b'\n') {
+                    let mut start = 0;
+                    for end in memchr::memchr_iter(b'\n', &data).chain(std::iter::once(data.len())) {
+                        let raw = &data[start..end];
                         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
                         if !raw.iter().all(u8::is_ascii_whitespace) {
-                            texts.push((Position::Line(line), self.utf8(raw, line)));
+                            texts.push((Position::Line(line), raw));
                         }
                         line += 1;
+                        start = end + 1;
                     }
                     self.convert_texts(&texts)?;
                     Ok(true)
@@ -472,7 +475,7 @@ impl DatasetReader {
                             let offset = raw.get().as_ptr() as usize - start;
                             line += memchr::memchr_iter(b'\n', &data[at..offset]).count() as u64;
                             at = offset;
-                            (Position::Line(line), Ok(raw.get()))
+                            (Position::Line(line), raw.get().as_bytes())
                         })
                         .collect();
                     self.convert_texts(&texts)?;
@@ -513,16 +516,6 @@ impl DatasetReader {
         }
     }
 
-    fn utf8<'a>(&self, raw: &'a [u8], line: u64) -> std::result::Result<&'a str, RowError> {
-        std::str::from_utf8(raw).map_err(|e| RowError {
-            path: self.inputs[self.next_input - 1].clone(),
-            position: Position::Line(line),
-            field: None,
-            kind: "invalid_utf8",
-            message: format!("invalid UTF-8 at byte {} of the line", e.valid_up_to() + 1),
-        })
-    }
-
     /// Rows of a columnar file in another layout go through the same JSON mapping as text rows.
     fn convert_arrow(&mut self, batch: RecordBatch, first_row: u64) -> Result<()> {
         let mut buf = Vec::with_capacity(batch.get_array_memory_size());
@@ -533,7 +526,7 @@ impl DatasetReader {
         }
         let text = std::str::from_utf8(&buf).expect("arrow writes UTF-8 JSON");
         let texts: Vec<RowText> =
-            text.lines().enumerate().map(|(i, l)| (Position::Row(first_row + i as u64), Ok(l))).collect();
+            text.lines().enumerate().map(|(i, l)| (Position::Row(first_row + i as u64), l.as_bytes())).collect();
         self.convert_texts(&texts)
     }
 
@@ -542,11 +535,10 @@ impl DatasetReader {
         let path = self.inputs[self.next_input - 1].clone();
         if self.roles.is_none() {
             // The layout is recognised from the first row that is a JSON object.
-            let first =
-                texts.iter().find_map(|(pos, t)| match t.as_ref().ok().map(|t| serde_json::from_str::<Value>(t)) {
-                    Some(Ok(Value::Object(obj))) => Some((*pos, obj)),
-                    _ => None,
-                });
+            let first = texts.iter().find_map(|(pos, t)| match serde_json::from_slice::<Value>(t) {
+                Ok(Value::Object(obj)) => Some((*pos, obj)),
+                _ => None,
+            });
             if let Some((pos, obj)) = first {
                 let fields: Vec<&str> = obj.keys().map(String::as_str).collect();
                 let roles = detect(&fields, &self.opts.map).map_err(|m| Error::file(&path, format!("{pos}: {m}")))?;
@@ -565,25 +557,24 @@ impl DatasetReader {
                 let mut records = Vec::with_capacity(1);
                 for (position, text) in chunk {
                     let cx = RowContext { path: &path, position: *position, stem: &stem };
-                    let row = text.clone().and_then(|t| {
-                        let value: Value = serde_json::from_str(t).map_err(|e| RowError {
-                            path: path.clone(),
-                            position: *position,
-                            field: None,
-                            kind: "invalid_json",
-                            message: json_error(&e),
-                        })?;
-                        match &roles {
+                    let error = |kind, message| RowError {
+                        path: path.clone(),
+                        position: *position,
+                        field: None,
+                        kind,
+                        message,
+                    };
+                    let row = std::str::from_utf8(text)
+                        .map_err(|e| {
+                            error("invalid_utf8", format!("invalid UTF-8 at byte {} of the row", e.valid_up_to() + 1))
+                        })
+                        .and_then(|t| {
+                            serde_json::from_str::<Value>(t).map_err(|e| error("invalid_json", json_error(&e)))
+                        })
+                        .and_then(|value| match &roles {
                             Some(roles) => records_from_json(value, roles, &cx, &mut records),
-                            None => Err(RowError {
-                                path: path.clone(),
-                                position: *position,
-                                field: None,
-                                kind: "wrong_type",
-                                message: "expected a JSON object per row".into(),
-                            }),
-                        }
-                    });
+                            None => Err(error("wrong_type", "expected a JSON object per row".into())),
+                        });
                     match row {
                         Ok(()) => records.drain(..).for_each(|r| builder.push(&r)),
                         Err(e) => errors.push(e),
