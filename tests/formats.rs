@@ -297,3 +297,26 @@ fn head_prints_a_table() {
     assert!(out.contains('…'), "long text truncated: {out}");
     assert!(out.contains("│ id"), "{out}");
 }
+
+#[test]
+fn large_outputs_span_row_groups_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for i in 0..30_000 {
+        text.push_str(&format!(
+            "{}\n",
+            json!({"prompt": format!("{i} {}", "lorem ipsum ".repeat(100)), "response": i.to_string()})
+        ));
+    }
+    let input = write(dir.path(), "many.jsonl", &text);
+    let out = dir.path().join("many.parquet");
+    convert(&input, &out, &ConvertOptions::default(), |_| {}).unwrap();
+    let meta = parquet::file::reader::FileReader::metadata(
+        &parquet::file::serialized_reader::SerializedFileReader::new(std::fs::File::open(&out).unwrap()).unwrap(),
+    )
+    .clone();
+    assert!(meta.num_row_groups() >= 2, "{} row groups", meta.num_row_groups());
+    let (_, rows) = read(&out, ReadOptions::default());
+    assert_eq!(rows.len(), 30_000);
+    assert!(rows.iter().enumerate().all(|(i, r)| r["response"] == i.to_string()), "rows keep their order");
+}

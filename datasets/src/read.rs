@@ -307,10 +307,71 @@ fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncS
 /// One source row as JSON text (not yet checked to be UTF-8) with its position.
 type RowText<'a> = (Position, &'a [u8]);
 
+/// Parsed rows: batches with the errors of the rows left out of them, in input order.
+type Parsed = Vec<(RecordBatch, Vec<RowError>)>;
+
+/// Blocks parsed at once; each is at most [`BLOCK`] bytes.
+const IN_FLIGHT: usize = 3;
+
+/// The non-blank lines of a block, numbered.
+fn split_lines(data: &[u8], first_line: u64) -> Vec<RowText<'_>> {
+    let mut texts = Vec::new();
+    let mut start = 0;
+    for (line, end) in (first_line..).zip(memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len()))) {
+        let raw = &data[start..end.max(start)];
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if !raw.iter().all(u8::is_ascii_whitespace) {
+            texts.push((Position::Line(line), raw));
+        }
+        start = end + 1;
+    }
+    texts
+}
+
+/// Parses rows and maps them by `roles`, in parallel chunks; a row that fails becomes a [`RowError`].
+fn parse_rows(texts: &[RowText], roles: Option<&Roles>, path: &Path, stem: &str) -> Parsed {
+    const ROWS_PER_TASK: usize = 4096;
+    texts
+        .par_chunks(ROWS_PER_TASK)
+        .map(|chunk| {
+            let mut builder = RecordBatchBuilder::with_capacity(chunk.len());
+            let mut errors = Vec::new();
+            let mut records = Vec::with_capacity(1);
+            for (position, text) in chunk {
+                let cx = RowContext { path, position: *position, stem };
+                let error = |kind, message| RowError {
+                    path: path.to_path_buf(),
+                    position: *position,
+                    field: None,
+                    kind,
+                    message,
+                };
+                let row = std::str::from_utf8(text)
+                    .map_err(|e| {
+                        error("invalid_utf8", format!("invalid UTF-8 at byte {} of the row", e.valid_up_to() + 1))
+                    })
+                    .and_then(|t| serde_json::from_str::<Value>(t).map_err(|e| error("invalid_json", json_error(&e))))
+                    .and_then(|value| match roles {
+                        Some(roles) => records_from_json(value, roles, &cx, &mut records),
+                        None => Err(error("wrong_type", "expected a JSON object per row".into())),
+                    });
+                match row {
+                    Ok(()) => records.drain(..).for_each(|r| builder.push(&r)),
+                    Err(e) => errors.push(e),
+                }
+            }
+            (builder.finish(), errors)
+        })
+        .collect()
+}
+
 enum Source {
     Json {
         rx: Receiver<Piece>,
         thread: Option<std::thread::JoinHandle<()>>,
+        /// Blocks being parsed on the rayon pool, oldest first: several at once keep both cores busy.
+        in_flight: VecDeque<Receiver<Parsed>>,
+        ended: bool,
     },
     Arrow {
         batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
@@ -417,7 +478,7 @@ impl DatasetReader {
                     .name("whetstone-read".into())
                     .spawn(move || read_json_file(p, gzip, progress, tx))
                     .map_err(|e| Error::io(&path, e))?;
-                Source::Json { rx, thread: Some(thread) }
+                Source::Json { rx, thread: Some(thread), in_flight: VecDeque::new(), ended: false }
             }
             other => {
                 let (bytes, hash) = hash_file(&path, self.progress.done.clone())?;
@@ -435,64 +496,56 @@ impl DatasetReader {
 
     /// Reads the next piece of the current input into `pending`; false at the end of the input.
     fn pull(&mut self) -> Result<bool> {
-        let Some(source) = self.source.as_mut() else {
+        let Some(mut source) = self.source.take() else {
             return Ok(false);
         };
+        let more = self.pull_from(&mut source);
+        self.source = Some(source);
+        more
+    }
+
+    fn pull_from(&mut self, source: &mut Source) -> Result<bool> {
         match source {
-            Source::Json { rx, thread } => match rx.recv() {
-                Ok(Piece::Lines { data, first_line }) => {
-                    let mut texts = Vec::new();
-                    let mut line = first_line;
-                    let mut start = 0;
-                    for end in memchr::memchr_iter(b'\n', &data).chain(std::iter::once(data.len())) {
-                        let raw = &data[start..end];
-                        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-                        if !raw.iter().all(u8::is_ascii_whitespace) {
-                            texts.push((Position::Line(line), raw));
+            Source::Json { rx, thread, in_flight, ended } => {
+                while !*ended && in_flight.len() < IN_FLIGHT {
+                    match rx.recv() {
+                        Ok(Piece::Lines { data, first_line }) => {
+                            if self.roles.is_none() {
+                                self.detect_roles(&split_lines(&data, first_line))?;
+                            }
+                            let (roles, path, stem) =
+                                (self.roles.clone(), self.current_path().to_path_buf(), self.stem.clone());
+                            let (tx, done) = sync_channel(1);
+                            rayon::spawn(move || {
+                                let _ =
+                                    tx.send(parse_rows(&split_lines(&data, first_line), roles.as_ref(), &path, &stem));
+                            });
+                            in_flight.push_back(done);
                         }
-                        line += 1;
-                        start = end + 1;
+                        Ok(Piece::Array(data)) => self.read_array(&data)?,
+                        Ok(Piece::End { bytes, xxh3_128 }) => {
+                            if let Some(t) = thread.take() {
+                                let _ = t.join();
+                            }
+                            *ended = true;
+                            let report = self.report();
+                            report.bytes = bytes;
+                            report.xxh3_128 = xxh3_128;
+                        }
+                        Ok(Piece::Failed(e)) => return Err(e),
+                        Err(_) => return Err(Error::file(self.current_path(), "reader thread stopped unexpectedly")),
                     }
-                    self.convert_texts(&texts)?;
-                    Ok(true)
                 }
-                Ok(Piece::Array(data)) => {
-                    let path = self.inputs[self.next_input - 1].clone();
-                    self.report().container =
-                        if self.report().container.ends_with("gz") { "json.gz" } else { "json" }.into();
-                    let text = std::str::from_utf8(&data).map_err(|e| {
-                        let line = data[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-                        Error::file(&path, format!("line {line}: invalid UTF-8"))
-                    })?;
-                    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
-                        .map_err(|e| Error::file(&path, format!("line {}: invalid JSON array: {e}", e.line())))?;
-                    let start = text.as_ptr() as usize;
-                    let mut line = 1u64;
-                    let mut at = 0usize;
-                    let texts: Vec<RowText> = items
-                        .iter()
-                        .map(|raw| {
-                            let offset = raw.get().as_ptr() as usize - start;
-                            line += memchr::memchr_iter(b'\n', &data[at..offset]).count() as u64;
-                            at = offset;
-                            (Position::Line(line), raw.get().as_bytes())
-                        })
-                        .collect();
-                    self.convert_texts(&texts)?;
-                    Ok(true)
-                }
-                Ok(Piece::End { bytes, xxh3_128 }) => {
-                    if let Some(t) = thread.take() {
-                        let _ = t.join();
+                match in_flight.pop_front() {
+                    Some(done) => {
+                        let parts =
+                            done.recv().map_err(|_| Error::file(self.current_path(), "a parser thread panicked"))?;
+                        self.accept(parts)?;
+                        Ok(true)
                     }
-                    let report = self.report();
-                    report.bytes = bytes;
-                    report.xxh3_128 = xxh3_128;
-                    Ok(false)
+                    None => Ok(!self.pending.is_empty()),
                 }
-                Ok(Piece::Failed(e)) => Err(e),
-                Err(_) => Err(Error::file(&self.inputs[self.next_input - 1], "reader thread stopped unexpectedly")),
-            },
+            }
             Source::Arrow { batches, next_row } => {
                 let path = &self.inputs[self.next_input - 1];
                 let Some(batch) = batches.next() else {
@@ -516,6 +569,35 @@ impl DatasetReader {
         }
     }
 
+    /// A JSON array file: read whole (arrays are small in practice), rows numbered by the line they start on.
+    fn read_array(&mut self, data: &[u8]) -> Result<()> {
+        let path = self.current_path().to_path_buf();
+        self.report().container = if self.report().container.ends_with("gz") { "json.gz" } else { "json" }.into();
+        let text = std::str::from_utf8(data).map_err(|e| {
+            let line = memchr::memchr_iter(b'\n', &data[..e.valid_up_to()]).count() + 1;
+            Error::file(&path, format!("line {line}: invalid UTF-8"))
+        })?;
+        let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(text)
+            .map_err(|e| Error::file(&path, format!("line {}: invalid JSON array: {e}", e.line())))?;
+        let start = text.as_ptr() as usize;
+        let mut line = 1u64;
+        let mut at = 0usize;
+        let texts: Vec<RowText> = items
+            .iter()
+            .map(|raw| {
+                let offset = raw.get().as_ptr() as usize - start;
+                line += memchr::memchr_iter(b'\n', &data[at..offset]).count() as u64;
+                at = offset;
+                (Position::Line(line), raw.get().as_bytes())
+            })
+            .collect();
+        self.convert_texts(&texts)
+    }
+
+    fn current_path(&self) -> &Path {
+        &self.inputs[self.next_input - 1]
+    }
+
     /// Rows of a columnar file in another layout go through the same JSON mapping as text rows.
     fn convert_arrow(&mut self, batch: RecordBatch, first_row: u64) -> Result<()> {
         let mut buf = Vec::with_capacity(batch.get_array_memory_size());
@@ -532,57 +614,32 @@ impl DatasetReader {
 
     /// Parses and maps rows in parallel, applies the error policy, queues the batches.
     fn convert_texts(&mut self, texts: &[RowText]) -> Result<()> {
-        let path = self.inputs[self.next_input - 1].clone();
-        if self.roles.is_none() {
-            // The layout is recognised from the first row that is a JSON object.
-            let first = texts.iter().find_map(|(pos, t)| match serde_json::from_slice::<Value>(t) {
-                Ok(Value::Object(obj)) => Some((*pos, obj)),
-                _ => None,
-            });
-            if let Some((pos, obj)) = first {
-                let fields: Vec<&str> = obj.keys().map(String::as_str).collect();
-                let roles = detect(&fields, &self.opts.map).map_err(|m| Error::file(&path, format!("{pos}: {m}")))?;
-                self.report().format = Some(roles.format);
-                self.roles = Some(roles);
-            }
+        self.detect_roles(texts)?;
+        let parts = parse_rows(texts, self.roles.as_ref(), self.current_path(), &self.stem);
+        self.accept(parts)
+    }
+
+    /// Recognises the layout from the first row that is a JSON object, once per file.
+    fn detect_roles(&mut self, texts: &[RowText]) -> Result<()> {
+        if self.roles.is_some() {
+            return Ok(());
         }
-        let roles = self.roles.clone();
-        let stem = self.stem.clone();
-        const ROWS_PER_TASK: usize = 4096;
-        let parts: Vec<(RecordBatch, Vec<RowError>)> = texts
-            .par_chunks(ROWS_PER_TASK)
-            .map(|chunk| {
-                let mut builder = RecordBatchBuilder::with_capacity(chunk.len());
-                let mut errors = Vec::new();
-                let mut records = Vec::with_capacity(1);
-                for (position, text) in chunk {
-                    let cx = RowContext { path: &path, position: *position, stem: &stem };
-                    let error = |kind, message| RowError {
-                        path: path.clone(),
-                        position: *position,
-                        field: None,
-                        kind,
-                        message,
-                    };
-                    let row = std::str::from_utf8(text)
-                        .map_err(|e| {
-                            error("invalid_utf8", format!("invalid UTF-8 at byte {} of the row", e.valid_up_to() + 1))
-                        })
-                        .and_then(|t| {
-                            serde_json::from_str::<Value>(t).map_err(|e| error("invalid_json", json_error(&e)))
-                        })
-                        .and_then(|value| match &roles {
-                            Some(roles) => records_from_json(value, roles, &cx, &mut records),
-                            None => Err(error("wrong_type", "expected a JSON object per row".into())),
-                        });
-                    match row {
-                        Ok(()) => records.drain(..).for_each(|r| builder.push(&r)),
-                        Err(e) => errors.push(e),
-                    }
-                }
-                (builder.finish(), errors)
-            })
-            .collect();
+        let first = texts.iter().find_map(|(pos, t)| match serde_json::from_slice::<Value>(t) {
+            Ok(Value::Object(obj)) => Some((*pos, obj)),
+            _ => None,
+        });
+        if let Some((pos, obj)) = first {
+            let fields: Vec<&str> = obj.keys().map(String::as_str).collect();
+            let roles =
+                detect(&fields, &self.opts.map).map_err(|m| Error::file(self.current_path(), format!("{pos}: {m}")))?;
+            self.report().format = Some(roles.format);
+            self.roles = Some(roles);
+        }
+        Ok(())
+    }
+
+    /// Applies the error policy to parsed rows, counts them, and queues their batches.
+    fn accept(&mut self, parts: Parsed) -> Result<()> {
         for (batch, errors) in parts {
             if let Some(e) = errors.first() {
                 if self.opts.on_error == OnError::Fail {
