@@ -138,7 +138,10 @@ fn run(cli: Cli) -> Result<()> {
             bar.finish();
             let mut t = table(&["inputs", "rows in", "rows out", "rejected", "output", "size", "seconds"]);
             t.add_row(vec![
-                Cell::new(m.inputs.len()),
+                Cell::new(match m.inputs.iter().filter(|i| i.rows_in == 0).count() {
+                    0 => m.inputs.len().to_string(),
+                    empty => format!("{} ({empty} empty)", m.inputs.len()),
+                }),
                 num(m.rows.rows_in),
                 num(m.rows.rows_out),
                 num(m.rows.rows_rejected),
@@ -175,7 +178,7 @@ fn run(cli: Cli) -> Result<()> {
                     println!("{row}");
                 }
             } else {
-                println!("{}", rows_table(&shown, text_width()));
+                println!("{}", rows_table(&shown, CELL_CHARS));
             }
         }
     }
@@ -189,7 +192,8 @@ struct ByteBar {
 
 impl ByteBar {
     fn new(what: &'static str) -> Self {
-        let bar = if std::io::stderr().is_terminal() { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        // Hidden until the input's size is known (see `follow`).
+        let bar = ProgressBar::hidden();
         bar.set_style(
             ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
                 .expect("valid template")
@@ -200,11 +204,12 @@ impl ByteBar {
     }
 
     fn follow(&self, progress: Progress) {
-        if self.bar.is_hidden() {
+        if !std::io::stderr().is_terminal() {
             return;
         }
         let bar = self.bar.clone();
         bar.set_length(progress.total());
+        bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         std::thread::spawn(move || {
             while !bar.is_finished() {
                 bar.set_position(progress.done());
@@ -251,13 +256,8 @@ fn human_bytes(b: u64) -> String {
     }
 }
 
-fn text_width() -> usize {
-    if std::io::stdout().is_terminal() {
-        60
-    } else {
-        200
-    }
-}
+/// How much of a text a table cell shows.
+const CELL_CHARS: usize = 60;
 
 /// Shortens text for a table cell: newlines shown as ⏎, long text cut with an ellipsis.
 fn cell_text(v: &Value, width: usize) -> String {
@@ -335,7 +335,7 @@ fn print_inspection(found: &Inspection) {
     }
     println!("{t}");
     if !found.samples.is_empty() {
-        println!("{}", rows_table(&found.samples, text_width().min(60)));
+        println!("{}", rows_table(&found.samples, CELL_CHARS));
     }
     let empty: Vec<&Path> = found.inputs.iter().filter(|i| i.rows_in == 0).map(|i| i.path.as_path()).collect();
     if !empty.is_empty() {
