@@ -56,6 +56,14 @@ pub struct RowContext<'a> {
 }
 
 impl RowContext<'_> {
+    fn wrong_type(&self, field: Option<&str>, expected: &str, found: &Value) -> RowError {
+        self.error(field, "wrong_type", format!("expected {expected}, found {}", type_name(found)))
+    }
+
+    fn missing(&self, field: Option<&str>, message: impl Into<String>) -> RowError {
+        self.error(field, "missing_field", message)
+    }
+
     fn error(&self, field: Option<&str>, kind: &'static str, message: impl Into<String>) -> RowError {
         RowError {
             path: self.path.to_path_buf(),
@@ -93,12 +101,9 @@ impl Fields<'_> {
     fn string(&mut self, name: Option<&str>, required: bool) -> Result<Option<String>, RowError> {
         match self.take(name) {
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => {
-                Err(self.cx.error(name, "wrong_type", format!("expected a string, found {}", type_name(&other))))
-            }
-            None if required => Err(self.cx.error(
+            Some(other) => Err(self.cx.wrong_type(name, "a string", &other)),
+            None if required => Err(self.cx.missing(
                 name,
-                "missing_field",
                 format!("missing (rows of this file are {}); map another field with --map", self.roles.format),
             )),
             None => Ok(None),
@@ -110,11 +115,7 @@ impl Fields<'_> {
         match self.take(Some(&name)) {
             Some(Value::String(s)) => Ok(Some(s)),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(other) => Err(self.cx.error(
-                Some(&name),
-                "wrong_type",
-                format!("expected a string or number, found {}", type_name(&other)),
-            )),
+            Some(other) => Err(self.cx.wrong_type(Some(&name), "a string or number", &other)),
             None => Ok(None),
         }
     }
@@ -131,34 +132,18 @@ fn role_name(role: &str) -> String {
 
 fn parse_messages(value: Value, field: &str, cx: &RowContext) -> Result<Vec<Message>, RowError> {
     let Value::Array(items) = value else {
-        return Err(cx.error(
-            Some(field),
-            "wrong_type",
-            format!("expected an array of turns, found {}", type_name(&value)),
-        ));
+        return Err(cx.wrong_type(Some(field), "an array of turns", &value));
     };
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
         let turn = format!("{field}[{i}]");
         let Value::Object(mut obj) = item else {
-            return Err(cx.error(Some(&turn), "wrong_type", format!("expected an object, found {}", type_name(&item))));
+            return Err(cx.wrong_type(Some(&turn), "an object", &item));
         };
         let role = match obj.shift_remove("role").or_else(|| obj.shift_remove("from")) {
             Some(Value::String(r)) => role_name(&r),
-            Some(v) => {
-                return Err(cx.error(
-                    Some(&format!("{turn}.role")),
-                    "wrong_type",
-                    format!("expected a string, found {}", type_name(&v)),
-                ))
-            }
-            None => {
-                return Err(cx.error(
-                    Some(&format!("{turn}.role")),
-                    "missing_field",
-                    "missing (a turn needs `role` or `from`)",
-                ))
-            }
+            Some(v) => return Err(cx.wrong_type(Some(&format!("{turn}.role")), "a string", &v)),
+            None => return Err(cx.missing(Some(&format!("{turn}.role")), "missing (a turn needs `role` or `from`)")),
         };
         let content = match obj.shift_remove("content").or_else(|| obj.shift_remove("value")) {
             Some(Value::String(c)) => c,
@@ -181,19 +166,9 @@ fn parse_messages(value: Value, field: &str, cx: &RowContext) -> Result<Vec<Mess
                 }
                 text.join("\n")
             }
-            Some(v) => {
-                return Err(cx.error(
-                    Some(&format!("{turn}.content")),
-                    "wrong_type",
-                    format!("expected a string, found {}", type_name(&v)),
-                ))
-            }
+            Some(v) => return Err(cx.wrong_type(Some(&format!("{turn}.content")), "a string", &v)),
             None => {
-                return Err(cx.error(
-                    Some(&format!("{turn}.content")),
-                    "missing_field",
-                    "missing (a turn needs `content` or `value`)",
-                ))
+                return Err(cx.missing(Some(&format!("{turn}.content")), "missing (a turn needs `content` or `value`)"))
             }
         };
         out.push(Message { role, content });
@@ -214,7 +189,7 @@ fn prompt_response_of(
     let prompt = head.iter().rev().find(|m| m.role == "user").map(|m| m.content.clone());
     match prompt {
         Some(p) => Ok((p, response)),
-        None => Err(cx.error(Some(field), "missing_field", "the conversation has no user turn")),
+        None => Err(cx.missing(Some(field), "the conversation has no user turn")),
     }
 }
 
@@ -228,11 +203,7 @@ fn join_input(prompt: String, input: Option<String>) -> String {
 /// Converts one source row (a JSON object) into records: one, or one per instance for Self-Instruct.
 pub fn records_from_json(value: Value, roles: &Roles, cx: &RowContext, out: &mut Vec<Record>) -> Result<(), RowError> {
     let Value::Object(obj) = value else {
-        return Err(cx.error(
-            None,
-            "wrong_type",
-            format!("expected a JSON object per row, found {}", type_name(&value)),
-        ));
+        return Err(cx.wrong_type(None, "a JSON object per row", &value));
     };
     let mut f = Fields { obj, cx, roles };
     let id = f.id()?;
@@ -244,22 +215,16 @@ pub fn records_from_json(value: Value, roles: &Roles, cx: &RowContext, out: &mut
         let instruction = f.string(roles.prompt.as_deref(), true)?.unwrap_or_default();
         let instances = match f.take(Some(field)) {
             Some(Value::Array(items)) if !items.is_empty() => items,
-            Some(Value::Array(_)) => return Err(cx.error(Some(field), "missing_field", "no instances")),
-            Some(v) => {
-                return Err(cx.error(Some(field), "wrong_type", format!("expected an array, found {}", type_name(&v))))
-            }
-            None => return Err(cx.error(Some(field), "missing_field", "missing")),
+            Some(Value::Array(_)) => return Err(cx.missing(Some(field), "no instances")),
+            Some(v) => return Err(cx.wrong_type(Some(field), "an array", &v)),
+            None => return Err(cx.missing(Some(field), "missing")),
         };
         let meta = meta_of(f.obj, None);
         let many = instances.len() > 1;
         for (k, instance) in instances.into_iter().enumerate() {
             let name = format!("{field}[{k}]");
             let Value::Object(obj) = instance else {
-                return Err(cx.error(
-                    Some(&name),
-                    "wrong_type",
-                    format!("expected an object, found {}", type_name(&instance)),
-                ));
+                return Err(cx.wrong_type(Some(&name), "an object", &instance));
             };
             let inst_roles = Roles {
                 input: Some("input".into()),
@@ -284,7 +249,7 @@ pub fn records_from_json(value: Value, roles: &Roles, cx: &RowContext, out: &mut
     let mut messages = match roles.messages.as_deref() {
         Some(field) => match f.take(Some(field)) {
             Some(v) => Some(parse_messages(v, field, cx)?),
-            None if roles.prompt.is_none() => return Err(cx.error(Some(field), "missing_field", "missing")),
+            None if roles.prompt.is_none() => return Err(cx.missing(Some(field), "missing")),
             None => None,
         },
         None => None,
@@ -304,13 +269,7 @@ pub fn records_from_json(value: Value, roles: &Roles, cx: &RowContext, out: &mut
         Some(field) => match f.take(Some(field)) {
             Some(Value::Array(pairs)) if !pairs.is_empty() => Some(history_turns(pairs, field, cx)?),
             Some(Value::Array(_)) | None => None,
-            Some(v) => {
-                return Err(cx.error(
-                    Some(field),
-                    "wrong_type",
-                    format!("expected an array of [user, assistant] pairs, found {}", type_name(&v)),
-                ))
-            }
+            Some(v) => return Err(cx.wrong_type(Some(field), "an array of [user, assistant] pairs", &v)),
         },
         None => None,
     };
@@ -333,7 +292,7 @@ pub fn records_from_json(value: Value, roles: &Roles, cx: &RowContext, out: &mut
         Some(Value::Null) | None => None,
         Some(other) => {
             let name = roles.meta.as_deref();
-            return Err(cx.error(name, "wrong_type", format!("expected an object, found {}", type_name(&other))));
+            return Err(cx.wrong_type(name, "an object", &other));
         }
     };
     let meta = meta_of(f.obj, meta_obj);
@@ -352,10 +311,10 @@ fn history_turns(pairs: Vec<Value>, field: &str, cx: &RowContext) -> Result<Vec<
                 }
             }
             other => {
-                return Err(cx.error(
+                return Err(cx.wrong_type(
                     Some(&format!("{field}[{i}]")),
-                    "wrong_type",
-                    format!("expected a [user, assistant] pair of strings, found {}", type_name(&other)),
+                    "a [user, assistant] pair of strings",
+                    &other,
                 ))
             }
         }
