@@ -157,4 +157,22 @@ fn skip_counts_and_records_every_rejected_row() {
     assert!(m.rejected.examples.iter().any(|e| e.contains("mixed.jsonl: line 2")));
     assert!(m.rejected.examples.iter().any(|e| e.contains("line 8") && e.contains("UTF-8")));
     assert!(stderr.contains("rejected because"), "{stderr}");
+
+    // Every rejected row is in the rejected-rows file, with where it was, why, and the row as it was.
+    let rejected_file = m.rejected.file.clone().expect("a rejected-rows file");
+    assert!(stderr.contains(rejected_file.file_name().unwrap().to_str().unwrap()), "{stderr}");
+    let rejected: Vec<serde_json::Value> =
+        std::fs::read_to_string(&rejected_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<u64> = rejected.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(lines, [2, 4, 5, 6, 8]);
+    assert_eq!(rejected[0]["text"], "{\"question\": \"cut");
+    assert_eq!(rejected[1]["field"], "answer");
+    assert_eq!(rejected[1]["reason"], "wrong_type");
+    assert_eq!(rejected[4]["text"], "{\"question\": \"\u{fffd}\", \"answer\": \"a\"}");
+
+    // A clean run over the same output removes the stale rejected-rows file.
+    let clean = file(dir.path(), "clean.jsonl", GOOD.as_bytes());
+    whet_ok(&["convert", s(&clean), s(&out)]);
+    assert!(!rejected_file.exists());
+    assert!(Manifest::read_beside(&out).unwrap().rejected.file.is_none());
 }

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::FieldMap;
 use crate::manifest::Manifest;
 use crate::read::{DatasetReader, OnError, Progress, ReadOptions};
-use crate::write::{DatasetWriter, OutputFormat, OutputReport};
+use crate::write::{DatasetWriter, OutputFormat, OutputReport, RejectedWriter};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConvertOptions {
@@ -43,7 +43,9 @@ pub fn convert(
         )));
     }
     on_progress(reader.progress());
-    let output_report = write_stream(&mut reader, output, format)?;
+    let (output_report, rejected_file) = write_stream(&mut reader, output, format)?;
+    let mut rejected = reader.rejections().clone();
+    rejected.file = rejected_file;
     let parameters = serde_json::json!({
         "input": input,
         "output": output,
@@ -51,14 +53,7 @@ pub fn convert(
         "map": opts.map,
         "on_error": opts.on_error,
     });
-    let manifest = Manifest::new(
-        "convert",
-        parameters,
-        reader.reports().to_vec(),
-        output_report,
-        reader.rejections().clone(),
-        started,
-    )?;
+    let manifest = Manifest::new("convert", parameters, reader.reports().to_vec(), output_report, rejected, started)?;
     manifest.write_beside(output)?;
     Ok(manifest)
 }
@@ -70,8 +65,14 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Writes every batch of `reader` to `path` on a writer thread. On any error the partial output is removed.
-pub fn write_stream(reader: &mut DatasetReader, path: &Path, format: OutputFormat) -> Result<OutputReport> {
+/// Writes every batch of `reader` to `path` on a writer thread, and the rows it rejected to
+/// `<path>.rejected.jsonl` (returned when there are any). On any error the partial outputs are removed.
+pub fn write_stream(
+    reader: &mut DatasetReader,
+    path: &Path,
+    format: OutputFormat,
+) -> Result<(OutputReport, Option<PathBuf>)> {
+    let mut rejected = RejectedWriter::beside(path);
     let (tx, rx) = sync_channel::<RecordBatch>(4);
     let path_buf: PathBuf = path.to_path_buf();
     std::thread::scope(|scope| {
@@ -87,7 +88,11 @@ pub fn write_stream(reader: &mut DatasetReader, path: &Path, format: OutputForma
             Ok(writer)
         });
         let mut read_error = None;
-        for batch in reader.by_ref() {
+        while let Some(batch) = reader.next() {
+            if let Err(e) = rejected.write(&reader.take_rejected()) {
+                read_error = Some(e);
+                break;
+            }
             match batch {
                 Ok(b) => {
                     if tx.send(b).is_err() {
@@ -101,6 +106,9 @@ pub fn write_stream(reader: &mut DatasetReader, path: &Path, format: OutputForma
             }
         }
         drop(tx);
+        if read_error.is_none() {
+            read_error = rejected.write(&reader.take_rejected()).err();
+        }
         let written = writer.join().map_err(|_| Error::Usage("internal error: the writer thread panicked".into()))?;
         if let Some(e) = read_error {
             return Err(e); // dropping the unfinished writer removes its temporary file
@@ -109,6 +117,6 @@ pub fn write_stream(reader: &mut DatasetReader, path: &Path, format: OutputForma
             Some(w) => w,
             None => DatasetWriter::create(path, format, reader.schema())?,
         };
-        writer.finish()
+        Ok((writer.finish()?, rejected.finish()?))
     })
 }

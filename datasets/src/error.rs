@@ -35,6 +35,31 @@ pub struct RowError {
     /// A short, stable reason key for counting (`invalid_json`, `missing_field`, …).
     pub kind: &'static str,
     pub message: String,
+    /// The row as its source had it (invalid UTF-8 replaced), kept for the rejected-rows file.
+    pub row: Option<String>,
+}
+
+impl RowError {
+    /// One line of a rejected-rows file: where, why, and the row itself.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "path": self.path,
+            "reason": self.kind,
+            "message": self.message,
+        });
+        let (key, n) = match self.position {
+            Position::Line(n) => ("line", n),
+            Position::Row(n) => ("row", n),
+        };
+        v[key] = n.into();
+        if let Some(f) = &self.field {
+            v["field"] = f.as_str().into();
+        }
+        if let Some(r) = &self.row {
+            v["text"] = r.as_str().into();
+        }
+        v
+    }
 }
 
 impl fmt::Display for RowError {

@@ -89,6 +89,9 @@ pub struct InputReport {
 pub struct Rejections {
     pub by_reason: BTreeMap<String, u64>,
     pub examples: Vec<String>,
+    /// The file holding every rejected row with its reason (`<output>.rejected.jsonl`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<PathBuf>,
 }
 
 impl Rejections {
@@ -345,6 +348,7 @@ fn parse_rows(texts: &[RowText], roles: Option<&Roles>, path: &Path, stem: &str)
                     field: None,
                     kind,
                     message,
+                    row: None,
                 };
                 let row = std::str::from_utf8(text)
                     .map_err(|e| {
@@ -357,7 +361,10 @@ fn parse_rows(texts: &[RowText], roles: Option<&Roles>, path: &Path, stem: &str)
                     });
                 match row {
                     Ok(()) => records.drain(..).for_each(|r| builder.push(&r)),
-                    Err(e) => errors.push(e),
+                    Err(mut e) => {
+                        e.row = Some(String::from_utf8_lossy(text).into_owned());
+                        errors.push(e)
+                    }
                 }
             }
             (builder.finish(), errors)
@@ -391,6 +398,8 @@ pub struct DatasetReader {
     schema: Option<SchemaRef>,
     reports: Vec<InputReport>,
     rejections: Rejections,
+    /// Rejected rows not yet taken by [`DatasetReader::take_rejected`].
+    rejected_rows: Vec<RowError>,
     progress: Progress,
     done: bool,
 }
@@ -419,6 +428,7 @@ impl DatasetReader {
             schema: None,
             reports: Vec::new(),
             rejections: Rejections::default(),
+            rejected_rows: Vec::new(),
             progress,
             done: false,
         })
@@ -439,6 +449,11 @@ impl DatasetReader {
 
     pub fn rejections(&self) -> &Rejections {
         &self.rejections
+    }
+
+    /// Takes the rows rejected since the last call (with `--on-error skip`), to be written out.
+    pub fn take_rejected(&mut self) -> Vec<RowError> {
+        std::mem::take(&mut self.rejected_rows)
     }
 
     /// The stream's schema: known after the first batch; the core schema when no rows were read.
@@ -646,13 +661,15 @@ impl DatasetReader {
                     return Err(Error::Row(e.clone()));
                 }
             }
-            for e in &errors {
-                self.rejections.add(e);
+            let rejected = errors.len() as u64;
+            for e in errors {
+                self.rejections.add(&e);
+                self.rejected_rows.push(e);
             }
             let report = self.report();
-            report.rows_rejected += errors.len() as u64;
+            report.rows_rejected += rejected;
             // Rows in = rows out + rows rejected, counting a Self-Instruct instance as a row.
-            report.rows_in += batch.num_rows() as u64 + errors.len() as u64;
+            report.rows_in += batch.num_rows() as u64 + rejected;
             report.rows_out += batch.num_rows() as u64;
             if batch.num_rows() > 0 {
                 self.push_batch(batch)?;

@@ -71,6 +71,7 @@ impl RowContext<'_> {
             field: field.map(str::to_string),
             kind,
             message: message.into(),
+            row: None,
         }
     }
 }

@@ -83,6 +83,79 @@ pub fn manifest_path(data: &Path) -> PathBuf {
     data.with_file_name(name)
 }
 
+/// The rejected-rows file of a dataset file: `<file>.rejected.jsonl`.
+pub fn rejected_path(data: &Path) -> PathBuf {
+    let mut name = data.file_name().unwrap_or_default().to_os_string();
+    name.push(".rejected.jsonl");
+    data.with_file_name(name)
+}
+
+/// Writes rejected rows, one JSON object each (see [`crate::RowError::to_json`]), beside a dataset;
+/// atomically, and only when there are any (a stale file from an earlier run is removed).
+pub struct RejectedWriter {
+    path: PathBuf,
+    out: Option<(BufWriter<File>, tempfile::TempPath)>,
+}
+
+impl RejectedWriter {
+    pub fn beside(data: &Path) -> Self {
+        RejectedWriter { path: rejected_path(data), out: None }
+    }
+
+    pub fn write(&mut self, rows: &[crate::RowError]) -> Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (out, _) = match &mut self.out {
+            Some(o) => o,
+            None => {
+                let (file, temp) = temp_beside(&self.path)?.into_parts();
+                self.out.insert((BufWriter::new(file), temp))
+            }
+        };
+        for row in rows {
+            serde_json::to_writer(&mut *out, &row.to_json())?;
+            out.write_all(b"\n").map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// Puts the file in place; returns its path, or `None` when no row was rejected.
+    pub fn finish(self) -> Result<Option<PathBuf>> {
+        let io = |e| Error::io(&self.path, e);
+        match self.out {
+            Some((out, temp)) => {
+                out.into_inner().map_err(|e| io(e.into_error()))?.sync_all().map_err(io)?;
+                temp.persist(&self.path).map_err(|e| io(e.error))?;
+                Ok(Some(self.path))
+            }
+            None => {
+                match std::fs::remove_file(&self.path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
+                    _ => {}
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// A temporary file beside `path` (same folder, so the final rename is atomic), removed if not persisted.
+fn temp_beside(path: &Path) -> Result<tempfile::NamedTempFile> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .permissions(file_mode())
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))
+}
+
 /// Counts and hashes what passes through, so the manifest can name the output's content hash.
 pub(crate) struct HashingWriter<W> {
     inner: W,
@@ -156,18 +229,8 @@ const ROW_GROUPS_IN_FLIGHT: usize = 2;
 impl DatasetWriter {
     pub fn create(path: impl AsRef<Path>, format: OutputFormat, schema: SchemaRef) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
-        let temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(".tmp")
-            .permissions(file_mode())
-            .tempfile_in(&dir)
-            .map_err(|e| Error::io(&dir, e))?;
+        let temp = temp_beside(&path)?;
         let (file, temp) = temp.into_parts();
         let sink =
             HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Default::default(), bytes: 0 };
@@ -339,16 +402,7 @@ impl ParquetEncoder {
 
 /// Writes `bytes` to `path` atomically (temporary file, sync, rename).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".whetstone.")
-        .suffix(".tmp")
-        .permissions(file_mode())
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
+    let mut temp = temp_beside(path)?;
     temp.write_all(bytes).map_err(|e| Error::io(path, e))?;
     temp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     temp.persist(path).map_err(|e| Error::io(path, e.error))?;

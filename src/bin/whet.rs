@@ -159,6 +159,9 @@ fn run(cli: Cli) -> Result<()> {
                 for e in m.rejected.examples.iter().take(5) {
                     eprintln!("  {e}");
                 }
+                if let Some(f) = &m.rejected.file {
+                    eprintln!("rejected rows: {}", f.display());
+                }
             }
             eprintln!("manifest: {}", datasets::write::manifest_path(&output).display());
         }
