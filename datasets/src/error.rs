@@ -75,7 +75,7 @@ impl fmt::Display for RowError {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{0}\n  hint: fix the row, or pass --on-error skip to skip bad rows and record them in the manifest")]
-    Row(RowError),
+    Row(Box<RowError>),
     /// A whole file is unreadable: corrupt compression or footer, empty, unknown layout.
     #[error("{}: {message}", path.display())]
     File { path: PathBuf, message: String },

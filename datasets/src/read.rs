@@ -658,7 +658,7 @@ impl DatasetReader {
         for (batch, errors) in parts {
             if let Some(e) = errors.first() {
                 if self.opts.on_error == OnError::Fail {
-                    return Err(Error::Row(e.clone()));
+                    return Err(Error::Row(Box::new(e.clone())));
                 }
             }
             let rejected = errors.len() as u64;

@@ -1,0 +1,135 @@
+//! Sentence embeddings: a real BERT-family model on candle ([`SentenceEncoder`]), or a fast model-free
+//! TF-IDF feature-hashing embedder ([`HashingEmbedder`]). Both give L2-normalised vectors, so a dot
+//! product is a cosine similarity.
+
+mod bert;
+mod hashing;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use tokenizers::{Tokenizer, TruncationParams};
+
+pub use bert::{Bert, BertConfig};
+pub use hashing::HashingEmbedder;
+
+use crate::error::{Error, Result};
+
+/// Turns texts into L2-normalised vectors of a fixed dimension.
+pub trait Embedder: Send + Sync {
+    /// What made the vectors (model folder and content hash, or hashing parameters), for manifests.
+    fn name(&self) -> &str;
+    fn dim(&self) -> usize;
+    /// Embeds `texts`: row-major `texts.len() × dim`.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>>;
+}
+
+/// Where the all-MiniLM-L6-v2 folder is: `WHETSTONE_MINILM`, else `.cache/models/all-MiniLM-L6-v2` under the
+/// workspace (where `scripts/fetch-minilm.sh` unpacks it). `None` when neither holds a model.
+pub fn minilm_dir(workspace: &Path) -> Option<PathBuf> {
+    let dir = std::env::var_os("WHETSTONE_MINILM")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace.join(".cache/models/all-MiniLM-L6-v2"));
+    dir.join("model.safetensors").exists().then_some(dir)
+}
+
+/// A sentence-transformers model: BERT, mean pooling over the tokens, L2 normalisation.
+pub struct SentenceEncoder {
+    bert: Bert,
+    tokenizer: Tokenizer,
+    max_tokens: usize,
+    name: String,
+}
+
+/// Tokens per forward pass: texts are sorted by length and batched up to this many (padded) tokens.
+const TOKENS_PER_BATCH: usize = 8192;
+
+impl SentenceEncoder {
+    /// Loads a model folder: `config.json`, `model.safetensors`, `tokenizer.json` (and, when present,
+    /// sentence-transformers' `sentence_bert_config.json` for the maximum sequence length).
+    pub fn load(dir: &Path) -> Result<Self> {
+        let device = Device::Cpu;
+        let bert = Bert::load(dir, &device)?;
+        let tokenizer_path = dir.join("tokenizer.json");
+        let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
+            .map_err(|e| Error::model(&tokenizer_path, format!("cannot load the tokenizer: {e}")))?;
+        let max_tokens = std::fs::read_to_string(dir.join("sentence_bert_config.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v["max_seq_length"].as_u64())
+            .map(|n| n as usize)
+            .unwrap_or(bert.config.max_position_embeddings)
+            .min(bert.config.max_position_embeddings);
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
+            .map_err(|e| Error::model(&tokenizer_path, format!("cannot set truncation: {e}")))?
+            .with_padding(None);
+        let weights = std::fs::read(dir.join("model.safetensors")).map_err(|e| Error::model(dir, e.to_string()))?;
+        let name = format!(
+            "bert:{}#{:016x}",
+            dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
+            xxhash_rust::xxh3::xxh3_64(&weights)
+        );
+        Ok(SentenceEncoder { bert, tokenizer, max_tokens, name })
+    }
+
+    pub fn max_tokens(&self) -> usize {
+        self.max_tokens
+    }
+
+    /// Token ids with the special tokens, truncated to [`Self::max_tokens`].
+    pub fn token_ids(&self, texts: &[&str]) -> Result<Vec<Vec<u32>>> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .map_err(|e| Error::Invalid(format!("tokenizer failed: {e}")))?;
+        Ok(encodings.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    fn embed_batch(&self, ids: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        let len = ids.iter().map(|i| i.len()).max().unwrap_or(0).max(1);
+        let mut flat = vec![0u32; ids.len() * len];
+        let mut mask = vec![0u32; ids.len() * len];
+        for (row, tokens) in ids.iter().enumerate() {
+            flat[row * len..row * len + tokens.len()].copy_from_slice(tokens);
+            mask[row * len..row * len + tokens.len()].fill(1);
+        }
+        let device = self.bert.device();
+        let ids = Tensor::from_vec(flat, (ids.len(), len), device)?;
+        let mask = Tensor::from_vec(mask, (ids.dims()[0], len), device)?;
+        let hidden = self.bert.forward(&ids, &mask)?;
+        Ok(Bert::mean_pool_normalised(&hidden, &mask)?.to_vec2()?)
+    }
+}
+
+impl Embedder for SentenceEncoder {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn dim(&self) -> usize {
+        self.bert.config.hidden_size
+    }
+
+    /// Length-bucketed: sorted by token count so a batch pads little, batched by a token budget.
+    fn embed(&self, texts: &[&str]) -> Result<Vec<f32>> {
+        let ids = self.token_ids(texts)?;
+        let mut order: Vec<usize> = (0..ids.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let dim = self.dim();
+        let mut out = vec![0f32; ids.len() * dim];
+        let mut start = 0;
+        while start < order.len() {
+            let mut end = start + 1;
+            while end < order.len() && ids[order[end]].len() * (end + 1 - start) <= TOKENS_PER_BATCH {
+                end += 1;
+            }
+            let batch: Vec<&[u32]> = order[start..end].iter().map(|&i| ids[i].as_slice()).collect();
+            for (&row, vector) in order[start..end].iter().zip(self.embed_batch(&batch)?) {
+                out[row * dim..(row + 1) * dim].copy_from_slice(&vector);
+            }
+            start = end;
+        }
+        Ok(out)
+    }
+}
