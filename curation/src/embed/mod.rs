@@ -8,6 +8,7 @@ mod hashing;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
 pub use bert::{Bert, BertConfig};
@@ -42,7 +43,7 @@ pub struct SentenceEncoder {
 }
 
 /// Tokens per forward pass: texts are sorted by length and batched up to this many (padded) tokens.
-const TOKENS_PER_BATCH: usize = 8192;
+const TOKENS_PER_BATCH: usize = 1024;
 
 impl SentenceEncoder {
     /// Loads a model folder: `config.json`, `model.safetensors`, `tokenizer.json` (and, when present,
@@ -116,19 +117,27 @@ impl Embedder for SentenceEncoder {
         let ids = self.token_ids(texts)?;
         let mut order: Vec<usize> = (0..ids.len()).collect();
         order.sort_by_key(|&i| ids[i].len());
-        let dim = self.dim();
-        let mut out = vec![0f32; ids.len() * dim];
+        let mut batches = Vec::new();
         let mut start = 0;
         while start < order.len() {
             let mut end = start + 1;
             while end < order.len() && ids[order[end]].len() * (end + 1 - start) <= TOKENS_PER_BATCH {
                 end += 1;
             }
-            let batch: Vec<&[u32]> = order[start..end].iter().map(|&i| ids[i].as_slice()).collect();
-            for (&row, vector) in order[start..end].iter().zip(self.embed_batch(&batch)?) {
+            batches.push(&order[start..end]);
+            start = end;
+        }
+        // Batches run side by side: candle's element-wise ops are single-threaded, its matmuls are not.
+        let vectors = batches
+            .par_iter()
+            .map(|rows| self.embed_batch(&rows.iter().map(|&i| ids[i].as_slice()).collect::<Vec<_>>()))
+            .collect::<Result<Vec<_>>>()?;
+        let dim = self.dim();
+        let mut out = vec![0f32; ids.len() * dim];
+        for (rows, vectors) in batches.iter().zip(vectors) {
+            for (&row, vector) in rows.iter().zip(vectors) {
                 out[row * dim..(row + 1) * dim].copy_from_slice(&vector);
             }
-            start = end;
         }
         Ok(out)
     }
