@@ -6,6 +6,7 @@
 //! - [`read`]: streaming readers for JSONL (plain, gzip), JSON arrays, Parquet, Arrow IPC and CSV;
 //! - [`write`]: atomic writers for Parquet, Arrow IPC and the JSONL layouts trainers read;
 //! - [`manifest`]: lineage and row accounting beside every dataset;
+//! - [`stage`]: the code that runs every stage (reading, writing, rejected rows, manifests);
 //! - [`convert()`] and [`inspect()`]: the stages behind `whet convert` and `whet inspect`.
 
 // A RowError names file, position, field and reason; rows fail rarely, so its size on the error path is fine.
@@ -19,6 +20,7 @@ pub mod manifest;
 pub mod read;
 pub mod record;
 pub mod schema;
+pub mod stage;
 pub mod write;
 
 pub use convert::{convert, ConvertOptions};
@@ -28,4 +30,5 @@ pub use inspect::{inspect, Inspection};
 pub use manifest::Manifest;
 pub use read::{read_all, row_count, DatasetReader, OnError, Progress, ReadOptions};
 pub use record::{content_id, Message, Record};
+pub use stage::{RowProgress, StageError, StageRun};
 pub use write::{DatasetWriter, OutputFormat};

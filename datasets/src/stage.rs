@@ -1,0 +1,148 @@
+//! Running a stage, written once for every stage: read the input, apply the stage batch by batch, write
+//! the output atomically with the rejected rows beside it, and account for every row in the manifest.
+//! Reading, the stage and writing overlap: the writer runs on its own thread behind a short queue.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arrow::array::RecordBatch;
+
+use crate::error::{Error, Result};
+use crate::manifest::Manifest;
+use crate::read::{DatasetReader, Progress, ReadOptions};
+use crate::write::{DatasetWriter, OutputFormat, OutputReport, RejectedWriter};
+
+/// A stage's error, whatever crate it comes from.
+pub type StageError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Rows a stage has finished, for a progress bar of slow stages (embedding, generation).
+#[derive(Debug, Clone, Default)]
+pub struct RowProgress(Arc<AtomicU64>);
+
+impl RowProgress {
+    pub fn done(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// What a stage is called, how it was set up, and where it reads and writes.
+pub struct StageRun<'a> {
+    pub stage: &'a str,
+    pub parameters: serde_json::Value,
+    pub input: &'a Path,
+    pub output: &'a Path,
+    /// Output layout; `None` takes it from the output's file name.
+    pub format: Option<OutputFormat>,
+    pub read: ReadOptions,
+}
+
+impl StageRun<'_> {
+    /// Runs a stage that maps every batch to a batch of the same rows (adding or changing columns).
+    /// `on_progress` gets the reader's byte progress and the stage's row progress once, at the start.
+    pub fn map(
+        self,
+        on_progress: impl FnOnce(Progress, RowProgress),
+        mut f: impl FnMut(RecordBatch) -> std::result::Result<RecordBatch, StageError>,
+    ) -> Result<Manifest> {
+        let started = SystemTime::now();
+        let format = match self.format {
+            Some(f) => f,
+            None => OutputFormat::from_path(self.output)?,
+        };
+        let mut reader = DatasetReader::open(self.input, self.read.clone())?;
+        if reader.inputs().iter().any(|p| same_file(p, self.output)) {
+            return Err(Error::Usage(format!(
+                "{}: the output would overwrite an input; choose another name",
+                self.output.display()
+            )));
+        }
+        let rows = RowProgress::default();
+        on_progress(reader.progress(), rows.clone());
+        let stage = self.stage;
+        let mut apply = |batch: RecordBatch| -> Result<RecordBatch> {
+            let n = batch.num_rows();
+            let out = f(batch).map_err(Error::Stage)?;
+            if out.num_rows() != n {
+                return Err(Error::Usage(format!(
+                    "internal error: stage {stage} turned {n} rows into {}; please report this",
+                    out.num_rows()
+                )));
+            }
+            rows.0.fetch_add(n as u64, Ordering::Relaxed);
+            Ok(out)
+        };
+        let (output_report, rejected_file) = write_stream(&mut reader, self.output, format, &mut apply)?;
+        let mut rejected = reader.rejections().clone();
+        rejected.file = rejected_file;
+        let manifest =
+            Manifest::new(stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
+        manifest.write_beside(self.output)?;
+        Ok(manifest)
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+/// Writes every batch of `reader`, passed through `f`, to `path` on a writer thread, and the rows the
+/// reader rejected to `<path>.rejected.jsonl` (returned when there are any). On any error the partial
+/// outputs are removed.
+pub fn write_stream(
+    reader: &mut DatasetReader,
+    path: &Path,
+    format: OutputFormat,
+    f: &mut dyn FnMut(RecordBatch) -> Result<RecordBatch>,
+) -> Result<(OutputReport, Option<PathBuf>)> {
+    let mut rejected = RejectedWriter::beside(path);
+    let (tx, rx) = sync_channel::<RecordBatch>(4);
+    let path_buf: PathBuf = path.to_path_buf();
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> Result<Option<DatasetWriter>> {
+            let mut writer: Option<DatasetWriter> = None;
+            for batch in rx {
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => writer.insert(DatasetWriter::create(&path_buf, format, batch.schema())?),
+                };
+                w.write(&batch)?;
+            }
+            Ok(writer)
+        });
+        let mut failure = None;
+        while let Some(batch) = reader.next() {
+            let sent = rejected.write(&reader.take_rejected()).and_then(|()| batch).and_then(&mut *f);
+            match sent {
+                Ok(b) => {
+                    if tx.send(b).is_err() {
+                        break; // the writer failed: its error is reported below
+                    }
+                }
+                Err(e) => {
+                    failure = Some(e);
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        if failure.is_none() {
+            failure = rejected.write(&reader.take_rejected()).err();
+        }
+        let written = writer.join().map_err(|_| Error::Usage("internal error: the writer thread panicked".into()))?;
+        if let Some(e) = failure {
+            return Err(e); // dropping the unfinished writer removes its temporary file
+        }
+        let writer = match written? {
+            Some(w) => w,
+            // No rows: the output still gets the stage's columns.
+            None => DatasetWriter::create(path, format, f(RecordBatch::new_empty(reader.schema()))?.schema())?,
+        };
+        Ok((writer.finish()?, rejected.finish()?))
+    })
+}
