@@ -3,6 +3,7 @@
 //! This facade re-exports the toolkit's crates; `use whetstone::prelude::*` brings the common names into
 //! scope (as the notebook kernel does).
 
+pub use whetstone_curation as curation;
 pub use whetstone_datasets as datasets;
 
 /// The names most code and notebooks use.
@@ -11,4 +12,5 @@ pub mod prelude {
         convert, inspect, read_all, row_count, schema, ConvertOptions, DatasetReader, DatasetWriter, FieldMap,
         Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,
     };
+    pub use whetstone_curation::embed::{embed_dataset, Embedder, HashingEmbedder, SentenceEncoder, TextField};
 }

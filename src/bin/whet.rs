@@ -10,8 +10,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
+use whetstone::curation::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
 use whetstone::datasets::{
-    self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions,
+    self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions, RowProgress,
 };
 
 /// whetstone: build LLM fine-tuning datasets and improve models in rounds.
@@ -90,6 +91,29 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Add an `embedding` column: a real sentence-embedding model, or fast TF-IDF feature hashing.
+    Embed {
+        /// File, directory or glob.
+        input: PathBuf,
+        /// Output file (.parquet keeps the embeddings as FixedSizeList<Float32, d>).
+        output: PathBuf,
+        /// `hashing` (model-free: word and character n-grams, TF-IDF, hashed), `minilm` (all-MiniLM-L6-v2,
+        /// from $WHETSTONE_MINILM or .cache/models/all-MiniLM-L6-v2: run scripts/fetch-minilm.sh), or the
+        /// path of a BERT model folder (config.json, model.safetensors, tokenizer.json).
+        #[arg(long, default_value = "hashing")]
+        embedder: String,
+        /// Which text to embed: prompt, response or both.
+        #[arg(long, default_value = "prompt", value_parser = ["prompt", "response", "both"])]
+        text: String,
+        /// Dimension of the hashing embedder.
+        #[arg(long, default_value_t = 512)]
+        dim: usize,
+        /// Seed of the hashing embedder's hash functions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Show the first rows.
     Head {
         /// File, directory or glob.
@@ -165,6 +189,35 @@ fn run(cli: Cli) -> Result<()> {
             }
             eprintln!("manifest: {}", datasets::write::manifest_path(&output).display());
         }
+        Command::Embed { input, output, embedder, text, dim, seed, read } => {
+            let text = TextField::parse(&text)?;
+            let embedder: Box<dyn Embedder> = match embedder.as_str() {
+                "hashing" => Box::new(HashingEmbedder::fit_dataset(&input, read.options()?, text, dim, seed)?),
+                "minilm" => {
+                    let dir = minilm_dir(Path::new(".")).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "no all-MiniLM-L6-v2 model: run scripts/fetch-minilm.sh, set WHETSTONE_MINILM, \
+                             or pass --embedder DIR"
+                        )
+                    })?;
+                    Box::new(SentenceEncoder::load(&dir)?)
+                }
+                dir => Box::new(SentenceEncoder::load(Path::new(dir))?),
+            };
+            let bar = RowBar::new("embedding");
+            let m = embed_dataset(&input, &output, embedder.as_ref(), text, read.options()?, |_, rows| bar.follow(rows))?;
+            bar.finish();
+            let mut t = table(&["rows", "embedder", "dim", "output", "seconds", "rows/s"]);
+            t.add_row(vec![
+                num(m.rows.rows_out),
+                Cell::new(embedder.name()),
+                num(embedder.dim() as u64),
+                Cell::new(m.output.path.display()),
+                Cell::new(format!("{:.1}", m.seconds)),
+                Cell::new(format!("{:.0}", m.rows.rows_out as f64 / m.seconds.max(1e-9))),
+            ]);
+            eprintln!("{t}");
+        }
         Command::Head { path, rows, json, read } => {
             let mut reader = datasets::DatasetReader::open(&path, read.options()?)?;
             let mut shown = Vec::new();
@@ -217,6 +270,40 @@ impl ByteBar {
             while !bar.is_finished() {
                 bar.set_position(progress.done());
                 std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+/// A progress bar over rows a slow stage has finished (the total is not known in advance).
+struct RowBar {
+    bar: ProgressBar,
+}
+
+impl RowBar {
+    fn new(what: &'static str) -> Self {
+        let bar = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} {human_pos} rows, {per_sec}, {elapsed}").expect("valid template"),
+        );
+        bar.set_message(what);
+        RowBar { bar }
+    }
+
+    fn follow(&self, rows: RowProgress) {
+        if self.bar.is_hidden() {
+            return;
+        }
+        let bar = self.bar.clone();
+        std::thread::spawn(move || {
+            while !bar.is_finished() {
+                bar.set_position(rows.done());
+                bar.tick();
+                std::thread::sleep(Duration::from_millis(200));
             }
         });
     }

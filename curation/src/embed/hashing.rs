@@ -18,30 +18,9 @@ pub struct HashingEmbedder {
 impl HashingEmbedder {
     /// Fits the IDF weights on `texts` (the corpus to be embedded, or a sample of it).
     pub fn fit<'a>(texts: impl IntoIterator<Item = &'a str>, dim: usize, seed: u64) -> Result<Self> {
-        if dim == 0 {
-            return Err(Error::Invalid("the hashing embedder needs a dimension above 0".into()));
-        }
-        let mut df = vec![0u32; dim];
-        let mut docs = 0u64;
-        let mut seen = vec![false; dim];
-        let mut touched = Vec::new();
-        for text in texts {
-            docs += 1;
-            features(text, seed, |bucket, _| {
-                let b = bucket % dim;
-                if !seen[b] {
-                    seen[b] = true;
-                    touched.push(b);
-                }
-            });
-            for b in touched.drain(..) {
-                df[b] += 1;
-                seen[b] = false;
-            }
-        }
-        let n = docs as f32;
-        let idf = df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
-        Ok(HashingEmbedder { dim, seed, idf, name: format!("hashing:dim={dim},seed={seed},docs={docs}") })
+        let mut df = DocumentFrequencies::new(dim, seed)?;
+        df.add(texts);
+        Ok(df.finish())
     }
 
     fn embed_one(&self, text: &str, out: &mut [f32]) {
@@ -57,6 +36,49 @@ impl HashingEmbedder {
         if norm > 0.0 {
             out.iter_mut().for_each(|v| *v /= norm);
         }
+    }
+}
+
+/// Counts, per bucket, the documents a feature hashed there occurs in.
+pub(crate) struct DocumentFrequencies {
+    dim: usize,
+    seed: u64,
+    df: Vec<u32>,
+    docs: u64,
+    seen: Vec<bool>,
+    touched: Vec<usize>,
+}
+
+impl DocumentFrequencies {
+    pub(crate) fn new(dim: usize, seed: u64) -> Result<Self> {
+        if dim == 0 {
+            return Err(Error::Invalid("the hashing embedder needs a dimension above 0".into()));
+        }
+        Ok(DocumentFrequencies { dim, seed, df: vec![0; dim], docs: 0, seen: vec![false; dim], touched: Vec::new() })
+    }
+
+    pub(crate) fn add<'a>(&mut self, texts: impl IntoIterator<Item = &'a str>) {
+        for text in texts {
+            self.docs += 1;
+            features(text, self.seed, |bucket, _| {
+                let b = bucket % self.dim;
+                if !self.seen[b] {
+                    self.seen[b] = true;
+                    self.touched.push(b);
+                }
+            });
+            for b in self.touched.drain(..) {
+                self.df[b] += 1;
+                self.seen[b] = false;
+            }
+        }
+    }
+
+    pub(crate) fn finish(self) -> HashingEmbedder {
+        let n = self.docs as f32;
+        let idf = self.df.iter().map(|&d| ((1.0 + n) / (1.0 + d as f32)).ln() + 1.0).collect();
+        let (dim, seed, docs) = (self.dim, self.seed, self.docs);
+        HashingEmbedder { dim, seed, idf, name: format!("hashing:dim={dim},seed={seed},docs={docs}") }
     }
 }
 

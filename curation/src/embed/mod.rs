@@ -7,7 +7,12 @@ mod hashing;
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use candle_core::{Device, Tensor};
+use whetstone_datasets::{schema, DatasetReader, Manifest, Progress, ReadOptions, RowProgress, StageRun};
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -140,5 +145,148 @@ impl Embedder for SentenceEncoder {
             }
         }
         Ok(out)
+    }
+}
+
+/// Which text of a row is embedded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextField {
+    /// The prompt (the instruction): what selection by topic or skill looks at.
+    #[default]
+    Prompt,
+    Response,
+    /// Prompt, a blank line, then the response (if any).
+    Both,
+}
+
+impl TextField {
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "prompt" => Ok(TextField::Prompt),
+            "response" => Ok(TextField::Response),
+            "both" => Ok(TextField::Both),
+            _ => Err(Error::Invalid(format!("unknown text field {name:?} (choose prompt, response or both)"))),
+        }
+    }
+
+    /// The texts of a batch; a null response is the empty text.
+    pub fn texts(self, batch: &RecordBatch) -> Result<Vec<String>> {
+        let column = |name: &str| -> Result<&StringArray> {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_string_opt::<i32>())
+                .ok_or_else(|| Error::Invalid(format!("the dataset has no text column {name:?}")))
+        };
+        Ok(match self {
+            TextField::Prompt => {
+                let p = column(schema::PROMPT)?;
+                (0..batch.num_rows()).map(|i| get(p, i).to_string()).collect()
+            }
+            TextField::Response => {
+                let r = column(schema::RESPONSE)?;
+                (0..batch.num_rows()).map(|i| get(r, i).to_string()).collect()
+            }
+            TextField::Both => {
+                let (p, r) = (column(schema::PROMPT)?, column(schema::RESPONSE)?);
+                (0..batch.num_rows())
+                    .map(|i| match get(r, i) {
+                        "" => get(p, i).to_string(),
+                        resp => format!("{}\n\n{resp}", get(p, i)),
+                    })
+                    .collect()
+            }
+        })
+    }
+}
+
+fn get(a: &StringArray, i: usize) -> &str {
+    if a.is_valid(i) {
+        a.value(i)
+    } else {
+        ""
+    }
+}
+
+/// Sets (or replaces) the `embedding` column: `FixedSizeList<Float32, dim>`, one vector per row.
+pub fn with_embedding(batch: RecordBatch, vectors: Vec<f32>, dim: usize) -> Result<RecordBatch> {
+    let field = schema::stage::field(schema::stage::EMBEDDING, dim as i32).expect("a stage column");
+    let DataType::FixedSizeList(item, _) = field.data_type() else { unreachable!("embedding is a fixed-size list") };
+    let column = FixedSizeListArray::try_new(item.clone(), dim as i32, Arc::new(Float32Array::from(vectors)), None)?;
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = batch.columns().to_vec();
+    match fields.iter().position(|f| f.name() == schema::stage::EMBEDDING) {
+        Some(i) => {
+            fields[i] = field;
+            columns[i] = Arc::new(column);
+        }
+        None => {
+            fields.push(field);
+            columns.push(Arc::new(column));
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+/// The `embedding` column of a batch as a row-major slice, with its dimension; fails clearly when the column
+/// is missing or mistyped, or a vector is null or not finite.
+pub fn embeddings_of(batch: &RecordBatch) -> Result<(&[f32], usize)> {
+    let column = batch.column_by_name(schema::stage::EMBEDDING).ok_or_else(|| {
+        Error::Invalid("the dataset has no `embedding` column: run `whet embed` on it first".into())
+    })?;
+    let list = column.as_fixed_size_list_opt().ok_or_else(|| {
+        Error::Invalid(format!("the `embedding` column is {}, not a fixed-size list of floats", column.data_type()))
+    })?;
+    let dim = list.value_length() as usize;
+    let values = list.values().as_primitive_opt::<Float32Type>().ok_or_else(|| {
+        Error::Invalid(format!("the `embedding` column holds {}, not Float32", list.values().data_type()))
+    })?;
+    if let Some(row) = (0..list.len()).find(|&i| list.is_null(i)) {
+        return Err(Error::Invalid(format!("row {row} has no embedding (null)")));
+    }
+    let start = list.offset() * dim;
+    let flat = &values.values()[start..start + list.len() * dim];
+    if let Some(at) = flat.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!("row {} has a non-finite embedding value ({})", at / dim, flat[at])));
+    }
+    Ok((flat, dim))
+}
+
+/// The embed stage: adds an `embedding` column computed from `text` by `embedder`.
+pub fn embed_dataset(
+    input: &Path,
+    output: &Path,
+    embedder: &dyn Embedder,
+    text: TextField,
+    read: ReadOptions,
+    on_progress: impl FnOnce(Progress, RowProgress),
+) -> Result<Manifest> {
+    let dim = embedder.dim();
+    let run = StageRun {
+        stage: "embed",
+        parameters: serde_json::json!({"embedder": embedder.name(), "dim": dim, "text": text}),
+        input,
+        output,
+        format: None,
+        read,
+    };
+    Ok(run.map(on_progress, |batch| {
+        let texts = text.texts(&batch)?;
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        Ok(with_embedding(batch, embedder.embed(&refs)?, dim)?)
+    })?)
+}
+
+impl HashingEmbedder {
+    /// Fits the IDF weights on the texts of a dataset (one streaming pass).
+    pub fn fit_dataset(input: &Path, read: ReadOptions, text: TextField, dim: usize, seed: u64) -> Result<Self> {
+        let mut texts = Vec::new();
+        let mut fitter = hashing::DocumentFrequencies::new(dim, seed)?;
+        for batch in DatasetReader::open(input, read)? {
+            texts.clear();
+            texts.extend(text.texts(&batch?)?);
+            fitter.add(texts.iter().map(String::as_str));
+        }
+        Ok(fitter.finish())
     }
 }
