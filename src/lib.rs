@@ -8,9 +8,9 @@ pub use whetstone_datasets as datasets;
 
 /// The names most code and notebooks use.
 pub mod prelude {
+    pub use whetstone_curation::embed::{embed_dataset, Embedder, HashingEmbedder, SentenceEncoder, TextField};
     pub use whetstone_datasets::{
         convert, inspect, read_all, row_count, schema, ConvertOptions, DatasetReader, DatasetWriter, FieldMap,
         Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,
     };
-    pub use whetstone_curation::embed::{embed_dataset, Embedder, HashingEmbedder, SentenceEncoder, TextField};
 }

@@ -3,6 +3,7 @@
 //!
 //! - [`embed`]: sentence embeddings (BERT on candle, or TF-IDF feature hashing).
 
+pub mod cluster;
 pub mod embed;
 pub mod error;
 

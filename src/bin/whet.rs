@@ -205,7 +205,8 @@ fn run(cli: Cli) -> Result<()> {
                 dir => Box::new(SentenceEncoder::load(Path::new(dir))?),
             };
             let bar = RowBar::new("embedding");
-            let m = embed_dataset(&input, &output, embedder.as_ref(), text, read.options()?, |_, rows| bar.follow(rows))?;
+            let m =
+                embed_dataset(&input, &output, embedder.as_ref(), text, read.options()?, |_, rows| bar.follow(rows))?;
             bar.finish();
             let mut t = table(&["rows", "embedder", "dim", "output", "seconds", "rows/s"]);
             t.add_row(vec![
@@ -288,7 +289,8 @@ impl RowBar {
     fn new(what: &'static str) -> Self {
         let bar = if std::io::stderr().is_terminal() { ProgressBar::new_spinner() } else { ProgressBar::hidden() };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {human_pos} rows, {per_sec}, {elapsed}").expect("valid template"),
+            ProgressStyle::with_template("{spinner} {msg} {human_pos} rows, {per_sec}, {elapsed}")
+                .expect("valid template"),
         );
         bar.set_message(what);
         RowBar { bar }

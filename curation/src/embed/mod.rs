@@ -12,9 +12,9 @@ use std::sync::Arc;
 use arrow::array::{Array, AsArray, FixedSizeListArray, Float32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use candle_core::{Device, Tensor};
-use whetstone_datasets::{schema, DatasetReader, Manifest, Progress, ReadOptions, RowProgress, StageRun};
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
+use whetstone_datasets::{schema, DatasetReader, Manifest, Progress, ReadOptions, RowProgress, StageRun};
 
 pub use bert::{Bert, BertConfig};
 pub use hashing::HashingEmbedder;
@@ -231,9 +231,9 @@ pub fn with_embedding(batch: RecordBatch, vectors: Vec<f32>, dim: usize) -> Resu
 /// The `embedding` column of a batch as a row-major slice, with its dimension; fails clearly when the column
 /// is missing or mistyped, or a vector is null or not finite.
 pub fn embeddings_of(batch: &RecordBatch) -> Result<(&[f32], usize)> {
-    let column = batch.column_by_name(schema::stage::EMBEDDING).ok_or_else(|| {
-        Error::Invalid("the dataset has no `embedding` column: run `whet embed` on it first".into())
-    })?;
+    let column = batch
+        .column_by_name(schema::stage::EMBEDDING)
+        .ok_or_else(|| Error::Invalid("the dataset has no `embedding` column: run `whet embed` on it first".into()))?;
     let list = column.as_fixed_size_list_opt().ok_or_else(|| {
         Error::Invalid(format!("the `embedding` column is {}, not a fixed-size list of floats", column.data_type()))
     })?;

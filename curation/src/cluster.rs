@@ -1,0 +1,244 @@
+//! k-means over embeddings: k-means++ seeding, then Lloyd iterations whose assignment step is a blocked
+//! matrix product (‖x‖² − 2x·c + ‖c‖²) on candle's parallel GEMM, and a parallel centroid update.
+
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct KMeansOptions {
+    pub k: usize,
+    pub max_iter: usize,
+    /// Stop when the centroids move less than this (sum of squared shifts over the data's total variance).
+    pub tol: f64,
+    pub seed: u64,
+}
+
+impl KMeansOptions {
+    pub fn new(k: usize, seed: u64) -> Self {
+        KMeansOptions { k, max_iter: 25, tol: 1e-4, seed }
+    }
+}
+
+/// A fitted k-means: centroids (row-major `k × dim`), sizes, and the fit's inertia.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KMeans {
+    pub k: usize,
+    pub dim: usize,
+    #[serde(skip)]
+    pub centroids: Vec<f32>,
+    pub sizes: Vec<u64>,
+    /// Sum of squared distances from each row to its centroid.
+    pub inertia: f64,
+    pub iterations: usize,
+    pub converged: bool,
+}
+
+/// Rows per block of the assignment product: `BLOCK × k` distances at a time.
+const BLOCK: usize = 4096;
+
+fn check(data: &[f32], dim: usize, k: usize) -> Result<usize> {
+    if dim == 0 || data.len() % dim != 0 {
+        return Err(Error::Invalid(format!("{} values are not rows of dimension {dim}", data.len())));
+    }
+    let n = data.len() / dim;
+    if k == 0 {
+        return Err(Error::Invalid("k must be at least 1".into()));
+    }
+    if k > n {
+        return Err(Error::Invalid(format!("k = {k} clusters but only {n} rows: choose k ≤ {n}")));
+    }
+    if let Some(at) = data.iter().position(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!("row {} has a non-finite value ({})", at / dim, data[at])));
+    }
+    Ok(n)
+}
+
+fn sq_norms(m: &[f32], dim: usize) -> Vec<f32> {
+    m.par_chunks(dim).map(|r| r.iter().map(|v| v * v).sum()).collect()
+}
+
+/// The nearest centroid of every row and the squared distance to it.
+pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> Result<(Vec<u32>, Vec<f32>)> {
+    let k = centroids.len() / dim;
+    let c = Tensor::from_slice(centroids, (k, dim), &Device::Cpu)?.t()?.contiguous()?;
+    let c_norms = sq_norms(centroids, dim);
+    let n = data.len() / dim;
+    let mut labels = vec![0u32; n];
+    let mut dists = vec![0f32; n];
+    for (block, (labels, dists)) in data.chunks(BLOCK * dim).zip(labels.chunks_mut(BLOCK).zip(dists.chunks_mut(BLOCK)))
+    {
+        let rows = block.len() / dim;
+        let x = Tensor::from_slice(block, (rows, dim), &Device::Cpu)?;
+        let dots: Vec<f32> = x.matmul(&c)?.flatten_all()?.to_vec1()?;
+        labels.par_iter_mut().zip(dists.par_iter_mut()).enumerate().for_each(|(i, (label, dist))| {
+            let row = &dots[i * k..(i + 1) * k];
+            let (mut best, mut best_d) = (0usize, f32::INFINITY);
+            for (j, (&dot, &cn)) in row.iter().zip(&c_norms).enumerate() {
+                let d = cn - 2.0 * dot;
+                if d < best_d {
+                    (best, best_d) = (j, d);
+                }
+            }
+            let x_norm: f32 = block[i * dim..(i + 1) * dim].iter().map(|v| v * v).sum();
+            *label = best as u32;
+            *dist = (x_norm + best_d).max(0.0);
+        });
+    }
+    Ok((labels, dists))
+}
+
+/// k-means++ seeding: each next centroid drawn with probability proportional to its squared distance
+/// from the nearest centroid so far (distances kept up to date in parallel).
+fn seed_plus_plus(data: &[f32], dim: usize, k: usize, rng: &mut Xoshiro256PlusPlus) -> Vec<f32> {
+    let n = data.len() / dim;
+    let mut centroids = Vec::with_capacity(k * dim);
+    let first = rng.gen_range(0..n);
+    centroids.extend_from_slice(&data[first * dim..(first + 1) * dim]);
+    let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
+    let mut nearest: Vec<f32> = data.par_chunks(dim).map(|r| sq(r, &centroids[..dim])).collect();
+    for _ in 1..k {
+        let total: f64 = nearest.iter().map(|&d| d as f64).sum();
+        let pick = if total > 0.0 {
+            let mut target = rng.gen::<f64>() * total;
+            let mut pick = n - 1;
+            for (i, &d) in nearest.iter().enumerate() {
+                target -= d as f64;
+                if target <= 0.0 && d > 0.0 {
+                    pick = i;
+                    break;
+                }
+            }
+            pick
+        } else {
+            rng.gen_range(0..n) // every row sits on a centroid: any row will do
+        };
+        let c = data[pick * dim..(pick + 1) * dim].to_vec();
+        nearest.par_iter_mut().zip(data.par_chunks(dim)).for_each(|(d, r)| *d = d.min(sq(r, &c)));
+        centroids.extend_from_slice(&c);
+    }
+    centroids
+}
+
+/// Fits k-means to `data` (row-major, `dim` columns). Returns the model and each row's cluster.
+pub fn kmeans(data: &[f32], dim: usize, opts: &KMeansOptions) -> Result<(KMeans, Vec<u32>)> {
+    let n = check(data, dim, opts.k)?;
+    let k = opts.k;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed);
+    let mut centroids = seed_plus_plus(data, dim, k, &mut rng);
+    // Total variance, for a scale-free tolerance (as scikit-learn does).
+    let mean: Vec<f64> =
+        (0..dim).map(|j| data.iter().skip(j).step_by(dim).map(|&v| v as f64).sum::<f64>() / n as f64).collect();
+    let variance: f64 =
+        data.chunks(dim).map(|r| r.iter().zip(&mean).map(|(&v, m)| (v as f64 - m).powi(2)).sum::<f64>()).sum::<f64>()
+            / n as f64;
+    let mut iterations = 0;
+    let mut converged = false;
+    let (mut labels, mut dists) = assign(data, dim, &centroids)?;
+    while iterations < opts.max_iter {
+        iterations += 1;
+        let updated = update(data, dim, k, &labels, &dists, &centroids);
+        let shift: f64 = updated.iter().zip(&centroids).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        centroids = updated;
+        (labels, dists) = assign(data, dim, &centroids)?;
+        if shift <= opts.tol * variance.max(f64::MIN_POSITIVE) {
+            converged = true;
+            break;
+        }
+    }
+    let mut sizes = vec![0u64; k];
+    labels.iter().for_each(|&l| sizes[l as usize] += 1);
+    let inertia = dists.iter().map(|&d| d as f64).sum();
+    Ok((KMeans { k, dim, centroids, sizes, inertia, iterations, converged }, labels))
+}
+
+/// New centroids: the mean of each cluster's rows. An emptied cluster takes the row farthest from its
+/// centroid (deterministic), so k clusters stay k.
+fn update(data: &[f32], dim: usize, k: usize, labels: &[u32], dists: &[f32], old: &[f32]) -> Vec<f32> {
+    let (sums, counts) = data
+        .par_chunks(dim * 1024)
+        .zip(labels.par_chunks(1024))
+        .fold(
+            || (vec![0f64; k * dim], vec![0u64; k]),
+            |(mut sums, mut counts), (rows, labels)| {
+                for (r, &l) in rows.chunks(dim).zip(labels) {
+                    let l = l as usize;
+                    counts[l] += 1;
+                    sums[l * dim..(l + 1) * dim].iter_mut().zip(r).for_each(|(s, &v)| *s += v as f64);
+                }
+                (sums, counts)
+            },
+        )
+        .reduce(
+            || (vec![0f64; k * dim], vec![0u64; k]),
+            |(mut a, mut ca), (b, cb)| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                ca.iter_mut().zip(&cb).for_each(|(x, y)| *x += y);
+                (a, ca)
+            },
+        );
+    let mut centroids = old.to_vec();
+    let mut far: Vec<usize> = (0..labels.len()).collect();
+    far.sort_by(|&a, &b| dists[b].total_cmp(&dists[a]).then(a.cmp(&b)));
+    let mut far = far.into_iter();
+    for c in 0..k {
+        let row = &mut centroids[c * dim..(c + 1) * dim];
+        if counts[c] > 0 {
+            row.iter_mut().zip(&sums[c * dim..(c + 1) * dim]).for_each(|(x, s)| *x = (s / counts[c] as f64) as f32);
+        } else if let Some(i) = far.next() {
+            row.copy_from_slice(&data[i * dim..(i + 1) * dim]);
+        }
+    }
+    centroids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs(seed: u64) -> (Vec<f32>, Vec<u32>) {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+        let centers = [[0.0f32, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0]];
+        let mut data = Vec::new();
+        let mut truth = Vec::new();
+        for i in 0..2000 {
+            let c = i % 4;
+            data.push(centers[c][0] + rng.gen_range(-1.0..1.0));
+            data.push(centers[c][1] + rng.gen_range(-1.0..1.0));
+            truth.push(c as u32);
+        }
+        (data, truth)
+    }
+
+    #[test]
+    fn finds_separated_clusters_and_is_deterministic() {
+        let (data, truth) = blobs(1);
+        let (model, labels) = kmeans(&data, 2, &KMeansOptions::new(4, 7)).unwrap();
+        assert!(model.converged);
+        assert_eq!(model.sizes.iter().sum::<u64>(), 2000);
+        // Every true blob maps to one cluster.
+        for c in 0..4 {
+            let mut seen: Vec<u32> = labels.iter().zip(&truth).filter(|(_, &t)| t == c).map(|(&l, _)| l).collect();
+            seen.dedup();
+            assert_eq!(seen.len(), 1, "blob {c} split across clusters");
+        }
+        assert!(model.inertia / 2000.0 < 1.0, "{}", model.inertia);
+        let (again, labels2) = kmeans(&data, 2, &KMeansOptions::new(4, 7)).unwrap();
+        assert_eq!((labels, model.centroids), (labels2, again.centroids), "same seed, same result");
+    }
+
+    #[test]
+    fn bad_parameters_are_explained() {
+        let (data, _) = blobs(2);
+        let e = kmeans(&data, 2, &KMeansOptions::new(5000, 0)).unwrap_err().to_string();
+        assert!(e.contains("k = 5000") && e.contains("2000 rows"), "{e}");
+        assert!(kmeans(&data, 3, &KMeansOptions::new(2, 0)).unwrap_err().to_string().contains("dimension 3"));
+        let mut nan = data.clone();
+        nan[11] = f32::NAN;
+        assert!(kmeans(&nan, 2, &KMeansOptions::new(2, 0)).unwrap_err().to_string().contains("row 5"));
+    }
+}
