@@ -31,6 +31,9 @@ pub struct Manifest {
     pub rows: RowCounts,
     /// Rejected rows by reason, with the first messages.
     pub rejected: Rejections,
+    /// What the stage found or measured (k-means inertia, selection coverage, …).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub results: serde_json::Value,
     pub started_unix: f64,
     pub seconds: f64,
 }
@@ -64,6 +67,7 @@ impl Manifest {
             output,
             rows,
             rejected,
+            results: serde_json::Value::Null,
             started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
         })

@@ -84,6 +84,66 @@ impl StageRun<'_> {
     }
 }
 
+/// What a whole-dataset stage returns: the rows it keeps (any columns), how many it dropped and why, and
+/// what it measured.
+pub struct StageOutput {
+    pub batches: Vec<RecordBatch>,
+    /// Rows left out, by reason (`not_selected`, `duplicate`, …): rows in = rows out + these.
+    pub dropped: std::collections::BTreeMap<String, u64>,
+    pub results: serde_json::Value,
+}
+
+impl StageRun<'_> {
+    /// Runs a stage that needs every row at once (clustering, selection): reads the whole input, hands
+    /// its batches to `f`, writes what `f` keeps, and accounts for the rows it drops.
+    pub fn whole(
+        self,
+        on_progress: impl FnOnce(Progress),
+        f: impl FnOnce(Vec<RecordBatch>) -> std::result::Result<StageOutput, StageError>,
+    ) -> Result<Manifest> {
+        let started = SystemTime::now();
+        let format = match self.format {
+            Some(f) => f,
+            None => OutputFormat::from_path(self.output)?,
+        };
+        let mut reader = DatasetReader::open(self.input, self.read.clone())?;
+        on_progress(reader.progress());
+        let mut batches = Vec::new();
+        for batch in reader.by_ref() {
+            batches.push(batch?);
+        }
+        let schema = reader.schema();
+        let rows_in: usize = batches.iter().map(|b| b.num_rows()).sum();
+        let out = f(batches).map_err(Error::Stage)?;
+        let rows_out: u64 = out.batches.iter().map(|b| b.num_rows() as u64).sum();
+        let dropped: u64 = out.dropped.values().sum();
+        if rows_out + dropped != rows_in as u64 {
+            return Err(Error::Usage(format!(
+                "internal error: stage {} kept {rows_out} and dropped {dropped} of {rows_in} rows; please report this",
+                self.stage
+            )));
+        }
+        let schema = out.batches.first().map(|b| b.schema()).unwrap_or(schema);
+        let mut writer = DatasetWriter::create(self.output, format, schema)?;
+        for b in &out.batches {
+            writer.write(b)?;
+        }
+        let mut rejected_writer = RejectedWriter::beside(self.output);
+        rejected_writer.write(&reader.take_rejected())?;
+        let output_report = writer.finish()?;
+        let mut rejected = reader.rejections().clone();
+        rejected.file = rejected_writer.finish()?;
+        for (reason, n) in out.dropped {
+            *rejected.by_reason.entry(reason).or_default() += n;
+        }
+        let mut manifest =
+            Manifest::new(self.stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
+        manifest.results = out.results;
+        manifest.write_beside(self.output)?;
+        Ok(manifest)
+    }
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,

@@ -1,0 +1,290 @@
+//! Choosing a subset under a budget: random (the honest baseline), kMQ (Diversify and Conquer's
+//! cluster-balanced sampling) and k-center (greedy farthest-point coverage); and the metrics that say
+//! how well a subset covers the whole.
+
+use std::collections::{BTreeMap, HashSet};
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// How many rows to select: a count, or a fraction of the rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Budget {
+    Count(usize),
+    Fraction(f64),
+}
+
+impl Budget {
+    /// `0.005` is a fraction, `200` a count.
+    pub fn parse(text: &str) -> Result<Self> {
+        let bad = || Error::Invalid(format!("budget {text:?}: give a count (e.g. 200) or a fraction in (0, 1] (e.g. 0.05)"));
+        if let Ok(n) = text.parse::<usize>() {
+            return if n == 0 { Err(bad()) } else { Ok(Budget::Count(n)) };
+        }
+        match text.parse::<f64>() {
+            Ok(f) if f > 0.0 && f <= 1.0 => Ok(Budget::Fraction(f)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// The count for `rows` rows; a fraction rounds to the nearest row (at least one).
+    pub fn rows(self, rows: usize) -> Result<usize> {
+        let n = match self {
+            Budget::Count(n) => n,
+            Budget::Fraction(f) => ((rows as f64 * f).round() as usize).max(1),
+        };
+        if n > rows {
+            return Err(Error::Invalid(format!("budget of {n} rows but the dataset has only {rows}")));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Random,
+    Kmq,
+    Kcenter,
+}
+
+impl Method {
+    pub const NAMES: [&'static str; 3] = ["random", "kmq", "kcenter"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "random" => Ok(Method::Random),
+            "kmq" => Ok(Method::Kmq),
+            "kcenter" => Ok(Method::Kcenter),
+            _ => Err(Error::Invalid(format!("unknown method {name:?} (choose {})", Self::NAMES.join(", ")))),
+        }
+    }
+}
+
+/// A chosen row and why it was chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pick {
+    pub row: usize,
+    pub reason: String,
+}
+
+/// `budget` rows uniformly at random.
+pub fn random(rows: usize, budget: usize, seed: u64) -> Vec<Pick> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut picks: Vec<usize> = rand::seq::index::sample(&mut rng, rows, budget).into_vec();
+    picks.sort_unstable();
+    picks.into_iter().map(|row| Pick { row, reason: "random".into() }).collect()
+}
+
+/// kMQ: the budget split equally over clusters (a cluster smaller than its share gives the rest back to the
+/// others); within a cluster rows are drawn at random, or — given a quality score per row — by a softmax
+/// of the quality (without replacement).
+pub fn kmq(clusters: &[u32], budget: usize, quality: Option<&[f32]>, seed: u64) -> Result<Vec<Pick>> {
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (row, &c) in clusters.iter().enumerate() {
+        members.entry(c).or_default().push(row);
+    }
+    if budget > clusters.len() {
+        return Err(Error::Invalid(format!("budget of {budget} rows but only {} rows", clusters.len())));
+    }
+    // Water-filling: equal shares, capped by cluster size, leftovers shared again; the last few rows that
+    // cannot be shared equally go to randomly chosen clusters.
+    let ids: Vec<u32> = members.keys().copied().collect();
+    let mut share: BTreeMap<u32, usize> = ids.iter().map(|&c| (c, 0)).collect();
+    let mut left = budget;
+    loop {
+        let open: Vec<u32> = ids.iter().copied().filter(|c| share[c] < members[c].len()).collect();
+        if left == 0 || open.is_empty() {
+            break;
+        }
+        let each = left / open.len();
+        if each == 0 {
+            let mut lucky = open.clone();
+            lucky.shuffle(&mut rng);
+            for c in lucky.into_iter().take(left) {
+                *share.get_mut(&c).expect("cluster") += 1;
+            }
+            break;
+        }
+        for c in open {
+            let give = each.min(members[&c].len() - share[&c]);
+            *share.get_mut(&c).expect("cluster") += give;
+            left -= give;
+        }
+    }
+    let mut picks = Vec::with_capacity(budget);
+    for (c, rows) in &members {
+        let n = share[c];
+        if n == 0 {
+            continue;
+        }
+        let chosen: Vec<usize> = match quality {
+            // Gumbel top-n: sampling n rows without replacement with probabilities softmax(quality).
+            Some(q) => {
+                let mut keyed: Vec<(f64, usize)> = rows
+                    .iter()
+                    .map(|&r| {
+                        let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+                        (q[r] as f64 - (-u.ln()).ln(), r)
+                    })
+                    .collect();
+                keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
+                keyed.into_iter().take(n).map(|(_, r)| r).collect()
+            }
+            None => rand::seq::index::sample(&mut rng, rows.len(), n).into_iter().map(|i| rows[i]).collect(),
+        };
+        let how = if quality.is_some() { "by quality" } else { "at random" };
+        picks.extend(chosen.into_iter().map(|row| Pick {
+            row,
+            reason: format!("kmq: cluster {c} ({} rows), {n} drawn {how}", rows.len()),
+        }));
+    }
+    picks.sort_by_key(|p| p.row);
+    Ok(picks)
+}
+
+/// k-center: start from a random row, then repeatedly take the row farthest (cosine distance) from
+/// everything taken so far.
+pub fn kcenter(embeddings: &[f32], dim: usize, budget: usize, seed: u64) -> Vec<Pick> {
+    let n = embeddings.len() / dim;
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut nearest = vec![f32::INFINITY; n];
+    let mut picks = Vec::with_capacity(budget);
+    let mut next = rng.gen_range(0..n);
+    for step in 0..budget {
+        let distance = if step == 0 { f32::NAN } else { nearest[next] };
+        picks.push(Pick {
+            row: next,
+            reason: if step == 0 { "kcenter: random start".into() } else { format!("kcenter: farthest, distance {distance:.4}") },
+        });
+        let c = &embeddings[next * dim..(next + 1) * dim];
+        nearest.par_iter_mut().zip(embeddings.par_chunks(dim)).for_each(|(d, r)| {
+            let dot: f32 = r.iter().zip(c).map(|(a, b)| a * b).sum();
+            *d = d.min(1.0 - dot);
+        });
+        next = nearest.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map(|(i, _)| i).unwrap_or(0);
+    }
+    picks.sort_by_key(|p| p.row);
+    picks
+}
+
+/// How well a selection covers the dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Coverage {
+    pub selected: usize,
+    pub rows: usize,
+    /// Mean and max over all rows of the cosine distance (1 − cos) to the nearest selected row.
+    pub mean_distance: f64,
+    pub max_distance: f64,
+    /// Entropy (nats) of the selection's distribution over clusters, and its maximum ln(k).
+    pub cluster_entropy: Option<f64>,
+    pub max_entropy: Option<f64>,
+    /// Distinct labels in the selection, and in the whole dataset.
+    pub labels_covered: Option<usize>,
+    pub labels_total: Option<usize>,
+}
+
+/// Coverage metrics of `picks` (embeddings are L2-normalised, so a dot product is a cosine).
+pub fn coverage(
+    embeddings: &[f32],
+    dim: usize,
+    picks: &[usize],
+    clusters: Option<&[u32]>,
+    labels: Option<&[String]>,
+) -> Result<Coverage> {
+    let n = embeddings.len() / dim;
+    if picks.is_empty() {
+        return Err(Error::Invalid("nothing selected".into()));
+    }
+    let chosen: Vec<f32> = picks.iter().flat_map(|&r| embeddings[r * dim..(r + 1) * dim].iter().copied()).collect();
+    let s = Tensor::from_vec(chosen, (picks.len(), dim), &Device::Cpu)?.t()?.contiguous()?;
+    let mut nearest = Vec::with_capacity(n);
+    for block in embeddings.chunks(4096 * dim) {
+        let x = Tensor::from_slice(block, (block.len() / dim, dim), &Device::Cpu)?;
+        let best = x.matmul(&s)?.max(1)?.to_vec1::<f32>()?;
+        nearest.extend(best.into_iter().map(|dot| (1.0 - dot as f64).max(0.0)));
+    }
+    let (cluster_entropy, max_entropy) = match clusters {
+        Some(c) => {
+            let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
+            picks.iter().for_each(|&r| *counts.entry(c[r]).or_default() += 1);
+            let total = picks.len() as f64;
+            let h = -counts.values().map(|&k| k as f64 / total).map(|p| p * p.ln()).sum::<f64>();
+            let k = c.iter().collect::<HashSet<_>>().len();
+            (Some(h), Some((k as f64).ln()))
+        }
+        None => (None, None),
+    };
+    let (labels_covered, labels_total) = match labels {
+        Some(l) => (
+            Some(picks.iter().map(|&r| &l[r]).collect::<HashSet<_>>().len()),
+            Some(l.iter().collect::<HashSet<_>>().len()),
+        ),
+        None => (None, None),
+    };
+    Ok(Coverage {
+        selected: picks.len(),
+        rows: n,
+        mean_distance: nearest.iter().sum::<f64>() / n as f64,
+        max_distance: nearest.iter().copied().fold(0.0, f64::max),
+        cluster_entropy,
+        max_entropy,
+        labels_covered,
+        labels_total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_parse_and_check() {
+        assert_eq!(Budget::parse("200").unwrap(), Budget::Count(200));
+        assert_eq!(Budget::parse("0.005").unwrap().rows(41_813).unwrap(), 209);
+        assert!(Budget::parse("1.5").is_err() && Budget::parse("0").is_err() && Budget::parse("x").is_err());
+        let e = Budget::Count(50).rows(10).unwrap_err().to_string();
+        assert!(e.contains("50") && e.contains("10"), "{e}");
+    }
+
+    #[test]
+    fn kmq_balances_clusters_and_gives_back_what_small_ones_cannot_use() {
+        // Cluster 0: 100 rows, 1: 3 rows, 2: 50 rows; budget 30 → 3 from cluster 1, the rest split.
+        let clusters: Vec<u32> = (0..100).map(|_| 0).chain((0..3).map(|_| 1)).chain((0..50).map(|_| 2)).collect();
+        let picks = kmq(&clusters, 30, None, 1).unwrap();
+        assert_eq!(picks.len(), 30);
+        let per = |c: u32| picks.iter().filter(|p| clusters[p.row] == c).count();
+        assert_eq!(per(1), 3);
+        assert!((per(0) as i64 - per(2) as i64).abs() <= 1, "{} {}", per(0), per(2));
+        let rows: HashSet<usize> = picks.iter().map(|p| p.row).collect();
+        assert_eq!(rows.len(), 30, "no row twice");
+        assert_eq!(kmq(&clusters, 30, None, 1).unwrap(), picks, "same seed, same picks");
+        // With quality, the best rows are much more likely.
+        let quality: Vec<f32> = (0..153).map(|i| if i % 10 == 0 { 10.0 } else { 0.0 }).collect();
+        let picks = kmq(&clusters, 10, Some(&quality), 2).unwrap();
+        assert!(picks.iter().filter(|p| p.row % 10 == 0).count() >= 8);
+    }
+
+    #[test]
+    fn kcenter_covers_better_than_random_on_spread_points() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let dim = 8;
+        let mut data: Vec<f32> = (0..2000 * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        for r in data.chunks_mut(dim) {
+            let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+            r.iter_mut().for_each(|v| *v /= n);
+        }
+        let kc: Vec<usize> = kcenter(&data, dim, 40, 0).iter().map(|p| p.row).collect();
+        let rnd: Vec<usize> = random(2000, 40, 0).iter().map(|p| p.row).collect();
+        let (a, b) = (coverage(&data, dim, &kc, None, None).unwrap(), coverage(&data, dim, &rnd, None, None).unwrap());
+        assert!(a.max_distance < b.max_distance, "{a:?} {b:?}");
+    }
+}
