@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod embed;
 pub mod error;
 pub mod select;
+pub mod stages;
 
 pub use embed::{Embedder, HashingEmbedder, SentenceEncoder};
 pub use error::{Error, Result};

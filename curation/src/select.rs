@@ -24,7 +24,8 @@ pub enum Budget {
 impl Budget {
     /// `0.005` is a fraction, `200` a count.
     pub fn parse(text: &str) -> Result<Self> {
-        let bad = || Error::Invalid(format!("budget {text:?}: give a count (e.g. 200) or a fraction in (0, 1] (e.g. 0.05)"));
+        let bad =
+            || Error::Invalid(format!("budget {text:?}: give a count (e.g. 200) or a fraction in (0, 1] (e.g. 0.05)"));
         if let Ok(n) = text.parse::<usize>() {
             return if n == 0 { Err(bad()) } else { Ok(Budget::Count(n)) };
         }
@@ -142,10 +143,11 @@ pub fn kmq(clusters: &[u32], budget: usize, quality: Option<&[f32]>, seed: u64) 
             None => rand::seq::index::sample(&mut rng, rows.len(), n).into_iter().map(|i| rows[i]).collect(),
         };
         let how = if quality.is_some() { "by quality" } else { "at random" };
-        picks.extend(chosen.into_iter().map(|row| Pick {
-            row,
-            reason: format!("kmq: cluster {c} ({} rows), {n} drawn {how}", rows.len()),
-        }));
+        picks.extend(
+            chosen
+                .into_iter()
+                .map(|row| Pick { row, reason: format!("kmq: cluster {c} ({} rows), {n} drawn {how}", rows.len()) }),
+        );
     }
     picks.sort_by_key(|p| p.row);
     Ok(picks)
@@ -163,14 +165,24 @@ pub fn kcenter(embeddings: &[f32], dim: usize, budget: usize, seed: u64) -> Vec<
         let distance = if step == 0 { f32::NAN } else { nearest[next] };
         picks.push(Pick {
             row: next,
-            reason: if step == 0 { "kcenter: random start".into() } else { format!("kcenter: farthest, distance {distance:.4}") },
+            reason: if step == 0 {
+                "kcenter: random start".into()
+            } else {
+                format!("kcenter: farthest, distance {distance:.4}")
+            },
         });
         let c = &embeddings[next * dim..(next + 1) * dim];
+        nearest[next] = f32::NEG_INFINITY; // never taken twice, even among exact duplicates
         nearest.par_iter_mut().zip(embeddings.par_chunks(dim)).for_each(|(d, r)| {
             let dot: f32 = r.iter().zip(c).map(|(a, b)| a * b).sum();
             *d = d.min(1.0 - dot);
         });
-        next = nearest.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0))).map(|(i, _)| i).unwrap_or(0);
+        next = nearest
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+            .map(|(i, _)| i)
+            .unwrap_or(0);
     }
     picks.sort_by_key(|p| p.row);
     picks

@@ -43,6 +43,8 @@ pub mod stage {
     pub const GENERATOR: &str = "generator";
     /// Split name (`train`, `eval`, `test`, …), `Utf8`.
     pub const SPLIT: &str = "split";
+    /// Why a selection stage chose the row (method, cluster, draw), `Utf8`.
+    pub const SELECTED_BY: &str = "selected_by";
 
     /// The field of a stage column; `dim` is used only by [`EMBEDDING`].
     pub fn field(name: &str, dim: i32) -> Option<Field> {
@@ -50,7 +52,7 @@ pub mod stage {
             EMBEDDING => DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim),
             CLUSTER | ROUND => DataType::UInt32,
             REWARD | QUALITY => DataType::Float32,
-            DUP_OF | GENERATOR | SPLIT => DataType::Utf8,
+            DUP_OF | GENERATOR | SPLIT | SELECTED_BY => DataType::Utf8,
             _ => return None,
         };
         Some(Field::new(name, data_type, true))

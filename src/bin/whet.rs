@@ -10,7 +10,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
+use whetstone::curation::cluster::KMeansOptions;
 use whetstone::curation::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
+use whetstone::curation::select::{Budget, Method};
+use whetstone::curation::stages::{cluster_dataset, select_dataset, SelectOptions};
 use whetstone::datasets::{
     self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions, RowProgress,
 };
@@ -109,6 +112,43 @@ enum Command {
         #[arg(long, default_value_t = 512)]
         dim: usize,
         /// Seed of the hashing embedder's hash functions.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Cluster the embeddings with k-means (k-means++ seeding); adds a `cluster` column.
+    Cluster {
+        /// A dataset with an `embedding` column (see `whet embed`).
+        input: PathBuf,
+        output: PathBuf,
+        /// Number of clusters.
+        #[arg(long)]
+        k: usize,
+        #[arg(long, default_value_t = 25)]
+        max_iter: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Select a diverse subset under a budget; prints coverage metrics and writes the chosen rows.
+    Select {
+        /// A dataset with an `embedding` column (see `whet embed`).
+        input: PathBuf,
+        output: PathBuf,
+        /// random (baseline), kmq (cluster-balanced, Diversify and Conquer) or kcenter (farthest point).
+        #[arg(long, value_parser = whetstone::curation::select::Method::NAMES)]
+        method: String,
+        /// A count (e.g. 200) or a fraction of the rows (e.g. 0.005).
+        #[arg(long)]
+        budget: String,
+        /// kmq: cluster with this k (default: the dataset's `cluster` column, else one cluster per row of budget).
+        #[arg(long)]
+        k: Option<usize>,
+        /// A column whose values the selection should cover, e.g. `source`: reported in the metrics.
+        #[arg(long)]
+        label: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -218,6 +258,66 @@ fn run(cli: Cli) -> Result<()> {
                 Cell::new(format!("{:.0}", m.rows.rows_out as f64 / m.seconds.max(1e-9))),
             ]);
             eprintln!("{t}");
+        }
+        Command::Cluster { input, output, k, max_iter, seed, read } => {
+            let opts = KMeansOptions { max_iter, ..KMeansOptions::new(k, seed) };
+            let bar = ByteBar::new("reading");
+            let (m, model) = cluster_dataset(&input, &output, &opts, read.options()?, |p| bar.follow(p))?;
+            bar.finish();
+            let mut sizes = model.sizes.clone();
+            sizes.sort_unstable();
+            let mut t = table(&[
+                "rows",
+                "k",
+                "iterations",
+                "converged",
+                "inertia",
+                "cluster sizes min / median / max",
+                "seconds",
+            ]);
+            t.add_row(vec![
+                num(m.rows.rows_out),
+                num(k as u64),
+                num(model.iterations as u64),
+                Cell::new(model.converged),
+                Cell::new(format!("{:.2}", model.inertia)),
+                Cell::new(format!("{} / {} / {}", sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1])),
+                Cell::new(format!("{:.1}", m.seconds)),
+            ]);
+            println!("{t}");
+        }
+        Command::Select { input, output, method, budget, k, label, seed, read } => {
+            let opts =
+                SelectOptions { method: Method::parse(&method)?, budget: Budget::parse(&budget)?, seed, k, label };
+            let bar = ByteBar::new("reading");
+            let (m, c) = select_dataset(&input, &output, &opts, read.options()?, |p| bar.follow(p))?;
+            bar.finish();
+            let mut t = table(&[
+                "method",
+                "selected",
+                "of rows",
+                "mean distance",
+                "max distance",
+                "cluster entropy",
+                "labels covered",
+            ]);
+            t.add_row(vec![
+                Cell::new(&method),
+                num(c.selected as u64),
+                num(c.rows as u64),
+                Cell::new(format!("{:.4}", c.mean_distance)),
+                Cell::new(format!("{:.4}", c.max_distance)),
+                Cell::new(match (c.cluster_entropy, c.max_entropy) {
+                    (Some(h), Some(max)) => format!("{h:.3} of {max:.3}"),
+                    _ => "-".into(),
+                }),
+                Cell::new(match (c.labels_covered, c.labels_total) {
+                    (Some(a), Some(b)) => format!("{a} of {b}"),
+                    _ => "-".into(),
+                }),
+            ]);
+            println!("{t}");
+            eprintln!("manifest: {}", datasets::write::manifest_path(&m.output.path).display());
         }
         Command::Head { path, rows, json, read } => {
             let mut reader = datasets::DatasetReader::open(&path, read.options()?)?;

@@ -1,0 +1,165 @@
+//! The curation stages as dataset → dataset steps (what `whet cluster` and `whet select` run), on the
+//! datasets crate's stage runner: manifests, row accounting and atomic writes come from there.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::{Field, Float32Type, Schema, UInt32Type};
+use serde_json::json;
+use whetstone_datasets::{schema, Manifest, Progress, ReadOptions, StageOutput, StageRun};
+
+use crate::cluster::{kmeans, KMeans, KMeansOptions};
+use crate::embed::embeddings_of;
+use crate::error::{Error, Result};
+use crate::select::{coverage, kcenter, kmq, random, Budget, Coverage, Method};
+
+/// All rows in one batch (the whole-dataset stages need them together).
+fn one_batch(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+    match batches.first() {
+        None => Err(Error::Invalid("the dataset has no rows".into())),
+        Some(first) => Ok(concat_batches(&first.schema(), &batches)?),
+    }
+}
+
+/// Sets (or replaces) a column.
+fn with_column(batch: &RecordBatch, field: Field, column: ArrayRef) -> Result<RecordBatch> {
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = batch.columns().to_vec();
+    match fields.iter().position(|f| f.name() == field.name()) {
+        Some(i) => (fields[i], columns[i]) = (field, column),
+        None => {
+            fields.push(field);
+            columns.push(column);
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
+}
+
+fn stage_field(name: &str) -> Field {
+    schema::stage::field(name, 0).expect("a stage column")
+}
+
+/// The `cluster` column, if the dataset has one.
+fn clusters_of(batch: &RecordBatch) -> Result<Option<Vec<u32>>> {
+    let Some(c) = batch.column_by_name(schema::stage::CLUSTER) else { return Ok(None) };
+    let c = c
+        .as_primitive_opt::<UInt32Type>()
+        .ok_or_else(|| Error::Invalid(format!("the `cluster` column is {}, not UInt32", c.data_type())))?;
+    if c.null_count() > 0 {
+        return Err(Error::Invalid("the `cluster` column has nulls: run `whet cluster` again".into()));
+    }
+    Ok(Some(c.values().to_vec()))
+}
+
+/// A column as text per row (any type, cast), for labels such as `source`.
+fn labels_of(batch: &RecordBatch, name: &str) -> Result<Vec<String>> {
+    let column = batch.column_by_name(name).ok_or_else(|| {
+        let names: Vec<String> = batch.schema().fields().iter().map(|f| f.name().clone()).collect();
+        Error::Invalid(format!("no column {name:?} to use as a label (columns: {})", names.join(", ")))
+    })?;
+    let text = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
+    let text: &StringArray = text.as_string();
+    Ok((0..text.len()).map(|i| if text.is_valid(i) { text.value(i).to_string() } else { String::new() }).collect())
+}
+
+/// The cluster stage: k-means over the embeddings; adds `cluster`.
+pub fn cluster_dataset(
+    input: &Path,
+    output: &Path,
+    opts: &KMeansOptions,
+    read: ReadOptions,
+    on_progress: impl FnOnce(Progress),
+) -> Result<(Manifest, KMeans)> {
+    let mut fitted = None;
+    let run = StageRun {
+        stage: "cluster",
+        parameters: json!({"algorithm": "kmeans++/lloyd", "k": opts.k, "max_iter": opts.max_iter, "tol": opts.tol, "seed": opts.seed}),
+        input,
+        output,
+        format: None,
+        read,
+    };
+    let manifest = run.whole(on_progress, |batches| {
+        let batch = one_batch(batches)?;
+        let (data, dim) = embeddings_of(&batch)?;
+        let (model, labels) = kmeans(data, dim, opts)?;
+        let out = with_column(&batch, stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(labels)))?;
+        let results = json!({"inertia": model.inertia, "iterations": model.iterations, "converged": model.converged, "sizes": model.sizes});
+        fitted = Some(model);
+        Ok(StageOutput { batches: vec![out], dropped: Default::default(), results })
+    })?;
+    Ok((manifest, fitted.expect("the stage ran")))
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct SelectOptions {
+    pub method: Method,
+    pub budget: Budget,
+    pub seed: u64,
+    /// kMQ's clusters: k-means with this k; `None` uses the dataset's `cluster` column, or k = the budget.
+    pub k: Option<usize>,
+    /// A column whose distinct values the selection should cover (e.g. `source`), for the metrics.
+    pub label: Option<String>,
+}
+
+/// The select stage: writes the chosen rows with `cluster` (when known) and `selected_by`; the manifest
+/// counts the rows not selected and holds the coverage metrics.
+pub fn select_dataset(
+    input: &Path,
+    output: &Path,
+    opts: &SelectOptions,
+    read: ReadOptions,
+    on_progress: impl FnOnce(Progress),
+) -> Result<(Manifest, Coverage)> {
+    let mut measured = None;
+    let run = StageRun {
+        stage: "select",
+        parameters: serde_json::to_value(opts).expect("serialisable"),
+        input,
+        output,
+        format: None,
+        read,
+    };
+    let manifest = run.whole(on_progress, |batches| {
+        let batch = one_batch(batches)?;
+        let rows = batch.num_rows();
+        let budget = opts.budget.rows(rows)?;
+        let (data, dim) = embeddings_of(&batch)?;
+        let labels = opts.label.as_deref().map(|l| labels_of(&batch, l)).transpose()?;
+        let mut clusters = clusters_of(&batch)?;
+        if opts.method == Method::Kmq && (clusters.is_none() || opts.k.is_some()) {
+            let k = opts.k.unwrap_or(budget).min(rows);
+            clusters = Some(kmeans(data, dim, &KMeansOptions::new(k, opts.seed))?.1);
+        }
+        let picks = match opts.method {
+            Method::Random => random(rows, budget, opts.seed),
+            Method::Kcenter => kcenter(data, dim, budget, opts.seed),
+            Method::Kmq => {
+                let quality =
+                    batch.column_by_name(schema::stage::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
+                let quality = quality.map(|q| q.values().to_vec());
+                kmq(clusters.as_deref().expect("clustered above"), budget, quality.as_deref(), opts.seed)?
+            }
+        };
+        let rows_picked: Vec<usize> = picks.iter().map(|p| p.row).collect();
+        let metrics = coverage(data, dim, &rows_picked, clusters.as_deref(), labels.as_deref())?;
+        let indices = UInt32Array::from(rows_picked.iter().map(|&r| r as u32).collect::<Vec<_>>());
+        let mut out = take_record_batch(&batch, &indices)?;
+        if let Some(c) = &clusters {
+            let picked: Vec<u32> = rows_picked.iter().map(|&r| c[r]).collect();
+            out = with_column(&out, stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(picked)))?;
+        }
+        let reasons = StringArray::from(picks.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>());
+        out = with_column(&out, stage_field(schema::stage::SELECTED_BY), Arc::new(reasons))?;
+        let results = serde_json::to_value(&metrics).expect("serialisable");
+        measured = Some(metrics);
+        Ok(StageOutput {
+            batches: vec![out],
+            dropped: [("not_selected".to_string(), (rows - rows_picked.len()) as u64)].into(),
+            results,
+        })
+    })?;
+    Ok((manifest, measured.expect("the stage ran")))
+}
