@@ -177,7 +177,7 @@ pub fn write_stream(
         });
         let mut failure = None;
         while let Some(batch) = reader.next() {
-            let sent = rejected.write(&reader.take_rejected()).and_then(|()| batch).and_then(&mut *f);
+            let sent = rejected.write(&reader.take_rejected()).and(batch).and_then(&mut *f);
             match sent {
                 Ok(b) => {
                     if tx.send(b).is_err() {

@@ -1,0 +1,166 @@
+//! The curation stages on real data: embed → cluster → select, their manifests, and clear errors.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, FixedSizeListArray, RecordBatch};
+use arrow::datatypes::{DataType, Field, UInt32Type};
+use whetstone_curation::cluster::KMeansOptions;
+use whetstone_curation::embed::{embed_dataset, embeddings_of, with_embedding, HashingEmbedder, TextField};
+use whetstone_curation::select::{Budget, Method};
+use whetstone_curation::stages::{cluster_dataset, select_dataset, SelectOptions};
+use whetstone_datasets::{read_all, DatasetWriter, OutputFormat, ReadOptions};
+
+fn gsm8k_test() -> Option<PathBuf> {
+    let dir = std::env::var_os("WHETSTONE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    let p = dir.join("gsm8k/test.jsonl");
+    if p.exists() {
+        Some(p)
+    } else {
+        eprintln!("skipped: no shared data at {}", dir.display());
+        None
+    }
+}
+
+fn one(path: &Path) -> RecordBatch {
+    let (batches, reader) = read_all(path, ReadOptions::default()).unwrap();
+    arrow::compute::concat_batches(&reader.schema(), &batches).unwrap()
+}
+
+/// Embeds GSM8K test with the hashing embedder into `dir/emb.parquet`.
+fn embedded(dir: &Path) -> Option<PathBuf> {
+    let input = gsm8k_test()?;
+    let out = dir.join("emb.parquet");
+    let e = HashingEmbedder::fit_dataset(&input, ReadOptions::default(), TextField::Prompt, 256, 1).unwrap();
+    let m = embed_dataset(&input, &out, &e, TextField::Prompt, ReadOptions::default(), |_, _| {}).unwrap();
+    assert_eq!((m.rows.rows_in, m.rows.rows_out), (1319, 1319));
+    assert_eq!(m.stage, "embed");
+    assert_eq!(m.parameters["dim"], 256);
+    Some(out)
+}
+
+#[test]
+fn embed_cluster_select_on_gsm8k() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(emb) = embedded(dir.path()) else { return };
+    let batch = one(&emb);
+    let (vectors, dim) = embeddings_of(&batch).unwrap();
+    assert_eq!(dim, 256);
+    for v in vectors.chunks(dim) {
+        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-4, "unit vectors: {norm}");
+    }
+
+    let clustered = dir.path().join("clustered.parquet");
+    let (m, model) =
+        cluster_dataset(&emb, &clustered, &KMeansOptions::new(16, 3), ReadOptions::default(), |_| {}).unwrap();
+    assert_eq!(model.sizes.iter().sum::<u64>(), 1319);
+    assert!(model.sizes.iter().all(|&s| s > 0), "k clusters, none empty");
+    assert_eq!(m.results["sizes"].as_array().unwrap().len(), 16);
+    let labels = one(&clustered);
+    let clusters = labels.column_by_name("cluster").unwrap().as_primitive::<UInt32Type>();
+    assert!(clusters.values().iter().all(|&c| c < 16));
+    // Same seed, same clusters.
+    let again = dir.path().join("again.parquet");
+    let (_, model2) =
+        cluster_dataset(&emb, &again, &KMeansOptions::new(16, 3), ReadOptions::default(), |_| {}).unwrap();
+    assert_eq!(model.inertia, model2.inertia);
+    assert_eq!(model.sizes, model2.sizes);
+
+    let mut distances = Vec::new();
+    for method in [Method::Random, Method::Kmq, Method::Kcenter] {
+        let out = dir.path().join(format!("{method:?}.parquet"));
+        let opts = SelectOptions { method, budget: Budget::Count(64), seed: 5, k: None, label: None };
+        let (m, cov) = select_dataset(&clustered, &out, &opts, ReadOptions::default(), |_| {}).unwrap();
+        assert_eq!(m.rows.rows_out, 64);
+        assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected);
+        assert_eq!(m.rejected.by_reason["not_selected"], 1319 - 64);
+        assert_eq!(m.results["selected"], 64);
+        let picked = one(&out);
+        let reasons = picked.column_by_name("selected_by").unwrap().as_string::<i32>();
+        assert!(reasons.iter().all(|r| r.unwrap().starts_with(&format!("{method:?}").to_lowercase())));
+        assert!(picked.column_by_name("cluster").is_some(), "selected rows keep their cluster");
+        assert!(cov.cluster_entropy.is_some());
+        distances.push((method, cov.mean_distance, cov.max_distance, cov.cluster_entropy.unwrap()));
+    }
+    let (random, kmq, kcenter) = (distances[0], distances[1], distances[2]);
+    assert!(kmq.3 > random.3, "kMQ spreads over clusters more evenly than random: {distances:?}");
+    assert!(kcenter.2 < random.2, "k-center has the smallest worst case: {distances:?}");
+}
+
+#[test]
+fn bad_parameters_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(emb) = embedded(dir.path()) else { return };
+    let out = dir.path().join("out.parquet");
+    let err = |r: whetstone_curation::Result<_>| match r {
+        Ok(_) => panic!("should fail"),
+        Err(e) => e.to_string(),
+    };
+    let e = err(cluster_dataset(&emb, &out, &KMeansOptions::new(5000, 0), ReadOptions::default(), |_| {}).map(|_| ()));
+    assert!(e.contains("k = 5000") && e.contains("1319 rows"), "{e}");
+    let select = |opts: SelectOptions, input: &Path| {
+        select_dataset(input, &out, &opts, ReadOptions::default(), |_| {}).map(|_| ())
+    };
+    let e = err(select(
+        SelectOptions { method: Method::Random, budget: Budget::Count(2000), seed: 0, k: None, label: None },
+        &emb,
+    ));
+    assert!(e.contains("budget of 2000") && e.contains("1319"), "{e}");
+    let e = err(select(
+        SelectOptions {
+            method: Method::Random,
+            budget: Budget::Count(10),
+            seed: 0,
+            k: None,
+            label: Some("skill".into()),
+        },
+        &emb,
+    ));
+    assert!(e.contains("no column \"skill\""), "{e}");
+    assert!(!out.exists(), "no output after a failure");
+
+    // No embedding column at all.
+    let e = err(select(
+        SelectOptions { method: Method::Kmq, budget: Budget::Count(10), seed: 0, k: None, label: None },
+        &gsm8k_test().unwrap(),
+    ));
+    assert!(e.contains("no `embedding` column") && e.contains("whet embed"), "{e}");
+
+    // A NaN in one vector, and vectors of the wrong type.
+    let batch = one(&emb);
+    let (vectors, dim) = embeddings_of(&batch).unwrap();
+    let mut broken = vectors.to_vec();
+    broken[7 * dim + 3] = f32::NAN;
+    let nan = dir.path().join("nan.parquet");
+    write(&nan, with_embedding(batch.clone(), broken, dim).unwrap());
+    let e = err(select(
+        SelectOptions { method: Method::Kcenter, budget: Budget::Count(10), seed: 0, k: None, label: None },
+        &nan,
+    ));
+    assert!(e.contains("row 7") && e.contains("NaN"), "{e}");
+    let wrong = dir.path().join("wrong.parquet");
+    let ints = arrow::array::Int32Array::from(vec![0; batch.num_rows() * 2]);
+    let list =
+        FixedSizeListArray::try_new(Arc::new(Field::new("item", DataType::Int32, false)), 2, Arc::new(ints), None)
+            .unwrap();
+    let i = batch.schema().index_of("embedding").unwrap();
+    let mut cols = batch.columns().to_vec();
+    cols[i] = Arc::new(list);
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields[i] = Field::new("embedding", cols[i].data_type().clone(), true);
+    write(&wrong, RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols).unwrap());
+    let e = err(select(
+        SelectOptions { method: Method::Kcenter, budget: Budget::Count(10), seed: 0, k: None, label: None },
+        &wrong,
+    ));
+    assert!(e.contains("Int32") && e.contains("not Float32"), "{e}");
+}
+
+fn write(path: &Path, batch: RecordBatch) {
+    let mut w = DatasetWriter::create(path, OutputFormat::Parquet, batch.schema()).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+}
