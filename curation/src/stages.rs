@@ -84,9 +84,19 @@ pub fn cluster_dataset(
     let manifest = run.whole(on_progress, |batches| {
         let batch = one_batch(batches)?;
         let (data, dim) = embeddings_of(&batch)?;
+        let fit = std::time::Instant::now();
         let (model, labels) = kmeans(data, dim, opts)?;
+        let fit_seconds = fit.elapsed().as_secs_f64();
         let out = with_column(&batch, stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(labels)))?;
-        let results = json!({"inertia": model.inertia, "iterations": model.iterations, "converged": model.converged, "sizes": model.sizes});
+        let results = json!({
+            "inertia": model.inertia,
+            "iterations": model.iterations,
+            "converged": model.converged,
+            "fit_seconds": fit_seconds,
+            "rows": batch.num_rows(),
+            "dim": dim,
+            "sizes": model.sizes,
+        });
         fitted = Some(model);
         Ok(StageOutput { batches: vec![out], dropped: Default::default(), results })
     })?;

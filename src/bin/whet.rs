@@ -127,6 +127,9 @@ enum Command {
         k: usize,
         #[arg(long, default_value_t = 25)]
         max_iter: usize,
+        /// Stop when the centroids move less than this, relative to the data's variance (0: run max-iter).
+        #[arg(long, default_value_t = 1e-4)]
+        tol: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -259,8 +262,8 @@ fn run(cli: Cli) -> Result<()> {
             ]);
             eprintln!("{t}");
         }
-        Command::Cluster { input, output, k, max_iter, seed, read } => {
-            let opts = KMeansOptions { max_iter, ..KMeansOptions::new(k, seed) };
+        Command::Cluster { input, output, k, max_iter, tol, seed, read } => {
+            let opts = KMeansOptions { max_iter, tol, ..KMeansOptions::new(k, seed) };
             let bar = ByteBar::new("reading");
             let (m, model) = cluster_dataset(&input, &output, &opts, read.options()?, |p| bar.follow(p))?;
             bar.finish();
