@@ -107,6 +107,24 @@ impl Rejections {
     pub fn total(&self) -> u64 {
         self.by_reason.values().sum()
     }
+
+    /// Adds another's counts and examples (the reader's rejections and a stage's drops, say).
+    pub fn merge(&mut self, other: Rejections) {
+        for (reason, n) in other.by_reason {
+            *self.by_reason.entry(reason).or_default() += n;
+        }
+        let room = Self::EXAMPLES.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
+    }
+
+    /// Counts a row a stage dropped.
+    pub fn add_dropped(&mut self, d: &crate::stage::Dropped) {
+        *self.by_reason.entry(d.reason.clone()).or_default() += 1;
+        if self.examples.len() < Self::EXAMPLES {
+            let id = d.row.get("id").and_then(|v| v.as_str()).unwrap_or("?");
+            self.examples.push(format!("{id}: {}: {}", d.reason, d.detail));
+        }
+    }
 }
 
 const INPUT_EXTENSIONS: [&str; 10] =

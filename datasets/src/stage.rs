@@ -12,7 +12,7 @@ use arrow::array::RecordBatch;
 
 use crate::error::{Error, Result};
 use crate::manifest::Manifest;
-use crate::read::{DatasetReader, Progress, ReadOptions};
+use crate::read::{DatasetReader, Progress, ReadOptions, Rejections};
 use crate::write::{DatasetWriter, OutputFormat, OutputReport, RejectedWriter};
 
 /// A stage's error, whatever crate it comes from.
@@ -47,6 +47,24 @@ impl StageRun<'_> {
         on_progress: impl FnOnce(Progress, RowProgress),
         mut f: impl FnMut(RecordBatch) -> std::result::Result<RecordBatch, StageError>,
     ) -> Result<Manifest> {
+        let stage = self.stage;
+        self.filter(on_progress, |batch| {
+            let n = batch.num_rows();
+            let out = f(batch)?;
+            if out.num_rows() != n {
+                return Err(format!("internal error: stage {stage} turned {n} rows into {}", out.num_rows()).into());
+            }
+            Ok((out, Vec::new()))
+        })
+    }
+
+    /// Runs a stage that keeps some rows of every batch and drops the others, each with its reason:
+    /// dropped rows go to `<output>.rejected.jsonl` and are counted by reason in the manifest.
+    pub fn filter(
+        self,
+        on_progress: impl FnOnce(Progress, RowProgress),
+        mut f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
+    ) -> Result<Manifest> {
         let started = SystemTime::now();
         let format = match self.format {
             Some(f) => f,
@@ -61,26 +79,41 @@ impl StageRun<'_> {
         }
         let rows = RowProgress::default();
         on_progress(reader.progress(), rows.clone());
-        let stage = self.stage;
-        let mut apply = |batch: RecordBatch| -> Result<RecordBatch> {
-            let n = batch.num_rows();
+        let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
+            let n = batch.num_rows() as u64;
             let out = f(batch).map_err(Error::Stage)?;
-            if out.num_rows() != n {
-                return Err(Error::Usage(format!(
-                    "internal error: stage {stage} turned {n} rows into {}; please report this",
-                    out.num_rows()
-                )));
-            }
-            rows.0.fetch_add(n as u64, Ordering::Relaxed);
+            rows.0.fetch_add(n, Ordering::Relaxed);
             Ok(out)
         };
-        let (output_report, rejected_file) = write_stream(&mut reader, self.output, format, &mut apply)?;
+        let mut dropped = Rejections::default();
+        let (output_report, rejected_file) = write_stream(&mut reader, self.output, format, &mut apply, &mut dropped)?;
         let mut rejected = reader.rejections().clone();
         rejected.file = rejected_file;
+        rejected.merge(dropped);
         let manifest =
-            Manifest::new(stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
+            Manifest::new(self.stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
         manifest.write_beside(self.output)?;
         Ok(manifest)
+    }
+}
+
+/// A row a stage left out: why (a short reason key, counted in the manifest), the detail, and the row.
+#[derive(Debug, Clone)]
+pub struct Dropped {
+    pub reason: String,
+    pub detail: String,
+    pub row: serde_json::Value,
+}
+
+impl Dropped {
+    /// Row `i` of `batch`, dropped for `reason`.
+    pub fn new(batch: &RecordBatch, i: usize, reason: impl Into<String>, detail: impl Into<String>) -> Result<Self> {
+        let row = crate::inspect::batch_rows_json(&batch.slice(i, 1))?.pop().unwrap_or_default();
+        Ok(Dropped { reason: reason.into(), detail: detail.into(), row })
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({"reason": self.reason, "detail": self.detail, "row": self.row})
     }
 }
 
@@ -133,9 +166,7 @@ impl StageRun<'_> {
         let output_report = writer.finish()?;
         let mut rejected = reader.rejections().clone();
         rejected.file = rejected_writer.finish()?;
-        for (reason, n) in out.dropped {
-            *rejected.by_reason.entry(reason).or_default() += n;
-        }
+        rejected.merge(Rejections { by_reason: out.dropped, ..Default::default() });
         let mut manifest =
             Manifest::new(self.stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
         manifest.results = out.results;
@@ -151,14 +182,15 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Writes every batch of `reader`, passed through `f`, to `path` on a writer thread, and the rows the
-/// reader rejected to `<path>.rejected.jsonl` (returned when there are any). On any error the partial
-/// outputs are removed.
+/// Writes every batch of `reader`, passed through `f`, to `path` on a writer thread; the rows the reader
+/// rejected and the rows `f` dropped go to `<path>.rejected.jsonl` (returned when there are any), the
+/// dropped ones also counted in `dropped`. On any error the partial outputs are removed.
 pub fn write_stream(
     reader: &mut DatasetReader,
     path: &Path,
     format: OutputFormat,
-    f: &mut dyn FnMut(RecordBatch) -> Result<RecordBatch>,
+    f: &mut dyn FnMut(RecordBatch) -> Result<(RecordBatch, Vec<Dropped>)>,
+    dropped: &mut Rejections,
 ) -> Result<(OutputReport, Option<PathBuf>)> {
     let mut rejected = RejectedWriter::beside(path);
     let (tx, rx) = sync_channel::<RecordBatch>(4);
@@ -177,7 +209,12 @@ pub fn write_stream(
         });
         let mut failure = None;
         while let Some(batch) = reader.next() {
-            let sent = rejected.write(&reader.take_rejected()).and(batch).and_then(&mut *f);
+            let sent = rejected.write(&reader.take_rejected()).and(batch).and_then(&mut *f).and_then(|(b, gone)| {
+                let lines: Vec<serde_json::Value> = gone.iter().map(Dropped::to_json).collect();
+                rejected.write_values(&lines)?;
+                gone.iter().for_each(|d| dropped.add_dropped(d));
+                Ok(b)
+            });
             match sent {
                 Ok(b) => {
                     if tx.send(b).is_err() {
@@ -201,7 +238,7 @@ pub fn write_stream(
         let writer = match written? {
             Some(w) => w,
             // No rows: the output still gets the stage's columns.
-            None => DatasetWriter::create(path, format, f(RecordBatch::new_empty(reader.schema()))?.schema())?,
+            None => DatasetWriter::create(path, format, f(RecordBatch::new_empty(reader.schema()))?.0.schema())?,
         };
         Ok((writer.finish()?, rejected.finish()?))
     })

@@ -103,6 +103,11 @@ impl RejectedWriter {
     }
 
     pub fn write(&mut self, rows: &[crate::RowError]) -> Result<()> {
+        self.write_values(&rows.iter().map(crate::RowError::to_json).collect::<Vec<_>>())
+    }
+
+    /// Writes one JSON object per line.
+    pub fn write_values(&mut self, rows: &[serde_json::Value]) -> Result<()> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -114,7 +119,7 @@ impl RejectedWriter {
             }
         };
         for row in rows {
-            serde_json::to_writer(&mut *out, &row.to_json())?;
+            serde_json::to_writer(&mut *out, row)?;
             out.write_all(b"\n").map_err(|e| Error::io(&self.path, e))?;
         }
         Ok(())
