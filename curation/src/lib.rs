@@ -6,6 +6,7 @@
 pub mod cluster;
 pub mod embed;
 pub mod error;
+pub mod filter;
 pub mod select;
 pub mod stages;
 

@@ -164,3 +164,77 @@ fn write(path: &Path, batch: RecordBatch) {
     w.write(&batch).unwrap();
     w.finish().unwrap();
 }
+
+fn shared() -> Option<PathBuf> {
+    gsm8k_test().map(|p| p.parent().unwrap().parent().unwrap().to_path_buf())
+}
+
+fn rejected_lines(m: &whetstone_datasets::Manifest) -> Vec<serde_json::Value> {
+    let Some(f) = &m.rejected.file else { return Vec::new() };
+    std::fs::read_to_string(f).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn dedup_and_decontamination_counts_add_up_on_real_data() {
+    use whetstone_curation::filter::{decontaminate, dedup_exact};
+    let Some(data) = shared() else { return };
+    let dir = tempfile::tempdir().unwrap();
+
+    let out = dir.path().join("t0.parquet");
+    let m = dedup_exact(&data.join("t0-templates"), &out, ReadOptions::default(), |_, _| {}).unwrap();
+    assert_eq!(m.rows.rows_in, 41_813);
+    assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected);
+    assert_eq!(m.rejected.by_reason["exact_duplicate"], m.rows.rows_rejected);
+    assert!(m.rows.rows_rejected >= 816, "T0 repeats at least 816 rows exactly: {}", m.rows.rows_rejected);
+    let dropped = rejected_lines(&m);
+    assert_eq!(dropped.len() as u64, m.rows.rows_rejected);
+    let kept_ids: std::collections::HashSet<String> =
+        one(&out).column_by_name("id").unwrap().as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect();
+    assert!(dropped.iter().all(|d| kept_ids.contains(d["row"]["dup_of"].as_str().unwrap())), "dup_of names a kept row");
+
+    let out = dir.path().join("gsm8k.parquet");
+    let test = data.join("gsm8k/test.jsonl");
+    let m =
+        decontaminate(&data.join("gsm8k/train.jsonl"), &out, &[test.clone()], 13, ReadOptions::default(), |_, _| {})
+            .unwrap();
+    assert_eq!(m.rows.rows_in, 7473);
+    assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected);
+    assert!(m.rows.rows_rejected > 0, "GSM8K train shares some 13-grams with its test set");
+    assert_eq!(m.results["contaminated_by_eval_set"][test.display().to_string()], m.rows.rows_rejected);
+    assert_eq!(rejected_lines(&m).len() as u64, m.rows.rows_rejected);
+    // Against itself, everything is contaminated; with a longer n, less is.
+    let m =
+        decontaminate(&test, &dir.path().join("self.parquet"), &[test.clone()], 13, ReadOptions::default(), |_, _| {})
+            .unwrap();
+    assert_eq!(m.rows.rows_out, 0);
+    let err =
+        decontaminate(&test, &dir.path().join("x.parquet"), &[], 13, ReadOptions::default(), |_, _| {}).unwrap_err();
+    assert!(err.to_string().contains("at least one evaluation set"));
+}
+
+#[test]
+fn filters_drop_bad_rows_with_named_reasons() {
+    use whetstone_curation::filter::{filter_dataset, EmptyOrRefused, Filter, Length, RepeatedNgrams};
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.jsonl");
+    let rows = [
+        serde_json::json!({"prompt": "Name a primary colour.", "response": "Red."}),
+        serde_json::json!({"prompt": "Say something.", "response": "As an AI language model, I cannot."}),
+        serde_json::json!({"prompt": "Repeat.", "response": "la la la la la la la la la la la la la la"}),
+        serde_json::json!({"prompt": "?", "response": "ok"}),
+    ];
+    std::fs::write(&input, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let filters: Vec<Box<dyn Filter>> = vec![
+        Box::new(Length { min_prompt: 2, max_prompt: 1000, min_response: 1, max_response: 1000 }),
+        Box::new(RepeatedNgrams { n: 3, max_ratio: 0.5 }),
+        Box::new(EmptyOrRefused),
+    ];
+    let out = dir.path().join("kept.parquet");
+    let m = filter_dataset(&input, &out, &filters, serde_json::json!({}), ReadOptions::default(), |_, _| {}).unwrap();
+    assert_eq!((m.rows.rows_in, m.rows.rows_out, m.rows.rows_rejected), (4, 1, 3));
+    let reasons: Vec<(&str, u64)> = m.rejected.by_reason.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    assert_eq!(reasons, [("empty_or_refused", 1), ("length", 1), ("repeated_ngrams", 1)]);
+    let dropped = rejected_lines(&m);
+    assert_eq!(dropped.len(), 3);
+    assert!(dropped.iter().any(|d| d["reason"] == "length" && d["row"]["prompt"] == "?"));
+}

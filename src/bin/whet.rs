@@ -12,6 +12,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use whetstone::curation::cluster::KMeansOptions;
 use whetstone::curation::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
+use whetstone::curation::filter::{
+    decontaminate, dedup_exact, filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams,
+};
 use whetstone::curation::select::{Budget, Method};
 use whetstone::curation::stages::{cluster_dataset, select_dataset, SelectOptions};
 use whetstone::datasets::{
@@ -154,6 +157,50 @@ enum Command {
         label: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Drop rows that fail heuristic quality filters; every dropped row is written with its reason.
+    Filter {
+        input: PathBuf,
+        output: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        min_prompt: usize,
+        #[arg(long, default_value_t = 100_000)]
+        max_prompt: usize,
+        #[arg(long, default_value_t = 1)]
+        min_response: usize,
+        #[arg(long, default_value_t = 100_000)]
+        max_response: usize,
+        /// Largest share of repeated word 3-grams in a prompt or response.
+        #[arg(long, default_value_t = 0.5)]
+        max_repeated: f64,
+        /// Largest share of characters that are neither letters, digits nor whitespace.
+        #[arg(long, default_value_t = 0.5)]
+        max_symbols: f64,
+        /// Keep empty and refused responses.
+        #[arg(long)]
+        keep_refusals: bool,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Drop exact duplicates (normalised text); each dropped row names the row it duplicates (dup_of).
+    Dedup {
+        input: PathBuf,
+        output: PathBuf,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Drop rows that share a word n-gram with an evaluation set (e.g. GSM8K test against GSM8K train).
+    Decontam {
+        input: PathBuf,
+        output: PathBuf,
+        /// Evaluation set(s): file, directory or glob; repeat for several.
+        #[arg(long = "eval", required = true)]
+        eval: Vec<PathBuf>,
+        /// n-gram length in words.
+        #[arg(long, default_value_t = 13)]
+        n: usize,
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -322,6 +369,49 @@ fn run(cli: Cli) -> Result<()> {
             println!("{t}");
             eprintln!("manifest: {}", datasets::write::manifest_path(&m.output.path).display());
         }
+        Command::Filter {
+            input,
+            output,
+            min_prompt,
+            max_prompt,
+            min_response,
+            max_response,
+            max_repeated,
+            max_symbols,
+            keep_refusals,
+            read,
+        } => {
+            let mut filters: Vec<Box<dyn Filter>> = vec![
+                Box::new(Length { min_prompt, max_prompt, min_response, max_response }),
+                Box::new(RepeatedNgrams { n: 3, max_ratio: max_repeated }),
+                Box::new(NonAlphanumeric { max_ratio: max_symbols }),
+            ];
+            if !keep_refusals {
+                filters.push(Box::new(EmptyOrRefused));
+            }
+            let parameters = serde_json::json!({
+                "filters": filters.iter().map(|f| f.name()).collect::<Vec<_>>(),
+                "min_prompt": min_prompt, "max_prompt": max_prompt,
+                "min_response": min_response, "max_response": max_response,
+                "max_repeated": max_repeated, "max_symbols": max_symbols,
+            });
+            let bar = ByteBar::new("filtering");
+            let m = filter_dataset(&input, &output, &filters, parameters, read.options()?, |p, _| bar.follow(p))?;
+            bar.finish();
+            print_drops(&m);
+        }
+        Command::Dedup { input, output, read } => {
+            let bar = ByteBar::new("deduplicating");
+            let m = dedup_exact(&input, &output, read.options()?, |p, _| bar.follow(p))?;
+            bar.finish();
+            print_drops(&m);
+        }
+        Command::Decontam { input, output, eval, n, read } => {
+            let bar = ByteBar::new("decontaminating");
+            let m = decontaminate(&input, &output, &eval, n, read.options()?, |p, _| bar.follow(p))?;
+            bar.finish();
+            print_drops(&m);
+        }
         Command::Head { path, rows, json, read } => {
             let mut reader = datasets::DatasetReader::open(&path, read.options()?)?;
             let mut shown = Vec::new();
@@ -343,6 +433,29 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Rows in, kept and dropped by reason: what a filtering stage did.
+fn print_drops(m: &datasets::Manifest) {
+    let mut t = table(&["stage", "rows in", "kept", "dropped", "output"]);
+    t.add_row(vec![
+        Cell::new(&m.stage),
+        num(m.rows.rows_in),
+        num(m.rows.rows_out),
+        num(m.rows.rows_rejected),
+        Cell::new(m.output.path.display()),
+    ]);
+    println!("{t}");
+    if !m.rejected.by_reason.is_empty() {
+        let mut t = table(&["dropped because", "rows"]);
+        for (reason, n) in &m.rejected.by_reason {
+            t.add_row(vec![Cell::new(reason), num(*n)]);
+        }
+        println!("{t}");
+    }
+    if let Some(f) = &m.rejected.file {
+        println!("dropped rows, with reasons: {}", f.display());
+    }
 }
 
 /// A progress bar over input bytes, drawn on stderr only when it is a terminal.
