@@ -126,7 +126,7 @@ impl Filter for EmptyOrRefused {
         "empty_or_refused"
     }
     fn check(&self, row: &Row) -> Option<String> {
-        let Some(response) = row.response else { return None }; // prompt-only data has no response to judge
+        let response = row.response?; // prompt-only data has no response to judge
         let text = response.trim();
         if text.is_empty() {
             return Some("empty response".into());

@@ -194,18 +194,30 @@ fn dedup_and_decontamination_counts_add_up_on_real_data() {
 
     let out = dir.path().join("gsm8k.parquet");
     let test = data.join("gsm8k/test.jsonl");
-    let m =
-        decontaminate(&data.join("gsm8k/train.jsonl"), &out, &[test.clone()], 13, ReadOptions::default(), |_, _| {})
-            .unwrap();
+    let m = decontaminate(
+        &data.join("gsm8k/train.jsonl"),
+        &out,
+        std::slice::from_ref(&test),
+        13,
+        ReadOptions::default(),
+        |_, _| {},
+    )
+    .unwrap();
     assert_eq!(m.rows.rows_in, 7473);
     assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected);
     assert!(m.rows.rows_rejected > 0, "GSM8K train shares some 13-grams with its test set");
     assert_eq!(m.results["contaminated_by_eval_set"][test.display().to_string()], m.rows.rows_rejected);
     assert_eq!(rejected_lines(&m).len() as u64, m.rows.rows_rejected);
     // Against itself, everything is contaminated; with a longer n, less is.
-    let m =
-        decontaminate(&test, &dir.path().join("self.parquet"), &[test.clone()], 13, ReadOptions::default(), |_, _| {})
-            .unwrap();
+    let m = decontaminate(
+        &test,
+        &dir.path().join("self.parquet"),
+        std::slice::from_ref(&test),
+        13,
+        ReadOptions::default(),
+        |_, _| {},
+    )
+    .unwrap();
     assert_eq!(m.rows.rows_out, 0);
     let err =
         decontaminate(&test, &dir.path().join("x.parquet"), &[], 13, ReadOptions::default(), |_, _| {}).unwrap_err();
