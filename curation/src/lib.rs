@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod embed;
 pub mod error;
 pub mod filter;
+pub mod minhash;
 pub mod select;
 pub mod stages;
 

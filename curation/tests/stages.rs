@@ -191,6 +191,18 @@ fn dedup_and_decontamination_counts_add_up_on_real_data() {
     let kept_ids: std::collections::HashSet<String> =
         one(&out).column_by_name("id").unwrap().as_string::<i32>().iter().map(|s| s.unwrap().to_string()).collect();
     assert!(dropped.iter().all(|d| kept_ids.contains(d["row"]["dup_of"].as_str().unwrap())), "dup_of names a kept row");
+    let exact = m.rows.rows_rejected;
+
+    // Near duplicates include the exact ones (T0 asks many questions about one passage: those are near).
+    use whetstone_curation::minhash::{dedup_minhash, MinHashOptions};
+    let out = dir.path().join("t0-near.parquet");
+    let opts = MinHashOptions::for_threshold(0.8, 1).unwrap();
+    let m = dedup_minhash(&data.join("t0-templates"), &out, &opts, ReadOptions::default(), |_, _| {}).unwrap();
+    assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected);
+    assert!(m.rows.rows_rejected > exact, "{} near vs {exact} exact", m.rows.rows_rejected);
+    let near = rejected_lines(&m);
+    assert_eq!(near.len() as u64, m.rows.rows_rejected);
+    assert!(near.iter().all(|d| d["reason"] == "near_duplicate" && d["row"]["dup_of"].is_string()));
 
     let out = dir.path().join("gsm8k.parquet");
     let test = data.join("gsm8k/test.jsonl");

@@ -15,6 +15,7 @@ use whetstone::curation::embed::{embed_dataset, minilm_dir, Embedder, HashingEmb
 use whetstone::curation::filter::{
     decontaminate, dedup_exact, filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams,
 };
+use whetstone::curation::minhash::{dedup_minhash, MinHashOptions};
 use whetstone::curation::select::{Budget, Method};
 use whetstone::curation::stages::{cluster_dataset, select_dataset, SelectOptions};
 use whetstone::datasets::{
@@ -184,10 +185,22 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
-    /// Drop exact duplicates (normalised text); each dropped row names the row it duplicates (dup_of).
+    /// Drop duplicates: exact (normalised text) or near (MinHash LSH); each dropped row names the kept row
+    /// it duplicates (dup_of) in OUT.rejected.jsonl.
     Dedup {
         input: PathBuf,
         output: PathBuf,
+        /// exact, or minhash (near duplicates by word-shingle Jaccard similarity).
+        #[arg(long, default_value = "exact", value_parser = ["exact", "minhash"])]
+        method: String,
+        /// minhash: Jaccard similarity at which rows are duplicates.
+        #[arg(long, default_value_t = 0.8)]
+        threshold: f64,
+        /// minhash: words per shingle.
+        #[arg(long, default_value_t = 5)]
+        shingle: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -400,9 +413,14 @@ fn run(cli: Cli) -> Result<()> {
             bar.finish();
             print_drops(&m);
         }
-        Command::Dedup { input, output, read } => {
+        Command::Dedup { input, output, method, threshold, shingle, seed, read } => {
             let bar = ByteBar::new("deduplicating");
-            let m = dedup_exact(&input, &output, read.options()?, |p, _| bar.follow(p))?;
+            let m = if method == "minhash" {
+                let opts = MinHashOptions { shingle, ..MinHashOptions::for_threshold(threshold, seed)? };
+                dedup_minhash(&input, &output, &opts, read.options()?, |p, _| bar.follow(p))?
+            } else {
+                dedup_exact(&input, &output, read.options()?, |p, _| bar.follow(p))?
+            };
             bar.finish();
             print_drops(&m);
         }
