@@ -40,6 +40,32 @@ pub struct KMeans {
 
 /// Rows per block of the assignment product: `BLOCK × k` distances at a time.
 const BLOCK: usize = 4096;
+/// k-means++ seeds from at most this many rows per cluster (and at least SEED_MIN_POINTS rows).
+const SEED_POINTS_PER_CLUSTER: usize = 16;
+const SEED_MIN_POINTS: usize = 16_384;
+
+/// Mean squared distance of the rows from their mean.
+fn variance(data: &[f32], dim: usize) -> f64 {
+    let n = (data.len() / dim) as f64;
+    let (sum, sq) = data
+        .par_chunks(dim)
+        .fold(
+            || (vec![0f64; dim], 0f64),
+            |(mut sum, mut sq), r| {
+                sum.iter_mut().zip(r).for_each(|(s, &v)| *s += v as f64);
+                sq += r.iter().map(|&v| (v as f64).powi(2)).sum::<f64>();
+                (sum, sq)
+            },
+        )
+        .reduce(
+            || (vec![0f64; dim], 0f64),
+            |(mut a, qa), (b, qb)| {
+                a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
+                (a, qa + qb)
+            },
+        );
+    sq / n - sum.iter().map(|s| (s / n).powi(2)).sum::<f64>()
+}
 
 fn check(data: &[f32], dim: usize, k: usize) -> Result<usize> {
     if dim == 0 || data.len() % dim != 0 {
@@ -182,8 +208,15 @@ fn update(data: &[f32], dim: usize, k: usize, labels: &[u32], dists: &[f32], old
             },
         );
     let mut centroids = old.to_vec();
-    let mut far: Vec<usize> = (0..labels.len()).collect();
-    far.sort_by(|&a, &b| dists[b].total_cmp(&dists[a]).then(a.cmp(&b)));
+    let empty = counts.iter().filter(|&&c| c == 0).count();
+    let mut far: Vec<usize> = Vec::new();
+    if empty > 0 {
+        far = (0..labels.len()).collect();
+        let nth = empty.min(far.len() - 1);
+        far.select_nth_unstable_by(nth, |&a, &b| dists[b].total_cmp(&dists[a]).then(a.cmp(&b)));
+        far.truncate(empty);
+        far.sort_by(|&a, &b| dists[b].total_cmp(&dists[a]).then(a.cmp(&b)));
+    }
     let mut far = far.into_iter();
     for c in 0..k {
         let row = &mut centroids[c * dim..(c + 1) * dim];
@@ -229,6 +262,15 @@ mod tests {
         assert!(model.inertia / 2000.0 < 1.0, "{}", model.inertia);
         let (again, labels2) = kmeans(&data, 2, &KMeansOptions::new(4, 7)).unwrap();
         assert_eq!((labels, model.centroids), (labels2, again.centroids), "same seed, same result");
+    }
+
+    #[test]
+    fn emptied_clusters_are_reseeded() {
+        // Many clusters over few distinct points: Lloyd empties some; each is refilled from the farthest rows.
+        let (data, _) = blobs(4);
+        let (model, _) = kmeans(&data, 2, &KMeansOptions { max_iter: 10, ..KMeansOptions::new(300, 1) }).unwrap();
+        assert_eq!(model.sizes.len(), 300);
+        assert!(model.sizes.iter().all(|&s| s > 0), "{:?}", model.sizes);
     }
 
     #[test]
