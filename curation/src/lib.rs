@@ -9,6 +9,7 @@ pub mod error;
 pub mod filter;
 pub mod minhash;
 pub mod select;
+pub mod semantic;
 pub mod stages;
 
 pub use embed::{Embedder, HashingEmbedder, SentenceEncoder};

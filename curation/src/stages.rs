@@ -98,7 +98,7 @@ pub fn cluster_dataset(
             "sizes": model.sizes,
         });
         fitted = Some(model);
-        Ok(StageOutput { batches: vec![out], dropped: Default::default(), results })
+        Ok(StageOutput { batches: vec![out], dropped: Default::default(), rejected: Vec::new(), results })
     })?;
     Ok((manifest, fitted.expect("the stage ran")))
 }
@@ -168,6 +168,7 @@ pub fn select_dataset(
         Ok(StageOutput {
             batches: vec![out],
             dropped: [("not_selected".to_string(), (rows - rows_picked.len()) as u64)].into(),
+            rejected: Vec::new(),
             results,
         })
     })?;

@@ -121,8 +121,10 @@ impl Dropped {
 /// what it measured.
 pub struct StageOutput {
     pub batches: Vec<RecordBatch>,
-    /// Rows left out, by reason (`not_selected`, `duplicate`, …): rows in = rows out + these.
+    /// Rows left out and only counted, by reason (`not_selected`): rows in = rows out + these + `rejected`.
     pub dropped: std::collections::BTreeMap<String, u64>,
+    /// Rows left out that are written to the rejected-rows file with their reason (duplicates, …).
+    pub rejected: Vec<Dropped>,
     pub results: serde_json::Value,
 }
 
@@ -149,7 +151,7 @@ impl StageRun<'_> {
         let rows_in: usize = batches.iter().map(|b| b.num_rows()).sum();
         let out = f(batches).map_err(Error::Stage)?;
         let rows_out: u64 = out.batches.iter().map(|b| b.num_rows() as u64).sum();
-        let dropped: u64 = out.dropped.values().sum();
+        let dropped: u64 = out.dropped.values().sum::<u64>() + out.rejected.len() as u64;
         if rows_out + dropped != rows_in as u64 {
             return Err(Error::Usage(format!(
                 "internal error: stage {} kept {rows_out} and dropped {dropped} of {rows_in} rows; please report this",
@@ -163,10 +165,12 @@ impl StageRun<'_> {
         }
         let mut rejected_writer = RejectedWriter::beside(self.output);
         rejected_writer.write(&reader.take_rejected())?;
+        rejected_writer.write_values(&out.rejected.iter().map(Dropped::to_json).collect::<Vec<_>>())?;
         let output_report = writer.finish()?;
         let mut rejected = reader.rejections().clone();
         rejected.file = rejected_writer.finish()?;
         rejected.merge(Rejections { by_reason: out.dropped, ..Default::default() });
+        out.rejected.iter().for_each(|d| rejected.add_dropped(d));
         let mut manifest =
             Manifest::new(self.stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
         manifest.results = out.results;

@@ -17,6 +17,7 @@ use whetstone::curation::filter::{
 };
 use whetstone::curation::minhash::{dedup_minhash, MinHashOptions};
 use whetstone::curation::select::{Budget, Method};
+use whetstone::curation::semantic::{dedup_semantic, SemanticOptions};
 use whetstone::curation::stages::{cluster_dataset, select_dataset, SelectOptions};
 use whetstone::datasets::{
     self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions, RowProgress,
@@ -190,12 +191,14 @@ enum Command {
     Dedup {
         input: PathBuf,
         output: PathBuf,
-        /// exact, or minhash (near duplicates by word-shingle Jaccard similarity).
-        #[arg(long, default_value = "exact", value_parser = ["exact", "minhash"])]
+        /// exact; minhash (near duplicates by word-shingle Jaccard similarity); or semantic (embedding
+        /// cosine similarity through an HNSW index; needs an `embedding` column).
+        #[arg(long, default_value = "exact", value_parser = ["exact", "minhash", "semantic"])]
         method: String,
-        /// minhash: Jaccard similarity at which rows are duplicates.
-        #[arg(long, default_value_t = 0.8)]
-        threshold: f64,
+        /// Similarity at which rows are duplicates: Jaccard for minhash (default 0.8), cosine for semantic
+        /// (default 0.95).
+        #[arg(long)]
+        threshold: Option<f64>,
         /// minhash: words per shingle.
         #[arg(long, default_value_t = 5)]
         shingle: usize,
@@ -415,11 +418,17 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Dedup { input, output, method, threshold, shingle, seed, read } => {
             let bar = ByteBar::new("deduplicating");
-            let m = if method == "minhash" {
-                let opts = MinHashOptions { shingle, ..MinHashOptions::for_threshold(threshold, seed)? };
-                dedup_minhash(&input, &output, &opts, read.options()?, |p, _| bar.follow(p))?
-            } else {
-                dedup_exact(&input, &output, read.options()?, |p, _| bar.follow(p))?
+            let m = match method.as_str() {
+                "minhash" => {
+                    let opts =
+                        MinHashOptions { shingle, ..MinHashOptions::for_threshold(threshold.unwrap_or(0.8), seed)? };
+                    dedup_minhash(&input, &output, &opts, read.options()?, |p, _| bar.follow(p))?
+                }
+                "semantic" => {
+                    let opts = SemanticOptions { threshold: threshold.unwrap_or(0.95) as f32, ..Default::default() };
+                    dedup_semantic(&input, &output, &opts, read.options()?, |p| bar.follow(p))?
+                }
+                _ => dedup_exact(&input, &output, read.options()?, |p, _| bar.follow(p))?,
             };
             bar.finish();
             print_drops(&m);
