@@ -52,18 +52,25 @@ impl Budget {
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     Random,
+    /// Repeated random sampling: round r takes the next slice of one seeded permutation, so successive
+    /// rounds see fresh rows until the data is used up.
+    Rs2,
     Kmq,
     Kcenter,
+    /// Score first, skipping rows too similar (cosine) to one already taken.
+    Deita,
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 3] = ["random", "kmq", "kcenter"];
+    pub const NAMES: [&'static str; 5] = ["random", "rs2", "kmq", "kcenter", "deita"];
 
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "random" => Ok(Method::Random),
+            "rs2" => Ok(Method::Rs2),
             "kmq" => Ok(Method::Kmq),
             "kcenter" => Ok(Method::Kcenter),
+            "deita" => Ok(Method::Deita),
             _ => Err(Error::Invalid(format!("unknown method {name:?} (choose {})", Self::NAMES.join(", ")))),
         }
     }
@@ -82,6 +89,46 @@ pub fn random(rows: usize, budget: usize, seed: u64) -> Vec<Pick> {
     let mut picks: Vec<usize> = rand::seq::index::sample(&mut rng, rows, budget).into_vec();
     picks.sort_unstable();
     picks.into_iter().map(|row| Pick { row, reason: "random".into() }).collect()
+}
+
+/// RS2 (repeated random sampling without replacement): one permutation of the rows per seed; round `r`
+/// takes rows `r·budget ..` of it, wrapping around when the data is used up.
+pub fn rs2(rows: usize, budget: usize, round: usize, seed: u64) -> Vec<Pick> {
+    let mut order: Vec<usize> = (0..rows).collect();
+    order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
+    let start = (round * budget) % rows;
+    let mut picks: Vec<Pick> =
+        (0..budget).map(|i| Pick { row: order[(start + i) % rows], reason: format!("rs2: round {round}") }).collect();
+    picks.sort_by_key(|p| p.row);
+    picks
+}
+
+/// Deita-style: rows by descending score; a row is taken unless its cosine similarity to a row already
+/// taken exceeds `max_similarity`. Stops at the budget (or when no row is left that is different enough).
+pub fn deita(embeddings: &[f32], dim: usize, scores: &[f32], budget: usize, max_similarity: f32) -> Vec<Pick> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let mut taken: Vec<usize> = Vec::with_capacity(budget);
+    let mut picks = Vec::with_capacity(budget);
+    for row in order {
+        if taken.len() == budget {
+            break;
+        }
+        let v = &embeddings[row * dim..(row + 1) * dim];
+        let nearest = taken
+            .par_iter()
+            .map(|&t| embeddings[t * dim..(t + 1) * dim].iter().zip(v).map(|(a, b)| a * b).sum::<f32>())
+            .reduce(|| f32::NEG_INFINITY, f32::max);
+        if nearest <= max_similarity {
+            taken.push(row);
+            picks.push(Pick {
+                row,
+                reason: format!("deita: score {:.4}, nearest taken cos {:.3}", scores[row], nearest.max(-1.0)),
+            });
+        }
+    }
+    picks.sort_by_key(|p| p.row);
+    picks
 }
 
 /// kMQ: the budget split equally over clusters (a cluster smaller than its share gives the rest back to the
@@ -283,6 +330,24 @@ mod tests {
         let quality: Vec<f32> = (0..153).map(|i| if i % 10 == 0 { 10.0 } else { 0.0 }).collect();
         let picks = kmq(&clusters, 10, Some(&quality), 2).unwrap();
         assert!(picks.iter().filter(|p| p.row % 10 == 0).count() >= 8);
+    }
+
+    #[test]
+    fn rs2_rounds_take_fresh_rows() {
+        let a: HashSet<usize> = rs2(100, 30, 0, 9).iter().map(|p| p.row).collect();
+        let b: HashSet<usize> = rs2(100, 30, 1, 9).iter().map(|p| p.row).collect();
+        let c: HashSet<usize> = rs2(100, 30, 2, 9).iter().map(|p| p.row).collect();
+        assert_eq!(a.len() + b.len() + c.len(), 90);
+        assert!(a.is_disjoint(&b) && b.is_disjoint(&c) && a.is_disjoint(&c), "no row twice in three rounds");
+        assert_eq!(rs2(100, 30, 4, 9).len(), 30, "wraps around past the end");
+    }
+
+    #[test]
+    fn deita_prefers_high_scores_but_skips_near_copies() {
+        // Rows 0 and 1 are the same direction with the top scores; row 2 is different.
+        let e = [1.0f32, 0.0, 1.0, 0.0, 0.0, 1.0, 0.6, 0.8];
+        let picks: Vec<usize> = deita(&e, 2, &[0.9, 0.8, 0.5, 0.1], 2, 0.9).iter().map(|p| p.row).collect();
+        assert_eq!(picks, [0, 2]);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use whetstone_datasets::{schema, Manifest, Progress, ReadOptions, StageOutput, S
 use crate::cluster::{kmeans, KMeans, KMeansOptions};
 use crate::embed::embeddings_of;
 use crate::error::{Error, Result};
-use crate::select::{coverage, kcenter, kmq, random, Budget, Coverage, Method};
+use crate::select::{coverage, deita, kcenter, kmq, random, rs2, Budget, Coverage, Method};
 
 /// All rows in one batch (the whole-dataset stages need them together).
 fn one_batch(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
@@ -112,6 +112,37 @@ pub struct SelectOptions {
     pub k: Option<usize>,
     /// A column whose distinct values the selection should cover (e.g. `source`), for the metrics.
     pub label: Option<String>,
+    /// rs2: which round's slice to take.
+    #[serde(default)]
+    pub round: usize,
+    /// deita: the score column (default `quality`) and the largest cosine similarity to a taken row.
+    #[serde(default)]
+    pub score: Option<String>,
+    #[serde(default = "default_max_similarity")]
+    pub max_similarity: f32,
+}
+
+fn default_max_similarity() -> f32 {
+    0.9
+}
+
+impl SelectOptions {
+    pub fn new(method: Method, budget: Budget, seed: u64) -> Self {
+        SelectOptions { method, budget, seed, k: None, label: None, round: 0, score: None, max_similarity: 0.9 }
+    }
+}
+
+/// A Float32 score column by name.
+fn scores_of(batch: &RecordBatch, name: &str) -> Result<Vec<f32>> {
+    let column = batch
+        .column_by_name(name)
+        .ok_or_else(|| Error::Invalid(format!("no score column {name:?}: deita ranks rows by a score")))?;
+    let cast = arrow::compute::cast(column, &arrow::datatypes::DataType::Float32)?;
+    let values = cast.as_primitive::<Float32Type>();
+    if values.null_count() > 0 || values.values().iter().any(|v| !v.is_finite()) {
+        return Err(Error::Invalid(format!("the score column {name:?} has missing or non-finite values")));
+    }
+    Ok(values.values().to_vec())
 }
 
 /// The select stage: writes the chosen rows with `cluster` (when known) and `selected_by`; the manifest
@@ -145,6 +176,11 @@ pub fn select_dataset(
         }
         let picks = match opts.method {
             Method::Random => random(rows, budget, opts.seed),
+            Method::Rs2 => rs2(rows, budget, opts.round, opts.seed),
+            Method::Deita => {
+                let scores = scores_of(&batch, opts.score.as_deref().unwrap_or(schema::stage::QUALITY))?;
+                deita(data, dim, &scores, budget, opts.max_similarity)
+            }
             Method::Kcenter => kcenter(data, dim, budget, opts.seed),
             Method::Kmq => {
                 let quality =

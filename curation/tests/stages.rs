@@ -72,7 +72,7 @@ fn embed_cluster_select_on_gsm8k() {
     let mut distances = Vec::new();
     for method in [Method::Random, Method::Kmq, Method::Kcenter] {
         let out = dir.path().join(format!("{method:?}.parquet"));
-        let opts = SelectOptions { method, budget: Budget::Count(64), seed: 5, k: None, label: None };
+        let opts = SelectOptions::new(method, Budget::Count(64), 5);
         let (m, cov) = select_dataset(&clustered, &out, &opts, ReadOptions::default(), |_| {}).unwrap();
         assert_eq!(m.rows.rows_out, 64);
         assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected);
@@ -146,29 +146,17 @@ fn bad_parameters_give_clear_errors() {
     let select = |opts: SelectOptions, input: &Path| {
         select_dataset(input, &out, &opts, ReadOptions::default(), |_| {}).map(|_| ())
     };
-    let e = err(select(
-        SelectOptions { method: Method::Random, budget: Budget::Count(2000), seed: 0, k: None, label: None },
-        &emb,
-    ));
+    let e = err(select(SelectOptions::new(Method::Random, Budget::Count(2000), 0), &emb));
     assert!(e.contains("budget of 2000") && e.contains("1319"), "{e}");
     let e = err(select(
-        SelectOptions {
-            method: Method::Random,
-            budget: Budget::Count(10),
-            seed: 0,
-            k: None,
-            label: Some("skill".into()),
-        },
+        SelectOptions { label: Some("skill".into()), ..SelectOptions::new(Method::Random, Budget::Count(10), 0) },
         &emb,
     ));
     assert!(e.contains("no column \"skill\""), "{e}");
     assert!(!out.exists(), "no output after a failure");
 
     // No embedding column at all.
-    let e = err(select(
-        SelectOptions { method: Method::Kmq, budget: Budget::Count(10), seed: 0, k: None, label: None },
-        &gsm8k_test().unwrap(),
-    ));
+    let e = err(select(SelectOptions::new(Method::Kmq, Budget::Count(10), 0), &gsm8k_test().unwrap()));
     assert!(e.contains("no `embedding` column") && e.contains("whet embed"), "{e}");
 
     // A NaN in one vector, and vectors of the wrong type.
@@ -178,10 +166,7 @@ fn bad_parameters_give_clear_errors() {
     broken[7 * dim + 3] = f32::NAN;
     let nan = dir.path().join("nan.parquet");
     write(&nan, with_embedding(batch.clone(), broken, dim).unwrap());
-    let e = err(select(
-        SelectOptions { method: Method::Kcenter, budget: Budget::Count(10), seed: 0, k: None, label: None },
-        &nan,
-    ));
+    let e = err(select(SelectOptions::new(Method::Kcenter, Budget::Count(10), 0), &nan));
     assert!(e.contains("row 7") && e.contains("NaN"), "{e}");
     let wrong = dir.path().join("wrong.parquet");
     let ints = arrow::array::Int32Array::from(vec![0; batch.num_rows() * 2]);
@@ -194,10 +179,7 @@ fn bad_parameters_give_clear_errors() {
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     fields[i] = Field::new("embedding", cols[i].data_type().clone(), true);
     write(&wrong, RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), cols).unwrap());
-    let e = err(select(
-        SelectOptions { method: Method::Kcenter, budget: Budget::Count(10), seed: 0, k: None, label: None },
-        &wrong,
-    ));
+    let e = err(select(SelectOptions::new(Method::Kcenter, Budget::Count(10), 0), &wrong));
     assert!(e.contains("Int32") && e.contains("not Float32"), "{e}");
 }
 

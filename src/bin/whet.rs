@@ -145,7 +145,8 @@ enum Command {
         /// A dataset with an `embedding` column (see `whet embed`).
         input: PathBuf,
         output: PathBuf,
-        /// random (baseline), kmq (cluster-balanced, Diversify and Conquer) or kcenter (farthest point).
+        /// random (baseline), rs2 (a fresh random slice per --round), kmq (cluster-balanced, Diversify and
+        /// Conquer), kcenter (farthest point) or deita (by --score, skipping near copies).
         #[arg(long, value_parser = whetstone::curation::select::Method::NAMES)]
         method: String,
         /// A count (e.g. 200) or a fraction of the rows (e.g. 0.005).
@@ -157,6 +158,15 @@ enum Command {
         /// A column whose values the selection should cover, e.g. `source`: reported in the metrics.
         #[arg(long)]
         label: Option<String>,
+        /// rs2: the round whose slice to take.
+        #[arg(long, default_value_t = 0)]
+        round: usize,
+        /// deita: the score column (default `quality`).
+        #[arg(long)]
+        score: Option<String>,
+        /// deita: the largest cosine similarity to an already selected row.
+        #[arg(long, default_value_t = 0.9)]
+        max_similarity: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
