@@ -362,9 +362,15 @@ fn run(cli: Cli) -> Result<()> {
             ]);
             println!("{t}");
         }
-        Command::Select { input, output, method, budget, k, label, seed, read } => {
-            let opts =
-                SelectOptions { method: Method::parse(&method)?, budget: Budget::parse(&budget)?, seed, k, label };
+        Command::Select { input, output, method, budget, k, label, round, score, max_similarity, seed, read } => {
+            let opts = SelectOptions {
+                k,
+                label,
+                round,
+                score,
+                max_similarity,
+                ..SelectOptions::new(Method::parse(&method)?, Budget::parse(&budget)?, seed)
+            };
             let bar = ByteBar::new("reading");
             let (m, c) = select_dataset(&input, &output, &opts, read.options()?, |p| bar.follow(p))?;
             bar.finish();
