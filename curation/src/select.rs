@@ -59,10 +59,13 @@ pub enum Method {
     Kcenter,
     /// Score first, skipping rows too similar (cosine) to one already taken.
     Deita,
+    /// Diversify and Conquer's iterative kMQ: cluster weights follow the last round's per-cluster scores,
+    /// and the round's whole budget is split by them over rows not selected before.
+    Iterative,
 }
 
 impl Method {
-    pub const NAMES: [&'static str; 5] = ["random", "rs2", "kmq", "kcenter", "deita"];
+    pub const NAMES: [&'static str; 6] = ["random", "rs2", "kmq", "kcenter", "deita", "iterative"];
 
     pub fn parse(name: &str) -> Result<Self> {
         match name {
@@ -71,6 +74,7 @@ impl Method {
             "kmq" => Ok(Method::Kmq),
             "kcenter" => Ok(Method::Kcenter),
             "deita" => Ok(Method::Deita),
+            "iterative" => Ok(Method::Iterative),
             _ => Err(Error::Invalid(format!("unknown method {name:?} (choose {})", Self::NAMES.join(", ")))),
         }
     }
@@ -198,6 +202,134 @@ pub fn kmq(clusters: &[u32], budget: usize, quality: Option<&[f32]>, seed: u64) 
     }
     picks.sort_by_key(|p| p.row);
     Ok(picks)
+}
+
+/// How cluster weights follow the last round's per-cluster scores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightUpdate {
+    /// Diversify and Conquer, Eq. 6: w_j ← w_j · s_j / Σ_c s_c, then normalised (scores must be positive).
+    Paper,
+    /// The public code's variant: w_j = softmax(s)_j, ignoring the previous weights.
+    Softmax,
+}
+
+/// The next round's cluster weights from the previous weights (uniform when `None`) and the mean score of
+/// each cluster's scored rows. Clusters without a score keep their previous weight's share.
+pub fn update_weights(
+    previous: Option<&BTreeMap<u32, f64>>,
+    scores: &BTreeMap<u32, f64>,
+    update: WeightUpdate,
+) -> Result<BTreeMap<u32, f64>> {
+    let clusters: Vec<u32> = match previous {
+        Some(p) => p
+            .keys()
+            .copied()
+            .chain(scores.keys().copied())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        None => scores.keys().copied().collect(),
+    };
+    if clusters.is_empty() {
+        return Err(Error::Invalid("no cluster has a score: nothing to update the weights from".into()));
+    }
+    let prior = |c: u32| previous.and_then(|p| p.get(&c).copied()).unwrap_or(1.0 / clusters.len() as f64);
+    let mean_score = scores.values().sum::<f64>() / scores.len().max(1) as f64;
+    let raw: Vec<(u32, f64)> = match update {
+        WeightUpdate::Paper => {
+            if let Some((c, s)) = scores.iter().find(|(_, s)| !(**s > 0.0) || !s.is_finite()) {
+                return Err(Error::Invalid(format!(
+                    "cluster {c} has mean score {s}: the paper's update needs positive scores (use the softmax update)"
+                )));
+            }
+            // An unscored cluster is treated as average.
+            clusters.iter().map(|&c| (c, prior(c) * scores.get(&c).copied().unwrap_or(mean_score))).collect()
+        }
+        WeightUpdate::Softmax => {
+            let max = scores.values().copied().fold(f64::NEG_INFINITY, f64::max);
+            clusters.iter().map(|&c| (c, (scores.get(&c).copied().unwrap_or(mean_score) - max).exp())).collect()
+        }
+    };
+    let total: f64 = raw.iter().map(|(_, w)| w).sum();
+    Ok(raw.into_iter().map(|(c, w)| (c, w / total)).collect())
+}
+
+/// Splits `budget` rows over clusters in proportion to `weights` (largest remainders), never more than a
+/// cluster has `available`; what a full cluster cannot take goes to the others by weight. The whole budget
+/// is allocated (not budget / k: the public code's issue #8).
+pub fn allocate(weights: &BTreeMap<u32, f64>, available: &BTreeMap<u32, usize>, budget: usize) -> BTreeMap<u32, usize> {
+    let mut share: BTreeMap<u32, usize> = weights.keys().map(|&c| (c, 0)).collect();
+    let mut left = budget.min(available.values().sum());
+    while left > 0 {
+        let open: Vec<u32> =
+            weights.keys().copied().filter(|c| share[c] < available.get(c).copied().unwrap_or(0)).collect();
+        let total: f64 = open.iter().map(|c| weights[c]).sum();
+        if open.is_empty() {
+            break;
+        }
+        // Ideal shares of what is left; floors first, then the largest remainders.
+        let ideal: Vec<(u32, f64)> = open
+            .iter()
+            .map(|&c| {
+                (c, if total > 0.0 { left as f64 * weights[&c] / total } else { left as f64 / open.len() as f64 })
+            })
+            .collect();
+        let mut given = 0;
+        let mut remainders = Vec::new();
+        for &(c, x) in &ideal {
+            let room = available[&c] - share[&c];
+            let take = (x.floor() as usize).min(room);
+            *share.get_mut(&c).expect("cluster") += take;
+            given += take;
+            remainders.push((x - x.floor(), c));
+        }
+        if given == 0 {
+            remainders.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+            for (_, c) in remainders.into_iter().take(left) {
+                if share[&c] < available[&c] {
+                    *share.get_mut(&c).expect("cluster") += 1;
+                    given += 1;
+                }
+            }
+        }
+        left -= given;
+        if given == 0 {
+            break;
+        }
+    }
+    share
+}
+
+/// One round of iterative kMQ: `budget` rows split over clusters by `weights` ([`allocate`]), drawn at
+/// random among each cluster's rows that are still `available`.
+pub fn iterative(
+    clusters: &[u32],
+    available: &[bool],
+    weights: &BTreeMap<u32, f64>,
+    budget: usize,
+    seed: u64,
+) -> Vec<Pick> {
+    let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (row, &c) in clusters.iter().enumerate() {
+        if available[row] {
+            members.entry(c).or_default().push(row);
+        }
+    }
+    let sizes: BTreeMap<u32, usize> = members.iter().map(|(&c, rows)| (c, rows.len())).collect();
+    let shares = allocate(weights, &sizes, budget);
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
+    let mut picks = Vec::with_capacity(budget);
+    for (c, n) in shares {
+        let Some(rows) = members.get(&c).filter(|_| n > 0) else { continue };
+        let w = weights[&c];
+        picks.extend(rand::seq::index::sample(&mut rng, rows.len(), n).into_iter().map(|i| Pick {
+            row: rows[i],
+            reason: format!("iterative: cluster {c} (weight {w:.4}), {n} of {} left", rows.len()),
+        }));
+    }
+    picks.sort_by_key(|p| p.row);
+    picks
 }
 
 /// k-center: start from a random row, then repeatedly take the row farthest (cosine distance) from
@@ -330,6 +462,27 @@ mod tests {
         let quality: Vec<f32> = (0..153).map(|i| if i % 10 == 0 { 10.0 } else { 0.0 }).collect();
         let picks = kmq(&clusters, 10, Some(&quality), 2).unwrap();
         assert!(picks.iter().filter(|p| p.row % 10 == 0).count() >= 8);
+    }
+
+    #[test]
+    fn weights_follow_scores_and_the_allocation_uses_the_whole_budget() {
+        let scores: BTreeMap<u32, f64> = [(0, 1.0), (1, 3.0)].into();
+        let w = update_weights(None, &scores, WeightUpdate::Paper).unwrap();
+        assert!((w[&0] - 0.25).abs() < 1e-12 && (w[&1] - 0.75).abs() < 1e-12, "{w:?}");
+        // Multiplicative: a second round with the same scores sharpens further.
+        let w2 = update_weights(Some(&w), &scores, WeightUpdate::Paper).unwrap();
+        assert!((w2[&1] - 0.9).abs() < 1e-12, "{w2:?}");
+        let s = update_weights(Some(&w), &scores, WeightUpdate::Softmax).unwrap();
+        assert!((s[&1] - 1.0 / (1.0 + (-2f64).exp())).abs() < 1e-12, "softmax ignores the previous weights");
+        assert!(update_weights(None, &[(0, -1.0)].into(), WeightUpdate::Paper)
+            .unwrap_err()
+            .to_string()
+            .contains("softmax"));
+        // 100 rows by weights 1:3, but cluster 1 has only 50 left: it takes 50, cluster 0 the other 50.
+        let a = allocate(&w, &[(0, 500), (1, 50)].into(), 100);
+        assert_eq!((a[&0], a[&1]), (50, 50));
+        let a = allocate(&w, &[(0, 500), (1, 500)].into(), 10);
+        assert_eq!((a[&0], a[&1]), (2, 8), "2.5 and 7.5: the row left over goes to the heavier cluster");
     }
 
     #[test]

@@ -13,7 +13,11 @@ use whetstone_datasets::{schema, Manifest, Progress, ReadOptions, StageOutput, S
 use crate::cluster::{kmeans, KMeans, KMeansOptions};
 use crate::embed::embeddings_of;
 use crate::error::{Error, Result};
-use crate::select::{coverage, deita, kcenter, kmq, random, rs2, Budget, Coverage, Method};
+use std::collections::BTreeMap;
+
+use crate::select::{
+    coverage, deita, iterative, kcenter, kmq, random, rs2, update_weights, Budget, Coverage, Method, WeightUpdate,
+};
 
 /// All rows in one batch (the whole-dataset stages need them together).
 fn one_batch(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
@@ -120,6 +124,15 @@ pub struct SelectOptions {
     pub score: Option<String>,
     #[serde(default = "default_max_similarity")]
     pub max_similarity: f32,
+    /// iterative: the previous round's cluster weights (uniform when absent) and how they are updated.
+    #[serde(default)]
+    pub previous_weights: Option<BTreeMap<u32, f64>>,
+    #[serde(default = "default_update")]
+    pub update: WeightUpdate,
+}
+
+fn default_update() -> WeightUpdate {
+    WeightUpdate::Paper
 }
 
 fn default_max_similarity() -> f32 {
@@ -128,8 +141,32 @@ fn default_max_similarity() -> f32 {
 
 impl SelectOptions {
     pub fn new(method: Method, budget: Budget, seed: u64) -> Self {
-        SelectOptions { method, budget, seed, k: None, label: None, round: 0, score: None, max_similarity: 0.9 }
+        SelectOptions {
+            method,
+            budget,
+            seed,
+            k: None,
+            label: None,
+            round: 0,
+            score: None,
+            max_similarity: 0.9,
+            previous_weights: None,
+            update: WeightUpdate::Paper,
+        }
     }
+}
+
+/// A score column by name, with nulls for unscored rows (non-finite values are refused).
+fn scores_of_nullable(batch: &RecordBatch, name: &str) -> Result<Vec<Option<f32>>> {
+    let column = batch.column_by_name(name).ok_or_else(|| {
+        Error::Invalid(format!("no score column {name:?}: iterative selection weighs clusters by last round's scores"))
+    })?;
+    let cast = arrow::compute::cast(column, &arrow::datatypes::DataType::Float32)?;
+    let values = cast.as_primitive::<Float32Type>();
+    if let Some(row) = (0..values.len()).find(|&i| values.is_valid(i) && !values.value(i).is_finite()) {
+        return Err(Error::Invalid(format!("row {row}: score {} is not finite", values.value(row))));
+    }
+    Ok((0..values.len()).map(|i| values.is_valid(i).then(|| values.value(i))).collect())
 }
 
 /// A Float32 score column by name.
@@ -174,6 +211,7 @@ pub fn select_dataset(
             let k = opts.k.unwrap_or(budget).min(rows);
             clusters = Some(kmeans(data, dim, &KMeansOptions::new(k, opts.seed))?.1);
         }
+        let mut new_weights = None;
         let picks = match opts.method {
             Method::Random => random(rows, budget, opts.seed),
             Method::Rs2 => rs2(rows, budget, opts.round, opts.seed),
@@ -182,6 +220,36 @@ pub fn select_dataset(
                 deita(data, dim, &scores, budget, opts.max_similarity)
             }
             Method::Kcenter => kcenter(data, dim, budget, opts.seed),
+            Method::Iterative => {
+                let clusters = clusters.as_deref().ok_or_else(|| {
+                    Error::Invalid("iterative selection needs a `cluster` column: run `whet cluster` first".into())
+                })?;
+                let scores = scores_of_nullable(&batch, opts.score.as_deref().unwrap_or(schema::stage::REWARD))?;
+                let mut sums: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
+                for (row, s) in scores.iter().enumerate() {
+                    if let Some(s) = s {
+                        let e = sums.entry(clusters[row]).or_default();
+                        (e.0, e.1) = (e.0 + *s as f64, e.1 + 1);
+                    }
+                }
+                let means: BTreeMap<u32, f64> = sums.into_iter().map(|(c, (s, n))| (c, s / n as f64)).collect();
+                // Round one starts from uniform weights over every cluster (an unscored one counts as average).
+                let all: std::collections::BTreeSet<u32> = clusters.iter().copied().collect();
+                let uniform: BTreeMap<u32, f64> = all.iter().map(|&c| (c, 1.0 / all.len() as f64)).collect();
+                let mut weights =
+                    update_weights(Some(opts.previous_weights.as_ref().unwrap_or(&uniform)), &means, opts.update)?;
+                for &c in clusters {
+                    weights.entry(c).or_insert(0.0); // a cluster unknown to last round's weights gets none
+                }
+                // Rows chosen in an earlier round (a non-null `round`) are not chosen again.
+                let available: Vec<bool> = match batch.column_by_name(schema::stage::ROUND) {
+                    Some(r) => (0..rows).map(|i| r.is_null(i)).collect(),
+                    None => vec![true; rows],
+                };
+                let picks = iterative(clusters, &available, &weights, budget, opts.seed);
+                new_weights = Some(weights);
+                picks
+            }
             Method::Kmq => {
                 let quality =
                     batch.column_by_name(schema::stage::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
@@ -197,9 +265,16 @@ pub fn select_dataset(
             let picked: Vec<u32> = rows_picked.iter().map(|&r| c[r]).collect();
             out = with_column(&out, stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(picked)))?;
         }
+        if opts.method == Method::Iterative {
+            let round = UInt32Array::from(vec![opts.round as u32; out.num_rows()]);
+            out = with_column(&out, stage_field(schema::stage::ROUND), Arc::new(round))?;
+        }
         let reasons = StringArray::from(picks.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>());
         out = with_column(&out, stage_field(schema::stage::SELECTED_BY), Arc::new(reasons))?;
-        let results = serde_json::to_value(&metrics).expect("serialisable");
+        let mut results = serde_json::to_value(&metrics).expect("serialisable");
+        if let Some(w) = new_weights {
+            results["cluster_weights"] = serde_json::to_value(w).expect("serialisable");
+        }
         measured = Some(metrics);
         Ok(StageOutput {
             batches: vec![out],

@@ -133,6 +133,51 @@ fn semantic_dedup_groups_near_identical_embeddings() {
 }
 
 #[test]
+fn iterative_rounds_follow_cluster_scores_and_skip_chosen_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(emb) = embedded(dir.path()) else { return };
+    let clustered = dir.path().join("k4.parquet");
+    cluster_dataset(&emb, &clustered, &KMeansOptions::new(4, 2), ReadOptions::default(), |_| {}).unwrap();
+    let batch = one(&clustered);
+    let clusters = batch.column_by_name("cluster").unwrap().as_primitive::<UInt32Type>().values().to_vec();
+    // Last round's scores: cluster 0 is where the model falls short (high gap), the others barely; rows
+    // 0..100 were chosen in round 0.
+    let reward: Vec<Option<f32>> =
+        clusters.iter().enumerate().map(|(i, &c)| (i % 3 == 0).then_some(if c == 0 { 4.0 } else { 1.0 })).collect();
+    let round: Vec<Option<u32>> = (0..batch.num_rows()).map(|i| (i < 100).then_some(0)).collect();
+    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(Field::new("reward", DataType::Float32, true));
+    fields.push(Field::new("round", DataType::UInt32, true));
+    let mut columns = batch.columns().to_vec();
+    columns.push(Arc::new(arrow::array::Float32Array::from(reward)));
+    columns.push(Arc::new(arrow::array::UInt32Array::from(round)));
+    let pool = dir.path().join("pool.parquet");
+    write(&pool, RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns).unwrap());
+
+    let out = dir.path().join("round1.parquet");
+    let opts = SelectOptions { round: 1, ..SelectOptions::new(Method::Iterative, Budget::Count(120), 4) };
+    let (m, _) = select_dataset(&pool, &out, &opts, ReadOptions::default(), |_| {}).unwrap();
+    assert_eq!(m.rows.rows_out, 120, "the whole round budget, not budget / k");
+    let weights = &m.results["cluster_weights"];
+    let w0 = weights["0"].as_f64().unwrap();
+    assert!((w0 - 4.0 / 7.0).abs() < 1e-9, "w ∝ s: 4 / (4 + 1 + 1 + 1): {weights}");
+    let picked = one(&out);
+    let picked_clusters = picked.column_by_name("cluster").unwrap().as_primitive::<UInt32Type>();
+    let from_0 = picked_clusters.values().iter().filter(|&&c| c == 0).count();
+    let size_0 = clusters[100..].iter().filter(|&&c| c == 0).count();
+    assert_eq!(from_0, size_0.min((120.0 * w0).round() as usize), "cluster 0 gets its weighted share");
+    assert!(picked.column_by_name("round").unwrap().as_primitive::<UInt32Type>().values().iter().all(|&r| r == 1));
+    let ids = one(&pool).column_by_name("id").unwrap().as_string::<i32>().clone();
+    let earlier: std::collections::HashSet<&str> = (0..100).map(|i| ids.value(i)).collect();
+    let picked_ids = picked.column_by_name("id").unwrap().as_string::<i32>().clone();
+    assert!(picked_ids.iter().all(|id| !earlier.contains(id.unwrap())), "rows of round 0 are not chosen again");
+    // Without a cluster column it says what to run.
+    let opts = SelectOptions::new(Method::Iterative, Budget::Count(10), 0);
+    let e = select_dataset(&emb, &dir.path().join("x.parquet"), &opts, ReadOptions::default(), |_| {}).unwrap_err();
+    assert!(e.to_string().contains("whet cluster"), "{e}");
+}
+
+#[test]
 fn bad_parameters_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let Some(emb) = embedded(dir.path()) else { return };

@@ -16,7 +16,7 @@ use whetstone::curation::filter::{
     decontaminate, dedup_exact, filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams,
 };
 use whetstone::curation::minhash::{dedup_minhash, MinHashOptions};
-use whetstone::curation::select::{Budget, Method};
+use whetstone::curation::select::{Budget, Method, WeightUpdate};
 use whetstone::curation::semantic::{dedup_semantic, SemanticOptions};
 use whetstone::curation::stages::{cluster_dataset, select_dataset, SelectOptions};
 use whetstone::datasets::{
@@ -161,9 +161,16 @@ enum Command {
         /// rs2: the round whose slice to take.
         #[arg(long, default_value_t = 0)]
         round: usize,
-        /// deita: the score column (default `quality`).
+        /// deita: the score column (default `quality`); iterative: last round's per-row score (default
+        /// `reward`, e.g. the gold answer's reward minus the model's).
         #[arg(long)]
         score: Option<String>,
+        /// iterative: the previous round's select manifest, whose cluster weights this round updates.
+        #[arg(long)]
+        weights_from: Option<PathBuf>,
+        /// iterative: paper (w ← w·s/Σs, Diversify and Conquer Eq. 6) or softmax (the public code's variant).
+        #[arg(long, default_value = "paper", value_parser = ["paper", "softmax"])]
+        update: String,
         /// deita: the largest cosine similarity to an already selected row.
         #[arg(long, default_value_t = 0.9)]
         max_similarity: f32,
@@ -362,13 +369,43 @@ fn run(cli: Cli) -> Result<()> {
             ]);
             println!("{t}");
         }
-        Command::Select { input, output, method, budget, k, label, round, score, max_similarity, seed, read } => {
+        Command::Select {
+            input,
+            output,
+            method,
+            budget,
+            k,
+            label,
+            round,
+            score,
+            weights_from,
+            update,
+            max_similarity,
+            seed,
+            read,
+        } => {
+            let previous_weights = match weights_from {
+                Some(path) => {
+                    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+                    let w = m["results"]["cluster_weights"].clone();
+                    if w.is_null() {
+                        anyhow::bail!(
+                            "{}: no cluster_weights in its results (a manifest of `whet select --method iterative`?)",
+                            path.display()
+                        );
+                    }
+                    Some(serde_json::from_value(w)?)
+                }
+                None => None,
+            };
             let opts = SelectOptions {
                 k,
                 label,
                 round,
                 score,
                 max_similarity,
+                previous_weights,
+                update: if update == "softmax" { WeightUpdate::Softmax } else { WeightUpdate::Paper },
                 ..SelectOptions::new(Method::parse(&method)?, Budget::parse(&budget)?, seed)
             };
             let bar = ByteBar::new("reading");
