@@ -135,10 +135,33 @@ pub fn deita(embeddings: &[f32], dim: usize, scores: &[f32], budget: usize, max_
     picks
 }
 
+/// How kMQ picks rows inside a cluster when there is no quality score.
+#[derive(Debug, Clone, Copy)]
+pub enum Within<'a> {
+    /// Uniformly at random (the paper's code).
+    Random,
+    /// The rows nearest the cluster's mean embedding (cosine): the cluster's most typical rows.
+    Central(&'a [f32], usize),
+}
+
+/// The `n` rows of `rows` nearest their mean embedding.
+fn central(embeddings: &[f32], dim: usize, rows: &[usize], n: usize) -> Vec<usize> {
+    let mut centre = vec![0f32; dim];
+    for &r in rows {
+        centre.iter_mut().zip(&embeddings[r * dim..(r + 1) * dim]).for_each(|(c, v)| *c += v);
+    }
+    let mut scored: Vec<(f32, usize)> = rows
+        .iter()
+        .map(|&r| (embeddings[r * dim..(r + 1) * dim].iter().zip(&centre).map(|(a, b)| a * b).sum::<f32>(), r))
+        .collect();
+    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    scored.into_iter().take(n).map(|(_, r)| r).collect()
+}
+
 /// kMQ: the budget split equally over clusters (a cluster smaller than its share gives the rest back to the
 /// others); within a cluster rows are drawn at random, or — given a quality score per row — by a softmax
 /// of the quality (without replacement).
-pub fn kmq(clusters: &[u32], budget: usize, quality: Option<&[f32]>, seed: u64) -> Result<Vec<Pick>> {
+pub fn kmq(clusters: &[u32], budget: usize, quality: Option<&[f32]>, within: Within, seed: u64) -> Result<Vec<Pick>> {
     let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
     let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
     for (row, &c) in clusters.iter().enumerate() {
@@ -191,9 +214,18 @@ pub fn kmq(clusters: &[u32], budget: usize, quality: Option<&[f32]>, seed: u64) 
                 keyed.sort_by(|a, b| b.0.total_cmp(&a.0));
                 keyed.into_iter().take(n).map(|(_, r)| r).collect()
             }
-            None => rand::seq::index::sample(&mut rng, rows.len(), n).into_iter().map(|i| rows[i]).collect(),
+            None => match within {
+                Within::Random => {
+                    rand::seq::index::sample(&mut rng, rows.len(), n).into_iter().map(|i| rows[i]).collect()
+                }
+                Within::Central(embeddings, dim) => central(embeddings, dim, rows, n),
+            },
         };
-        let how = if quality.is_some() { "by quality" } else { "at random" };
+        let how = match (quality, within) {
+            (Some(_), _) => "by quality",
+            (None, Within::Random) => "at random",
+            (None, Within::Central(..)) => "nearest the cluster's centre",
+        };
         picks.extend(
             chosen
                 .into_iter()
@@ -450,17 +482,17 @@ mod tests {
     fn kmq_balances_clusters_and_gives_back_what_small_ones_cannot_use() {
         // Cluster 0: 100 rows, 1: 3 rows, 2: 50 rows; budget 30 → 3 from cluster 1, the rest split.
         let clusters: Vec<u32> = (0..100).map(|_| 0).chain((0..3).map(|_| 1)).chain((0..50).map(|_| 2)).collect();
-        let picks = kmq(&clusters, 30, None, 1).unwrap();
+        let picks = kmq(&clusters, 30, None, Within::Random, 1).unwrap();
         assert_eq!(picks.len(), 30);
         let per = |c: u32| picks.iter().filter(|p| clusters[p.row] == c).count();
         assert_eq!(per(1), 3);
         assert!((per(0) as i64 - per(2) as i64).abs() <= 1, "{} {}", per(0), per(2));
         let rows: HashSet<usize> = picks.iter().map(|p| p.row).collect();
         assert_eq!(rows.len(), 30, "no row twice");
-        assert_eq!(kmq(&clusters, 30, None, 1).unwrap(), picks, "same seed, same picks");
+        assert_eq!(kmq(&clusters, 30, None, Within::Random, 1).unwrap(), picks, "same seed, same picks");
         // With quality, the best rows are much more likely.
         let quality: Vec<f32> = (0..153).map(|i| if i % 10 == 0 { 10.0 } else { 0.0 }).collect();
-        let picks = kmq(&clusters, 10, Some(&quality), 2).unwrap();
+        let picks = kmq(&clusters, 10, Some(&quality), Within::Random, 2).unwrap();
         assert!(picks.iter().filter(|p| p.row % 10 == 0).count() >= 8);
     }
 

@@ -17,6 +17,7 @@ use std::collections::BTreeMap;
 
 use crate::select::{
     coverage, deita, iterative, kcenter, kmq, random, rs2, update_weights, Budget, Coverage, Method, WeightUpdate,
+    Within,
 };
 
 /// All rows in one batch (the whole-dataset stages need them together).
@@ -129,6 +130,10 @@ pub struct SelectOptions {
     pub previous_weights: Option<BTreeMap<u32, f64>>,
     #[serde(default = "default_update")]
     pub update: WeightUpdate,
+    /// kmq without a quality column: draw at random inside a cluster (the paper's code) instead of taking
+    /// the rows nearest the cluster's centre.
+    #[serde(default)]
+    pub kmq_random: bool,
 }
 
 fn default_update() -> WeightUpdate {
@@ -152,6 +157,7 @@ impl SelectOptions {
             max_similarity: 0.9,
             previous_weights: None,
             update: WeightUpdate::Paper,
+            kmq_random: false,
         }
     }
 }
@@ -254,7 +260,8 @@ pub fn select_dataset(
                 let quality =
                     batch.column_by_name(schema::stage::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
                 let quality = quality.map(|q| q.values().to_vec());
-                kmq(clusters.as_deref().expect("clustered above"), budget, quality.as_deref(), opts.seed)?
+                let within = if opts.kmq_random { Within::Random } else { Within::Central(data, dim) };
+                kmq(clusters.as_deref().expect("clustered above"), budget, quality.as_deref(), within, opts.seed)?
             }
         };
         let rows_picked: Vec<usize> = picks.iter().map(|p| p.row).collect();

@@ -158,6 +158,10 @@ enum Command {
         /// A column whose values the selection should cover, e.g. `source`: reported in the metrics.
         #[arg(long)]
         label: Option<String>,
+        /// kmq without a quality column: draw rows at random inside each cluster (the paper's code) instead
+        /// of taking the rows nearest the cluster's centre.
+        #[arg(long)]
+        kmq_random: bool,
         /// rs2: the round whose slice to take.
         #[arg(long, default_value_t = 0)]
         round: usize,
@@ -381,6 +385,7 @@ fn run(cli: Cli) -> Result<()> {
             weights_from,
             update,
             max_similarity,
+            kmq_random,
             seed,
             read,
         } => {
@@ -406,6 +411,7 @@ fn run(cli: Cli) -> Result<()> {
                 max_similarity,
                 previous_weights,
                 update: if update == "softmax" { WeightUpdate::Softmax } else { WeightUpdate::Paper },
+                kmq_random,
                 ..SelectOptions::new(Method::parse(&method)?, Budget::parse(&budget)?, seed)
             };
             let bar = ByteBar::new("reading");
