@@ -140,12 +140,21 @@ pub fn deita(embeddings: &[f32], dim: usize, scores: &[f32], budget: usize, max_
 pub enum Within<'a> {
     /// Uniformly at random (the paper's code).
     Random,
-    /// The rows nearest the cluster's mean embedding (cosine): the cluster's most typical rows.
-    Central(&'a [f32], usize),
+    /// Rows near the cluster's mean embedding (cosine): with temperature 0 the most typical rows; above
+    /// 0 drawn with probability ∝ exp(cos / temperature), so central rows are likelier but not certain.
+    Central { embeddings: &'a [f32], dim: usize, temperature: f32 },
 }
 
-/// The `n` rows of `rows` nearest their mean embedding.
-fn central(embeddings: &[f32], dim: usize, rows: &[usize], n: usize) -> Vec<usize> {
+/// `n` rows of `rows` by closeness to their mean embedding: the nearest (temperature 0), or drawn without
+/// replacement with probability ∝ exp(cos / temperature) (Gumbel top-n).
+fn central(
+    embeddings: &[f32],
+    dim: usize,
+    rows: &[usize],
+    n: usize,
+    temperature: f32,
+    rng: &mut Xoshiro256PlusPlus,
+) -> Vec<usize> {
     let mut centre = vec![0f32; dim];
     for &r in rows {
         centre.iter_mut().zip(&embeddings[r * dim..(r + 1) * dim]).for_each(|(c, v)| *c += v);
@@ -154,6 +163,13 @@ fn central(embeddings: &[f32], dim: usize, rows: &[usize], n: usize) -> Vec<usiz
         .iter()
         .map(|&r| (embeddings[r * dim..(r + 1) * dim].iter().zip(&centre).map(|(a, b)| a * b).sum::<f32>(), r))
         .collect();
+    let norm = centre.iter().map(|c| c * c).sum::<f32>().sqrt().max(f32::MIN_POSITIVE);
+    if temperature > 0.0 {
+        for (score, _) in scored.iter_mut() {
+            let u: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+            *score = *score / norm / temperature - (-u.ln()).ln() as f32;
+        }
+    }
     scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     scored.into_iter().take(n).map(|(_, r)| r).collect()
 }
@@ -218,13 +234,16 @@ pub fn kmq(clusters: &[u32], budget: usize, quality: Option<&[f32]>, within: Wit
                 Within::Random => {
                     rand::seq::index::sample(&mut rng, rows.len(), n).into_iter().map(|i| rows[i]).collect()
                 }
-                Within::Central(embeddings, dim) => central(embeddings, dim, rows, n),
+                Within::Central { embeddings, dim, temperature } => {
+                    central(embeddings, dim, rows, n, temperature, &mut rng)
+                }
             },
         };
         let how = match (quality, within) {
             (Some(_), _) => "by quality",
             (None, Within::Random) => "at random",
-            (None, Within::Central(..)) => "nearest the cluster's centre",
+            (None, Within::Central { temperature, .. }) if temperature <= 0.0 => "nearest the cluster's centre",
+            (None, Within::Central { .. }) => "favouring the cluster's centre",
         };
         picks.extend(
             chosen

@@ -134,6 +134,17 @@ pub struct SelectOptions {
     /// the rows nearest the cluster's centre.
     #[serde(default)]
     pub kmq_random: bool,
+    /// kmq's central draw: 0 takes the most central rows; above 0 favours them by softmax(cos / T).
+    #[serde(default = "default_kmq_temperature")]
+    pub kmq_temperature: f32,
+}
+
+/// Chosen on T0 (MiniLM and hashing embeddings, budget 0.5%): the most central rows alone cover the space
+/// best but fewer templates; random draws cover templates but less space; T = 0.1 does both.
+pub const DEFAULT_KMQ_TEMPERATURE: f32 = 0.1;
+
+fn default_kmq_temperature() -> f32 {
+    DEFAULT_KMQ_TEMPERATURE
 }
 
 fn default_update() -> WeightUpdate {
@@ -158,6 +169,7 @@ impl SelectOptions {
             previous_weights: None,
             update: WeightUpdate::Paper,
             kmq_random: false,
+            kmq_temperature: DEFAULT_KMQ_TEMPERATURE,
         }
     }
 }
@@ -260,7 +272,11 @@ pub fn select_dataset(
                 let quality =
                     batch.column_by_name(schema::stage::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
                 let quality = quality.map(|q| q.values().to_vec());
-                let within = if opts.kmq_random { Within::Random } else { Within::Central(data, dim) };
+                let within = if opts.kmq_random {
+                    Within::Random
+                } else {
+                    Within::Central { embeddings: data, dim, temperature: opts.kmq_temperature }
+                };
                 kmq(clusters.as_deref().expect("clustered above"), budget, quality.as_deref(), within, opts.seed)?
             }
         };

@@ -162,6 +162,10 @@ enum Command {
         /// of taking the rows nearest the cluster's centre.
         #[arg(long)]
         kmq_random: bool,
+        /// kmq: 0 takes each cluster's most central rows; above 0 draws rows favouring the centre,
+        /// with probability ∝ exp(cos / T).
+        #[arg(long, default_value_t = whetstone::curation::stages::DEFAULT_KMQ_TEMPERATURE)]
+        kmq_temperature: f32,
         /// rs2: the round whose slice to take.
         #[arg(long, default_value_t = 0)]
         round: usize,
@@ -386,6 +390,7 @@ fn run(cli: Cli) -> Result<()> {
             update,
             max_similarity,
             kmq_random,
+            kmq_temperature,
             seed,
             read,
         } => {
@@ -412,6 +417,7 @@ fn run(cli: Cli) -> Result<()> {
                 previous_weights,
                 update: if update == "softmax" { WeightUpdate::Softmax } else { WeightUpdate::Paper },
                 kmq_random,
+                kmq_temperature,
                 ..SelectOptions::new(Method::parse(&method)?, Budget::parse(&budget)?, seed)
             };
             let bar = ByteBar::new("reading");
