@@ -105,8 +105,7 @@ pub fn dedup_semantic(
         read,
     };
     Ok(run.whole(on_progress, |batches| {
-        let first = batches.first().ok_or_else(|| Error::Invalid("the dataset has no rows".into()))?;
-        let batch = arrow::compute::concat_batches(&first.schema(), &batches)?;
+        let batch = crate::stages::one_batch(batches)?;
         let (vectors, dim) = embeddings_of(&batch)?;
         let n = batch.num_rows();
         let pairs = similar_pairs(vectors, dim, opts);

@@ -21,7 +21,7 @@ use crate::select::{
 };
 
 /// All rows in one batch (the whole-dataset stages need them together).
-fn one_batch(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+pub(crate) fn one_batch(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
     match batches.first() {
         None => Err(Error::Invalid("the dataset has no rows".into())),
         Some(first) => Ok(concat_batches(&first.schema(), &batches)?),

@@ -40,6 +40,13 @@ pub struct StageRun<'a> {
 }
 
 impl StageRun<'_> {
+    fn output_format(&self) -> Result<OutputFormat> {
+        match self.format {
+            Some(f) => Ok(f),
+            None => OutputFormat::from_path(self.output),
+        }
+    }
+
     /// Runs a stage that maps every batch to a batch of the same rows (adding or changing columns).
     /// `on_progress` gets the reader's byte progress and the stage's row progress once, at the start.
     pub fn map(
@@ -66,10 +73,7 @@ impl StageRun<'_> {
         mut f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
     ) -> Result<Manifest> {
         let started = SystemTime::now();
-        let format = match self.format {
-            Some(f) => f,
-            None => OutputFormat::from_path(self.output)?,
-        };
+        let format = self.output_format()?;
         let mut reader = DatasetReader::open(self.input, self.read.clone())?;
         if reader.inputs().iter().any(|p| same_file(p, self.output)) {
             return Err(Error::Usage(format!(
@@ -137,10 +141,7 @@ impl StageRun<'_> {
         f: impl FnOnce(Vec<RecordBatch>) -> std::result::Result<StageOutput, StageError>,
     ) -> Result<Manifest> {
         let started = SystemTime::now();
-        let format = match self.format {
-            Some(f) => f,
-            None => OutputFormat::from_path(self.output)?,
-        };
+        let format = self.output_format()?;
         let mut reader = DatasetReader::open(self.input, self.read.clone())?;
         on_progress(reader.progress());
         let mut batches = Vec::new();
