@@ -17,5 +17,14 @@ echo "== T0 templates: 220 files (8 empty) into one Parquet dataset"
 echo "== Self-Instruct seed tasks, exported for trainers"
 "$whet" convert "$data/self-instruct/seed_tasks.jsonl" "$out/seed_tasks.messages.jsonl" --format messages
 "$whet" convert "$data/self-instruct/seed_tasks.jsonl" "$out/seed_tasks.alpaca.jsonl" --format alpaca
+echo "== Curation: embed T0 (model-free hashing; --embedder minilm for the real model), cluster, select"
+"$whet" embed "$out/t0.parquet" "$out/t0-emb.parquet" --embedder hashing
+"$whet" cluster "$out/t0-emb.parquet" "$out/t0-k64.parquet" --k 64
+for method in random kmq kcenter; do
+    "$whet" select "$out/t0-emb.parquet" "$out/t0-$method.parquet" --method "$method" --budget 0.005 --label source
+done
+echo "== Dedup and decontamination"
+"$whet" dedup "$out/t0.parquet" "$out/t0-dedup.parquet" --method minhash
+"$whet" decontam "$data/gsm8k/train.jsonl" "$out/gsm8k-train-clean.parquet" --eval "$data/gsm8k/test.jsonl"
 echo "datasets and manifests in $out/:"
 ls -1 "$out"
