@@ -136,7 +136,7 @@ impl Filter for EmptyOrRefused {
     }
 }
 
-fn text_columns(batch: &RecordBatch) -> Result<(&StringArray, &StringArray, &StringArray)> {
+pub(crate) fn text_columns(batch: &RecordBatch) -> Result<(&StringArray, &StringArray, &StringArray)> {
     let col = |name: &str| {
         batch
             .column_by_name(name)

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, RecordBatch};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use whetstone_datasets::{schema, Dropped, Manifest, Progress, ReadOptions, RowProgress, StageRun};
 
 use crate::error::{Error, Result};
-use crate::filter::normalise;
+use crate::filter::{normalise, text_columns};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MinHashOptions {
@@ -117,9 +117,7 @@ pub fn dedup_minhash(
         read,
     };
     Ok(run.filter(on_progress, |batch: RecordBatch| {
-        let ids = batch.column_by_name(schema::ID).expect("core column").as_string::<i32>();
-        let prompts = batch.column_by_name(schema::PROMPT).expect("core column").as_string::<i32>();
-        let responses = batch.column_by_name(schema::RESPONSE).expect("core column").as_string::<i32>();
+        let (ids, prompts, responses) = text_columns(&batch)?;
         let signatures: Vec<Vec<u32>> = (0..batch.num_rows())
             .into_par_iter()
             .map(|i| {

@@ -289,7 +289,7 @@ pub fn update_weights(
     let mean_score = scores.values().sum::<f64>() / scores.len().max(1) as f64;
     let raw: Vec<(u32, f64)> = match update {
         WeightUpdate::Paper => {
-            if let Some((c, s)) = scores.iter().find(|(_, s)| !(**s > 0.0) || !s.is_finite()) {
+            if let Some((c, s)) = scores.iter().find(|(_, s)| **s <= 0.0 || !s.is_finite()) {
                 return Err(Error::Invalid(format!(
                     "cluster {c} has mean score {s}: the paper's update needs positive scores (use the softmax update)"
                 )));

@@ -125,7 +125,6 @@ pub fn inspect(
     let schema = reader.schema();
     let mut formats: Vec<String> =
         reader.reports().iter().filter_map(|r| r.format.map(|f| format!("{f} ({})", r.container))).collect();
-    formats.dedup();
     formats.sort();
     formats.dedup();
     Ok(Inspection {

@@ -70,12 +70,20 @@ impl SentenceEncoder {
             .with_truncation(Some(TruncationParams { max_length: max_tokens, ..Default::default() }))
             .map_err(|e| Error::model(&tokenizer_path, format!("cannot set truncation: {e}")))?
             .with_padding(None);
-        let weights = std::fs::read(dir.join("model.safetensors")).map_err(|e| Error::model(dir, e.to_string()))?;
-        let name = format!(
-            "bert:{}#{:016x}",
-            dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"),
-            xxhash_rust::xxh3::xxh3_64(&weights)
-        );
+        // The weights' content hash names the model in manifests; streamed, not read into memory again.
+        let weights = dir.join("model.safetensors");
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut file = std::fs::File::open(&weights).map_err(|e| Error::model(&weights, e.to_string()))?;
+        let mut block = vec![0u8; 1 << 20];
+        loop {
+            let n = std::io::Read::read(&mut file, &mut block).map_err(|e| Error::model(&weights, e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&block[..n]);
+        }
+        let name =
+            format!("bert:{}#{:016x}", dir.file_name().and_then(|n| n.to_str()).unwrap_or("model"), hasher.digest());
         Ok(SentenceEncoder { bert, tokenizer, max_tokens, name })
     }
 
