@@ -59,3 +59,91 @@ fn dedup_filter_decontam_through_the_cli() {
     let table = whet_ok(&["filter", s(&train), s(&out), "--min-response", "60"]);
     assert!(table.contains("length"), "GSM8K has answers under 60 characters: {table}");
 }
+
+#[test]
+fn curate_runs_a_pipeline_whose_manifests_chain() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("gsm8k.toml");
+    let test_set = data.join("gsm8k/test.jsonl");
+    std::fs::write(
+        &pipeline,
+        format!(
+            r#"
+input = {train:?}
+output = "curated.parquet"
+seed = 3
+
+[[stage]]
+run = "filter"
+min_response = 60
+
+[[stage]]
+run = "dedup"
+method = "minhash"
+threshold = 0.7
+
+[[stage]]
+run = "decontam"
+eval = [{test:?}]
+
+[[stage]]
+run = "embed"
+dim = 64
+
+[[stage]]
+run = "select"
+method = "kmq"
+budget = 150
+k = 10
+"#,
+            train = s(&data.join("gsm8k/train.jsonl")),
+            test = s(&test_set),
+        ),
+    )
+    .unwrap();
+    let table = whet_ok(&["curate", s(&pipeline)]);
+    assert!(table.contains("select") && table.contains("decontam"), "{table}");
+    // Relative paths are the pipeline file's: the output lands beside it.
+    let out = dir.path().join("curated.parquet");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("curated.parquet.pipeline.json")).unwrap())
+            .unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 5);
+    // Every stage's manifest: rows add up, and it read exactly what the stage before it wrote.
+    let manifests: Vec<Manifest> = steps
+        .iter()
+        .map(|st| Manifest::read_beside(std::path::Path::new(st["output"].as_str().unwrap())).unwrap())
+        .collect();
+    assert_eq!(manifests[0].rows.rows_in, 7473);
+    assert!(manifests[0].rows.rows_rejected > 0, "GSM8K has answers under 60 characters");
+    for pair in manifests.windows(2) {
+        assert_eq!(pair[1].inputs[0].xxh3_128, pair[0].output.xxh3_128);
+        assert_eq!(pair[1].rows.rows_in, pair[0].rows.rows_out);
+    }
+    for m in &manifests {
+        assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected, "{}", m.stage);
+    }
+    assert_eq!(manifests[4].output.path, out);
+    assert_eq!(manifests[4].rows.rows_out, 150);
+    assert_eq!(manifests[1].parameters["options"]["threshold"], 0.7);
+    assert_eq!(manifests[3].parameters["dim"], 64);
+    assert_eq!(manifests[4].parameters["seed"], 3, "the pipeline's seed reaches the stages");
+
+    // Mistakes in the file are named.
+    std::fs::write(&pipeline, "input = \"x\"\noutput = \"y\"\n[[stage]]\nrun = \"filter\"\nmax_symbol = 0.3\n")
+        .unwrap();
+    let e = whet_fails(&["curate", s(&pipeline)]);
+    assert!(e.contains("gsm8k.toml") && e.contains("max_symbol"), "{e}");
+    std::fs::write(&pipeline, "input = \"x\"\noutput = \"y\"\n[[stage]]\nrun = \"sort\"\n").unwrap();
+    let e = whet_fails(&["curate", s(&pipeline)]);
+    assert!(e.contains("sort"), "{e}");
+    std::fs::write(
+        &pipeline,
+        format!("input = {test_set:?}\noutput = \"y.parquet\"\n[[stage]]\nrun = \"cluster\"\nk = 3\n"),
+    )
+    .unwrap();
+    let e = whet_fails(&["curate", s(&pipeline)]);
+    assert!(e.contains("stage 1 (cluster)") && e.contains("no `embedding` column"), "{e}");
+}

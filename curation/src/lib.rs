@@ -8,6 +8,7 @@ pub mod embed;
 pub mod error;
 pub mod filter;
 pub mod minhash;
+pub mod pipeline;
 pub mod select;
 pub mod semantic;
 pub mod stages;

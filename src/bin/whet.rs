@@ -10,15 +10,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Cell, CellAlignment, ContentArrangement, Table};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use whetstone::curation::cluster::KMeansOptions;
-use whetstone::curation::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
-use whetstone::curation::filter::{
-    decontaminate, dedup_exact, filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams,
+use whetstone::curation::embed::{embed_dataset, TextField};
+use whetstone::curation::pipeline::{
+    pipeline_report_path, ClusterStep, DecontamStep, DedupMethod, DedupStep, EmbedStep, FilterStep, Pipeline,
+    SelectStep, Step,
 };
-use whetstone::curation::minhash::{dedup_minhash, MinHashOptions};
 use whetstone::curation::select::{Budget, Method, WeightUpdate};
-use whetstone::curation::semantic::{dedup_semantic, SemanticOptions};
-use whetstone::curation::stages::{cluster_dataset, select_dataset, SelectOptions};
+use whetstone::curation::stages::{cluster_dataset, select_dataset};
 use whetstone::datasets::{
     self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions, RowProgress,
 };
@@ -114,7 +112,7 @@ enum Command {
         #[arg(long, default_value = "prompt", value_parser = ["prompt", "response", "both"])]
         text: String,
         /// Dimension of the hashing embedder.
-        #[arg(long, default_value_t = 512)]
+        #[arg(long, default_value_t = EmbedStep::default().dim)]
         dim: usize,
         /// Seed of the hashing embedder's hash functions.
         #[arg(long, default_value_t = 0)]
@@ -130,10 +128,10 @@ enum Command {
         /// Number of clusters.
         #[arg(long)]
         k: usize,
-        #[arg(long, default_value_t = 25)]
+        #[arg(long, default_value_t = ClusterStep::default().max_iter)]
         max_iter: usize,
         /// Stop when the centroids move less than this, relative to the data's variance (0: run max-iter).
-        #[arg(long, default_value_t = 1e-4)]
+        #[arg(long, default_value_t = ClusterStep::default().tol)]
         tol: f64,
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -164,7 +162,7 @@ enum Command {
         kmq_random: bool,
         /// kmq: 0 takes each cluster's most central rows; above 0 draws rows favouring the centre,
         /// with probability ∝ exp(cos / T).
-        #[arg(long, default_value_t = whetstone::curation::stages::DEFAULT_KMQ_TEMPERATURE)]
+        #[arg(long, default_value_t = SelectStep::default().kmq_temperature)]
         kmq_temperature: f32,
         /// rs2: the round whose slice to take.
         #[arg(long, default_value_t = 0)]
@@ -180,7 +178,7 @@ enum Command {
         #[arg(long, default_value = "paper", value_parser = ["paper", "softmax"])]
         update: String,
         /// deita: the largest cosine similarity to an already selected row.
-        #[arg(long, default_value_t = 0.9)]
+        #[arg(long, default_value_t = SelectStep::default().max_similarity)]
         max_similarity: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -191,19 +189,19 @@ enum Command {
     Filter {
         input: PathBuf,
         output: PathBuf,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = FilterStep::default().min_prompt)]
         min_prompt: usize,
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = FilterStep::default().max_prompt)]
         max_prompt: usize,
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = FilterStep::default().min_response)]
         min_response: usize,
-        #[arg(long, default_value_t = 100_000)]
+        #[arg(long, default_value_t = FilterStep::default().max_response)]
         max_response: usize,
         /// Largest share of repeated word 3-grams in a prompt or response.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = FilterStep::default().max_repeated)]
         max_repeated: f64,
         /// Largest share of characters that are neither letters, digits nor whitespace.
-        #[arg(long, default_value_t = 0.5)]
+        #[arg(long, default_value_t = FilterStep::default().max_symbols)]
         max_symbols: f64,
         /// Keep empty and refused responses.
         #[arg(long)]
@@ -225,7 +223,7 @@ enum Command {
         #[arg(long)]
         threshold: Option<f64>,
         /// minhash: words per shingle.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = DedupStep::default().shingle)]
         shingle: usize,
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -240,10 +238,18 @@ enum Command {
         #[arg(long = "eval", required = true)]
         eval: Vec<PathBuf>,
         /// n-gram length in words.
-        #[arg(long, default_value_t = 13)]
+        #[arg(long, default_value_t = DecontamStep::default().n)]
         n: usize,
         #[command(flatten)]
         read: ReadArgs,
+    },
+    /// Run a pipeline of curation stages from a TOML file: each stage's output feeds the next.
+    ///
+    /// Intermediate datasets go to OUTPUT.stages/, each with its manifest; OUTPUT.pipeline.json lists them.
+    /// See `whetstone_curation::pipeline` for the file's format, or examples/t0-curate.toml.
+    Curate {
+        /// The pipeline file (input, output, seed, [[stage]] tables).
+        pipeline: PathBuf,
     },
     /// Show the first rows.
     Head {
@@ -321,23 +327,11 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("manifest: {}", datasets::write::manifest_path(&output).display());
         }
         Command::Embed { input, output, embedder, text, dim, seed, read } => {
-            let text = TextField::parse(&text)?;
-            let embedder: Box<dyn Embedder> = match embedder.as_str() {
-                "hashing" => Box::new(HashingEmbedder::fit_dataset(&input, read.options()?, text, dim, seed)?),
-                "minilm" => {
-                    let dir = minilm_dir(Path::new(".")).ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "no all-MiniLM-L6-v2 model: run scripts/fetch-minilm.sh, set WHETSTONE_MINILM, \
-                             or pass --embedder DIR"
-                        )
-                    })?;
-                    Box::new(SentenceEncoder::load(&dir)?)
-                }
-                dir => Box::new(SentenceEncoder::load(Path::new(dir))?),
-            };
+            let step = EmbedStep { embedder, text: TextField::parse(&text)?, dim, seed: Some(seed) };
+            let read = read.options()?;
+            let embedder = step.embedder(&input, &read, seed)?;
             let bar = RowBar::new("embedding");
-            let m =
-                embed_dataset(&input, &output, embedder.as_ref(), text, read.options()?, |_, rows| bar.follow(rows))?;
+            let m = embed_dataset(&input, &output, embedder.as_ref(), step.text, read, |_, rows| bar.follow(rows))?;
             bar.finish();
             let mut t = table(&["rows", "embedder", "dim", "output", "seconds", "rows/s"]);
             t.add_row(vec![
@@ -351,9 +345,9 @@ fn run(cli: Cli) -> Result<()> {
             eprintln!("{t}");
         }
         Command::Cluster { input, output, k, max_iter, tol, seed, read } => {
-            let opts = KMeansOptions { max_iter, tol, ..KMeansOptions::new(k, seed) };
+            let step = ClusterStep { k, max_iter, tol, seed: Some(seed) };
             let bar = ByteBar::new("reading");
-            let (m, model) = cluster_dataset(&input, &output, &opts, read.options()?, |p| bar.follow(p))?;
+            let (m, model) = cluster_dataset(&input, &output, &step.options(seed), read.options()?, |p| bar.follow(p))?;
             bar.finish();
             let mut sizes = model.sizes.clone();
             sizes.sort_unstable();
@@ -394,34 +388,22 @@ fn run(cli: Cli) -> Result<()> {
             seed,
             read,
         } => {
-            let previous_weights = match weights_from {
-                Some(path) => {
-                    let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-                    let w = m["results"]["cluster_weights"].clone();
-                    if w.is_null() {
-                        anyhow::bail!(
-                            "{}: no cluster_weights in its results (a manifest of `whet select --method iterative`?)",
-                            path.display()
-                        );
-                    }
-                    Some(serde_json::from_value(w)?)
-                }
-                None => None,
-            };
-            let opts = SelectOptions {
+            let step = SelectStep {
+                method: Method::parse(&method)?,
+                budget: Budget::parse(&budget)?,
                 k,
                 label,
-                round,
-                score,
-                max_similarity,
-                previous_weights,
-                update: if update == "softmax" { WeightUpdate::Softmax } else { WeightUpdate::Paper },
                 kmq_random,
                 kmq_temperature,
-                ..SelectOptions::new(Method::parse(&method)?, Budget::parse(&budget)?, seed)
+                round,
+                score,
+                weights_from,
+                update: if update == "softmax" { WeightUpdate::Softmax } else { WeightUpdate::Paper },
+                max_similarity,
+                seed: Some(seed),
             };
             let bar = ByteBar::new("reading");
-            let (m, c) = select_dataset(&input, &output, &opts, read.options()?, |p| bar.follow(p))?;
+            let (m, c) = select_dataset(&input, &output, &step.options(seed)?, read.options()?, |p| bar.follow(p))?;
             bar.finish();
             let mut t = table(&[
                 "method",
@@ -462,47 +444,69 @@ fn run(cli: Cli) -> Result<()> {
             keep_refusals,
             read,
         } => {
-            let mut filters: Vec<Box<dyn Filter>> = vec![
-                Box::new(Length { min_prompt, max_prompt, min_response, max_response }),
-                Box::new(RepeatedNgrams { n: 3, max_ratio: max_repeated }),
-                Box::new(NonAlphanumeric { max_ratio: max_symbols }),
-            ];
-            if !keep_refusals {
-                filters.push(Box::new(EmptyOrRefused));
-            }
-            let parameters = serde_json::json!({
-                "filters": filters.iter().map(|f| f.name()).collect::<Vec<_>>(),
-                "min_prompt": min_prompt, "max_prompt": max_prompt,
-                "min_response": min_response, "max_response": max_response,
-                "max_repeated": max_repeated, "max_symbols": max_symbols,
+            let step = Step::Filter(FilterStep {
+                min_prompt,
+                max_prompt,
+                min_response,
+                max_response,
+                max_repeated,
+                max_symbols,
+                keep_refusals,
             });
             let bar = ByteBar::new("filtering");
-            let m = filter_dataset(&input, &output, &filters, parameters, read.options()?, |p, _| bar.follow(p))?;
+            let m = step.run(&input, &output, read.options()?, 0, |p| bar.follow(p))?;
             bar.finish();
             print_drops(&m);
         }
         Command::Dedup { input, output, method, threshold, shingle, seed, read } => {
-            let bar = ByteBar::new("deduplicating");
-            let m = match method.as_str() {
-                "minhash" => {
-                    let opts =
-                        MinHashOptions { shingle, ..MinHashOptions::for_threshold(threshold.unwrap_or(0.8), seed)? };
-                    dedup_minhash(&input, &output, &opts, read.options()?, |p, _| bar.follow(p))?
-                }
-                "semantic" => {
-                    let opts = SemanticOptions { threshold: threshold.unwrap_or(0.95) as f32, ..Default::default() };
-                    dedup_semantic(&input, &output, &opts, read.options()?, |p| bar.follow(p))?
-                }
-                _ => dedup_exact(&input, &output, read.options()?, |p, _| bar.follow(p))?,
+            let method = match method.as_str() {
+                "minhash" => DedupMethod::Minhash,
+                "semantic" => DedupMethod::Semantic,
+                _ => DedupMethod::Exact,
             };
+            let step = Step::Dedup(DedupStep { method, threshold, shingle, seed: Some(seed), ..Default::default() });
+            let bar = ByteBar::new("deduplicating");
+            let m = step.run(&input, &output, read.options()?, seed, |p| bar.follow(p))?;
             bar.finish();
             print_drops(&m);
         }
         Command::Decontam { input, output, eval, n, read } => {
             let bar = ByteBar::new("decontaminating");
-            let m = decontaminate(&input, &output, &eval, n, read.options()?, |p, _| bar.follow(p))?;
+            let m =
+                Step::Decontam(DecontamStep { eval, n }).run(&input, &output, read.options()?, 0, |p| bar.follow(p))?;
             bar.finish();
             print_drops(&m);
+        }
+        Command::Curate { pipeline } => {
+            let pipeline = Pipeline::load(&pipeline)?;
+            let bar = std::cell::RefCell::new(None::<ByteBar>);
+            let total = pipeline.stages.len();
+            let report = pipeline.run(|i, step, progress| {
+                if let Some(done) = bar.borrow_mut().take() {
+                    done.finish();
+                }
+                let b = ByteBar::new_owned(format!("{}/{total} {}", i + 1, step.name()));
+                b.follow(progress);
+                *bar.borrow_mut() = Some(b);
+            });
+            if let Some(done) = bar.borrow_mut().take() {
+                done.finish();
+            }
+            let report = report?;
+            let mut t = table(&["#", "stage", "rows in", "kept", "dropped", "seconds", "output"]);
+            for (i, s) in report.steps.iter().enumerate() {
+                t.add_row(vec![
+                    num(i as u64 + 1),
+                    Cell::new(&s.stage),
+                    num(s.rows_in),
+                    num(s.rows_out),
+                    num(s.rows_rejected),
+                    Cell::new(format!("{:.1}", s.seconds)),
+                    Cell::new(s.output.display()),
+                ]);
+            }
+            println!("{t}");
+            println!("pipeline report: {}", pipeline_report_path(&pipeline.output).display());
         }
         Command::Head { path, rows, json, read } => {
             let mut reader = datasets::DatasetReader::open(&path, read.options()?)?;
@@ -557,6 +561,10 @@ struct ByteBar {
 
 impl ByteBar {
     fn new(what: &'static str) -> Self {
+        Self::new_owned(what.to_string())
+    }
+
+    fn new_owned(what: String) -> Self {
         // Hidden until the input's size is known (see `follow`).
         let bar = ProgressBar::hidden();
         bar.set_style(
