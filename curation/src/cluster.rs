@@ -8,6 +8,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::vector::{sq_distance, sq_norm};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KMeansOptions {
@@ -85,7 +86,7 @@ fn check(data: &[f32], dim: usize, k: usize) -> Result<usize> {
 }
 
 fn sq_norms(m: &[f32], dim: usize) -> Vec<f32> {
-    m.par_chunks(dim).map(|r| r.iter().map(|v| v * v).sum()).collect()
+    m.par_chunks(dim).map(sq_norm).collect()
 }
 
 /// The nearest centroid of every row and the squared distance to it.
@@ -110,12 +111,39 @@ pub fn assign(data: &[f32], dim: usize, centroids: &[f32]) -> Result<(Vec<u32>, 
                     (best, best_d) = (j, d);
                 }
             }
-            let x_norm: f32 = block[i * dim..(i + 1) * dim].iter().map(|v| v * v).sum();
+            let x_norm = sq_norm(&block[i * dim..(i + 1) * dim]);
             *label = best as u32;
             *dist = (x_norm + best_d).max(0.0);
         });
     }
     Ok((labels, dists))
+}
+
+/// The `p` nearest centroids of every row, nearest first: row-major `rows × p`.
+pub fn nearest_centroids(data: &[f32], dim: usize, centroids: &[f32], p: usize) -> Result<Vec<u32>> {
+    let k = centroids.len() / dim;
+    let p = p.clamp(1, k);
+    let c = Tensor::from_slice(centroids, (k, dim), &Device::Cpu)?.t()?.contiguous()?;
+    let c_norms = sq_norms(centroids, dim);
+    let mut nearest = vec![0u32; data.len() / dim * p];
+    for (block, nearest) in data.chunks(BLOCK * dim).zip(nearest.chunks_mut(BLOCK * p)) {
+        let x = Tensor::from_slice(block, (block.len() / dim, dim), &Device::Cpu)?;
+        let dots: Vec<f32> = x.matmul(&c)?.flatten_all()?.to_vec1()?;
+        nearest.par_chunks_mut(p).zip(dots.par_chunks(k)).for_each(|(nearest, row)| {
+            // Insertion into the p best so far (p is small).
+            let mut best: Vec<(f32, u32)> = Vec::with_capacity(p + 1);
+            for (j, (&dot, &cn)) in row.iter().zip(&c_norms).enumerate() {
+                let d = cn - 2.0 * dot;
+                if best.len() < p || d < best[p - 1].0 {
+                    let at = best.partition_point(|&(b, _)| b <= d);
+                    best.insert(at, (d, j as u32));
+                    best.truncate(p);
+                }
+            }
+            nearest.iter_mut().zip(&best).for_each(|(n, &(_, j))| *n = j);
+        });
+    }
+    Ok(nearest)
 }
 
 /// k-means++ seeding: each next centroid drawn with probability proportional to its squared distance
@@ -125,8 +153,7 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, rng: &mut Xoshiro256PlusPl
     let mut centroids = Vec::with_capacity(k * dim);
     let first = rng.gen_range(0..n);
     centroids.extend_from_slice(&data[first * dim..(first + 1) * dim]);
-    let sq = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum::<f32>();
-    let mut nearest: Vec<f32> = data.par_chunks(dim).map(|r| sq(r, &centroids[..dim])).collect();
+    let mut nearest: Vec<f32> = data.par_chunks(dim).map(|r| sq_distance(r, &centroids[..dim])).collect();
     for _ in 1..k {
         let total: f64 = nearest.iter().map(|&d| d as f64).sum();
         let pick = if total > 0.0 {
@@ -144,7 +171,7 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, rng: &mut Xoshiro256PlusPl
             rng.gen_range(0..n) // every row sits on a centroid: any row will do
         };
         let c = data[pick * dim..(pick + 1) * dim].to_vec();
-        nearest.par_iter_mut().zip(data.par_chunks(dim)).for_each(|(d, r)| *d = d.min(sq(r, &c)));
+        nearest.par_iter_mut().zip(data.par_chunks(dim)).for_each(|(d, r)| *d = d.min(sq_distance(r, &c)));
         centroids.extend_from_slice(&c);
     }
     centroids

@@ -170,9 +170,10 @@ fn split(batch: RecordBatch, verdicts: Vec<Option<(&'static str, String)>>) -> R
     for (i, verdict) in verdicts.into_iter().enumerate() {
         match verdict {
             None => keep.push(i as u32),
-            Some((reason, detail)) => dropped.push(Dropped::new(&batch, i, reason, detail)?),
+            Some((reason, detail)) => dropped.push((i, reason.to_string(), detail)),
         }
     }
+    let dropped = Dropped::rows(&batch, dropped)?;
     let kept = arrow::compute::take_record_batch(&batch, &UInt32Array::from(keep))?;
     Ok((kept, dropped))
 }

@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod select;
 pub mod semantic;
 pub mod stages;
+pub mod vector;
 
 pub use embed::{Embedder, HashingEmbedder, SentenceEncoder};
 pub use error::{Error, Result};

@@ -127,6 +127,7 @@ pub fn dedup_minhash(
             .collect();
         let mut keep = Vec::new();
         let mut dropped = Vec::new();
+        let mut dup_of = Vec::new();
         for (i, sig) in signatures.into_iter().enumerate() {
             let keys: Vec<u64> = sig.chunks(opts.rows).map(|band| xxhash_rust::xxh3::xxh3_64(bytes_of(band))).collect();
             let mut best: Option<(f64, u32)> = None;
@@ -141,10 +142,8 @@ pub fn dedup_minhash(
             match best {
                 Some((j, of)) => {
                     let of = &kept[of as usize].0;
-                    let mut d =
-                        Dropped::new(&batch, i, "near_duplicate", format!("estimated Jaccard {j:.2} with {of}"))?;
-                    d.row[schema::stage::DUP_OF] = of.clone().into();
-                    dropped.push(d);
+                    dropped.push((i, "near_duplicate".to_string(), format!("estimated Jaccard {j:.2} with {of}")));
+                    dup_of.push(of.clone());
                 }
                 None => {
                     let index = kept.len() as u32;
@@ -157,6 +156,10 @@ pub fn dedup_minhash(
             }
         }
         let kept_rows = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(keep))?;
+        let mut dropped = Dropped::rows(&batch, dropped)?;
+        for (d, of) in dropped.iter_mut().zip(dup_of) {
+            d.row[schema::stage::DUP_OF] = of.into();
+        }
         Ok((kept_rows, dropped))
     })?)
 }

@@ -46,7 +46,7 @@ use crate::filter::{
 };
 use crate::minhash::{dedup_minhash, MinHashOptions};
 use crate::select::{Budget, Method, WeightUpdate};
-use crate::semantic::{dedup_semantic, SemanticOptions};
+use crate::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
 use crate::stages::{cluster_dataset, select_dataset, SelectOptions, DEFAULT_KMQ_TEMPERATURE};
 
 /// One curation stage and its parameters.
@@ -133,7 +133,12 @@ pub struct DedupStep {
     /// minhash: LSH bands and rows per band (default: the split of 128 permutations nearest the threshold).
     pub bands: Option<usize>,
     pub rows: Option<usize>,
-    /// semantic: neighbours looked at per row, and the HNSW search breadth.
+    /// semantic: `clusters` (SemDeDup: compare rows inside k-means clusters) or `hnsw`.
+    pub index: SemanticIndex,
+    /// semantic, clusters: how many (default √rows), and how many nearest clusters each row searches.
+    pub clusters: Option<usize>,
+    pub probes: usize,
+    /// semantic, hnsw: neighbours looked at per row, and the search breadth.
     pub neighbours: usize,
     pub ef: usize,
     pub seed: Option<u64>,
@@ -148,6 +153,9 @@ impl Default for DedupStep {
             shingle: 5,
             bands: None,
             rows: None,
+            index: semantic.index,
+            clusters: semantic.clusters,
+            probes: semantic.probes,
             neighbours: semantic.neighbours,
             ef: semantic.ef,
             seed: None,
@@ -383,8 +391,12 @@ impl Step {
                     DedupMethod::Semantic => {
                         let opts = SemanticOptions {
                             threshold: d.threshold.unwrap_or(0.95) as f32,
+                            index: d.index,
+                            clusters: d.clusters,
+                            probes: d.probes,
                             neighbours: d.neighbours,
                             ef: d.ef,
+                            seed,
                         };
                         dedup_semantic(input, output, &opts, read, on_progress)
                     }

@@ -560,7 +560,7 @@ mod tests {
         let dim = 8;
         let mut data: Vec<f32> = (0..2000 * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
         for r in data.chunks_mut(dim) {
-            let n = r.iter().map(|v| v * v).sum::<f32>().sqrt();
+            let n = crate::vector::sq_norm(r).sqrt();
             r.iter_mut().for_each(|v| *v /= n);
         }
         let kc: Vec<usize> = kcenter(&data, dim, 40, 0).iter().map(|p| p.row).collect();

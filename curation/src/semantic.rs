@@ -1,6 +1,7 @@
-//! Semantic deduplication (SemDeDup): rows whose embeddings lie within a cosine-similarity threshold of
-//! each other form a group, found through an HNSW index (hnsw_rs); each group keeps its highest-quality
-//! row (the `quality` column), else its first, and the others are dropped naming it in `dup_of`.
+//! Semantic deduplication (SemDeDup, Abbas et al. 2023): rows whose embeddings lie within a cosine-similarity
+//! threshold of each other form a group; each group keeps its highest-quality row (the `quality` column), else
+//! its first, and the others are dropped naming it in `dup_of`. Pairs are found as SemDeDup does, inside
+//! k-means clusters (each row also searching its next-nearest clusters), or through an HNSW index (hnsw_rs).
 
 use std::path::Path;
 
@@ -11,22 +12,52 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use whetstone_datasets::{schema, Dropped, Manifest, Progress, ReadOptions, StageOutput, StageRun};
 
+use candle_core::{Device, Tensor};
+
+use crate::cluster::{kmeans, nearest_centroids, KMeansOptions};
 use crate::embed::embeddings_of;
 use crate::error::{Error, Result};
+use crate::vector::dot;
+
+/// How similar pairs are found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SemanticIndex {
+    /// SemDeDup's own way: k-means (k ≈ √rows), then every row compared exactly with the rows of its
+    /// `probes` nearest clusters (one matrix product per cluster). Deterministic for a seed, and parallel.
+    Clusters,
+    /// An HNSW graph (hnsw_rs), built row by row (so the same rows give the same graph) and searched for
+    /// each row's `neighbours` nearest rows.
+    Hnsw,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SemanticOptions {
     /// Cosine similarity at or above which two rows are duplicates.
     pub threshold: f32,
-    /// Neighbours looked at per row.
+    pub index: SemanticIndex,
+    /// clusters: how many (default √rows), and how many nearest clusters each row is compared within.
+    pub clusters: Option<usize>,
+    pub probes: usize,
+    /// hnsw: neighbours looked at per row, and the search breadth (higher: better recall, slower).
     pub neighbours: usize,
-    /// HNSW search breadth (higher: better recall, slower).
     pub ef: usize,
+    /// clusters: the k-means seed.
+    pub seed: u64,
 }
 
 impl Default for SemanticOptions {
     fn default() -> Self {
-        SemanticOptions { threshold: 0.95, neighbours: 16, ef: 64 }
+        SemanticOptions {
+            threshold: 0.95,
+            index: SemanticIndex::Clusters,
+            clusters: None,
+            probes: 2,
+            neighbours: 16,
+            ef: 64,
+            seed: 0,
+        }
     }
 }
 
@@ -36,7 +67,7 @@ struct UnitCosine;
 
 impl Distance<f32> for UnitCosine {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
-        (1.0 - a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>()).max(0.0)
+        (1.0 - dot(a, b)).max(0.0)
     }
 }
 
@@ -61,9 +92,65 @@ impl Groups {
     }
 }
 
-/// Pairs of rows at or above the similarity threshold, found by an HNSW index built row by row (so the
-/// same rows give the same graph) and searched in parallel.
-pub fn similar_pairs(vectors: &[f32], dim: usize, opts: &SemanticOptions) -> Vec<(u32, u32)> {
+/// Pairs of rows (lower index first, sorted, each once) at or above the similarity threshold.
+pub fn similar_pairs(vectors: &[f32], dim: usize, opts: &SemanticOptions) -> Result<Vec<(u32, u32)>> {
+    let mut pairs = match opts.index {
+        SemanticIndex::Clusters => clustered_pairs(vectors, dim, opts)?,
+        SemanticIndex::Hnsw => hnsw_pairs(vectors, dim, opts),
+    };
+    pairs.iter_mut().for_each(|(a, b)| (*a, *b) = ((*a).min(*b), (*a).max(*b)));
+    pairs.sort_unstable();
+    pairs.dedup();
+    Ok(pairs)
+}
+
+/// Rows of each query block compared with a cluster's rows at once.
+const QUERY_BLOCK: usize = 2048;
+
+fn clustered_pairs(vectors: &[f32], dim: usize, opts: &SemanticOptions) -> Result<Vec<(u32, u32)>> {
+    let n = vectors.len() / dim;
+    let k = opts.clusters.unwrap_or((n as f64).sqrt().round() as usize).clamp(1, n);
+    let probes = opts.probes.clamp(1, k);
+    // A partition, not a fit: a few Lloyd steps place the boundaries well enough for the probes to cover.
+    let (model, _) = kmeans(vectors, dim, &KMeansOptions { max_iter: 10, ..KMeansOptions::new(k, opts.seed) })?;
+    let nearest = nearest_centroids(vectors, dim, &model.centroids, probes)?;
+    let mut members = vec![Vec::new(); k];
+    let mut queries = vec![Vec::new(); k];
+    for (row, near) in nearest.chunks(probes).enumerate() {
+        members[near[0] as usize].push(row as u32);
+        near.iter().for_each(|&c| queries[c as usize].push(row as u32));
+    }
+    let gather = |rows: &[u32]| -> Vec<f32> {
+        rows.iter().flat_map(|&r| vectors[r as usize * dim..(r as usize + 1) * dim].iter().copied()).collect()
+    };
+    let blocks: Vec<(usize, &[u32])> = (0..k)
+        .flat_map(|c| queries[c].chunks(QUERY_BLOCK).map(move |q| (c, q)))
+        .filter(|(c, _)| !members[*c].is_empty())
+        .collect();
+    let found: Vec<Vec<(u32, u32)>> = blocks
+        .into_par_iter()
+        .map(|(c, query)| -> Result<Vec<(u32, u32)>> {
+            let member = &members[c];
+            let q = Tensor::from_vec(gather(query), (query.len(), dim), &Device::Cpu)?;
+            let m = Tensor::from_vec(gather(member), (member.len(), dim), &Device::Cpu)?;
+            let sims: Vec<f32> = q.matmul(&m.t()?)?.flatten_all()?.to_vec1()?;
+            Ok(sims
+                .chunks(member.len())
+                .zip(query)
+                .flat_map(|(row, &i)| {
+                    row.iter()
+                        .zip(member)
+                        .filter(move |(&s, &j)| s >= opts.threshold && j != i)
+                        .map(move |(_, &j)| (i, j))
+                })
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    Ok(found.into_iter().flatten().collect())
+}
+
+/// HNSW search: each row's neighbours within the threshold.
+fn hnsw_pairs(vectors: &[f32], dim: usize, opts: &SemanticOptions) -> Vec<(u32, u32)> {
     let n = vectors.len() / dim;
     let layers = 16.min(((n.max(2) as f64).ln() / (16f64).ln()).ceil() as usize + 1).max(1);
     let index: Hnsw<f32, UnitCosine> = Hnsw::new(16, n, layers, 100, UnitCosine);
@@ -98,7 +185,7 @@ pub fn dedup_semantic(
     }
     let run = StageRun {
         stage: "dedup",
-        parameters: serde_json::json!({"method": "semantic", "index": "hnsw (M 16, ef_construction 100)", "options": opts}),
+        parameters: serde_json::json!({"method": "semantic", "options": opts}),
         input,
         output,
         format: None,
@@ -108,7 +195,7 @@ pub fn dedup_semantic(
         let batch = crate::stages::one_batch(batches)?;
         let (vectors, dim) = embeddings_of(&batch)?;
         let n = batch.num_rows();
-        let pairs = similar_pairs(vectors, dim, opts);
+        let pairs = similar_pairs(vectors, dim, opts)?;
         let mut groups = Groups((0..n as u32).collect());
         for &(a, b) in &pairs {
             groups.join(a, b);
@@ -130,6 +217,7 @@ pub fn dedup_semantic(
         let ids: &StringArray = batch.column_by_name(schema::ID).expect("core column").as_string();
         let mut keep = Vec::new();
         let mut rejected = Vec::new();
+        let mut dup_of = Vec::new();
         let mut group_sizes = std::collections::HashMap::<u32, u32>::new();
         for row in 0..n as u32 {
             let root = groups.root(row);
@@ -139,10 +227,14 @@ pub fn dedup_semantic(
                 keep.push(row);
             } else {
                 let of = ids.value(kept as usize).to_string();
-                let mut d = Dropped::new(&batch, row as usize, "semantic_duplicate", format!("cosine ≥ {} with {of}", opts.threshold))?;
-                d.row[schema::stage::DUP_OF] = of.into();
-                rejected.push(d);
+                let detail = format!("cosine ≥ {} with {of}", opts.threshold);
+                rejected.push((row as usize, "semantic_duplicate".to_string(), detail));
+                dup_of.push(of);
             }
+        }
+        let mut rejected = Dropped::rows(&batch, rejected)?;
+        for (d, of) in rejected.iter_mut().zip(dup_of) {
+            d.row[schema::stage::DUP_OF] = of.into();
         }
         let kept = arrow::compute::take_record_batch(&batch, &UInt32Array::from(keep))?;
         let groups_with_duplicates = group_sizes.values().filter(|&&s| s > 1).count();
@@ -153,4 +245,47 @@ pub fn dedup_semantic(
             results: serde_json::json!({"similar_pairs": pairs.len(), "groups_with_duplicates": groups_with_duplicates}),
         })
     })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// Unit vectors around 40 directions, some rows near copies of others.
+    fn vectors(n: usize, dim: usize) -> Vec<f32> {
+        let mut rng = rand_xoshiro::Xoshiro256PlusPlus::seed_from_u64(5);
+        let centres: Vec<Vec<f32>> = (0..40).map(|_| (0..dim).map(|_| rng.gen_range(-1.0..1.0)).collect()).collect();
+        let mut out = Vec::new();
+        for i in 0..n {
+            let noise = if i % 7 == 0 { 0.02 } else { 0.6 };
+            let v: Vec<f32> = centres[i % 40].iter().map(|c| c + rng.gen_range(-noise..noise)).collect();
+            let norm = crate::vector::sq_norm(&v).sqrt();
+            out.extend(v.iter().map(|x| x / norm));
+        }
+        out
+    }
+
+    #[test]
+    fn clustered_search_finds_the_pairs_brute_force_finds() {
+        let (n, dim) = (3000, 48);
+        let v = vectors(n, dim);
+        let opts = SemanticOptions { threshold: 0.9, ..Default::default() };
+        let mut truth = Vec::new();
+        for i in 0..n {
+            for j in i + 1..n {
+                if dot(&v[i * dim..(i + 1) * dim], &v[j * dim..(j + 1) * dim]) >= opts.threshold {
+                    truth.push((i as u32, j as u32));
+                }
+            }
+        }
+        assert!(truth.len() > 1000, "{} pairs", truth.len());
+        let found = similar_pairs(&v, dim, &opts).unwrap();
+        let hits = found.iter().filter(|p| truth.binary_search(p).is_ok()).count();
+        assert_eq!(hits, found.len(), "every pair found is a true pair");
+        assert!(hits as f64 >= 0.99 * truth.len() as f64, "{hits} of {}", truth.len());
+        assert_eq!(found, similar_pairs(&v, dim, &opts).unwrap(), "deterministic");
+        let one_cluster = SemanticOptions { clusters: Some(1), ..opts };
+        assert_eq!(similar_pairs(&v, dim, &one_cluster).unwrap(), truth, "one cluster is brute force");
+    }
 }

@@ -92,7 +92,7 @@ fn embed_cluster_select_on_gsm8k() {
 
 #[test]
 fn semantic_dedup_groups_near_identical_embeddings() {
-    use whetstone_curation::semantic::{dedup_semantic, SemanticOptions};
+    use whetstone_curation::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
     let dir = tempfile::tempdir().unwrap();
     let Some(emb) = embedded(dir.path()) else { return };
     // Plant duplicates: rows 10..20 get the embeddings of rows 0..10 (as paraphrases would).
@@ -105,31 +105,30 @@ fn semantic_dedup_groups_near_identical_embeddings() {
     }
     let input = dir.path().join("planted.parquet");
     write(&input, with_embedding(batch, planted, dim).unwrap());
-    let out = dir.path().join("semantic.parquet");
-    let m = dedup_semantic(&input, &out, &SemanticOptions::default(), ReadOptions::default(), |_| {}).unwrap();
-    assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected);
-    assert!(m.rows.rows_rejected >= 10, "the planted copies are found: {}", m.rows.rows_rejected);
-    let lines: Vec<serde_json::Value> = std::fs::read_to_string(m.rejected.file.as_ref().unwrap())
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len() as u64, m.rows.rows_rejected);
-    let ids = one(&input).column_by_name("id").unwrap().as_string::<i32>().clone();
-    for r in 10..20 {
-        let dropped = lines.iter().find(|l| l["row"]["id"] == ids.value(r)).expect("planted copy dropped");
-        assert_eq!(dropped["row"]["dup_of"], ids.value(r - 10), "the first row of a group is kept");
+    for index in [SemanticIndex::Clusters, SemanticIndex::Hnsw] {
+        let opts = SemanticOptions { index, ..Default::default() };
+        let out = dir.path().join("semantic.parquet");
+        let m = dedup_semantic(&input, &out, &opts, ReadOptions::default(), |_| {}).unwrap();
+        assert_eq!(m.rows.rows_in, m.rows.rows_out + m.rows.rows_rejected);
+        assert!(m.rows.rows_rejected >= 10, "the planted copies are found: {}", m.rows.rows_rejected);
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(m.rejected.file.as_ref().unwrap())
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len() as u64, m.rows.rows_rejected);
+        let ids = one(&input).column_by_name("id").unwrap().as_string::<i32>().clone();
+        for r in 10..20 {
+            let dropped = lines.iter().find(|l| l["row"]["id"] == ids.value(r)).expect("planted copy dropped");
+            assert_eq!(dropped["row"]["dup_of"], ids.value(r - 10), "the first row of a group is kept");
+            assert!(dropped["row"].get("embedding").is_none(), "the rejected-rows log leaves the vectors out");
+        }
+        // Same input, same result.
+        let again =
+            dedup_semantic(&input, &dir.path().join("again.parquet"), &opts, ReadOptions::default(), |_| {}).unwrap();
+        assert_eq!(again.rows, m.rows);
+        assert_eq!(again.output.xxh3_128, m.output.xxh3_128, "{index:?}");
     }
-    // Same input, same result.
-    let again = dedup_semantic(
-        &input,
-        &dir.path().join("again.parquet"),
-        &SemanticOptions::default(),
-        ReadOptions::default(),
-        |_| {},
-    )
-    .unwrap();
-    assert_eq!(again.rows, m.rows);
 }
 
 #[test]

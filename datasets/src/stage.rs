@@ -112,8 +112,23 @@ pub struct Dropped {
 impl Dropped {
     /// Row `i` of `batch`, dropped for `reason`.
     pub fn new(batch: &RecordBatch, i: usize, reason: impl Into<String>, detail: impl Into<String>) -> Result<Self> {
-        let row = crate::inspect::batch_rows_json(&batch.slice(i, 1))?.pop().unwrap_or_default();
-        Ok(Dropped { reason: reason.into(), detail: detail.into(), row })
+        Ok(Self::rows(batch, [(i, reason.into(), detail.into())])?.pop().expect("one row"))
+    }
+
+    /// Rows of `batch` dropped, each `(row, reason, detail)`, converted together. The `embedding` column is
+    /// left out: derived, kilobytes a row, and the row's id and text say which row it was.
+    pub fn rows(batch: &RecordBatch, picks: impl IntoIterator<Item = (usize, String, String)>) -> Result<Vec<Self>> {
+        let picks: Vec<(usize, String, String)> = picks.into_iter().collect();
+        if picks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let indices = arrow::array::UInt32Array::from_iter_values(picks.iter().map(|p| p.0 as u32));
+        let mut taken = arrow::compute::take_record_batch(batch, &indices)?;
+        if let Ok(i) = taken.schema().index_of(crate::schema::stage::EMBEDDING) {
+            taken.remove_column(i);
+        }
+        let rows = crate::inspect::batch_rows_json(&taken)?;
+        Ok(picks.into_iter().zip(rows).map(|((_, reason, detail), row)| Dropped { reason, detail, row }).collect())
     }
 
     pub fn to_json(&self) -> serde_json::Value {

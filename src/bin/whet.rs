@@ -16,6 +16,7 @@ use whetstone::curation::pipeline::{
     SelectStep, Step,
 };
 use whetstone::curation::select::{Budget, Method, WeightUpdate};
+use whetstone::curation::semantic::SemanticIndex;
 use whetstone::curation::stages::{cluster_dataset, select_dataset};
 use whetstone::datasets::{
     self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions, RowProgress,
@@ -225,6 +226,10 @@ enum Command {
         /// minhash: words per shingle.
         #[arg(long, default_value_t = DedupStep::default().shingle)]
         shingle: usize,
+        /// semantic: `clusters` compares rows inside k-means clusters (SemDeDup's way; each row also searches
+        /// its next-nearest cluster); `hnsw` searches an HNSW graph (hnsw_rs).
+        #[arg(long, default_value = "clusters", value_parser = ["clusters", "hnsw"])]
+        index: String,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -458,13 +463,15 @@ fn run(cli: Cli) -> Result<()> {
             bar.finish();
             print_drops(&m);
         }
-        Command::Dedup { input, output, method, threshold, shingle, seed, read } => {
+        Command::Dedup { input, output, method, threshold, shingle, index, seed, read } => {
             let method = match method.as_str() {
                 "minhash" => DedupMethod::Minhash,
                 "semantic" => DedupMethod::Semantic,
                 _ => DedupMethod::Exact,
             };
-            let step = Step::Dedup(DedupStep { method, threshold, shingle, seed: Some(seed), ..Default::default() });
+            let index = if index == "hnsw" { SemanticIndex::Hnsw } else { SemanticIndex::Clusters };
+            let step =
+                Step::Dedup(DedupStep { method, threshold, shingle, index, seed: Some(seed), ..Default::default() });
             let bar = ByteBar::new("deduplicating");
             let m = step.run(&input, &output, read.options()?, seed, |p| bar.follow(p))?;
             bar.finish();

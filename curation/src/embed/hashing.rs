@@ -32,7 +32,7 @@ impl HashingEmbedder {
                 out[i] = c.signum() * (1.0 + c.abs().ln()) * self.idf[i];
             }
         }
-        let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let norm = crate::vector::sq_norm(out).sqrt();
         if norm > 0.0 {
             out.iter_mut().for_each(|v| *v /= norm);
         }

@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""Benchmark `whet embed --embedder minilm` against sentence-transformers: all-MiniLM-L6-v2 on CPU, same texts.
+
+A benchmark, not a test. Both contestants embed the same texts with the same model folder (--model-dir, default
+.cache/models/all-MiniLM-L6-v2); throughput is sentences per second.
+
+  whetstone              whet embed SAMPLE.jsonl OUT.parquet --embedder minilm --text prompt   (its own child
+                         process, WHETSTONE_MINILM=--model-dir). Two rows in the table: "stage", the embed stage's
+                         wall time from OUT.parquet.manifest.json (`seconds`), and "process", the child's whole
+                         wall time (start, loading the model, reading JSONL, writing Parquet)
+  sentence-transformers  SentenceTransformer(model_dir, device="cpu") in this process; after a short untimed
+                         warm-up encode, model.encode(texts, batch_size=--st-batch-size, normalize_embeddings=True,
+                         convert_to_numpy=True) is timed (encode only; loading the model is reported apart)
+
+Texts: the `prompt` texts of ../shared/data/t0-templates (WHETSTONE_SHARED_DATA overrides ../shared/data),
+converted once with `whet convert` to .cache/bench/embed-t0.parquet, then --rows rows (default 2000) sampled with
+numpy.random.default_rng(--seed) (without replacement while --rows fits T0, in the sampled order) and written to
+.cache/bench/embed-sample-<rows>rows-seed<seed>.jsonl ({"prompt", "response"}), which whetstone reads.
+
+Every contestant runs --repeat times (order rotated per round); the median time is reported. Threads: library
+defaults (torch's intra-op thread count and the whet child's are printed, not set).
+
+Checks (exit 1 when one fails): every run succeeds; whetstone's manifest says rows.out = --rows; its Parquet holds
+--rows embeddings of dim 384 whose `prompt` column equals the sample, in order; no embedding is non-finite; the
+per-row cosine between whetstone's and sentence-transformers' embeddings is at least --min-cosine (default 0.999)
+on every row (min and mean reported).
+Usually run through scripts/bench-embed.sh, which sets up .venv, fetches the model and builds whet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder: never reach for the Hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import numpy as np
+import pyarrow
+import pyarrow.parquet as pq
+
+import sentence_transformers
+import torch
+from sentence_transformers import SentenceTransformer
+
+try:
+    import transformers
+except ImportError:  # only for printing its version
+    transformers = None
+try:
+    transformers.utils.logging.disable_progress_bar()  # no "Loading weights" bar in the report
+except AttributeError:
+    pass
+
+REPO = Path(__file__).resolve().parent.parent
+MIB = 1 << 20
+DIM = 384
+
+WHET_STAGE = "whetstone (stage)"
+WHET_PROCESS = "whetstone (process)"
+ST = "sentence-transformers"
+WHET = "whetstone"
+CONTESTANTS = [WHET, ST]
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("WHETSTONE_SHARED_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+def rel(p: Path) -> str:
+    try:
+        return str(p.relative_to(REPO))
+    except ValueError:
+        return str(p)
+
+
+def tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def run_child(argv: list[str], log: Path, env: dict | None = None) -> dict:
+    """Run argv to completion; wall seconds and peak RSS (MiB) of that child alone."""
+    with open(log, "wb") as lf:
+        start = time.perf_counter()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT, cwd=REPO, env=env)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - start
+    p.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; tell Popen so it won't wait
+    return {"seconds": wall, "rss_mib": ru.ru_maxrss / 1024, "rc": p.returncode,
+            "user_s": ru.ru_utime, "sys_s": ru.ru_stime}
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def build_t0_parquet(whet: Path, cache: Path, logdir: Path) -> Path:
+    """`whet convert ../shared/data/t0-templates .cache/bench/embed-t0.parquet`, once (a .meta.json marks it done)."""
+    src_dir = shared_data_dir() / "t0-templates"
+    sources = sorted(glob.glob(str(src_dir / "*.jsonl")))
+    if not sources:
+        sys.exit(f"no *.jsonl under {src_dir} (set WHETSTONE_SHARED_DATA)")
+    out = cache / "embed-t0.parquet"
+    meta = out.with_name(out.name + ".meta.json")
+    if out.exists() and meta.exists():
+        m = json.loads(meta.read_text())
+        if m.get("bytes") == out.stat().st_size and m.get("source") == str(src_dir):
+            return out
+    for stale in (out, out.with_name(out.name + ".manifest.json"), meta):
+        stale.unlink(missing_ok=True)
+    argv = [str(whet), "convert", str(src_dir), str(out)]
+    print(f"building {rel(out)}: whet convert {src_dir} {rel(out)} ...", flush=True)
+    log = logdir / "convert-t0.log"
+    res = run_child(argv, log)
+    if res["rc"] != 0 or not out.exists():
+        sys.exit(f"whet convert failed (rc={res['rc']}); last lines of {rel(log)}:\n{tail(log)}")
+    rows = pq.ParquetFile(out).metadata.num_rows
+    meta.write_text(json.dumps({"bytes": out.stat().st_size, "rows": rows, "source": str(src_dir),
+                                "files": len(sources)}) + "\n")
+    return out
+
+
+def build_sample(t0: Path, rows: int, seed: int, cache: Path) -> tuple[Path, list[str], dict]:
+    """The sample JSONL ({"prompt", "response"}), its prompts in order, and a description; the file is built once."""
+    path = cache / f"embed-sample-{rows}rows-seed{seed}.jsonl"
+    meta_path = cache / f"embed-sample-{rows}rows-seed{seed}.meta.json"
+    t0_bytes = t0.stat().st_size
+    if path.exists() and meta_path.exists():
+        m = json.loads(meta_path.read_text())
+        if m.get("bytes") == path.stat().st_size and m.get("t0_bytes") == t0_bytes and m.get("rows") == rows:
+            with open(path, encoding="utf-8") as f:
+                texts = [json.loads(line)["prompt"] for line in f if line.strip()]
+            if len(texts) == rows:
+                return path, texts, m
+    table = pq.read_table(t0, columns=["prompt", "response"])
+    n = table.num_rows
+    if n == 0:
+        sys.exit(f"{rel(t0)} has no rows")
+    rng = np.random.default_rng(seed)
+    replace = rows > n
+    idx = rng.choice(n, size=rows, replace=replace)
+    prompts = table.column("prompt").take(pyarrow.array(idx)).to_pylist()
+    responses = table.column("response").take(pyarrow.array(idx)).to_pylist()
+    print(f"building {rel(path)} ({rows:,} of {n:,} T0 rows, seed {seed}"
+          f"{', with replacement' if replace else ''}) ...", flush=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", buffering=8 * MIB) as out:
+            for p, r in zip(prompts, responses):
+                out.write(json.dumps({"prompt": p, "response": r or ""}, ensure_ascii=False) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        written = tmp.stat().st_size
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    m = {"bytes": written, "rows": rows, "seed": seed, "t0_rows": n, "t0_bytes": t0_bytes, "replace": replace,
+         "source": str(t0)}
+    meta_path.write_text(json.dumps(m) + "\n")
+    return path, prompts, m
+
+
+def load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
+    """The `embedding` column as a float32 matrix (rows × dim) and the `prompt` column, in file order."""
+    t = pq.read_table(path, columns=["prompt", "embedding"])
+    col = t.column("embedding").combine_chunks()
+    if col.null_count:
+        raise ValueError(f"{rel(path)}: {col.null_count} null embeddings")
+    dim = getattr(col.type, "list_size", None)
+    if dim is None:  # a variable-size list: take the row length from the data
+        dim = len(col[0]) if len(col) else 0
+    x = col.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False).reshape(-1, dim)
+    return np.ascontiguousarray(x), t.column("prompt").to_pylist()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Contestants
+
+
+def run_whet(whet: Path, inp: Path, out: Path, model_dir: Path) -> dict:
+    manifest = out.with_name(out.name + ".manifest.json")
+    for stale in (out, manifest):
+        stale.unlink(missing_ok=True)
+    argv = [str(whet), "embed", str(inp), str(out), "--embedder", "minilm", "--text", "prompt"]
+    env = dict(os.environ, WHETSTONE_MINILM=str(model_dir))
+    log = out.with_name(out.stem + ".log")
+    res = run_child(argv, log, env)
+    run = {"argv": argv, "process_s": res["seconds"], "rss_mib": res["rss_mib"], "user_s": res["user_s"],
+           "sys_s": res["sys_s"], "rc": res["rc"]}
+    if res["rc"] != 0:
+        run["error"] = tail(log)
+        return run
+    try:
+        m = json.loads(manifest.read_text())
+        run.update(stage_s=float(m["seconds"]), rows_out=int(m["rows"]["out"]),
+                   embedder=(m.get("parameters") or {}).get("embedder"))
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        run.update(rc=-1, error=f"reading {rel(manifest)}: {e!r}")
+    return run
+
+
+def run_st(model: SentenceTransformer, texts: list[str], batch_size: int) -> dict:
+    start = time.perf_counter()
+    emb = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                       show_progress_bar=False)
+    secs = time.perf_counter() - start
+    return {"encode_s": secs, "rc": 0, "embeddings": np.asarray(emb, dtype=np.float32)}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Report
+
+
+def fmt_table(header: list[str], rows: list[list[str]], left: set[int]) -> list[str]:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w)
+                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+    return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--whet", required=True, help="path of the whet binary")
+    ap.add_argument("--rows", type=int, default=2000, help="sentences sampled from T0 (default 2000)")
+    ap.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per contestant; the median is reported (default 1)")
+    ap.add_argument("--st-batch-size", type=int, default=32, help="sentence-transformers batch size (default 32)")
+    ap.add_argument("--model-dir", default=str(REPO / ".cache" / "models" / "all-MiniLM-L6-v2"),
+                    help="all-MiniLM-L6-v2 folder, for both contestants (default .cache/models/all-MiniLM-L6-v2)")
+    ap.add_argument("--min-cosine", type=float, default=0.999,
+                    help="check: every row's cosine between the two contestants' embeddings (default 0.999)")
+    args = ap.parse_args()
+    if args.rows < 1 or args.repeat < 1 or args.st_batch_size < 1:
+        sys.exit("--rows, --repeat and --st-batch-size must be positive")
+
+    whet = Path(args.whet).resolve()
+    if not os.access(whet, os.X_OK):
+        sys.exit(f"whet binary not found or not executable: {whet}")
+    model_dir = Path(args.model_dir).resolve()
+    if not (model_dir / "model.safetensors").is_file():
+        sys.exit(f"no model.safetensors in {model_dir} (run scripts/fetch-minilm.sh)")
+    cache = REPO / ".cache" / "bench"
+    outdir = cache / "embed-out"
+    outdir.mkdir(parents=True, exist_ok=True)
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = os.cpu_count()
+    whet_version = subprocess.run([str(whet), "--version"], capture_output=True, text=True).stdout.strip()
+    versions = {"python": platform.python_version(), "numpy": np.__version__, "pyarrow": pyarrow.__version__,
+                "torch": torch.__version__, "sentence-transformers": sentence_transformers.__version__,
+                "transformers": getattr(transformers, "__version__", None), "whet": whet_version}
+    torch_threads = torch.get_num_threads()
+    thread_env = {v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                              "RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM") if v in os.environ}
+    print(f"machine: {platform.machine()} {platform.system()} {platform.release()}, {cpu_model()}, "
+          f"cores: {os.cpu_count()} (usable: {affinity})")
+    print(f"{whet_version or whet}, sentence-transformers {sentence_transformers.__version__}, torch "
+          f"{torch.__version__}, transformers {versions['transformers']}, numpy {np.__version__}, pyarrow "
+          f"{pyarrow.__version__} (python {platform.python_version()})")
+    print(f"torch intra-op threads: {torch_threads}; thread env: "
+          + (", ".join(f"{k}={v}" for k, v in thread_env.items()) or "none set (library defaults)"))
+
+    t0 = build_t0_parquet(whet, cache, outdir)
+    sample, texts, sample_meta = build_sample(t0, args.rows, args.seed, cache)
+    n = len(texts)
+
+    print(f"loading {rel(model_dir)} into sentence-transformers (cpu) ...", flush=True)
+    start = time.perf_counter()
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    st_load_s = time.perf_counter() - start
+    max_seq = model.max_seq_length
+    token_ids = model.tokenizer(texts, truncation=False, verbose=False)["input_ids"]  # to report truncation
+    tok_lens = np.array([len(ids) for ids in token_ids])
+    truncated = int((tok_lens > max_seq).sum())
+    model.encode(texts[:8], batch_size=args.st_batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                 show_progress_bar=False)  # warm-up, untimed
+    print(f"sample: {rel(sample)}: {n:,} prompts, {sum(map(len, texts)) / n:,.0f} chars and {tok_lens.mean():.0f} "
+          f"tokens on average (median {np.median(tok_lens):.0f}, max {tok_lens.max():,}); {truncated:,} "
+          f"({truncated / n:.1%}) longer than max_seq_length {max_seq}, truncated")
+    print(f"sentence-transformers: model loaded in {st_load_s:.2f} s, batch size {args.st_batch_size}; "
+          f"{args.repeat} run(s) each, median reported\n", flush=True)
+
+    out = outdir / f"whet-{n}rows-seed{args.seed}.parquet"
+    runs: dict[str, list[dict]] = {c: [] for c in CONTESTANTS}
+    st_emb = None
+    for r in range(args.repeat):
+        order = CONTESTANTS[r % len(CONTESTANTS):] + CONTESTANTS[:r % len(CONTESTANTS)]
+        for name in order:
+            try:
+                res = run_whet(whet, sample, out, model_dir) if name == WHET else run_st(model, texts,
+                                                                                          args.st_batch_size)
+            except Exception as e:  # a contestant that throws is a failed run, not a crashed benchmark
+                res = {"rc": -1, "error": f"{type(e).__name__}: {e}"}
+            if "embeddings" in res:
+                st_emb = res.pop("embeddings")
+            runs[name].append(res)
+            status = "ok" if res.get("rc") == 0 else f"FAILED rc={res.get('rc')}"
+            if name == WHET and "stage_s" in res:
+                t = f"{res['stage_s']:8.2f} s stage, {res['process_s']:.2f} s process"
+            elif "encode_s" in res:
+                t = f"{res['encode_s']:8.2f} s encode"
+            else:
+                t = ""
+            print(f"  round {r + 1}/{args.repeat}  {name:<22} {t}  {status}", flush=True)
+
+    checks: list[str] = []
+    ok = {name: all(x.get("rc") == 0 for x in runs[name]) for name in CONTESTANTS}
+    for name in CONTESTANTS:
+        if not ok[name]:
+            err = next((x.get("error") for x in runs[name] if x.get("rc") != 0), "no run")
+            checks.append(f"{name} failed: {err}")
+
+    results: list[dict] = []
+    w_emb = None
+    if ok[WHET]:
+        w = runs[WHET]
+        stage_s = statistics.median(x["stage_s"] for x in w)
+        process_s = statistics.median(x["process_s"] for x in w)
+        rss = max(x["rss_mib"] for x in w)
+        for x in w:
+            if x["rows_out"] != n:
+                checks.append(f"whetstone's manifest says rows.out = {x['rows_out']:,}, the sample has {n:,}")
+                break
+        results.append({"contestant": WHET_STAGE, "sentences": n, "seconds": stage_s, "runs": w})
+        results.append({"contestant": WHET_PROCESS, "sentences": n, "seconds": process_s, "rss_mib": rss})
+        try:
+            w_emb, w_prompts = load_embeddings(out)
+            if w_emb.shape != (n, DIM):
+                checks.append(f"whetstone's embeddings are {w_emb.shape[0]:,} × {w_emb.shape[1]}, expected "
+                              f"{n:,} × {DIM}")
+                w_emb = None
+            elif w_prompts != texts:
+                bad = next(i for i, (a, b) in enumerate(zip(w_prompts, texts)) if a != b)
+                checks.append(f"whetstone's output `prompt` column differs from the sample (first at row {bad}): "
+                              f"order or text changed")
+                w_emb = None
+        except Exception as e:
+            checks.append(f"reading whetstone's embeddings from {rel(out)}: {type(e).__name__}: {e}")
+    if ok[ST]:
+        results.append({"contestant": ST, "sentences": n,
+                        "seconds": statistics.median(x["encode_s"] for x in runs[ST]),
+                        "load_s": st_load_s, "batch_size": args.st_batch_size, "runs": runs[ST]})
+        if st_emb is None or st_emb.shape != (n, DIM):
+            checks.append(f"sentence-transformers returned {getattr(st_emb, 'shape', None)}, expected {n:,} × {DIM}")
+            st_emb = None
+
+    cosine: dict | None = None
+    if w_emb is not None and st_emb is not None:
+        for name, e in ((WHET, w_emb), (ST, st_emb)):
+            if not np.isfinite(e).all():
+                checks.append(f"{name}: {int((~np.isfinite(e)).any(axis=1).sum()):,} rows with non-finite values")
+        wn = np.linalg.norm(w_emb.astype(np.float64), axis=1)
+        sn = np.linalg.norm(st_emb.astype(np.float64), axis=1)
+        cos = (w_emb.astype(np.float64) * st_emb.astype(np.float64)).sum(axis=1) / np.maximum(wn * sn, 1e-30)
+        worst = int(np.argmin(cos))
+        cosine = {"min": float(cos.min()), "mean": float(cos.mean()), "p01": float(np.quantile(cos, 0.01)),
+                  "below_threshold": int((cos < args.min_cosine).sum()), "threshold": args.min_cosine,
+                  "worst_row": worst, "worst_row_tokens": int(tok_lens[worst]),
+                  "whetstone_norms": [float(wn.min()), float(wn.max())]}
+        if not np.isfinite(cos).all() or cos.min() < args.min_cosine:
+            checks.append(f"cosine(whetstone, sentence-transformers) min {cos.min():.6f} < {args.min_cosine} "
+                          f"({cosine['below_threshold']:,} rows below; worst row {worst}, {tok_lens[worst]} tokens)")
+    elif ok[WHET] and ok[ST]:
+        checks.append("cosine check not run (embeddings unusable, see above)")
+
+    st_rate = None
+    for row in results:
+        row["sentences_per_s"] = row["sentences"] / row["seconds"] if row["seconds"] > 0 else float("inf")
+        if row["contestant"] == ST:
+            st_rate = row["sentences_per_s"]
+    for row in results:
+        row["ratio_vs_st"] = row["sentences_per_s"] / st_rate if st_rate else None
+
+    table = [[row["contestant"], f"{row['sentences']:,}", f"{row['seconds']:.3f}", f"{row['sentences_per_s']:,.1f}",
+              f"{row['ratio_vs_st']:.2f}×" if row["ratio_vs_st"] else "-"] for row in results]
+    for name in CONTESTANTS:
+        if not ok[name]:
+            table.append([name, f"{n:,}", "-", "-", "FAILED"])
+    block = [f"all-MiniLM-L6-v2 on CPU, {n:,} T0 prompts (seed {args.seed}), median of {args.repeat} run(s):"]
+    block += fmt_table(["contestant", "sentences", "seconds", "sentences/s", "vs sentence-transformers"], table,
+                       left={0})
+    by = {row["contestant"]: row for row in results}
+    if WHET_STAGE in by and WHET_PROCESS in by:
+        p = by[WHET_PROCESS]
+        block.append(f"whetstone: stage {by[WHET_STAGE]['seconds']:.2f} s of a {p['seconds']:.2f} s process "
+                     f"(start, model load, reading and writing {p['seconds'] - by[WHET_STAGE]['seconds']:.2f} s), "
+                     f"peak RSS {p['rss_mib']:.0f} MiB")
+    if ST in by:
+        block.append(f"sentence-transformers: encode only, batch size {args.st_batch_size}, {torch_threads} torch "
+                     f"threads; model load {st_load_s:.2f} s (not in the table)")
+    if WHET_STAGE in by and ST in by:
+        block.append(f"whetstone vs sentence-transformers: {by[WHET_STAGE]['ratio_vs_st']:.2f}× (stage), "
+                     f"{by[WHET_PROCESS]['ratio_vs_st']:.2f}× (whole process) the sentences/s")
+    if cosine:
+        block.append(f"cosine(whetstone, sentence-transformers) per row: min {cosine['min']:.6f}, mean "
+                     f"{cosine['mean']:.6f}, 1st percentile {cosine['p01']:.6f} (check: min ≥ {args.min_cosine}); "
+                     f"whetstone's norms {cosine['whetstone_norms'][0]:.4f}..{cosine['whetstone_norms'][1]:.4f}")
+    for c in checks:
+        block.append(f"CHECK FAILED: {c}")
+    print()
+    print("\n".join(block), flush=True)
+
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": {"cores": os.cpu_count(), "usable_cores": affinity, "cpu": cpu_model(),
+                    "platform": platform.platform()},
+        "versions": versions, "threads": {"torch": torch_threads, "env": thread_env},
+        "parameters": {"rows": n, "seed": args.seed, "repeat": args.repeat, "st_batch_size": args.st_batch_size,
+                       "model_dir": str(model_dir), "min_cosine": args.min_cosine},
+        "sample": {"path": str(sample), **sample_meta, "mean_chars": sum(map(len, texts)) / n,
+                   "mean_tokens": float(tok_lens.mean()), "max_seq_length": max_seq, "truncated": truncated},
+        "results": results, "cosine": cosine, "checks_failed": checks,
+    }
+    res_path = cache / "embed-results.json"
+    tmp = res_path.with_name(res_path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    os.replace(tmp, res_path)
+    print(f"\nresults: {rel(res_path)}")
+    if checks:
+        print(f"{len(checks)} check(s) failed")
+    return 1 if checks else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
