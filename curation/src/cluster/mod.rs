@@ -1,5 +1,6 @@
-//! k-means over embeddings: k-means++ seeding, then Lloyd iterations whose assignment step is a blocked
-//! matrix product (‖x‖² − 2x·c + ‖c‖²) on candle's parallel GEMM, and a parallel centroid update.
+//! k-means over embeddings: k-means++ seeding, then Lloyd iterations. The first assignment is a blocked
+//! matrix product (‖x‖² − 2x·c + ‖c‖²) on candle's parallel GEMM; later ones skip the rows and centroid
+//! groups that distance bounds rule out (Yinyang k-means, [`yinyang`]), with the same result as plain Lloyd.
 
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
@@ -8,6 +9,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use yinyang::Bounds;
+
+mod yinyang;
 use crate::vector::{sq_distance, sq_norm};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -196,18 +200,22 @@ pub fn kmeans(data: &[f32], dim: usize, opts: &KMeansOptions) -> Result<(KMeans,
     let variance = if opts.tol > 0.0 { variance(data, dim) } else { 0.0 };
     let mut iterations = 0;
     let mut converged = false;
-    let (mut labels, mut dists) = assign(data, dim, &centroids)?;
+    let mut bounds = Bounds::new(data, dim, &centroids, opts.seed)?;
     while iterations < opts.max_iter {
         iterations += 1;
-        let updated = update(data, dim, k, &labels, &dists, &centroids);
+        // Upper bounds stand in for the distances: `update` needs them only to refill an emptied cluster.
+        let approx: Vec<f32> = bounds.upper.iter().map(|u| u * u).collect();
+        let updated = update(data, dim, k, &bounds.labels, &approx, &centroids);
         let shift: f64 = updated.iter().zip(&centroids).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        bounds.step(data, dim, &centroids, &updated)?;
         centroids = updated;
-        (labels, dists) = assign(data, dim, &centroids)?;
         if shift <= opts.tol * variance.max(f64::MIN_POSITIVE) {
             converged = true;
             break;
         }
     }
+    let dists = bounds.distances(data, dim, &centroids);
+    let labels = bounds.labels;
     let mut sizes = vec![0u64; k];
     labels.iter().for_each(|&l| sizes[l as usize] += 1);
     let inertia = dists.iter().map(|&d| d as f64).sum();
@@ -294,6 +302,31 @@ mod tests {
         assert!(model.inertia / 2000.0 < 1.0, "{}", model.inertia);
         let (again, labels2) = kmeans(&data, 2, &KMeansOptions::new(4, 7)).unwrap();
         assert_eq!((labels, model.centroids), (labels2, again.centroids), "same seed, same result");
+    }
+
+    #[test]
+    fn bounds_skip_work_but_not_results() {
+        // Yinyang's pruned iterations against plain Lloyd (every distance, every iteration) from the same start.
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let (n, dim, k) = (6000, 24, 200);
+        let centres: Vec<f32> = (0..40 * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let data: Vec<f32> =
+            (0..n * dim).map(|i| centres[(i / dim % 40) * dim + i % dim] + rng.gen_range(-0.4..0.4)).collect();
+        let opts = KMeansOptions { max_iter: 15, tol: 0.0, ..KMeansOptions::new(k, 9) };
+        let (model, labels) = kmeans(&data, dim, &opts).unwrap();
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed);
+        let sample = n.min((SEED_POINTS_PER_CLUSTER * k).max(SEED_MIN_POINTS));
+        assert_eq!(sample, n, "the reference seeds from every row");
+        let mut centroids = seed_plus_plus(&data, dim, k, &mut rng);
+        let (mut plain, mut dists) = assign(&data, dim, &centroids).unwrap();
+        for _ in 0..opts.max_iter {
+            centroids = update(&data, dim, k, &plain, &dists, &centroids);
+            (plain, dists) = assign(&data, dim, &centroids).unwrap();
+        }
+        let same = labels.iter().zip(&plain).filter(|(a, b)| a == b).count();
+        assert!(same as f64 >= 0.999 * n as f64, "{same} of {n} rows agree");
+        let inertia: f64 = dists.iter().map(|&d| d as f64).sum();
+        assert!(((model.inertia - inertia) / inertia).abs() < 1e-4, "{} vs {inertia}", model.inertia);
     }
 
     #[test]
