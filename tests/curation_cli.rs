@@ -14,8 +14,16 @@ fn embed_cluster_select_through_the_cli() {
     let picked = dir.path().join("pick.parquet");
     whet_ok(&["embed", s(&data.join("gsm8k/test.jsonl")), s(&emb), "--dim", "128", "--text", "both"]);
     assert_eq!(Manifest::read_beside(&emb).unwrap().parameters["dim"], 128);
+    let streamed = dir.path().join("k8-mini.parquet");
+    let table = whet_ok(&["cluster", s(&emb), s(&streamed), "--k", "8", "--mini-batch", "256", "--max-iter", "3"]);
+    assert!(table.contains("1,319"), "{table}");
+    let m = Manifest::read_beside(&streamed).unwrap();
+    assert_eq!(m.parameters["algorithm"], "kmeans++/mini-batch");
+    assert_eq!(m.results["sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), 1319);
     let table = whet_ok(&["cluster", s(&emb), s(&clustered), "--k", "8", "--seed", "1"]);
     assert!(table.contains("inertia") && table.contains("1,319"), "{table}");
+    let lloyd = Manifest::read_beside(&clustered).unwrap().results["inertia"].as_f64().unwrap();
+    assert!(m.results["inertia"].as_f64().unwrap() < lloyd * 1.05, "mini-batch lands near Lloyd's inertia");
     for method in ["random", "rs2", "kmq", "kcenter"] {
         let table = whet_ok(&[
             "select",

@@ -38,7 +38,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use whetstone_datasets::write::{manifest_path, write_atomic};
 use whetstone_datasets::{Manifest, Progress, ReadOptions};
 
-use crate::cluster::KMeansOptions;
+use crate::cluster::{KMeans, KMeansOptions};
 use crate::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
 use crate::error::{Error, Result};
 use crate::filter::{
@@ -47,7 +47,9 @@ use crate::filter::{
 use crate::minhash::{dedup_minhash, MinHashOptions};
 use crate::select::{Budget, Method, WeightUpdate};
 use crate::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
-use crate::stages::{cluster_dataset, select_dataset, SelectOptions, DEFAULT_KMQ_TEMPERATURE};
+use crate::stages::{
+    cluster_dataset, cluster_dataset_streaming, select_dataset, SelectOptions, DEFAULT_KMQ_TEMPERATURE,
+};
 
 /// One curation stage and its parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,12 +234,15 @@ pub struct ClusterStep {
     /// Stop when the centroids move less than this, relative to the data's variance (0: run max_iter).
     pub tol: f64,
     pub seed: Option<u64>,
+    /// Mini-batch k-means over the dataset read in passes, this many rows a batch: for datasets larger than
+    /// memory (max_iter counts passes). None: Lloyd's algorithm on all rows in memory.
+    pub mini_batch: Option<usize>,
 }
 
 impl Default for ClusterStep {
     fn default() -> Self {
         let d = KMeansOptions::new(0, 0);
-        ClusterStep { k: 0, max_iter: d.max_iter, tol: d.tol, seed: None }
+        ClusterStep { k: 0, max_iter: d.max_iter, tol: d.tol, seed: None, mini_batch: None }
     }
 }
 
@@ -247,6 +252,21 @@ impl ClusterStep {
             max_iter: self.max_iter,
             tol: self.tol,
             ..KMeansOptions::new(self.k, self.seed.unwrap_or(seed))
+        }
+    }
+
+    /// Runs the stage; the model comes back too.
+    pub fn run(
+        &self,
+        input: &Path,
+        output: &Path,
+        read: ReadOptions,
+        seed: u64,
+        on_progress: impl FnOnce(Progress),
+    ) -> Result<(Manifest, KMeans)> {
+        match self.mini_batch {
+            Some(batch) => cluster_dataset_streaming(input, output, &self.options(seed), batch, read, on_progress),
+            None => cluster_dataset(input, output, &self.options(seed), read, on_progress),
         }
     }
 }
@@ -407,7 +427,7 @@ impl Step {
                 let embedder = e.embedder(input, &read, seed)?;
                 embed_dataset(input, output, embedder.as_ref(), e.text, read, |p, _| on_progress(p))
             }
-            Step::Cluster(c) => Ok(cluster_dataset(input, output, &c.options(seed), read, on_progress)?.0),
+            Step::Cluster(c) => Ok(c.run(input, output, read, seed, on_progress)?.0),
             Step::Select(s) => Ok(select_dataset(input, output, &s.options(seed)?, read, on_progress)?.0),
         }
     }

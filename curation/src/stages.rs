@@ -8,9 +8,9 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Arr
 use arrow::compute::{concat_batches, take_record_batch};
 use arrow::datatypes::{Field, Float32Type, Schema, UInt32Type};
 use serde_json::json;
-use whetstone_datasets::{schema, Manifest, Progress, ReadOptions, StageOutput, StageRun};
+use whetstone_datasets::{schema, DatasetReader, Manifest, Progress, ReadOptions, StageOutput, StageRun};
 
-use crate::cluster::{kmeans, KMeans, KMeansOptions};
+use crate::cluster::{assign, kmeans, kmeans_minibatch, KMeans, KMeansOptions};
 use crate::embed::embeddings_of;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
@@ -19,6 +19,64 @@ use crate::select::{
     coverage, deita, iterative, kcenter, kmq, random, rs2, update_weights, Budget, Coverage, Method, WeightUpdate,
     Within,
 };
+
+/// The cluster stage for datasets larger than memory: mini-batch k-means over the embeddings read in passes
+/// (see [`kmeans_minibatch`]), then one more pass that labels every row and measures the inertia.
+pub fn cluster_dataset_streaming(
+    input: &Path,
+    output: &Path,
+    opts: &KMeansOptions,
+    batch: usize,
+    read: ReadOptions,
+    on_progress: impl FnOnce(Progress),
+) -> Result<(Manifest, KMeans)> {
+    let fit = std::time::Instant::now();
+    let pass = || -> Result<_> {
+        let reader = DatasetReader::open(input, read.clone())?;
+        Ok(reader.map(|b| -> Result<(Vec<f32>, usize)> {
+            let b = b?;
+            let (data, dim) = embeddings_of(&b)?;
+            Ok((data.to_vec(), dim))
+        }))
+    };
+    let mut model = kmeans_minibatch(pass, opts, batch)?;
+    let fit_seconds = fit.elapsed().as_secs_f64();
+    let run = StageRun {
+        stage: "cluster",
+        parameters: json!({"algorithm": "kmeans++/mini-batch", "k": opts.k, "max_iter": opts.max_iter, "tol": opts.tol,
+            "seed": opts.seed, "mini_batch": batch}),
+        input,
+        output,
+        format: None,
+        read,
+    };
+    let (mut sizes, mut inertia) = (vec![0u64; opts.k], 0f64);
+    let mut manifest = run.map(
+        |p, _| on_progress(p),
+        |batch| {
+            let (data, dim) = embeddings_of(&batch)?;
+            if dim != model.dim {
+                return Err(format!("embeddings of dimension {dim}, but the model was fitted on {}", model.dim).into());
+            }
+            let (labels, dists) = assign(data, dim, &model.centroids)?;
+            labels.iter().for_each(|&l| sizes[l as usize] += 1);
+            inertia += dists.iter().map(|&d| d as f64).sum::<f64>();
+            Ok(with_column(&batch, stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(labels)))?)
+        },
+    )?;
+    (model.sizes, model.inertia) = (sizes, inertia);
+    manifest.results = json!({
+        "inertia": model.inertia,
+        "iterations": model.iterations,
+        "converged": model.converged,
+        "fit_seconds": fit_seconds,
+        "rows": manifest.rows.rows_out,
+        "dim": model.dim,
+        "sizes": model.sizes,
+    });
+    manifest.write_beside(output)?;
+    Ok((manifest, model))
+}
 
 /// All rows in one batch (the whole-dataset stages need them together).
 pub(crate) fn one_batch(batches: Vec<RecordBatch>) -> Result<RecordBatch> {

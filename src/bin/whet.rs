@@ -17,7 +17,7 @@ use whetstone::curation::pipeline::{
 };
 use whetstone::curation::select::{Budget, Method, WeightUpdate};
 use whetstone::curation::semantic::SemanticIndex;
-use whetstone::curation::stages::{cluster_dataset, select_dataset};
+use whetstone::curation::stages::select_dataset;
 use whetstone::datasets::{
     self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions, RowProgress,
 };
@@ -134,6 +134,10 @@ enum Command {
         /// Stop when the centroids move less than this, relative to the data's variance (0: run max-iter).
         #[arg(long, default_value_t = ClusterStep::default().tol)]
         tol: f64,
+        /// Mini-batch k-means with batches of this many rows, reading the dataset in passes (max-iter counts
+        /// passes): for datasets larger than memory. Without it, Lloyd's algorithm on every row in memory.
+        #[arg(long, value_name = "ROWS")]
+        mini_batch: Option<usize>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
         #[command(flatten)]
@@ -349,10 +353,10 @@ fn run(cli: Cli) -> Result<()> {
             ]);
             eprintln!("{t}");
         }
-        Command::Cluster { input, output, k, max_iter, tol, seed, read } => {
-            let step = ClusterStep { k, max_iter, tol, seed: Some(seed) };
-            let bar = ByteBar::new("reading");
-            let (m, model) = cluster_dataset(&input, &output, &step.options(seed), read.options()?, |p| bar.follow(p))?;
+        Command::Cluster { input, output, k, max_iter, tol, mini_batch, seed, read } => {
+            let step = ClusterStep { k, max_iter, tol, seed: Some(seed), mini_batch };
+            let bar = ByteBar::new(if mini_batch.is_some() { "labelling" } else { "reading" });
+            let (m, model) = step.run(&input, &output, read.options()?, seed, |p| bar.follow(p))?;
             bar.finish();
             let mut sizes = model.sizes.clone();
             sizes.sort_unstable();

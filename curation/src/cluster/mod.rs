@@ -11,8 +11,11 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use yinyang::Bounds;
 
+mod minibatch;
 mod yinyang;
+
 use crate::vector::{sq_distance, sq_norm};
+pub use minibatch::kmeans_minibatch;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KMeansOptions {
