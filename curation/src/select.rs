@@ -423,7 +423,9 @@ pub fn kcenter(embeddings: &[f32], dim: usize, budget: usize, seed: u64) -> Vec<
 pub struct Coverage {
     pub selected: usize,
     pub rows: usize,
-    /// Mean and max over all rows of the cosine distance (1 − cos) to the nearest selected row.
+    /// Rows the distances were measured from: all of them, or a uniform sample of a large input.
+    pub distance_rows: usize,
+    /// Mean and max over those rows of the cosine distance (1 − cos) to the nearest selected row.
     pub mean_distance: f64,
     pub max_distance: f64,
     /// Entropy (nats) of the selection's distribution over clusters, and its maximum ln(k).
@@ -434,13 +436,19 @@ pub struct Coverage {
     pub labels_total: Option<usize>,
 }
 
-/// Coverage metrics of `picks` (embeddings are L2-normalised, so a dot product is a cosine).
+/// Rows × selected distances past which the distance metrics are measured on a uniform sample of rows.
+const COVERAGE_FULL_PAIRS: usize = 1 << 30;
+
+/// Coverage metrics of `picks` (embeddings are L2-normalised, so a dot product is a cosine). On large
+/// inputs the distances are measured from a uniform sample of rows drawn with `seed` (`distance_rows` says
+/// how many): the mean is then an estimate and the max a lower bound.
 pub fn coverage(
     embeddings: &[f32],
     dim: usize,
     picks: &[usize],
     clusters: Option<&[u32]>,
     labels: Option<&[String]>,
+    seed: u64,
 ) -> Result<Coverage> {
     let n = embeddings.len() / dim;
     if picks.is_empty() {
@@ -448,8 +456,19 @@ pub fn coverage(
     }
     let chosen: Vec<f32> = picks.iter().flat_map(|&r| embeddings[r * dim..(r + 1) * dim].iter().copied()).collect();
     let s = Tensor::from_vec(chosen, (picks.len(), dim), &Device::Cpu)?.t()?.contiguous()?;
-    let mut nearest = Vec::with_capacity(n);
-    for block in embeddings.chunks(4096 * dim) {
+    let sampled: Vec<f32>;
+    let measured = if n.saturating_mul(picks.len()) <= COVERAGE_FULL_PAIRS {
+        embeddings
+    } else {
+        let take = (COVERAGE_FULL_PAIRS / picks.len()).clamp(1, n);
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed ^ 0xc07e);
+        let mut rows = rand::seq::index::sample(&mut rng, n, take).into_vec();
+        rows.sort_unstable();
+        sampled = rows.iter().flat_map(|&r| embeddings[r * dim..(r + 1) * dim].iter().copied()).collect();
+        &sampled
+    };
+    let mut nearest = Vec::with_capacity(measured.len() / dim);
+    for block in measured.chunks(4096 * dim) {
         let x = Tensor::from_slice(block, (block.len() / dim, dim), &Device::Cpu)?;
         let best = x.matmul(&s)?.max(1)?.to_vec1::<f32>()?;
         nearest.extend(best.into_iter().map(|dot| (1.0 - dot as f64).max(0.0)));
@@ -475,7 +494,8 @@ pub fn coverage(
     Ok(Coverage {
         selected: picks.len(),
         rows: n,
-        mean_distance: nearest.iter().sum::<f64>() / n as f64,
+        distance_rows: nearest.len(),
+        mean_distance: nearest.iter().sum::<f64>() / nearest.len() as f64,
         max_distance: nearest.iter().copied().fold(0.0, f64::max),
         cluster_entropy,
         max_entropy,
@@ -565,7 +585,8 @@ mod tests {
         }
         let kc: Vec<usize> = kcenter(&data, dim, 40, 0).iter().map(|p| p.row).collect();
         let rnd: Vec<usize> = random(2000, 40, 0).iter().map(|p| p.row).collect();
-        let (a, b) = (coverage(&data, dim, &kc, None, None).unwrap(), coverage(&data, dim, &rnd, None, None).unwrap());
+        let (a, b) =
+            (coverage(&data, dim, &kc, None, None, 0).unwrap(), coverage(&data, dim, &rnd, None, None, 0).unwrap());
         assert!(a.max_distance < b.max_distance, "{a:?} {b:?}");
     }
 }

@@ -5,17 +5,17 @@
 
 use std::path::Path;
 
-use arrow::array::{AsArray, StringArray, UInt32Array};
+use arrow::array::{AsArray, StringArray};
 use arrow::datatypes::Float32Type;
 use hnsw_rs::prelude::{Distance, Hnsw};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use whetstone_datasets::{schema, Dropped, Manifest, Progress, ReadOptions, StageOutput, StageRun};
+use whetstone_datasets::{schema, Manifest, Progress, ReadOptions, Selection, StageRun};
 
 use candle_core::{Device, Tensor};
 
 use crate::cluster::{kmeans, nearest_centroids, KMeansOptions};
-use crate::embed::embeddings_of;
+use crate::embed::embeddings_concat;
 use crate::error::{Error, Result};
 use crate::vector::dot;
 
@@ -191,11 +191,11 @@ pub fn dedup_semantic(
         format: None,
         read,
     };
-    Ok(run.whole(on_progress, |batches| {
-        let batch = crate::stages::one_batch(batches)?;
-        let (vectors, dim) = embeddings_of(&batch)?;
+    let columns = [schema::stage::EMBEDDING, schema::ID, schema::stage::QUALITY];
+    Ok(run.whole_columns(&columns, on_progress, |batches| {
+        let (vectors, dim, batch) = embeddings_concat(batches)?;
         let n = batch.num_rows();
-        let pairs = similar_pairs(vectors, dim, opts)?;
+        let pairs = similar_pairs(&vectors, dim, opts)?;
         let mut groups = Groups((0..n as u32).collect());
         for &(a, b) in &pairs {
             groups.join(a, b);
@@ -217,7 +217,6 @@ pub fn dedup_semantic(
         let ids: &StringArray = batch.column_by_name(schema::ID).expect("core column").as_string();
         let mut keep = Vec::new();
         let mut rejected = Vec::new();
-        let mut dup_of = Vec::new();
         let mut group_sizes = std::collections::HashMap::<u32, u32>::new();
         for row in 0..n as u32 {
             let root = groups.root(row);
@@ -228,21 +227,15 @@ pub fn dedup_semantic(
             } else {
                 let of = ids.value(kept as usize).to_string();
                 let detail = format!("cosine ≥ {} with {of}", opts.threshold);
-                rejected.push((row as usize, "semantic_duplicate".to_string(), detail));
-                dup_of.push(of);
+                rejected.push((row, "semantic_duplicate".to_string(), detail, Some(of)));
             }
         }
-        let mut rejected = Dropped::rows(&batch, rejected)?;
-        for (d, of) in rejected.iter_mut().zip(dup_of) {
-            d.row[schema::stage::DUP_OF] = of.into();
-        }
-        let kept = arrow::compute::take_record_batch(&batch, &UInt32Array::from(keep))?;
         let groups_with_duplicates = group_sizes.values().filter(|&&s| s > 1).count();
-        Ok(StageOutput {
-            batches: vec![kept],
-            dropped: Default::default(),
+        Ok(Selection {
+            keep,
             rejected,
             results: serde_json::json!({"similar_pairs": pairs.len(), "groups_with_duplicates": groups_with_duplicates}),
+            ..Default::default()
         })
     })?)
 }

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
-use arrow::datatypes::{Field, Float32Type, Schema, UInt32Type};
+use arrow::datatypes::{Field, Float32Type, UInt32Type};
 use serde_json::json;
-use whetstone_datasets::{schema, DatasetReader, Manifest, Progress, ReadOptions, StageOutput, StageRun};
+use whetstone_datasets::stage::with_column;
+use whetstone_datasets::{schema, DatasetReader, Manifest, Progress, ReadOptions, Selection, StageRun};
 
 use crate::cluster::{assign, kmeans, kmeans_minibatch, KMeans, KMeansOptions};
-use crate::embed::embeddings_of;
+use crate::embed::{embeddings_concat, embeddings_of};
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
@@ -78,28 +78,6 @@ pub fn cluster_dataset_streaming(
     Ok((manifest, model))
 }
 
-/// All rows in one batch (the whole-dataset stages need them together).
-pub(crate) fn one_batch(batches: Vec<RecordBatch>) -> Result<RecordBatch> {
-    match batches.first() {
-        None => Err(Error::Invalid("the dataset has no rows".into())),
-        Some(first) => Ok(concat_batches(&first.schema(), &batches)?),
-    }
-}
-
-/// Sets (or replaces) a column.
-fn with_column(batch: &RecordBatch, field: Field, column: ArrayRef) -> Result<RecordBatch> {
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
-    let mut columns = batch.columns().to_vec();
-    match fields.iter().position(|f| f.name() == field.name()) {
-        Some(i) => (fields[i], columns[i]) = (field, column),
-        None => {
-            fields.push(field);
-            columns.push(column);
-        }
-    }
-    Ok(RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?)
-}
-
 fn stage_field(name: &str) -> Field {
     schema::stage::field(name, 0).expect("a stage column")
 }
@@ -144,13 +122,11 @@ pub fn cluster_dataset(
         format: None,
         read,
     };
-    let manifest = run.whole(on_progress, |batches| {
-        let batch = one_batch(batches)?;
-        let (data, dim) = embeddings_of(&batch)?;
+    let manifest = run.whole_columns(&[schema::stage::EMBEDDING], on_progress, |batches| {
+        let (data, dim, batch) = embeddings_concat(batches)?;
         let fit = std::time::Instant::now();
-        let (model, labels) = kmeans(data, dim, opts)?;
+        let (model, labels) = kmeans(&data, dim, opts)?;
         let fit_seconds = fit.elapsed().as_secs_f64();
-        let out = with_column(&batch, stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(labels)))?;
         let results = json!({
             "inertia": model.inertia,
             "iterations": model.iterations,
@@ -161,7 +137,12 @@ pub fn cluster_dataset(
             "sizes": model.sizes,
         });
         fitted = Some(model);
-        Ok(StageOutput { batches: vec![out], dropped: Default::default(), rejected: Vec::new(), results })
+        Ok(Selection {
+            keep: (0..labels.len() as u32).collect(),
+            columns: vec![(stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(labels)))],
+            results,
+            ..Default::default()
+        })
     })?;
     Ok((manifest, fitted.expect("the stage ran")))
 }
@@ -276,11 +257,18 @@ pub fn select_dataset(
         format: None,
         read,
     };
-    let manifest = run.whole(on_progress, |batches| {
-        let batch = one_batch(batches)?;
+    let score = opts.score.as_deref().unwrap_or(match opts.method {
+        Method::Iterative => schema::stage::REWARD,
+        _ => schema::stage::QUALITY,
+    });
+    let mut columns =
+        vec![schema::stage::EMBEDDING, schema::stage::CLUSTER, schema::stage::QUALITY, schema::stage::ROUND, score];
+    columns.extend(opts.label.as_deref());
+    let manifest = run.whole_columns(&columns, on_progress, |batches| {
+        let (data, dim, batch) = embeddings_concat(batches)?;
+        let data = data.as_slice();
         let rows = batch.num_rows();
         let budget = opts.budget.rows(rows)?;
-        let (data, dim) = embeddings_of(&batch)?;
         let labels = opts.label.as_deref().map(|l| labels_of(&batch, l)).transpose()?;
         let mut clusters = clusters_of(&batch)?;
         if opts.method == Method::Kmq && (clusters.is_none() || opts.k.is_some()) {
@@ -292,7 +280,7 @@ pub fn select_dataset(
             Method::Random => random(rows, budget, opts.seed),
             Method::Rs2 => rs2(rows, budget, opts.round, opts.seed),
             Method::Deita => {
-                let scores = scores_of(&batch, opts.score.as_deref().unwrap_or(schema::stage::QUALITY))?;
+                let scores = scores_of(&batch, score)?;
                 deita(data, dim, &scores, budget, opts.max_similarity)
             }
             Method::Kcenter => kcenter(data, dim, budget, opts.seed),
@@ -300,7 +288,7 @@ pub fn select_dataset(
                 let clusters = clusters.as_deref().ok_or_else(|| {
                     Error::Invalid("iterative selection needs a `cluster` column: run `whet cluster` first".into())
                 })?;
-                let scores = scores_of_nullable(&batch, opts.score.as_deref().unwrap_or(schema::stage::REWARD))?;
+                let scores = scores_of_nullable(&batch, score)?;
                 let mut sums: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
                 for (row, s) in scores.iter().enumerate() {
                     if let Some(s) = s {
@@ -338,27 +326,29 @@ pub fn select_dataset(
                 kmq(clusters.as_deref().expect("clustered above"), budget, quality.as_deref(), within, opts.seed)?
             }
         };
+        let mut picks = picks;
+        picks.sort_by_key(|p| p.row); // written in input order
         let rows_picked: Vec<usize> = picks.iter().map(|p| p.row).collect();
-        let metrics = coverage(data, dim, &rows_picked, clusters.as_deref(), labels.as_deref())?;
-        let indices = UInt32Array::from(rows_picked.iter().map(|&r| r as u32).collect::<Vec<_>>());
-        let mut out = take_record_batch(&batch, &indices)?;
+        let metrics = coverage(data, dim, &rows_picked, clusters.as_deref(), labels.as_deref(), opts.seed)?;
+        let mut added: Vec<(Field, ArrayRef)> = Vec::new();
         if let Some(c) = &clusters {
             let picked: Vec<u32> = rows_picked.iter().map(|&r| c[r]).collect();
-            out = with_column(&out, stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(picked)))?;
+            added.push((stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(picked))));
         }
         if opts.method == Method::Iterative {
-            let round = UInt32Array::from(vec![opts.round as u32; out.num_rows()]);
-            out = with_column(&out, stage_field(schema::stage::ROUND), Arc::new(round))?;
+            let round = UInt32Array::from(vec![opts.round as u32; picks.len()]);
+            added.push((stage_field(schema::stage::ROUND), Arc::new(round)));
         }
         let reasons = StringArray::from(picks.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>());
-        out = with_column(&out, stage_field(schema::stage::SELECTED_BY), Arc::new(reasons))?;
+        added.push((stage_field(schema::stage::SELECTED_BY), Arc::new(reasons)));
         let mut results = serde_json::to_value(&metrics).expect("serialisable");
         if let Some(w) = new_weights {
             results["cluster_weights"] = serde_json::to_value(w).expect("serialisable");
         }
         measured = Some(metrics);
-        Ok(StageOutput {
-            batches: vec![out],
+        Ok(Selection {
+            keep: rows_picked.iter().map(|&r| r as u32).collect(),
+            columns: added,
             dropped: [("not_selected".to_string(), (rows - rows_picked.len()) as u64)].into(),
             rejected: Vec::new(),
             results,

@@ -82,6 +82,18 @@ fn embed_cluster_select_on_gsm8k() {
         let reasons = picked.column_by_name("selected_by").unwrap().as_string::<i32>();
         assert!(reasons.iter().all(|r| r.unwrap().starts_with(&format!("{method:?}").to_lowercase())));
         assert!(picked.column_by_name("cluster").is_some(), "selected rows keep their cluster");
+        // Written whole (text and vectors, read again in a second pass), each with its own cluster.
+        let ids = picked.column_by_name("id").unwrap().as_string::<i32>();
+        let all_ids = labels.column_by_name("id").unwrap().as_string::<i32>();
+        let all_prompts = labels.column_by_name("prompt").unwrap().as_string::<i32>();
+        let picked_clusters = picked.column_by_name("cluster").unwrap().as_primitive::<UInt32Type>();
+        let prompts = picked.column_by_name("prompt").unwrap().as_string::<i32>();
+        for i in 0..picked.num_rows() {
+            let row = (0..labels.num_rows()).find(|&r| all_ids.value(r) == ids.value(i)).unwrap();
+            assert_eq!(prompts.value(i), all_prompts.value(row));
+            assert_eq!(picked_clusters.value(i), clusters.value(row), "row {i}");
+        }
+        assert_eq!(embeddings_of(&picked).unwrap().1, 256);
         assert!(cov.cluster_entropy.is_some());
         distances.push((method, cov.mean_distance, cov.max_distance, cov.cluster_entropy.unwrap()));
     }

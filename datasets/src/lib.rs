@@ -30,5 +30,5 @@ pub use inspect::{inspect, Inspection};
 pub use manifest::Manifest;
 pub use read::{read_all, row_count, DatasetReader, OnError, Progress, ReadOptions};
 pub use record::{content_id, Message, Record};
-pub use stage::{Dropped, RowProgress, StageError, StageOutput, StageRun};
+pub use stage::{Dropped, RowProgress, Selection, StageError, StageRun};
 pub use write::{DatasetWriter, OutputFormat};

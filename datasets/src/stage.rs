@@ -136,63 +136,137 @@ impl Dropped {
     }
 }
 
-/// What a whole-dataset stage returns: the rows it keeps (any columns), how many it dropped and why, and
-/// what it measured.
-pub struct StageOutput {
-    pub batches: Vec<RecordBatch>,
-    /// Rows left out and only counted, by reason (`not_selected`): rows in = rows out + these + `rejected`.
+/// What a whole-dataset stage decides from the columns it read: which input rows to keep, the columns to add
+/// to them, and the rows it drops.
+#[derive(Default)]
+pub struct Selection {
+    /// Rows kept, as positions in the input (every row the reader yielded, counted from 0), ascending.
+    pub keep: Vec<u32>,
+    /// Columns added to the kept rows: each array has one value per entry of `keep`, in that order.
+    pub columns: Vec<(arrow::datatypes::Field, arrow::array::ArrayRef)>,
+    /// Rows left out and only counted, by reason (`not_selected`).
     pub dropped: std::collections::BTreeMap<String, u64>,
-    /// Rows left out that are written to the rejected-rows file with their reason (duplicates, …).
-    pub rejected: Vec<Dropped>,
+    /// Rows left out and written to the rejected-rows file: (position, reason, detail, the row it duplicates).
+    pub rejected: Vec<(u32, String, String, Option<String>)>,
     pub results: serde_json::Value,
 }
 
 impl StageRun<'_> {
-    /// Runs a stage that needs every row at once (clustering, selection): reads the whole input, hands
-    /// its batches to `f`, writes what `f` keeps, and accounts for the rows it drops.
-    pub fn whole(
+    /// Runs a stage that needs every row at once, reading only `columns` of them (those the input has): pass
+    /// one streams those columns to `f`, batch by batch, and `f` decides; pass two streams the input again
+    /// and writes the rows kept, with `f`'s columns added. Memory holds what `f` keeps, not the text.
+    pub fn whole_columns(
         self,
+        columns: &[&str],
         on_progress: impl FnOnce(Progress),
-        f: impl FnOnce(Vec<RecordBatch>) -> std::result::Result<StageOutput, StageError>,
+        f: impl FnOnce(&mut dyn Iterator<Item = Result<RecordBatch>>) -> std::result::Result<Selection, StageError>,
     ) -> Result<Manifest> {
         let started = SystemTime::now();
         let format = self.output_format()?;
         let mut reader = DatasetReader::open(self.input, self.read.clone())?;
-        on_progress(reader.progress());
-        let mut batches = Vec::new();
-        for batch in reader.by_ref() {
-            batches.push(batch?);
-        }
-        let schema = reader.schema();
-        let rows_in: usize = batches.iter().map(|b| b.num_rows()).sum();
-        let out = f(batches).map_err(Error::Stage)?;
-        let rows_out: u64 = out.batches.iter().map(|b| b.num_rows() as u64).sum();
-        let dropped: u64 = out.dropped.values().sum::<u64>() + out.rejected.len() as u64;
-        if rows_out + dropped != rows_in as u64 {
+        if reader.inputs().iter().any(|p| same_file(p, self.output)) {
             return Err(Error::Usage(format!(
-                "internal error: stage {} kept {rows_out} and dropped {dropped} of {rows_in} rows; please report this",
-                self.stage
+                "{}: the output would overwrite an input; choose another name",
+                self.output.display()
             )));
         }
-        let schema = out.batches.first().map(|b| b.schema()).unwrap_or(schema);
-        let mut writer = DatasetWriter::create(self.output, format, schema)?;
-        for b in &out.batches {
-            writer.write(b)?;
+        on_progress(reader.progress());
+        let mut rows_in = 0u64;
+        let mut projected = reader.by_ref().map(|batch| -> Result<RecordBatch> {
+            let batch = batch?;
+            rows_in += batch.num_rows() as u64;
+            let schema = batch.schema();
+            let wanted: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+            Ok(batch.project(&wanted)?)
+        });
+        let decided = f(&mut projected).map_err(Error::Stage);
+        // Whatever `f` left unread is read now, so the row count and the input's hash are whole.
+        projected.by_ref().try_for_each(|b| b.map(drop))?;
+        drop(projected);
+        let mut decided = decided?;
+        let first_pass: Vec<String> = reader.reports().iter().map(|r| r.xxh3_128.clone()).collect();
+        let (kept, dropped) = (decided.keep.len() as u64, decided.dropped.values().sum::<u64>());
+        let strictly_ascending = decided.keep.windows(2).all(|w| w[0] < w[1]);
+        if !strictly_ascending || kept + dropped + decided.rejected.len() as u64 != rows_in {
+            return Err(Error::Usage(format!(
+                "internal error: stage {} kept {kept}, dropped {dropped} and rejected {} of {rows_in} rows; please \
+                 report this",
+                self.stage,
+                decided.rejected.len()
+            )));
         }
-        let mut rejected_writer = RejectedWriter::beside(self.output);
-        rejected_writer.write(&reader.take_rejected())?;
-        rejected_writer.write_values(&out.rejected.iter().map(Dropped::to_json).collect::<Vec<_>>())?;
-        let output_report = writer.finish()?;
+        decided.rejected.sort_by_key(|r| r.0);
+
+        // Pass two: the same rows again, in the same order; the kept ones are written.
+        let mut reader = DatasetReader::open(self.input, self.read.clone())?;
+        let (mut offset, mut next_keep, mut next_rejected) = (0u32, 0usize, 0usize);
+        let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
+            let end = offset + batch.num_rows() as u32;
+            let from = next_keep;
+            while next_keep < decided.keep.len() && decided.keep[next_keep] < end {
+                next_keep += 1;
+            }
+            let local =
+                arrow::array::UInt32Array::from_iter_values(decided.keep[from..next_keep].iter().map(|r| r - offset));
+            let mut out = arrow::compute::take_record_batch(&batch, &local)?;
+            for (field, column) in &decided.columns {
+                out = with_column(&out, field.clone(), column.slice(from, next_keep - from))?;
+            }
+            let first = next_rejected;
+            while next_rejected < decided.rejected.len() && decided.rejected[next_rejected].0 < end {
+                next_rejected += 1;
+            }
+            let gone = &decided.rejected[first..next_rejected];
+            let mut rows = Dropped::rows(
+                &batch,
+                gone.iter().map(|(r, reason, detail, _)| ((r - offset) as usize, reason.clone(), detail.clone())),
+            )?;
+            for (d, (_, _, _, of)) in rows.iter_mut().zip(gone) {
+                if let Some(of) = of {
+                    d.row[crate::schema::stage::DUP_OF] = of.clone().into();
+                }
+            }
+            offset = end;
+            Ok((out, rows))
+        };
+        let mut rejected_rows = Rejections::default();
+        let (output_report, rejected_file) =
+            write_stream(&mut reader, self.output, format, &mut apply, &mut rejected_rows)?;
+        let second_pass: Vec<String> = reader.reports().iter().map(|r| r.xxh3_128.clone()).collect();
+        if second_pass != first_pass {
+            return Err(Error::Usage(format!(
+                "{}: the input changed while the stage read it twice; run it again",
+                self.input.display()
+            )));
+        }
         let mut rejected = reader.rejections().clone();
-        rejected.file = rejected_writer.finish()?;
-        rejected.merge(Rejections { by_reason: out.dropped, ..Default::default() });
-        out.rejected.iter().for_each(|d| rejected.add_dropped(d));
+        rejected.file = rejected_file;
+        rejected.merge(rejected_rows);
+        rejected.merge(Rejections { by_reason: decided.dropped, ..Default::default() });
         let mut manifest =
             Manifest::new(self.stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
-        manifest.results = out.results;
+        manifest.results = decided.results;
         manifest.write_beside(self.output)?;
         Ok(manifest)
     }
+}
+
+/// Sets (or replaces) a column.
+pub fn with_column(
+    batch: &RecordBatch,
+    field: arrow::datatypes::Field,
+    column: arrow::array::ArrayRef,
+) -> Result<RecordBatch> {
+    let mut fields: Vec<arrow::datatypes::Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns = batch.columns().to_vec();
+    match fields.iter().position(|f| f.name() == field.name()) {
+        Some(i) => (fields[i], columns[i]) = (field, column),
+        None => {
+            fields.push(field);
+            columns.push(column);
+        }
+    }
+    Ok(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?)
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

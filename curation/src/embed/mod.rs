@@ -239,6 +239,40 @@ pub fn with_embedding(batch: RecordBatch, vectors: Vec<f32>, dim: usize) -> Resu
 /// The `embedding` column of a batch as a row-major slice, with its dimension; fails clearly when the column
 /// is missing or mistyped, or a vector is null or not finite.
 pub fn embeddings_of(batch: &RecordBatch) -> Result<(&[f32], usize)> {
+    embeddings_at(batch, 0)
+}
+
+/// All the embeddings of a stream of batches in one row-major buffer, and the other columns in one batch.
+/// Each batch's vectors are copied out as it arrives and the batch let go, so memory holds one copy.
+pub fn embeddings_concat(
+    batches: &mut dyn Iterator<Item = whetstone_datasets::Result<RecordBatch>>,
+) -> Result<(Vec<f32>, usize, RecordBatch)> {
+    let mut vectors: Vec<f32> = Vec::new();
+    let mut dim = 0;
+    let mut others = Vec::new();
+    for batch in batches {
+        let batch = batch?;
+        let (values, d) = embeddings_at(&batch, if dim == 0 { 0 } else { vectors.len() / dim })?;
+        if dim != 0 && d != dim {
+            return Err(Error::Invalid(format!("embeddings of dimension {d} after {dim}: one dimension per dataset")));
+        }
+        dim = d;
+        // Large buffers grow by remapping pages (glibc's realloc on mmap'd blocks): no copy, no double peak.
+        vectors.extend_from_slice(values);
+        let schema = batch.schema();
+        let keep: Vec<usize> =
+            (0..schema.fields().len()).filter(|&i| schema.field(i).name() != schema::stage::EMBEDDING).collect();
+        // A deep copy of the small columns, so no batch keeps its decoded row group alive.
+        let small = batch.project(&keep)?;
+        others.push(arrow::compute::concat_batches(&small.schema(), [&small])?);
+    }
+    let Some(first) = others.first() else { return Err(Error::Invalid("the dataset has no rows".into())) };
+    let others = arrow::compute::concat_batches(&first.schema(), &others)?;
+    Ok((vectors, dim, others))
+}
+
+/// [`embeddings_of`] for a batch whose first row is row `offset` of the dataset (for the row numbers in errors).
+fn embeddings_at(batch: &RecordBatch, offset: usize) -> Result<(&[f32], usize)> {
     let column = batch
         .column_by_name(schema::stage::EMBEDDING)
         .ok_or_else(|| Error::Invalid("the dataset has no `embedding` column: run `whet embed` on it first".into()))?;
@@ -250,12 +284,16 @@ pub fn embeddings_of(batch: &RecordBatch) -> Result<(&[f32], usize)> {
         Error::Invalid(format!("the `embedding` column holds {}, not Float32", list.values().data_type()))
     })?;
     if let Some(row) = (0..list.len()).find(|&i| list.is_null(i)) {
-        return Err(Error::Invalid(format!("row {row} has no embedding (null)")));
+        return Err(Error::Invalid(format!("row {} has no embedding (null)", offset + row)));
     }
     let start = list.offset() * dim;
     let flat = &values.values()[start..start + list.len() * dim];
     if let Some(at) = flat.iter().position(|v| !v.is_finite()) {
-        return Err(Error::Invalid(format!("row {} has a non-finite embedding value ({})", at / dim, flat[at])));
+        return Err(Error::Invalid(format!(
+            "row {} has a non-finite embedding value ({})",
+            offset + at / dim,
+            flat[at]
+        )));
     }
     Ok((flat, dim))
 }
