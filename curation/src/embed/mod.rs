@@ -252,7 +252,7 @@ pub fn embeddings_concat(
     let mut others = Vec::new();
     for batch in batches {
         let batch = batch?;
-        let (values, d) = embeddings_at(&batch, if dim == 0 { 0 } else { vectors.len() / dim })?;
+        let (values, d) = embeddings_at(&batch, vectors.len().checked_div(dim).unwrap_or(0))?;
         if dim != 0 && d != dim {
             return Err(Error::Invalid(format!("embeddings of dimension {d} after {dim}: one dimension per dataset")));
         }
