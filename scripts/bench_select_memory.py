@@ -1,0 +1,123 @@
+#!/usr/bin/env python3
+"""Peak memory (and time) of selecting from 1M rows: `whet select` against the Python a user would write.
+
+A benchmark, not a test. Input: 1,000,000 rows (--rows) cycling the T0 prompts with " #<row>" appended, each
+with a 384-dimensional hashing embedding (`whet embed --embedder hashing --dim 384`), built once and cached in
+.cache/bench/ (about 1.3 GB of Parquet). Every contestant runs as its own child process; its peak resident
+memory (ru_maxrss from wait4) and wall time are reported.
+
+  whetstone random   whet select IN OUT --method random --budget B
+  whetstone kmq      whet select IN OUT --method kmq --budget B --k K   (k-means with K clusters first)
+  python random      pyarrow.parquet.read_table(IN) → take B random rows → pq.write_table
+  python kmq         read_table(IN) → embeddings as numpy → faiss.Kmeans(K, niter 25) → B rows spread evenly
+                     over the clusters, random within each → pq.write_table
+
+The Python contestants are what a notebook user would write (the whole table read at once), not tuned for
+memory. B is 0.5% of the rows, K 256 (--k).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_kmeans as kb  # noqa: E402  (the cached 1M-row input is built the same way)
+
+REPO = Path(__file__).resolve().parent.parent
+
+PY_RANDOM = """
+import sys, numpy as np, pyarrow.parquet as pq
+inp, out, budget, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+t = pq.read_table(inp)
+n = t.num_rows
+rows = np.sort(np.random.default_rng(seed).choice(n, max(1, round(n * budget)), replace=False))
+pq.write_table(t.take(rows), out)
+"""
+
+PY_KMQ = """
+import sys, numpy as np, pyarrow.parquet as pq, faiss
+inp, out, budget, seed, k = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+t = pq.read_table(inp)
+emb = t.column("embedding").combine_chunks()
+x = np.ascontiguousarray(emb.values.to_numpy(zero_copy_only=False).reshape(-1, emb.type.list_size), dtype=np.float32)
+km = faiss.Kmeans(x.shape[1], k, niter=25, seed=seed, max_points_per_centroid=10**9)
+km.train(x)
+_, labels = km.index.search(x, 1)
+labels = labels[:, 0]
+b = max(1, round(len(x) * budget))
+rng = np.random.default_rng(seed)
+per = np.full(k, b // k) + (np.arange(k) < b % k)
+rows = []
+for c in range(k):
+    members = np.nonzero(labels == c)[0]
+    rows.extend(rng.choice(members, min(per[c], len(members)), replace=False))
+pq.write_table(t.take(np.sort(np.array(rows))), out)
+"""
+
+
+def run(argv: list[str], log: Path) -> dict:
+    with open(log, "wb") as lf:
+        start = time.perf_counter()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT)
+        _, status, ru = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - start
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        sys.exit(f"{argv[:3]} failed (rc {p.returncode}); see {log}:\n{kb.tail(log)}")
+    return {"seconds": wall, "peak_mib": ru.ru_maxrss / 1024}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--whet", required=True)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--budget", type=float, default=0.005)
+    ap.add_argument("--k", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    cache = REPO / ".cache/bench"
+    cache.mkdir(parents=True, exist_ok=True)
+    src = kb.build_cycled_jsonl(args.rows, cache)
+    inp = kb.build_hashing_embeddings(Path(args.whet), src, cache / f"kmeans-{args.rows}rows-hashing-d384.parquet", cache)
+    out = cache / "select-memory"
+    out.mkdir(exist_ok=True)
+    size = inp.stat().st_size
+    print(f"input: {inp.relative_to(REPO)}: {args.rows:,} rows, {size / 2**30:.2f} GiB; budget {args.budget}, k {args.k}")
+    emb_gib = args.rows * 384 * 4 / 2**30
+    print(f"the embeddings alone: {emb_gib:.2f} GiB as float32\n")
+    budget, seed = str(args.budget), str(args.seed)
+    contestants = [
+        ("whetstone random", [args.whet, "select", str(inp), str(out / "w-random.parquet"), "--method", "random",
+                              "--budget", budget, "--seed", seed]),
+        ("whetstone kmq", [args.whet, "select", str(inp), str(out / "w-kmq.parquet"), "--method", "kmq",
+                           "--budget", budget, "--k", str(args.k), "--seed", seed]),
+        ("python random", [sys.executable, "-c", PY_RANDOM, str(inp), str(out / "p-random.parquet"), budget, seed]),
+        ("python kmq", [sys.executable, "-c", PY_KMQ, str(inp), str(out / "p-kmq.parquet"), budget, seed,
+                        str(args.k)]),
+    ]
+    results = {}
+    for name, argv in contestants:
+        r = run(argv, out / f"{name.replace(' ', '-')}.log")
+        results[name] = r
+        print(f"  {name:<17} {r['peak_mib']:>8,.0f} MiB peak  {r['seconds']:>7.1f} s", flush=True)
+    print()
+    print(f"{'selection':<10} {'whetstone MiB':>14} {'python MiB':>11} {'python ÷ whetstone':>19} "
+          f"{'whetstone s':>12} {'python s':>9}")
+    for m in ("random", "kmq"):
+        w, p = results[f"whetstone {m}"], results[f"python {m}"]
+        print(f"{m:<10} {w['peak_mib']:>14,.0f} {p['peak_mib']:>11,.0f} {p['peak_mib'] / w['peak_mib']:>18.2f}× "
+              f"{w['seconds']:>12.1f} {p['seconds']:>9.1f}")
+    print("\nwhetstone times include its coverage metrics (mean/max distance to the selection, on a sample of rows);"
+          " the Python contestants compute none.")
+    (cache / "select-memory-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
