@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, for now: inspect and convert the shared sample data with `whet`.
+# The main job, for now: inspect, convert and curate the shared sample data with `whet`.
 # Outputs go to out/demo/ (datasets with their manifests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,5 +26,7 @@ done
 echo "== Dedup and decontamination"
 "$whet" dedup "$out/t0.parquet" "$out/t0-dedup.parquet" --method minhash
 "$whet" decontam "$data/gsm8k/train.jsonl" "$out/gsm8k-train-clean.parquet" --eval "$data/gsm8k/test.jsonl"
+echo "== The same stages as one pipeline: curation/examples/t0-curate.toml"
+"$whet" curate curation/examples/t0-curate.toml
 echo "datasets and manifests in $out/:"
 ls -1 "$out"

@@ -17,6 +17,8 @@ pub enum Error {
     Invalid(String),
     #[error(transparent)]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(transparent)]
+    Linfa(#[from] linfa::error::Error),
 }
 
 impl Error {

@@ -75,12 +75,7 @@ impl StageRun<'_> {
         let started = SystemTime::now();
         let format = self.output_format()?;
         let mut reader = DatasetReader::open(self.input, self.read.clone())?;
-        if reader.inputs().iter().any(|p| same_file(p, self.output)) {
-            return Err(Error::Usage(format!(
-                "{}: the output would overwrite an input; choose another name",
-                self.output.display()
-            )));
-        }
+        refuse_overwriting_an_input(&reader, self.output)?;
         let rows = RowProgress::default();
         on_progress(reader.progress(), rows.clone());
         let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
@@ -164,12 +159,7 @@ impl StageRun<'_> {
         let started = SystemTime::now();
         let format = self.output_format()?;
         let mut reader = DatasetReader::open(self.input, self.read.clone())?;
-        if reader.inputs().iter().any(|p| same_file(p, self.output)) {
-            return Err(Error::Usage(format!(
-                "{}: the output would overwrite an input; choose another name",
-                self.output.display()
-            )));
-        }
+        refuse_overwriting_an_input(&reader, self.output)?;
         on_progress(reader.progress());
         let mut rows_in = 0u64;
         let mut projected = reader.by_ref().map(|batch| -> Result<RecordBatch> {
@@ -267,6 +257,16 @@ pub fn with_column(
         }
     }
     Ok(RecordBatch::try_new(Arc::new(arrow::datatypes::Schema::new(fields)), columns)?)
+}
+
+fn refuse_overwriting_an_input(reader: &DatasetReader, output: &Path) -> Result<()> {
+    if reader.inputs().iter().any(|p| same_file(p, output)) {
+        return Err(Error::Usage(format!(
+            "{}: the output would overwrite an input; choose another name",
+            output.display()
+        )));
+    }
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use yinyang::Bounds;
 
+mod linfa_api;
 mod minibatch;
 mod yinyang;
 
