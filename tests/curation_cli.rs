@@ -41,6 +41,9 @@ fn embed_cluster_select_through_the_cli() {
         assert_eq!((m.rows.rows_in, m.rows.rows_out), (1319, 66));
         assert!(m.results["mean_distance"].as_f64().unwrap() > 0.0);
     }
+    let e =
+        whet_fails(&["select", s(&clustered), s(&picked), "--method", "random", "--budget", "10", "--label", "nosuch"]);
+    assert!(e.contains("no column \"nosuch\"") && e.contains("embedding, cluster"), "every column is listed: {e}");
     let e = whet_fails(&["select", s(&clustered), s(&picked), "--method", "deita", "--budget", "10"]);
     assert!(e.contains("no score column \"quality\""), "{e}");
     let e = whet_fails(&["cluster", s(&data.join("gsm8k/test.jsonl")), s(&picked), "--k", "3"]);

@@ -251,6 +251,21 @@ pub fn select_dataset(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress),
 ) -> Result<(Manifest, Coverage)> {
+    if let Some(label) = &opts.label {
+        // Checked up front, against every column (the stage itself reads only the ones it needs).
+        let mut reader = DatasetReader::open(input, read.clone())?;
+        let columns = match reader.next() {
+            Some(first) => first?.schema(),
+            None => reader.schema(),
+        };
+        if columns.index_of(label).is_err() {
+            let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
+            return Err(Error::Invalid(format!(
+                "no column {label:?} to use as a label (columns: {})",
+                names.join(", ")
+            )));
+        }
+    }
     let mut measured = None;
     let run = StageRun {
         stage: "select",
