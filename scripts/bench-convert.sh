@@ -7,21 +7,10 @@
 # ../shared/data/t0-templates/*.jsonl and cached under .cache/bench/. Results: stdout and
 # .cache/bench/convert-results.json. A benchmark, not a test: run it on an otherwise idle machine.
 set -euo pipefail
-
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
+source "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 
 size_mb="${1:-1024}"
 shift || true
 
-if [[ ! -x .venv/bin/python ]]; then
-    python3 -m venv .venv
-fi
-if ! .venv/bin/python -c 'import pyarrow, pyarrow.json, pyarrow.parquet' 2>/dev/null; then
-    .venv/bin/pip install -q pyarrow
-fi
-
-cargo build --release --bin whet
-whet="${CARGO_TARGET_DIR:-target}/release/whet"
-
+bench_setup pyarrow,pyarrow.json,pyarrow.parquet:pyarrow
 exec .venv/bin/python scripts/bench_convert.py --whet "$whet" --size-mb "$size_mb" "$@"

@@ -8,28 +8,10 @@
 # (fetched with scripts/fetch-minilm.sh if missing). Results: stdout and .cache/bench/embed-results.json.
 # A benchmark, not a test: run it on an otherwise idle machine.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
-if [[ ! -x .venv/bin/python ]]; then
-    python3 -m venv .venv
-fi
-missing=()
-for pair in pyarrow:pyarrow numpy:numpy sentence_transformers:sentence-transformers; do
-    if ! .venv/bin/python -c "import ${pair%%:*}" 2>/dev/null; then
-        missing+=("${pair#*:}")
-    fi
-done
-if ((${#missing[@]})); then
-    .venv/bin/pip install -q "${missing[@]}"
-fi
-
+bench_setup pyarrow:pyarrow numpy:numpy sentence_transformers:sentence-transformers
 if [[ ! -f .cache/models/all-MiniLM-L6-v2/model.safetensors ]]; then
     scripts/fetch-minilm.sh
 fi
-
-cargo build --release --bin whet
-whet="${CARGO_TARGET_DIR:-target}/release/whet"
-
 exec .venv/bin/python scripts/bench_embed.py --whet "$whet" "$@"

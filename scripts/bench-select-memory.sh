@@ -6,24 +6,7 @@
 # Builds (once, cached under .cache/bench/) 1M rows of T0 prompts with 384-dimensional hashing embeddings.
 # A benchmark, not a test: run it on an otherwise idle machine.
 set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/bench-setup.sh"
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$repo"
-
-if [[ ! -x .venv/bin/python ]]; then
-    python3 -m venv .venv
-fi
-missing=()
-for pair in pyarrow:pyarrow numpy:numpy faiss:faiss-cpu sklearn:scikit-learn; do
-    if ! .venv/bin/python -c "import ${pair%%:*}" 2>/dev/null; then
-        missing+=("${pair#*:}")
-    fi
-done
-if ((${#missing[@]})); then
-    .venv/bin/pip install -q "${missing[@]}"
-fi
-
-cargo build --release --bin whet
-whet="${CARGO_TARGET_DIR:-target}/release/whet"
-
+bench_setup pyarrow:pyarrow numpy:numpy faiss:faiss-cpu
 exec .venv/bin/python scripts/bench_select_memory.py --whet "$whet" "$@"

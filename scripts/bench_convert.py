@@ -19,23 +19,19 @@ Usually run through scripts/bench-convert.sh, which sets up .venv and builds whe
 from __future__ import annotations
 
 import argparse
-import glob
 import json
-import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow
 import pyarrow.json as pj
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parent.parent
-MIB = 1 << 20
+from benchlib import (MIB, atomic_open, bench_dirs, fmt_table, machine_line, rel, report_head, rotated, run_child,
+                      save_report, tail, t0_sources, whet_binary, whet_version)
 
 READ_JSON_CODE = """\
 import sys
@@ -58,11 +54,6 @@ READ_JSON = "pyarrow read_json+write_table"
 OPEN_JSON = "pyarrow open_json streaming"
 
 
-def shared_data_dir() -> Path:
-    env = os.environ.get("WHETSTONE_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
 def build_input(size_mb: int, cache: Path) -> tuple[Path, int]:
     """The cached input of about size_mb MiB and its line count; built once (atomically) if missing."""
     path = cache / f"convert-input-{size_mb}MiB.jsonl"
@@ -72,43 +63,31 @@ def build_input(size_mb: int, cache: Path) -> tuple[Path, int]:
         if m.get("bytes") == path.stat().st_size:
             return path, m["lines"]
 
-    src_dir = shared_data_dir() / "t0-templates"
-    sources = sorted(glob.glob(str(src_dir / "*.jsonl")))
-    if not sources:
-        sys.exit(f"no *.jsonl under {src_dir} (set WHETSTONE_SHARED_DATA)")
+    src_dir, sources = t0_sources()
     target = size_mb * MIB
-    print(f"building {path.relative_to(REPO)} ({size_mb} MiB) from {len(sources)} files in {src_dir} ...",
-          flush=True)
+    print(f"building {rel(path)} ({size_mb} MiB) from {len(sources)} files in {src_dir} ...", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     written = lines = passes = 0
-    try:
-        with open(tmp, "wb", buffering=8 * MIB) as out:
-            while written < target:
-                passes += 1
-                before = written
-                for src in sources:
-                    with open(src, "rb") as f:
-                        for line in f:
-                            if not line.strip():
-                                continue  # a blank line would be no row; keep lines == rows
-                            if not line.endswith(b"\n"):
-                                line += b"\n"
-                            out.write(line)
-                            written += len(line)
-                            lines += 1
-                            if written >= target:
-                                break
-                    if written >= target:
-                        break
-                if written == before:
-                    sys.exit(f"no rows in {src_dir}/*.jsonl")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_open(path, "wb") as out:
+        while written < target:
+            passes += 1
+            before = written
+            for src in sources:
+                with open(src, "rb") as f:
+                    for line in f:
+                        if not line.strip():
+                            continue  # a blank line would be no row; keep lines == rows
+                        if not line.endswith(b"\n"):
+                            line += b"\n"
+                        out.write(line)
+                        written += len(line)
+                        lines += 1
+                        if written >= target:
+                            break
+                if written >= target:
+                    break
+            if written == before:
+                sys.exit(f"no rows in {src_dir}/*.jsonl")
     meta.write_text(json.dumps({"bytes": written, "lines": lines, "passes": passes,
                                 "source": str(src_dir), "files": len(sources)}) + "\n")
     return path, lines
@@ -118,25 +97,6 @@ def warm(path: Path) -> None:
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)
 
 
-def run_child(argv: list[str], log: Path) -> dict:
-    """Run argv to completion; wall seconds and peak RSS (MiB) of that child alone."""
-    with open(log, "wb") as lf:
-        start = time.perf_counter()
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT)
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - start
-    p.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; tell Popen so it won't wait
-    return {"seconds": wall, "rss_mib": ru.ru_maxrss / 1024, "rc": p.returncode,
-            "user_s": ru.ru_utime, "sys_s": ru.ru_stime}
-
-
-def tail(path: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--whet", required=True, help="path of the whet binary")
@@ -144,25 +104,16 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=3, help="rounds; the median is reported (default 3)")
     args = ap.parse_args()
 
-    whet = Path(args.whet).resolve()
-    if not os.access(whet, os.X_OK):
-        sys.exit(f"whet binary not found or not executable: {whet}")
-    cache = REPO / ".cache" / "bench"
-    outdir = cache / "convert-out"
-    outdir.mkdir(parents=True, exist_ok=True)
+    whet = whet_binary(args.whet)
+    cache, outdir = bench_dirs("convert-out")
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
-    whet_version = subprocess.run([str(whet), "--version"], capture_output=True, text=True).stdout.strip()
-    print(f"machine: {platform.machine()} {platform.system()} {platform.release()}, "
-          f"cores: {os.cpu_count()} (usable: {affinity})")
-    print(f"pyarrow {pyarrow.__version__} (python {platform.python_version()}), {whet_version or whet}")
+    version = whet_version(whet)
+    print(machine_line())
+    print(f"pyarrow {pyarrow.__version__} (python {platform.python_version()}), {version or whet}")
 
     inp, lines = build_input(args.size_mb, cache)
     in_bytes = inp.stat().st_size
-    print(f"input: {inp.relative_to(REPO)}: {in_bytes / MIB:.1f} MiB, {lines:,} lines; "
+    print(f"input: {rel(inp)}: {in_bytes / MIB:.1f} MiB, {lines:,} lines; "
           f"{args.repeat} round(s), median reported\n", flush=True)
 
     py = sys.executable
@@ -184,7 +135,7 @@ def main() -> int:
     names = list(contestants)
     failed: dict[str, str] = {}
     for r in range(args.repeat):
-        order = names[r % len(names):] + names[:r % len(names)]  # rotate so no one always goes first
+        order = rotated(names, r)
         for name in order:
             if name in failed:
                 continue
@@ -234,15 +185,8 @@ def main() -> int:
         check = "ok" if row["ok"] else f"MISMATCH (want {lines:,})"
         table.append([row["contestant"], f"{row['seconds']:.2f}", f"{row['mib_per_s']:.1f}",
                       f"{row['rss_mib']:.1f}", f"{row['output_mib']:.1f}", f"{row['rows']:,}", check])
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *table)]
-    left = {0, 6}
-    fmt = lambda cells: "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w)
-                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
     print()
-    print(fmt(header))
-    print(fmt(["-" * w for w in widths]))
-    for t in table:
-        print(fmt(t))
+    print("\n".join(fmt_table(header, table, left={0, 6})))
     print()
 
     by = {row["contestant"]: row for row in results}
@@ -270,18 +214,13 @@ def main() -> int:
         print(f"\n{name} failed; last lines of its log:\n{err}")
 
     report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cores": os.cpu_count(), "usable_cores": affinity, "platform": platform.platform()},
-        "pyarrow": pyarrow.__version__, "python": platform.python_version(), "whet": whet_version,
+        **report_head(),
+        "pyarrow": pyarrow.__version__, "python": platform.python_version(), "whet": version,
         "input": {"path": str(inp), "bytes": in_bytes, "lines": lines},
         "repeat": args.repeat, "results": results,
         "throughput_ratio_whetstone_over": ratios, "notes": notes,
     }
-    res_path = cache / "convert-results.json"
-    tmp = res_path.with_name(res_path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, res_path)
-    print(f"\nresults: {res_path.relative_to(REPO)}")
+    save_report(cache / "convert-results.json", report)
 
     bad = failed or any(not r.get("ok") for r in results)
     return 1 if bad else 0

@@ -30,12 +30,10 @@ Usually run through scripts/bench-embed.sh, which sets up .venv, fetches the mod
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,9 +58,10 @@ try:
 except AttributeError:
     pass
 
-REPO = Path(__file__).resolve().parent.parent
-MIB = 1 << 20
-DIM = 384
+from benchlib import (REPO, atomic_open, bench_dirs, fmt_table, machine_line, rel, report_head, rotated, run_child,
+                      run_whet_stage, save_report, tail, t0_sources, whet_binary, whet_version)
+
+DIM = 384  # all-MiniLM-L6-v2's
 
 WHET_STAGE = "whetstone (stage)"
 WHET_PROCESS = "whetstone (process)"
@@ -71,57 +70,13 @@ WHET = "whetstone"
 CONTESTANTS = [WHET, ST]
 
 
-def shared_data_dir() -> Path:
-    env = os.environ.get("WHETSTONE_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-def rel(p: Path) -> str:
-    try:
-        return str(p.relative_to(REPO))
-    except ValueError:
-        return str(p)
-
-
-def tail(path: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def run_child(argv: list[str], log: Path, env: dict | None = None) -> dict:
-    """Run argv to completion; wall seconds and peak RSS (MiB) of that child alone."""
-    with open(log, "wb") as lf:
-        start = time.perf_counter()
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT, cwd=REPO, env=env)
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - start
-    p.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; tell Popen so it won't wait
-    return {"seconds": wall, "rss_mib": ru.ru_maxrss / 1024, "rc": p.returncode,
-            "user_s": ru.ru_utime, "sys_s": ru.ru_stime}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs
 
 
 def build_t0_parquet(whet: Path, cache: Path, logdir: Path) -> Path:
     """`whet convert ../shared/data/t0-templates .cache/bench/embed-t0.parquet`, once (a .meta.json marks it done)."""
-    src_dir = shared_data_dir() / "t0-templates"
-    sources = sorted(glob.glob(str(src_dir / "*.jsonl")))
-    if not sources:
-        sys.exit(f"no *.jsonl under {src_dir} (set WHETSTONE_SHARED_DATA)")
+    src_dir, sources = t0_sources()
     out = cache / "embed-t0.parquet"
     meta = out.with_name(out.name + ".meta.json")
     if out.exists() and meta.exists():
@@ -133,7 +88,7 @@ def build_t0_parquet(whet: Path, cache: Path, logdir: Path) -> Path:
     argv = [str(whet), "convert", str(src_dir), str(out)]
     print(f"building {rel(out)}: whet convert {src_dir} {rel(out)} ...", flush=True)
     log = logdir / "convert-t0.log"
-    res = run_child(argv, log)
+    res = run_child(argv, log, cwd=REPO)
     if res["rc"] != 0 or not out.exists():
         sys.exit(f"whet convert failed (rc={res['rc']}); last lines of {rel(log)}:\n{tail(log)}")
     rows = pq.ParquetFile(out).metadata.num_rows
@@ -165,20 +120,11 @@ def build_sample(t0: Path, rows: int, seed: int, cache: Path) -> tuple[Path, lis
     responses = table.column("response").take(pyarrow.array(idx)).to_pylist()
     print(f"building {rel(path)} ({rows:,} of {n:,} T0 rows, seed {seed}"
           f"{', with replacement' if replace else ''}) ...", flush=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8", buffering=8 * MIB) as out:
-            for p, r in zip(prompts, responses):
-                out.write(json.dumps({"prompt": p, "response": r or ""}, ensure_ascii=False) + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        written = tmp.stat().st_size
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    m = {"bytes": written, "rows": rows, "seed": seed, "t0_rows": n, "t0_bytes": t0_bytes, "replace": replace,
-         "source": str(t0)}
+    with atomic_open(path, "w", encoding="utf-8") as out:
+        for p, r in zip(prompts, responses):
+            out.write(json.dumps({"prompt": p, "response": r or ""}, ensure_ascii=False) + "\n")
+    m = {"bytes": path.stat().st_size, "rows": rows, "seed": seed, "t0_rows": n, "t0_bytes": t0_bytes,
+         "replace": replace, "source": str(t0)}
     meta_path.write_text(json.dumps(m) + "\n")
     return path, prompts, m
 
@@ -201,25 +147,11 @@ def load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
 
 
 def run_whet(whet: Path, inp: Path, out: Path, model_dir: Path) -> dict:
-    manifest = out.with_name(out.name + ".manifest.json")
-    for stale in (out, manifest):
-        stale.unlink(missing_ok=True)
     argv = [str(whet), "embed", str(inp), str(out), "--embedder", "minilm", "--text", "prompt"]
     env = dict(os.environ, WHETSTONE_MINILM=str(model_dir))
-    log = out.with_name(out.stem + ".log")
-    res = run_child(argv, log, env)
-    run = {"argv": argv, "process_s": res["seconds"], "rss_mib": res["rss_mib"], "user_s": res["user_s"],
-           "sys_s": res["sys_s"], "rc": res["rc"]}
-    if res["rc"] != 0:
-        run["error"] = tail(log)
-        return run
-    try:
-        m = json.loads(manifest.read_text())
-        run.update(stage_s=float(m["seconds"]), rows_out=int(m["rows"]["out"]),
-                   embedder=(m.get("parameters") or {}).get("embedder"))
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        run.update(rc=-1, error=f"reading {rel(manifest)}: {e!r}")
-    return run
+    return run_whet_stage(argv, out, lambda m: dict(stage_s=float(m["seconds"]), rows_out=int(m["rows"]["out"]),
+                                                    embedder=(m.get("parameters") or {}).get("embedder")),
+                          env=env, cwd=REPO)
 
 
 def run_st(model: SentenceTransformer, texts: list[str], batch_size: int) -> dict:
@@ -232,13 +164,6 @@ def run_st(model: SentenceTransformer, texts: list[str], batch_size: int) -> dic
 
 # ---------------------------------------------------------------------------------------------------------------
 # Report
-
-
-def fmt_table(header: list[str], rows: list[list[str]], left: set[int]) -> list[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w)
-                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
 
 
 def main() -> int:
@@ -256,30 +181,21 @@ def main() -> int:
     if args.rows < 1 or args.repeat < 1 or args.st_batch_size < 1:
         sys.exit("--rows, --repeat and --st-batch-size must be positive")
 
-    whet = Path(args.whet).resolve()
-    if not os.access(whet, os.X_OK):
-        sys.exit(f"whet binary not found or not executable: {whet}")
+    whet = whet_binary(args.whet)
     model_dir = Path(args.model_dir).resolve()
     if not (model_dir / "model.safetensors").is_file():
         sys.exit(f"no model.safetensors in {model_dir} (run scripts/fetch-minilm.sh)")
-    cache = REPO / ".cache" / "bench"
-    outdir = cache / "embed-out"
-    outdir.mkdir(parents=True, exist_ok=True)
+    cache, outdir = bench_dirs("embed-out")
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
-    whet_version = subprocess.run([str(whet), "--version"], capture_output=True, text=True).stdout.strip()
+    version = whet_version(whet)
     versions = {"python": platform.python_version(), "numpy": np.__version__, "pyarrow": pyarrow.__version__,
                 "torch": torch.__version__, "sentence-transformers": sentence_transformers.__version__,
-                "transformers": getattr(transformers, "__version__", None), "whet": whet_version}
+                "transformers": getattr(transformers, "__version__", None), "whet": version}
     torch_threads = torch.get_num_threads()
     thread_env = {v: os.environ[v] for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                                               "RAYON_NUM_THREADS", "TOKENIZERS_PARALLELISM") if v in os.environ}
-    print(f"machine: {platform.machine()} {platform.system()} {platform.release()}, {cpu_model()}, "
-          f"cores: {os.cpu_count()} (usable: {affinity})")
-    print(f"{whet_version or whet}, sentence-transformers {sentence_transformers.__version__}, torch "
+    print(machine_line(cpu=True))
+    print(f"{version or whet}, sentence-transformers {sentence_transformers.__version__}, torch "
           f"{torch.__version__}, transformers {versions['transformers']}, numpy {np.__version__}, pyarrow "
           f"{pyarrow.__version__} (python {platform.python_version()})")
     print(f"torch intra-op threads: {torch_threads}; thread env: "
@@ -309,8 +225,7 @@ def main() -> int:
     runs: dict[str, list[dict]] = {c: [] for c in CONTESTANTS}
     st_emb = None
     for r in range(args.repeat):
-        order = CONTESTANTS[r % len(CONTESTANTS):] + CONTESTANTS[:r % len(CONTESTANTS)]
-        for name in order:
+        for name in rotated(CONTESTANTS, r):
             try:
                 res = run_whet(whet, sample, out, model_dir) if name == WHET else run_st(model, texts,
                                                                                           args.st_batch_size)
@@ -426,9 +341,7 @@ def main() -> int:
     print("\n".join(block), flush=True)
 
     report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cores": os.cpu_count(), "usable_cores": affinity, "cpu": cpu_model(),
-                    "platform": platform.platform()},
+        **report_head(cpu=True),
         "versions": versions, "threads": {"torch": torch_threads, "env": thread_env},
         "parameters": {"rows": n, "seed": args.seed, "repeat": args.repeat, "st_batch_size": args.st_batch_size,
                        "model_dir": str(model_dir), "min_cosine": args.min_cosine},
@@ -436,14 +349,7 @@ def main() -> int:
                    "mean_tokens": float(tok_lens.mean()), "max_seq_length": max_seq, "truncated": truncated},
         "results": results, "cosine": cosine, "checks_failed": checks,
     }
-    res_path = cache / "embed-results.json"
-    tmp = res_path.with_name(res_path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, res_path)
-    print(f"\nresults: {rel(res_path)}")
-    if checks:
-        print(f"{len(checks)} check(s) failed")
-    return 1 if checks else 0
+    return save_report(cache / "embed-results.json", report, checks)
 
 
 if __name__ == "__main__":

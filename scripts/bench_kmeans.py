@@ -34,13 +34,10 @@ Usually run through scripts/bench-kmeans.sh, which sets up .venv and builds whet
 from __future__ import annotations
 
 import argparse
-import glob
-import json
 import math
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,9 +55,9 @@ try:
 except ImportError:  # optional: only for printing the BLAS/OpenMP thread pools
     threadpoolctl = None
 
-REPO = Path(__file__).resolve().parent.parent
-MIB = 1 << 20
-DIM = 384
+from benchlib import (DIM, MIB, REPO, bench_dirs, build_cycled_jsonl, build_hashing_embeddings, fmt_table,
+                      machine_line, rel, report_head, rotated, run_whet_stage, save_report, t0_sources, whet_binary,
+                      whet_version)
 
 WHET = "whetstone"
 SKLEARN = "scikit-learn"
@@ -70,109 +67,8 @@ GOALS = {FAISS: 1.5, SKLEARN: 5.0}  # how many times faster than the peer whetst
 CASES = ["t0-minilm", "t0-hashing", "200k"]
 
 
-def shared_data_dir() -> Path:
-    env = os.environ.get("WHETSTONE_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-def rel(p: Path) -> str:
-    try:
-        return str(p.relative_to(REPO))
-    except ValueError:
-        return str(p)
-
-
-def tail(path: Path, n: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
-    except OSError:
-        return ""
-
-
-def run_child(argv: list[str], log: Path) -> dict:
-    """Run argv to completion; wall seconds and peak RSS (MiB) of that child alone."""
-    with open(log, "wb") as lf:
-        start = time.perf_counter()
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT)
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - start
-    p.returncode = os.waitstatus_to_exitcode(status)  # reaped by wait4; tell Popen so it won't wait
-    return {"seconds": wall, "rss_mib": ru.ru_maxrss / 1024, "rc": p.returncode,
-            "user_s": ru.ru_utime, "sys_s": ru.ru_stime}
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Inputs
-
-
-def t0_sources() -> tuple[Path, list[str]]:
-    src_dir = shared_data_dir() / "t0-templates"
-    sources = sorted(glob.glob(str(src_dir / "*.jsonl")))
-    if not sources:
-        sys.exit(f"no *.jsonl under {src_dir} (set WHETSTONE_SHARED_DATA)")
-    return src_dir, sources
-
-
-def build_cycled_jsonl(rows: int, cache: Path) -> Path:
-    """A JSONL of `rows` rows {"prompt": "<T0 prompt> #<i>"}, cycling the T0 prompts; built once (atomically)."""
-    path = cache / f"kmeans-input-{rows}rows.jsonl"
-    meta = cache / f"kmeans-input-{rows}rows.meta.json"
-    if path.exists() and meta.exists():
-        m = json.loads(meta.read_text())
-        if m.get("bytes") == path.stat().st_size and m.get("rows") == rows:
-            return path
-    src_dir, sources = t0_sources()
-    prompts: list[str] = []
-    for src in sources:
-        with open(src, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    p = json.loads(line).get("prompt")
-                    if isinstance(p, str):
-                        prompts.append(p)
-    if not prompts:
-        sys.exit(f"no prompts in {src_dir}/*.jsonl")
-    print(f"building {rel(path)} ({rows:,} rows cycling {len(prompts):,} T0 prompts) ...", flush=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    written = 0
-    try:
-        with open(tmp, "w", encoding="utf-8", buffering=8 * MIB) as out:
-            for i in range(rows):
-                line = json.dumps({"prompt": f"{prompts[i % len(prompts)]} #{i}"}, ensure_ascii=False) + "\n"
-                out.write(line)
-            out.flush()
-            os.fsync(out.fileno())
-        written = tmp.stat().st_size
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    meta.write_text(json.dumps({"bytes": written, "rows": rows, "prompts": len(prompts),
-                                "source": str(src_dir), "files": len(sources)}) + "\n")
-    return path
-
-
-def build_hashing_embeddings(whet: Path, source: Path, out: Path, logdir: Path) -> Path:
-    """`whet embed SOURCE OUT --embedder hashing --dim 384`, once: a .meta.json written after success marks it done."""
-    meta = out.with_name(out.name + ".meta.json")
-    if out.exists() and meta.exists():
-        m = json.loads(meta.read_text())
-        if m.get("bytes") == out.stat().st_size:
-            return out
-    for stale in (out, out.with_name(out.name + ".manifest.json"), meta):
-        stale.unlink(missing_ok=True)
-    argv = [str(whet), "embed", str(source), str(out), "--embedder", "hashing", "--dim", str(DIM)]
-    print(f"building {rel(out)}: {' '.join(argv[1:])} ...", flush=True)
-    log = logdir / f"embed-{out.stem}.log"
-    res = run_child(argv, log)
-    if res["rc"] != 0 or not out.exists():
-        sys.exit(f"whet embed failed (rc={res['rc']}); last lines of {rel(log)}:\n{tail(log)}")
-    rows = pq.ParquetFile(out).metadata.num_rows
-    print(f"  {rows:,} rows in {res['seconds']:.1f} s", flush=True)
-    meta.write_text(json.dumps({"bytes": out.stat().st_size, "rows": rows, "source": str(source),
-                                "embedder": "hashing", "dim": DIM, "seconds": res["seconds"]}) + "\n")
-    return out
 
 
 def load_embeddings(path: Path) -> np.ndarray:
@@ -202,25 +98,15 @@ def find_results(manifest: dict) -> dict:
 
 
 def run_whet(whet: Path, inp: Path, out: Path, k: int, iters: int, seed: int) -> dict:
-    manifest = out.with_name(out.name + ".manifest.json")
-    for stale in (out, manifest):
-        stale.unlink(missing_ok=True)
     argv = [str(whet), "cluster", str(inp), str(out), "--k", str(k), "--max-iter", str(iters), "--tol", "0",
             "--seed", str(seed)]
-    log = out.with_name(out.stem + ".log")
-    res = run_child(argv, log)
-    run = {"argv": argv, "process_s": res["seconds"], "rss_mib": res["rss_mib"], "user_s": res["user_s"],
-           "sys_s": res["sys_s"], "rc": res["rc"]}
-    if res["rc"] != 0:
-        run["error"] = tail(log)
-        return run
-    try:
-        r = find_results(json.loads(manifest.read_text()))
-        run.update(fit_s=float(r["fit_seconds"]), inertia=float(r["inertia"]), iters=int(r["iterations"]),
-                   rows=int(r["rows"]), dim=int(r["dim"]), converged=r.get("converged"))
-    except (OSError, KeyError, ValueError, TypeError) as e:
-        run.update(rc=-1, error=f"reading {rel(manifest)}: {e!r}")
-    return run
+
+    def fields(manifest: dict) -> dict:
+        r = find_results(manifest)
+        return dict(fit_s=float(r["fit_seconds"]), inertia=float(r["inertia"]), iters=int(r["iterations"]),
+                    rows=int(r["rows"]), dim=int(r["dim"]), converged=r.get("converged"))
+
+    return run_whet_stage(argv, out, fields)
 
 
 def run_sklearn(x: np.ndarray, k: int, iters: int, seed: int) -> dict:
@@ -270,13 +156,6 @@ def thread_report() -> list[str]:
     return lines
 
 
-def fmt_table(header: list[str], rows: list[list[str]], left: set[int]) -> list[str]:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) if i in left else str(c).rjust(w)
-                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
-
-
 def summarize(name: str, runs: list[dict]) -> dict:
     ok = [r for r in runs if r.get("rc") == 0]
     row: dict = {"contestant": name, "runs": runs}
@@ -313,23 +192,14 @@ def main() -> int:
     if not ks or min(ks) < 1 or args.iters < 1 or args.repeat < 1 or args.rows < 1:
         sys.exit("--ks, --iters, --repeat and --rows must be positive")
 
-    whet = Path(args.whet).resolve()
-    if not os.access(whet, os.X_OK):
-        sys.exit(f"whet binary not found or not executable: {whet}")
-    cache = REPO / ".cache" / "bench"
-    outdir = cache / "kmeans-out"
-    outdir.mkdir(parents=True, exist_ok=True)
+    whet = whet_binary(args.whet)
+    cache, outdir = bench_dirs("kmeans-out")
 
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
-    whet_version = subprocess.run([str(whet), "--version"], capture_output=True, text=True).stdout.strip()
+    version = whet_version(whet)
     versions = {"python": platform.python_version(), "numpy": np.__version__, "pyarrow": pyarrow.__version__,
-                "scikit-learn": sklearn.__version__, "faiss": faiss.__version__, "whet": whet_version}
-    print(f"machine: {platform.machine()} {platform.system()} {platform.release()}, "
-          f"cores: {os.cpu_count()} (usable: {affinity})")
-    print(f"{whet_version or whet}, scikit-learn {sklearn.__version__}, faiss {faiss.__version__}, "
+                "scikit-learn": sklearn.__version__, "faiss": faiss.__version__, "whet": version}
+    print(machine_line())
+    print(f"{version or whet}, scikit-learn {sklearn.__version__}, faiss {faiss.__version__}, "
           f"numpy {np.__version__}, pyarrow {pyarrow.__version__} (python {platform.python_version()})")
     threads = thread_report()
     for line in threads:
@@ -375,8 +245,7 @@ def main() -> int:
             out = outdir / f"{case.split()[0]}-k{k}.parquet"
             runs: dict[str, list[dict]] = {c: [] for c in CONTESTANTS}
             for r in range(args.repeat):
-                order = CONTESTANTS[r % len(CONTESTANTS):] + CONTESTANTS[:r % len(CONTESTANTS)]
-                for name in order:
+                for name in rotated(CONTESTANTS, r):
                     res = run_one(name, whet=whet, inp=path, out=out, x=x, k=k, iters=args.iters, seed=args.seed)
                     runs[name].append(res)
                     status = "ok" if res.get("rc") == 0 else f"FAILED rc={res.get('rc')}"
@@ -461,21 +330,13 @@ def main() -> int:
         print(f"note: {note}")
 
     report = {
-        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"cores": os.cpu_count(), "usable_cores": affinity, "platform": platform.platform()},
+        **report_head(),
         "versions": versions, "threads": threads,
         "parameters": {"ks": ks, "iters": args.iters, "seed": args.seed, "repeat": args.repeat,
                        "rows_200k": args.rows, "max_inertia_ratio": args.max_inertia_ratio},
         "goals_faster_than": GOALS, "cases": report_cases, "notes": notes, "checks_failed": failures,
     }
-    res_path = cache / "kmeans-results.json"
-    tmp = res_path.with_name(res_path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, res_path)
-    print(f"\nresults: {rel(res_path)}")
-    if failures:
-        print(f"{len(failures)} check(s) failed")
-    return 1 if failures else 0
+    return save_report(cache / "kmeans-results.json", report, failures)
 
 
 if __name__ == "__main__":

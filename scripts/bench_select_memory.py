@@ -19,17 +19,10 @@ memory. B is 0.5% of the rows, K 256 (--k).
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench_kmeans as kb  # noqa: E402  (the cached 1M-row input is built the same way)
-
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import DIM, bench_dirs, build_cycled_jsonl, build_hashing_embeddings, rel, run_child, tail, write_json
 
 PY_RANDOM = """
 import sys, numpy as np, pyarrow.parquet as pq
@@ -62,15 +55,11 @@ pq.write_table(t.take(np.sort(np.array(rows))), out)
 
 
 def run(argv: list[str], log: Path) -> dict:
-    with open(log, "wb") as lf:
-        start = time.perf_counter()
-        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT)
-        _, status, ru = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - start
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        sys.exit(f"{argv[:3]} failed (rc {p.returncode}); see {log}:\n{kb.tail(log)}")
-    return {"seconds": wall, "peak_mib": ru.ru_maxrss / 1024}
+    """run_child, exiting when argv fails; its wall seconds and peak RSS (MiB)."""
+    res = run_child(argv, log)
+    if res["rc"] != 0:
+        sys.exit(f"{argv[:3]} failed (rc {res['rc']}); see {log}:\n{tail(log)}")
+    return {"seconds": res["seconds"], "peak_mib": res["rss_mib"]}
 
 
 def main() -> int:
@@ -81,15 +70,13 @@ def main() -> int:
     ap.add_argument("--k", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    cache = REPO / ".cache/bench"
-    cache.mkdir(parents=True, exist_ok=True)
-    src = kb.build_cycled_jsonl(args.rows, cache)
-    inp = kb.build_hashing_embeddings(Path(args.whet), src, cache / f"kmeans-{args.rows}rows-hashing-d384.parquet", cache)
-    out = cache / "select-memory"
-    out.mkdir(exist_ok=True)
+    cache, out = bench_dirs("select-memory")
+    src = build_cycled_jsonl(args.rows, cache)
+    inp = build_hashing_embeddings(Path(args.whet), src, cache / f"kmeans-{args.rows}rows-hashing-d{DIM}.parquet",
+                                   cache)
     size = inp.stat().st_size
-    print(f"input: {inp.relative_to(REPO)}: {args.rows:,} rows, {size / 2**30:.2f} GiB; budget {args.budget}, k {args.k}")
-    emb_gib = args.rows * 384 * 4 / 2**30
+    print(f"input: {rel(inp)}: {args.rows:,} rows, {size / 2**30:.2f} GiB; budget {args.budget}, k {args.k}")
+    emb_gib = args.rows * DIM * 4 / 2**30
     print(f"the embeddings alone: {emb_gib:.2f} GiB as float32\n")
     budget, seed = str(args.budget), str(args.seed)
     contestants = [
@@ -115,7 +102,7 @@ def main() -> int:
               f"{w['seconds']:>12.1f} {p['seconds']:>9.1f}")
     print("\nwhetstone times include its coverage metrics (mean/max distance to the selection, on a sample of rows);"
           " the Python contestants compute none.")
-    (cache / "select-memory-results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(cache / "select-memory-results.json", results)
     return 0
 
 

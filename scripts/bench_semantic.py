@@ -36,7 +36,7 @@ import faiss
 import numpy as np
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parent.parent
+from benchlib import REPO, bench_dirs, fmt_table
 
 
 def load(path: Path) -> tuple[np.ndarray, list[str]]:
@@ -120,8 +120,7 @@ def main() -> int:
     if not inp.exists():
         sys.exit(f"{inp} is missing: make it with `whet embed ../shared/data/t0-templates {inp} --embedder minilm`")
     x, ids = load(inp)
-    out_dir = REPO / ".cache/bench/semantic"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    cache, out_dir = bench_dirs("semantic")
     print(f"{len(x):,} rows × {x.shape[1]} from {inp}; faiss {faiss.__version__}, {faiss.omp_get_max_threads()} threads,"
           f" {os.cpu_count()} cpus")
     results = []
@@ -158,20 +157,16 @@ def main() -> int:
     print()
     header = ["threshold", "truth drops", "whetstone index", "whetstone s", "drops", "recall", "faiss HNSW s", "drops", "recall",
               "exact (flat) s", "whetstone ÷ faiss time"]
-    lines = [header]
+    table = []
     for r in results:
-        lines.append([f"{r['threshold']}", f"{r['truth_dropped']:,}", r["index"], f"{r['whetstone_seconds']:.2f}",
+        table.append([f"{r['threshold']}", f"{r['truth_dropped']:,}", r["index"], f"{r['whetstone_seconds']:.2f}",
                       f"{r['whetstone_dropped']:,}", f"{r['whetstone_recall']:.4f}", f"{r['faiss_seconds']:.2f}",
                       f"{r['faiss_dropped']:,}", f"{r['faiss_recall']:.4f}", f"{r['exact_seconds']:.2f}",
                       f"{r['whetstone_seconds'] / r['faiss_seconds']:.2f}×"])
-    widths = [max(len(l[i]) for l in lines) for i in range(len(header))]
-    for i, l in enumerate(lines):
-        print("  ".join(c.rjust(wd) for c, wd in zip(l, widths)))
-        if i == 0:
-            print("  ".join("-" * wd for wd in widths))
+    print("\n".join(fmt_table(header, table, left=set())))
     print("\nwhetstone s = the dedup stage's own time (manifest; reading and writing Parquet included); "
           "faiss s = index build + search, in memory.")
-    (REPO / ".cache/bench/semantic-results.json").write_text(json.dumps(results, indent=2))
+    (cache / "semantic-results.json").write_text(json.dumps(results, indent=2))
     bad = [r for r in results if r["whetstone_recall"] < 0.95]
     if bad:
         print(f"FAIL: whetstone recall below 0.95: {[(r['threshold'], r['index']) for r in bad]}")
