@@ -162,7 +162,8 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, rng: &mut Xoshiro256PlusPl
     let first = rng.gen_range(0..n);
     centroids.extend_from_slice(&data[first * dim..(first + 1) * dim]);
     let mut nearest: Vec<f32> = data.par_chunks(dim).map(|r| sq_distance(r, &centroids[..dim])).collect();
-    for _ in 1..k {
+    let mut owner = vec![0u32; n];
+    for step in 1..k {
         let total: f64 = nearest.iter().map(|&d| d as f64).sum();
         let pick = if total > 0.0 {
             let mut target = rng.gen::<f64>() * total;
@@ -179,7 +180,17 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, rng: &mut Xoshiro256PlusPl
             rng.gen_range(0..n) // every row sits on a centroid: any row will do
         };
         let c = data[pick * dim..(pick + 1) * dim].to_vec();
-        nearest.par_iter_mut().zip(data.par_chunks(dim)).for_each(|(d, r)| *d = d.min(sq_distance(r, &c)));
+        // A row can only come nearer to the new centroid than to its own if the two centroids are less than
+        // twice its distance apart (triangle inequality): the other rows are not looked at.
+        let apart: Vec<f32> = centroids.par_chunks(dim).map(|o| sq_distance(o, &c)).collect();
+        nearest.par_iter_mut().zip(owner.par_iter_mut()).zip(data.par_chunks(dim)).for_each(|((d, own), r)| {
+            if apart[*own as usize] < 4.0 * *d {
+                let to_new = sq_distance(r, &c);
+                if to_new < *d {
+                    (*d, *own) = (to_new, step as u32);
+                }
+            }
+        });
         centroids.extend_from_slice(&c);
     }
     centroids

@@ -42,9 +42,10 @@ struct GroupBest {
     second: f32,
 }
 
-fn best_in(distances: impl Iterator<Item = (u32, f32)>) -> GroupBest {
+/// The best and second best of squared distances, as distances (one square root each, not one per centroid).
+fn best_in(squared: impl Iterator<Item = (u32, f32)>) -> GroupBest {
     let mut b = GroupBest { distance: f32::INFINITY, centroid: 0, second: f32::INFINITY };
-    for (j, d) in distances {
+    for (j, d) in squared {
         if d < b.distance {
             b.second = b.distance;
             (b.distance, b.centroid) = (d, j);
@@ -52,6 +53,8 @@ fn best_in(distances: impl Iterator<Item = (u32, f32)>) -> GroupBest {
             b.second = d;
         }
     }
+    b.distance = b.distance.max(0.0).sqrt();
+    b.second = b.second.max(0.0).sqrt();
     b
 }
 
@@ -101,15 +104,20 @@ impl Bounds {
                 .zip(dots.par_chunks(k))
                 .zip(norms.par_iter())
                 .for_each(|((((label, upper), lower), dots), &xn)| {
-                    let dist = |j: u32| (xn - 2.0 * dots[j as usize] + c_norms[j as usize]).max(0.0).sqrt();
-                    let bests: Vec<GroupBest> =
-                        groups.iter().map(|g| best_in(g.iter().map(|&j| (j, dist(j))))).collect();
-                    let home = (0..t).min_by(|&a, &b| bests[a].distance.total_cmp(&bests[b].distance)).unwrap_or(0);
-                    *label = bests[home].centroid;
-                    *upper = bests[home].distance;
-                    for (g, (lb, best)) in lower.iter_mut().zip(&bests).enumerate() {
-                        *lb = if g == home { best.second } else { best.distance };
+                    let dist = |j: u32| xn - 2.0 * dots[j as usize] + c_norms[j as usize];
+                    // Each group's nearest goes to its lower bound; the nearest of all is the row's own, and its
+                    // group's bound is then the group's second nearest.
+                    let (mut home, mut own) = (0, GroupBest { distance: f32::INFINITY, centroid: 0, second: 0.0 });
+                    for (g, (lb, members)) in lower.iter_mut().zip(groups).enumerate() {
+                        let best = best_in(members.iter().map(|&j| (j, dist(j))));
+                        *lb = best.distance;
+                        if best.distance < own.distance {
+                            (home, own) = (g, best);
+                        }
                     }
+                    *label = own.centroid;
+                    *upper = own.distance;
+                    lower[home] = own.second;
                 });
         }
         Ok(())
@@ -180,17 +188,15 @@ impl Bounds {
             .flat_map_iter(|(g, entries)| entries.chunks(BLOCK).map(move |block| (g, block)))
             .map(|(g, entries)| -> Result<Vec<(u32, GroupBest)>> {
                 let members = &self.groups[g];
-                let rows: Vec<f32> = entries
-                    .iter()
-                    .flat_map(|&e| {
-                        let r = checks[e as usize].0 as usize;
-                        data[r * dim..(r + 1) * dim].iter().copied()
-                    })
-                    .collect();
-                let cents: Vec<f32> = members
-                    .iter()
-                    .flat_map(|&j| new[j as usize * dim..(j as usize + 1) * dim].iter().copied())
-                    .collect();
+                let mut rows: Vec<f32> = Vec::with_capacity(entries.len() * dim);
+                for &e in entries {
+                    let r = checks[e as usize].0 as usize;
+                    rows.extend_from_slice(&data[r * dim..(r + 1) * dim]);
+                }
+                let mut cents: Vec<f32> = Vec::with_capacity(members.len() * dim);
+                for &j in members {
+                    cents.extend_from_slice(&new[j as usize * dim..(j as usize + 1) * dim]);
+                }
                 let x = Tensor::from_vec(rows, (entries.len(), dim), &Device::Cpu)?;
                 let c = Tensor::from_vec(cents, (members.len(), dim), &Device::Cpu)?;
                 let dots: Vec<f32> = x.matmul(&c.t()?)?.flatten_all()?.to_vec1()?;
@@ -199,12 +205,8 @@ impl Bounds {
                     .zip(dots.chunks(members.len()))
                     .map(|(&e, dots)| {
                         let xn = norms[checks[e as usize].0 as usize];
-                        let best = best_in(
-                            members
-                                .iter()
-                                .zip(dots)
-                                .map(|(&j, &d)| (j, (xn - 2.0 * d + c_norms[j as usize]).max(0.0).sqrt())),
-                        );
+                        let best =
+                            best_in(members.iter().zip(dots).map(|(&j, &d)| (j, xn - 2.0 * d + c_norms[j as usize])));
                         (e, best)
                     })
                     .collect())
