@@ -74,14 +74,15 @@ pub fn find_evcxr() -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join("evcxr_jupyter")).find(|p| p.is_file())
 }
 
-/// The text of `init.evcxr`: the dependency on whetstone and the compile cache.
+/// The text of `init.evcxr`: the dependency on whetstone (the library, without the CLI's own dependencies)
+/// and the compile cache.
 pub fn init_evcxr(whetstone: &Path, features: &[String]) -> String {
     let path = serde_json::to_string(&whetstone.to_string_lossy()).expect("a string");
     let features = serde_json::to_string(features).expect("strings");
     format!(
         "// Written by `whetstone-kernel install`: the whetstone toolkit, compiled once and cached.\n\
          :cache {CACHE_MIB}\n\
-         :dep whetstone = {{ path = {path}, features = {features} }}\n"
+         :dep whetstone = {{ path = {path}, default-features = false, features = {features} }}\n"
     )
 }
 
@@ -169,6 +170,7 @@ mod tests {
         let init = std::fs::read_to_string(config.join("init.evcxr")).unwrap();
         let root = std::fs::canonicalize(workspace_root()).unwrap();
         assert!(init.contains(&format!(":dep whetstone = {{ path = \"{}\"", root.display())), "{init}");
+        assert!(init.contains("default-features = false"), "notebooks skip the CLI's dependencies: {init}");
         assert!(init.contains("features = [\"cuda\"]") && init.contains(":cache 4096"), "{init}");
         assert_eq!(std::fs::read_to_string(config.join("prelude.rs")).unwrap(), PRELUDE);
         // Installing again replaces it; uninstall removes it, once.
