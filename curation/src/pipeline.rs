@@ -152,7 +152,7 @@ impl Default for DedupStep {
         DedupStep {
             method: DedupMethod::Exact,
             threshold: None,
-            shingle: 5,
+            shingle: MinHashOptions::for_threshold(0.8, 0).expect("a valid threshold").shingle,
             bands: None,
             rows: None,
             index: semantic.index,
