@@ -6,9 +6,17 @@
 pub use whetstone_curation as curation;
 pub use whetstone_datasets as datasets;
 
+pub mod notebook;
+
 /// The names most code and notebooks use.
 pub mod prelude {
+    pub use crate::notebook::{run, run_seeded, shared_data, thousands, Chart, Dataset, Show, StageDone, Table};
     pub use whetstone_curation::embed::{embed_dataset, Embedder, HashingEmbedder, SentenceEncoder, TextField};
+    pub use whetstone_curation::pipeline::{
+        ClusterStep, DecontamStep, DedupMethod, DedupStep, EmbedStep, FilterStep, Pipeline, SelectStep, Step,
+    };
+    pub use whetstone_curation::project::pca;
+    pub use whetstone_curation::select::{Budget, Method};
     pub use whetstone_datasets::{
         convert, inspect, read_all, row_count, schema, ConvertOptions, DatasetReader, DatasetWriter, FieldMap,
         Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,

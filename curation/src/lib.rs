@@ -9,6 +9,7 @@ pub mod error;
 pub mod filter;
 pub mod minhash;
 pub mod pipeline;
+pub mod project;
 pub mod select;
 pub mod semantic;
 pub mod stages;

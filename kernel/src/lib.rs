@@ -5,11 +5,16 @@
 //! transitive versions of its own lock file (`cargo install --locked`; newer `salsa` breaks `ra_ap_span`), and
 //! pinning those inside this workspace would hold back every other dependency. Evcxr already reads
 //! everything we need from `EVCXR_CONFIG_DIR`: `init.evcxr` (commands run at start: the `:dep` on the whetstone
-//! facade crate, the compile cache) and `prelude.rs` (code run after it: `use whetstone::prelude::*`).
+//! facade crate) and `prelude.rs` (code run after it: `use whetstone::prelude::*`), and it compiles in
+//! `EVCXR_TMPDIR` when that is set.
 //!
-//! `install` writes a kernelspec named `whetstone` ("Rust (whetstone)") whose `argv` runs `evcxr_jupyter` and
-//! whose `env` points `EVCXR_CONFIG_DIR` at the `evcxr/` folder beside `kernel.json`. Nothing is downloaded:
-//! it works offline.
+//! `install` writes a kernelspec named `whetstone` ("Rust (whetstone)") and copies this binary beside it; the
+//! kernelspec's `argv` runs `whetstone-kernel start`, which takes a work folder ([`slots`]), sets those two
+//! variables and execs `evcxr_jupyter`. `install --warm` compiles the whetstone tree once ([`warm`]) so that a
+//! kernel's start does not. Nothing is downloaded: it works offline.
+
+pub mod slots;
+pub mod warm;
 
 use std::path::{Path, PathBuf};
 
@@ -19,8 +24,8 @@ use serde_json::json;
 /// The kernelspec's name (the folder under `kernels/`) and what Jupyter shows.
 pub const KERNEL_NAME: &str = "whetstone";
 pub const DISPLAY_NAME: &str = "Rust (whetstone)";
-/// Evcxr's compile cache, in MiB: the whetstone dependency tree compiles once, then cells reuse it.
-pub const CACHE_MIB: u64 = 4096;
+/// The name of this binary's copy in the kernel folder.
+const KERNEL_EXE: &str = "whetstone-kernel";
 
 /// Where the kernelspec goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,6 +66,8 @@ pub struct InstallOptions {
     pub whetstone: PathBuf,
     /// Cargo features of the facade crate to turn on.
     pub features: Vec<String>,
+    /// This program, copied into the kernel folder: the kernelspec runs the copy's `start`.
+    pub kernel_exe: PathBuf,
 }
 
 /// The workspace this kernel was built from: the facade crate notebooks depend on by default.
@@ -74,22 +81,72 @@ pub fn find_evcxr() -> Option<PathBuf> {
     std::env::split_paths(&path).map(|d| d.join("evcxr_jupyter")).find(|p| p.is_file())
 }
 
-/// The text of `init.evcxr`: the dependency on whetstone (the library, without the CLI's own dependencies)
-/// and the compile cache.
-pub fn init_evcxr(whetstone: &Path, features: &[String]) -> String {
+/// The `:dep` line's right-hand side: the whetstone library, without the CLI's own dependencies.
+pub fn dep_config(whetstone: &Path, features: &[String]) -> String {
     let path = serde_json::to_string(&whetstone.to_string_lossy()).expect("a string");
     let features = serde_json::to_string(features).expect("strings");
+    format!("{{ path = {path}, default-features = false, features = {features} }}")
+}
+
+/// The text of `init.evcxr`. Evcxr's own compile cache (`:cache`) stays off: see [`slots`] for why.
+pub fn init_evcxr(whetstone: &Path, features: &[String]) -> String {
     format!(
-        "// Written by `whetstone-kernel install`: the whetstone toolkit, compiled once and cached.\n\
-         :cache {CACHE_MIB}\n\
-         :dep whetstone = {{ path = {path}, default-features = false, features = {features} }}\n"
+        "// Written by `whetstone-kernel install`: the whetstone toolkit as a dependency of every cell.\n\
+         :dep whetstone = {}\n",
+        dep_config(whetstone, features)
     )
 }
 
 /// The text of `prelude.rs`.
 pub const PRELUDE: &str = "use whetstone::prelude::*;\n";
 
-/// Writes the kernelspec and its Evcxr configuration; returns the kernel folder.
+/// What `install` recorded in the kernelspec's metadata, read back by `start` and `warm`.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub dir: PathBuf,
+    pub evcxr: PathBuf,
+    pub whetstone: PathBuf,
+    pub features: Vec<String>,
+}
+
+impl Installed {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("kernel.json");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("{}: cannot read it; run `whetstone-kernel install`", path.display()))?;
+        let spec: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let meta = &spec["metadata"]["whetstone"];
+        let text_of = |key: &str| {
+            meta[key]
+                .as_str()
+                .map(PathBuf::from)
+                .with_context(|| format!("{}: no metadata.whetstone.{key}; install again", path.display()))
+        };
+        let features = meta["features"].as_array().into_iter().flatten();
+        Ok(Installed {
+            dir: dir.to_path_buf(),
+            evcxr: text_of("evcxr")?,
+            whetstone: text_of("crate")?,
+            features: features.filter_map(|f| f.as_str().map(str::to_owned)).collect(),
+        })
+    }
+
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    /// Compiles the template slot (see [`slots`]), holding its lock meanwhile, then empties the idle slots so
+    /// they start from it; returns how many it emptied.
+    pub fn warm(&self) -> Result<usize> {
+        let template = slots::template_dir(&self.work_dir());
+        let _lock = slots::lock(&template)?;
+        let dep_line = format!("whetstone = {}", dep_config(&self.whetstone, &self.features));
+        warm::compile(&template, &dep_line, Some(&self.whetstone.join("Cargo.lock")))?;
+        slots::reset_idle(&self.work_dir())
+    }
+}
+
+/// Writes the kernelspec, its Evcxr configuration and the kernel's copy of this program; returns the folder.
 pub fn install(opts: &InstallOptions) -> Result<PathBuf> {
     if !opts.evcxr.is_file() {
         bail!(
@@ -106,18 +163,34 @@ pub fn install(opts: &InstallOptions) -> Result<PathBuf> {
     std::fs::create_dir_all(&config).with_context(|| format!("{}: cannot create it", config.display()))?;
     let evcxr = std::fs::canonicalize(&opts.evcxr)?;
     let whetstone = std::fs::canonicalize(&opts.whetstone)?;
+    let dir = std::fs::canonicalize(&dir)?;
+    let exe = dir.join(KERNEL_EXE);
+    copy_executable(&opts.kernel_exe, &exe)?;
     let spec = json!({
-        "argv": [evcxr, "--control_file", "{connection_file}"],
+        "argv": [exe, "start", "--kernel-dir", dir, "{connection_file}"],
         "display_name": DISPLAY_NAME,
         "language": "rust",
         "interrupt_mode": "message",
-        "env": {"EVCXR_CONFIG_DIR": config},
-        "metadata": {"whetstone": {"crate": whetstone, "features": opts.features}},
+        "metadata": {"whetstone": {"crate": whetstone, "features": opts.features, "evcxr": evcxr}},
     });
     write(&config.join("init.evcxr"), &init_evcxr(&whetstone, &opts.features))?;
     write(&config.join("prelude.rs"), PRELUDE)?;
     write(&dir.join("kernel.json"), &(serde_json::to_string_pretty(&spec)? + "\n"))?;
     Ok(dir)
+}
+
+/// What `start` does before it becomes Evcxr: the slot it took and the environment to run Evcxr with.
+pub fn prepare_start(dir: &Path, on_seed: impl FnOnce(&Path, &Path)) -> Result<(Installed, slots::Slot)> {
+    let installed = Installed::read(dir)?;
+    if !installed.evcxr.is_file() {
+        bail!(
+            "{}: evcxr_jupyter is gone; install it again (`cargo install --locked evcxr_jupyter`) or run \
+             `whetstone-kernel install --evcxr PATH`",
+            installed.evcxr.display()
+        );
+    }
+    let slot = slots::acquire(&installed.work_dir(), on_seed)?;
+    Ok((installed, slot))
 }
 
 /// Removes the kernelspec; returns the folder removed, or `None` when there was none.
@@ -138,6 +211,19 @@ fn write(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
+/// Copies the kernel program through a temporary beside it, executable.
+fn copy_executable(from: &Path, to: &Path) -> Result<()> {
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).with_context(|| format!("{} → {}: cannot copy it", from.display(), tmp.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755))?;
+    }
+    std::fs::rename(&tmp, to).with_context(|| format!("{}: cannot write it", to.display()))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +235,7 @@ mod tests {
     }
 
     #[test]
-    fn installs_a_kernelspec_that_points_evcxr_at_the_whetstone_config() {
+    fn installs_a_kernelspec_that_starts_evcxr_with_the_whetstone_config() {
         let tmp = tempfile::tempdir().unwrap();
         let location = Location::JupyterPath(tmp.path().join("jupyter"));
         let opts = InstallOptions {
@@ -157,23 +243,36 @@ mod tests {
             evcxr: fake_evcxr(tmp.path()),
             whetstone: workspace_root(),
             features: vec!["cuda".into()],
+            kernel_exe: fake_evcxr(tmp.path()),
         };
         let dir = install(&opts).unwrap();
-        assert_eq!(dir, tmp.path().join("jupyter/kernels/whetstone"));
+        assert_eq!(dir, std::fs::canonicalize(tmp.path().join("jupyter/kernels/whetstone")).unwrap());
         let spec: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.join("kernel.json")).unwrap()).unwrap();
         assert_eq!(spec["display_name"], "Rust (whetstone)");
-        assert_eq!(spec["argv"][1], "--control_file");
-        assert_eq!(spec["argv"][2], "{connection_file}");
-        let config = PathBuf::from(spec["env"]["EVCXR_CONFIG_DIR"].as_str().unwrap());
-        assert_eq!(config, dir.join("evcxr"));
-        let init = std::fs::read_to_string(config.join("init.evcxr")).unwrap();
+        let argv: Vec<&str> = spec["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+        let exe = dir.join("whetstone-kernel");
+        assert_eq!(argv, [exe.to_str().unwrap(), "start", "--kernel-dir", dir.to_str().unwrap(), "{connection_file}"]);
+        assert!(exe.is_file(), "the kernel runs its own copy of this program");
+        let installed = Installed::read(&dir).unwrap();
+        assert_eq!(installed.evcxr, std::fs::canonicalize(tmp.path().join("evcxr_jupyter")).unwrap());
+        assert_eq!(installed.features, ["cuda"]);
+        let init = std::fs::read_to_string(dir.join("evcxr/init.evcxr")).unwrap();
         let root = std::fs::canonicalize(workspace_root()).unwrap();
+        assert_eq!(installed.whetstone, root);
         assert!(init.contains(&format!(":dep whetstone = {{ path = \"{}\"", root.display())), "{init}");
         assert!(init.contains("default-features = false"), "notebooks skip the CLI's dependencies: {init}");
-        assert!(init.contains("features = [\"cuda\"]") && init.contains(":cache 4096"), "{init}");
-        assert_eq!(std::fs::read_to_string(config.join("prelude.rs")).unwrap(), PRELUDE);
-        // Installing again replaces it; uninstall removes it, once.
+        assert!(init.contains("features = [\"cuda\"]") && !init.contains(":cache"), "{init}");
+        assert_eq!(std::fs::read_to_string(dir.join("evcxr/prelude.rs")).unwrap(), PRELUDE);
+
+        // A start takes the first slot; a second kernel meanwhile the next.
+        let (_, first) = prepare_start(&dir, |_, _| {}).unwrap();
+        let (_, second) = prepare_start(&dir, |_, _| {}).unwrap();
+        assert_eq!((first.index, second.index), (0, 1));
+        assert_eq!(first.dir, dir.join("work/slot-0"));
+        drop((first, second));
+
+        // Installing again replaces it; uninstall removes it (work folders too), once.
         install(&opts).unwrap();
         assert_eq!(uninstall(&location).unwrap(), Some(dir.clone()));
         assert!(!dir.exists());
@@ -188,6 +287,7 @@ mod tests {
             evcxr: tmp.path().join("nowhere/evcxr_jupyter"),
             whetstone: workspace_root(),
             features: Vec::new(),
+            kernel_exe: tmp.path().join("whetstone-kernel"),
         };
         let e = install(&opts).unwrap_err().to_string();
         assert!(e.contains("cargo install --locked evcxr_jupyter"), "{e}");

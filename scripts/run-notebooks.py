@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Executes notebooks with the whetstone kernel through the real Jupyter client (nbclient), checks their
+outputs, and renders each to HTML with nbconvert.
+
+    run-notebooks.py --out DIR [--expect-warm] NOTEBOOK...
+
+Checks, per notebook: no cell ends in an error; a cell tagged `expect-html-table` shows an HTML table
+(`text/html` with `<table`); a cell tagged `expect-svg` shows an SVG (`image/svg+xml`). Before the notebooks
+it runs the kernel's own checks: a panic in a cell is reported and the variables of earlier cells survive it.
+The kernel's stderr goes to DIR/<name>.kernel.log and is printed when something fails; with --expect-warm, a
+kernel that compiles any whetstone crate at start fails the run (install --warm should have done it).
+Timings (kernel start to ready, first cell, whole notebook) go to stdout as a table and to DIR/timings.json.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbconvert import HTMLExporter
+
+KERNEL = "whetstone"
+STARTUP_TIMEOUT = 1800  # a cold kernel compiles the whole whetstone tree first
+CELL_TIMEOUT = 1800
+
+
+class Failure(Exception):
+    pass
+
+
+def outputs_of(cell, kind):
+    return [o for o in cell.get("outputs", []) if o.get("output_type") == kind]
+
+
+def data_of(cell, mime):
+    return [o["data"][mime] for o in cell.get("outputs", []) if mime in o.get("data", {})]
+
+
+def run(nb, name, out_dir, cwd):
+    """Executes nb in place; returns (kernel start seconds, seconds per cell)."""
+    log_path = out_dir / f"{name}.kernel.log"
+    client = NotebookClient(
+        nb,
+        kernel_name=KERNEL,
+        timeout=CELL_TIMEOUT,
+        startup_timeout=STARTUP_TIMEOUT,
+        allow_errors=True,
+        resources={"metadata": {"path": str(cwd)}},
+    )
+    seconds = []
+    with open(log_path, "w") as log:
+        started = time.time()
+        try:
+            with client.setup_kernel(stderr=log):
+                ready = time.time() - started
+                for i, cell in enumerate(nb.cells):
+                    t = time.time()
+                    client.execute_cell(cell, i)
+                    if cell.cell_type == "code":
+                        seconds.append(time.time() - t)
+        except Exception as e:
+            raise Failure(f"{name}: {type(e).__name__}: {e}") from e
+    return ready, seconds
+
+
+def kernel_log(out_dir, name):
+    path = out_dir / f"{name}.kernel.log"
+    return path.read_text(errors="replace") if path.exists() else ""
+
+
+def check_notebook(nb, name):
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.get("tags", [])
+        for e in outputs_of(cell, "error"):
+            problems.append(f"cell {i}: {e.get('ename')}: {e.get('evalue')}")
+        stderr = "".join(o.get("text", "") for o in outputs_of(cell, "stream") if o.get("name") == "stderr")
+        if "panicked" in stderr:
+            problems.append(f"cell {i}: panicked: {stderr.strip()[:500]}")
+        if "expect-html-table" in tags and not any("<table" in h for h in data_of(cell, "text/html")):
+            problems.append(f"cell {i}: no HTML table in its output")
+        if "expect-svg" in tags and not any(s.lstrip().startswith("<svg") for s in data_of(cell, "image/svg+xml")):
+            problems.append(f"cell {i}: no SVG in its output")
+    if problems:
+        raise Failure(f"{name}:\n  " + "\n  ".join(problems))
+
+
+def kernel_checks(out_dir, cwd):
+    """A panic is reported, and earlier variables survive it."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Rust (whetstone)", "language": "rust"}
+    nb.cells = [nbformat.v4.new_code_cell(c) for c in [
+        "let kept = 40 + 2;\nkept",
+        'panic!("a panic in a cell");',
+        "kept + 1",
+        'Dataset::open("no/such/file.jsonl").map(|d| d.rows())',
+    ]]
+    ready, seconds = run(nb, "kernel-checks", out_dir, cwd)
+    first, panic, after, missing = nb.cells
+    problems = []
+    if data_of(first, "text/plain") != ["42"]:
+        problems.append(f"first cell: {first.outputs}")
+    panic_text = json.dumps(panic.outputs)
+    if "a panic in a cell" not in panic_text:
+        problems.append(f"the panic was not reported: {panic.outputs}")
+    if data_of(after, "text/plain") != ["43"]:
+        problems.append(f"a variable did not survive the panic: {after.outputs}")
+    if "no/such/file.jsonl" not in json.dumps(missing.outputs):
+        problems.append(f"a missing file's error does not name it: {missing.outputs}")
+    if problems:
+        raise Failure("kernel checks:\n  " + "\n  ".join(problems))
+    return ready, seconds
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--expect-warm", action="store_true")
+    parser.add_argument("notebooks", nargs="+", type=Path)
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    timings = []
+    failed = []
+    jobs = [("kernel-checks", None)] + [(p.stem, p) for p in args.notebooks]
+    for name, path in jobs:
+        cwd = (path.parent if path else args.notebooks[0].parent).resolve()
+        (cwd / "work").mkdir(exist_ok=True)
+        started = time.time()
+        try:
+            if path is None:
+                ready, seconds = kernel_checks(args.out, cwd)
+            else:
+                nb = nbformat.read(path, as_version=4)
+                ready, seconds = run(nb, name, args.out, cwd)
+                nbformat.write(nb, args.out / f"{name}.ipynb")
+                html, _ = HTMLExporter().from_notebook_node(nb)
+                (args.out / f"{name}.html").write_text(html)
+                check_notebook(nb, name)
+            log = kernel_log(args.out, name)
+            compiled = [l.strip() for l in log.splitlines() if l.strip().startswith("Compiling whetstone")]
+            if args.expect_warm and compiled:
+                raise Failure(f"{name}: the kernel compiled at start, though installed warm: {compiled}")
+            timings.append({
+                "notebook": name,
+                "kernel_ready_s": round(ready, 1),
+                "first_cell_s": round(seconds[0], 1) if seconds else None,
+                "start_to_first_result_s": round(ready + (seconds[0] if seconds else 0), 1),
+                "total_s": round(time.time() - started, 1),
+                "cells": len(seconds),
+            })
+        except Failure as e:
+            failed.append(name)
+            print(f"FAILED {e}", file=sys.stderr)
+            log = kernel_log(args.out, name)
+            if log:
+                print(f"--- kernel stderr ({name}), last 60 lines ---", file=sys.stderr)
+                print("\n".join(log.splitlines()[-60:]), file=sys.stderr)
+    (args.out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
+    header = ["notebook", "kernel ready", "first cell", "start → first result", "all cells", "cells"]
+    rows = [[t["notebook"], f"{t['kernel_ready_s']} s", f"{t['first_cell_s']} s",
+             f"{t['start_to_first_result_s']} s", f"{t['total_s']} s", str(t["cells"])] for t in timings]
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    for r in [header] + rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(f"executed notebooks and their HTML: {args.out}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
