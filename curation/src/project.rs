@@ -26,7 +26,7 @@ const MAX_ITERATIONS: usize = 1000;
 
 /// Fits `components` principal components of `data` (row-major, `dim` columns).
 pub fn pca(data: &[f32], dim: usize, components: usize, seed: u64) -> Result<Pca> {
-    if dim == 0 || data.len() % dim != 0 {
+    if dim == 0 || !data.len().is_multiple_of(dim) {
         return Err(Error::Invalid(format!("{} values do not make rows of dimension {dim}", data.len())));
     }
     let n = data.len() / dim;
@@ -97,7 +97,7 @@ fn normalise(v: &mut [f64]) -> f64 {
 impl Pca {
     /// Each row's coordinates along the components: row-major `rows × components`.
     pub fn project(&self, data: &[f32]) -> Result<Vec<f32>> {
-        if data.len() % self.dim != 0 {
+        if !data.len().is_multiple_of(self.dim) {
             return Err(Error::Invalid(format!("{} values do not make rows of dimension {}", data.len(), self.dim)));
         }
         Ok(data

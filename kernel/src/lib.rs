@@ -97,8 +97,10 @@ pub fn init_evcxr(whetstone: &Path, features: &[String]) -> String {
     )
 }
 
-/// The text of `prelude.rs`.
-pub const PRELUDE: &str = "use whetstone::prelude::*;\n";
+/// The text of `prelude.rs`. Its binding makes Evcxr's rust-analyzer do its first type inference over the
+/// whetstone tree (several seconds) while the kernel starts, rather than in the notebook's first cell.
+pub const PRELUDE: &str = "use whetstone::prelude::*;\n\
+                           let whetstone_version: &str = whetstone::VERSION;\n";
 
 /// What `install` recorded in the kernelspec's metadata, read back by `start` and `warm`.
 #[derive(Debug, Clone)]

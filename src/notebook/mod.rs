@@ -70,10 +70,9 @@ impl Dataset {
         self.batches.iter().map(|b| b.num_rows()).sum()
     }
 
-    /// The same dataset, displaying `n` rows.
-    pub fn show(mut self, n: usize) -> Dataset {
-        self.shown = n;
-        self
+    /// The same dataset, displaying `n` rows (a cheap copy: the columns are shared).
+    pub fn show(&self, n: usize) -> Dataset {
+        Dataset { shown: n, ..self.clone() }
     }
 
     fn column(&self, name: &str) -> Result<Vec<&dyn Array>> {
@@ -283,7 +282,7 @@ pub fn thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -305,6 +304,9 @@ pub fn shared_data() -> Result<PathBuf> {
 
 /// Text progress for a notebook: a line at each tenth of the input read, so long stages show they are moving
 /// without flooding the output.
+/// How long a stage runs before its progress is printed.
+const QUIET: Duration = Duration::from_secs(2);
+
 pub struct Ticker {
     label: String,
     started: Instant,
@@ -329,7 +331,8 @@ impl Ticker {
             let mut reported = 0;
             while !stop.load(Ordering::Relaxed) {
                 let total = progress.total();
-                if total > 0 {
+                // Quick stages print nothing: a line is news only once a person has been waiting.
+                if total > 0 && started.elapsed() >= QUIET {
                     let tenth = (progress.done() * 10 / total).min(9);
                     if tenth > reported {
                         reported = tenth;
@@ -385,7 +388,8 @@ impl StageDone {
         if let Some(results) = m.results.as_object() {
             for (key, value) in results {
                 let text = match value {
-                    serde_json::Value::Number(n) => n.to_string(),
+                    serde_json::Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
+                    serde_json::Value::Number(n) => n.as_u64().map(thousands).unwrap_or_else(|| n.to_string()),
                     serde_json::Value::String(s) => s.clone(),
                     serde_json::Value::Bool(b) => b.to_string(),
                     _ => continue, // per-cluster tables and the like stay in the manifest

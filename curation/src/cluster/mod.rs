@@ -77,7 +77,7 @@ fn variance(data: &[f32], dim: usize) -> f64 {
 }
 
 fn check(data: &[f32], dim: usize, k: usize) -> Result<usize> {
-    if dim == 0 || data.len() % dim != 0 {
+    if dim == 0 || !data.len().is_multiple_of(dim) {
         return Err(Error::Invalid(format!("{} values are not rows of dimension {dim}", data.len())));
     }
     let n = data.len() / dim;
