@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Executes the notebooks with the whetstone kernel through the real Jupyter client, as the test command does:
 # installs evcxr_jupyter 0.22 (into .cache/evcxr) and nbclient/nbconvert (into .venv) when missing, installs
-# the kernel warm into a Jupyter path under target/, then runs scripts/run-notebooks.py on notebooks/*.ipynb.
+# the kernel warm into a Jupyter path under $TMPDIR, then runs scripts/run-notebooks.py on notebooks/*.ipynb.
 # The executed notebooks, their HTML and the kernels' stderr land in target/notebook-test/out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,9 @@ if ! .venv/bin/python -c 'import nbclient, nbconvert, nbformat' 2>/dev/null; the
     .venv/bin/pip install -q 'nbclient>=0.10,<0.12' 'nbconvert>=7,<8' 'nbformat>=5.9,<6'
 fi
 cargo build -p whetstone-kernel
-jupyter=target/notebook-test/jupyter
+# Outside the checkout: under a cargo project, cargo would take Evcxr's crate for part of it. Kept between runs
+# (keyed by the checkout's path), so only the first run compiles.
+jupyter="${TMPDIR:-/tmp}/whetstone-notebook-test-$(pwd | cksum | cut -d' ' -f1)/jupyter"
 ./target/debug/whetstone-kernel install --jupyter-path "$jupyter" --evcxr .cache/evcxr/bin/evcxr_jupyter --warm
 JUPYTER_PATH="$jupyter" .venv/bin/python scripts/run-notebooks.py --out target/notebook-test/out --expect-warm \
     notebooks/*.ipynb

@@ -161,6 +161,14 @@ pub fn install(opts: &InstallOptions) -> Result<PathBuf> {
         bail!("{}: not the whetstone crate (no Cargo.toml); name it with --whetstone", opts.whetstone.display());
     }
     let dir = opts.location.kernel_dir()?;
+    if let Some(project) = enclosing_cargo_project(&dir) {
+        bail!(
+            "{}: inside the cargo project {}, whose manifest cargo would take Evcxr's crate to be part of; \
+             install the kernel outside it (--user, or a --jupyter-path elsewhere)",
+            dir.display(),
+            project.display()
+        );
+    }
     let config = dir.join("evcxr");
     std::fs::create_dir_all(&config).with_context(|| format!("{}: cannot create it", config.display()))?;
     let evcxr = std::fs::canonicalize(&opts.evcxr)?;
@@ -211,6 +219,12 @@ fn write(path: &Path, text: &str) -> Result<()> {
     std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write it", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write it", path.display()))?;
     Ok(())
+}
+
+/// The nearest folder above `dir` that holds a `Cargo.toml`, if any.
+fn enclosing_cargo_project(dir: &Path) -> Option<PathBuf> {
+    let absolute = std::path::absolute(dir).ok()?;
+    absolute.ancestors().skip(1).find(|a| a.join("Cargo.toml").is_file()).map(Path::to_path_buf)
 }
 
 /// Copies the kernel program through a temporary beside it, executable.
@@ -294,6 +308,21 @@ mod tests {
         let e = install(&opts).unwrap_err().to_string();
         assert!(e.contains("cargo install --locked evcxr_jupyter"), "{e}");
         assert!(!tmp.path().join("share").exists(), "nothing written");
+    }
+
+    #[test]
+    fn refuses_a_location_inside_a_cargo_project() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("Cargo.toml"), "[workspace]\n").unwrap();
+        let opts = InstallOptions {
+            location: Location::JupyterPath(tmp.path().join("target/jupyter")),
+            evcxr: fake_evcxr(tmp.path()),
+            whetstone: workspace_root(),
+            features: Vec::new(),
+            kernel_exe: fake_evcxr(tmp.path()),
+        };
+        let e = install(&opts).unwrap_err().to_string();
+        assert!(e.contains("inside the cargo project") && e.contains("--user"), "{e}");
     }
 
     #[test]
