@@ -55,7 +55,7 @@ def run(nb, name, out_dir, cwd):
     with open(log_path, "w") as log:
         started = time.time()
         try:
-            with client.setup_kernel(stderr=log):
+            with client.setup_kernel(stdout=log, stderr=log):
                 ready = time.time() - started
                 for i, cell in enumerate(nb.cells):
                     t = time.time()

@@ -649,15 +649,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 fn num(n: u64) -> Cell {
-    let s = n.to_string();
-    let mut out = String::new();
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    Cell::new(out).set_alignment(CellAlignment::Right)
+    Cell::new(whetstone::notebook::thousands(n)).set_alignment(CellAlignment::Right)
 }
 
 fn human_bytes(b: u64) -> String {

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::Result;
@@ -57,6 +58,40 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
     (lo - span * 0.03)..(hi + span * 0.03)
 }
 
+type Area<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
+type Plane<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// An SVG drawn by `paint` on a white canvas.
+fn draw(title: &str, paint: impl FnOnce(&Area) -> Result<()>) -> Result<Chart> {
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(failed(title))?;
+        paint(&root)?;
+        root.present().map_err(failed(title))?;
+    }
+    Ok(Chart { title: title.to_string(), svg })
+}
+
+/// The frame every chart shares: the title above, room for the axes' labels.
+fn frame<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder.caption(title, ("sans-serif", 18)).margin(12).x_label_area_size(42).y_label_area_size(60);
+    builder
+}
+
+fn legend<'a, 'b: 'a>(chart: &mut Plane<'a, 'b>, position: SeriesLabelPosition, title: &str) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 11))
+        .position(position)
+        .draw()
+        .map_err(failed(title))?;
+    Ok(())
+}
+
 impl Chart {
     /// A histogram of `values` in `bins` equal bins. Values above the 99th percentile go into the last bin,
     /// so one very long text does not squash the rest (the x label says so when it happens).
@@ -81,17 +116,8 @@ impl Chart {
         } else {
             x_label.to_string()
         };
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            root.fill(&WHITE).map_err(failed(title))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(42)
-                .y_label_area_size(60)
-                .build_cartesian_2d(lo..hi, 0.0..top * 1.05)
-                .map_err(failed(title))?;
+        draw(title, |root| {
+            let mut chart = frame(root, title).build_cartesian_2d(lo..hi, 0.0..top * 1.05).map_err(failed(title))?;
             chart.configure_mesh().disable_x_mesh().x_desc(x_desc).y_desc("rows").draw().map_err(failed(title))?;
             chart
                 .draw_series(counts.iter().enumerate().map(|(i, &c)| {
@@ -99,24 +125,16 @@ impl Chart {
                     Rectangle::new([(x0, 0.0), (x0 + width, c as f64)], colour(0).mix(0.75).filled())
                 }))
                 .map_err(failed(title))?;
-            root.present().map_err(failed(title))?;
-        }
-        Ok(Chart { title: title.to_string(), svg })
+            Ok(())
+        })
     }
 
     /// Bars, one per (label, value), in the order given; labels are drawn when there are few enough to read.
     pub fn bars(title: &str, x_label: &str, y_label: &str, bars: &[(String, f64)]) -> Result<Chart> {
         let top = finite_range(bars.iter().map(|b| b.1)).map(|r| r.1).unwrap_or(0.0).max(1e-9);
         let n = bars.len().max(1);
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            root.fill(&WHITE).map_err(failed(title))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(42)
-                .y_label_area_size(60)
+        draw(title, |root| {
+            let mut chart = frame(root, title)
                 .build_cartesian_2d((0..n).into_segmented(), 0.0..top * 1.05)
                 .map_err(failed(title))?;
             let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
@@ -146,9 +164,8 @@ impl Chart {
                     bar
                 }))
                 .map_err(failed(title))?;
-            root.present().map_err(failed(title))?;
-        }
-        Ok(Chart { title: title.to_string(), svg })
+            Ok(())
+        })
     }
 
     /// Points coloured by group (the ten most frequent groups get a colour each and a legend entry, the
@@ -168,17 +185,9 @@ impl Chart {
         let index: HashMap<&str, usize> =
             ranked.iter().take(COLOURED_GROUPS).enumerate().map(|(i, g)| (g.0, i)).collect();
         let step = points.len().div_ceil(MAX_POINTS).max(1);
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            root.fill(&WHITE).map_err(failed(title))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(30)
-                .y_label_area_size(50)
-                .build_cartesian_2d(padded(x0, x1), padded(y0, y1))
-                .map_err(failed(title))?;
+        draw(title, |root| {
+            let mut chart =
+                frame(root, title).build_cartesian_2d(padded(x0, x1), padded(y0, y1)).map_err(failed(title))?;
             chart.configure_mesh().disable_mesh().draw().map_err(failed(title))?;
             let grey = RGBColor(200, 200, 200);
             // "other" first, so the coloured groups are drawn over it.
@@ -204,17 +213,9 @@ impl Chart {
                     .label(format!("{name} ({count})"))
                     .legend(move |(x, y)| Circle::new((x, y), 4, c.filled()));
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .label_font(("sans-serif", 11))
-                .position(SeriesLabelPosition::UpperRight)
-                .draw()
-                .map_err(failed(title))?;
-            root.present().map_err(failed(title))?;
-        }
-        Ok(Chart { title: title.to_string(), svg })
+            legend(&mut chart, SeriesLabelPosition::UpperRight, title)?;
+            Ok(())
+        })
     }
 
     /// Line series with markers, one colour and legend entry each.
@@ -222,17 +223,9 @@ impl Chart {
         let all = || series.iter().flat_map(|s| s.1.iter());
         let (x0, x1) = finite_range(all().map(|p| p.0)).ok_or("lines: no finite points")?;
         let (y0, y1) = finite_range(all().map(|p| p.1)).ok_or("lines: no finite points")?;
-        let mut svg = String::new();
-        {
-            let root = SVGBackend::with_string(&mut svg, SIZE).into_drawing_area();
-            root.fill(&WHITE).map_err(failed(title))?;
-            let mut chart = ChartBuilder::on(&root)
-                .caption(title, ("sans-serif", 18))
-                .margin(12)
-                .x_label_area_size(42)
-                .y_label_area_size(60)
-                .build_cartesian_2d(padded(x0, x1), padded(y0, y1))
-                .map_err(failed(title))?;
+        draw(title, |root| {
+            let mut chart =
+                frame(root, title).build_cartesian_2d(padded(x0, x1), padded(y0, y1)).map_err(failed(title))?;
             chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(failed(title))?;
             for (i, (name, points)) in series.iter().enumerate() {
                 let c = colour(i);
@@ -250,9 +243,8 @@ impl Chart {
                 .position(SeriesLabelPosition::LowerRight)
                 .draw()
                 .map_err(failed(title))?;
-            root.present().map_err(failed(title))?;
-        }
-        Ok(Chart { title: title.to_string(), svg })
+            Ok(())
+        })
     }
 
     /// Writes the SVG to `path` (atomically: a temporary beside it, then a rename).
