@@ -147,7 +147,11 @@ fn exec_evcxr(
     if unsafe { libc::fcntl(slot.lock.as_raw_fd(), libc::F_SETFD, 0) } == -1 {
         return Err(std::io::Error::last_os_error()).context("cannot pass the slot's lock to the kernel");
     }
+    // See warm::target_libdir for why the cells need this.
+    let mut library_path = vec![whetstone_kernel::warm::target_libdir()?];
+    library_path.extend(std::env::var_os("LD_LIBRARY_PATH").iter().flat_map(std::env::split_paths));
     let error = std::process::Command::new(&installed.evcxr)
+        .env("LD_LIBRARY_PATH", std::env::join_paths(library_path)?)
         .arg("--control_file")
         .arg(connection_file)
         .env("EVCXR_CONFIG_DIR", installed.dir.join("evcxr"))

@@ -54,6 +54,24 @@ fn tool_path(tool: &str) -> PathBuf {
     PathBuf::from(tool)
 }
 
+/// Where the toolchain's shared standard library is (`rustc --print target-libdir`).
+///
+/// Evcxr runs each cell from a copy of the shared object cargo built one folder up from where rustc built
+/// it, so the object's relative RUNPATH to `libstd-*.so` is one level short. From a work folder under /tmp it
+/// still lands (climbing past `/` stays at `/`); from one under the home folder that rustup also lives in, it
+/// misses and the cell fails with "dlopen failed". `start` puts this folder on `LD_LIBRARY_PATH` instead.
+pub fn target_libdir() -> Result<PathBuf> {
+    let rustc = tool_path("rustc");
+    let out = Command::new(&rustc)
+        .args(["--print", "target-libdir"])
+        .output()
+        .with_context(|| format!("{}: cannot run it", rustc.display()))?;
+    if !out.status.success() {
+        bail!("{} --print target-libdir failed: {}", rustc.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
 fn on_path(tool: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
 }
