@@ -10,6 +10,10 @@ use plotters::prelude::*;
 use super::Result;
 
 const SIZE: (u32, u32) = (760, 420);
+const LABELS: (&str, u32) = ("sans-serif", 12);
+const AXIS_NAMES: (&str, u32) = ("sans-serif", 14);
+/// A scatter plot's legend column, right of the plot, so it hides no points.
+const LEGEND_WIDTH: u32 = 230;
 /// A scatter plot draws at most this many points (every n-th one past it): a browser stays responsive and
 /// the notebook file stays small.
 pub const MAX_POINTS: usize = 6000;
@@ -60,6 +64,14 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
 
 type Area<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
 type Plane<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
+
+/// The first `n` characters of `text`, with "…" when cut.
+fn shorten(text: &str, n: usize) -> String {
+    match text.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_string(),
+    }
+}
 
 /// An SVG drawn by `paint` on a white canvas.
 fn draw(title: &str, paint: impl FnOnce(&Area) -> Result<()>) -> Result<Chart> {
@@ -118,7 +130,16 @@ impl Chart {
         };
         draw(title, |root| {
             let mut chart = frame(root, title).build_cartesian_2d(lo..hi, 0.0..top * 1.05).map_err(failed(title))?;
-            chart.configure_mesh().disable_x_mesh().x_desc(x_desc).y_desc("rows").draw().map_err(failed(title))?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .label_style(LABELS)
+                .axis_desc_style(AXIS_NAMES)
+                .y_label_formatter(&|v| format!("{v:.0}"))
+                .x_desc(x_desc)
+                .y_desc("rows")
+                .draw()
+                .map_err(failed(title))?;
             chart
                 .draw_series(counts.iter().enumerate().map(|(i, &c)| {
                     let x0 = lo + i as f64 * width;
@@ -142,6 +163,9 @@ impl Chart {
             chart
                 .configure_mesh()
                 .disable_x_mesh()
+                .label_style(LABELS)
+                .axis_desc_style(AXIS_NAMES)
+                .y_label_formatter(&|v| format!("{v:.0}"))
                 .x_labels(if few { labels.len() } else { 10 })
                 .x_label_formatter(&|x| match x {
                     SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if few => {
@@ -186,34 +210,43 @@ impl Chart {
             ranked.iter().take(COLOURED_GROUPS).enumerate().map(|(i, g)| (g.0, i)).collect();
         let step = points.len().div_ceil(MAX_POINTS).max(1);
         draw(title, |root| {
+            let (plot, side) = root.split_horizontally(SIZE.0 - LEGEND_WIDTH);
             let mut chart =
-                frame(root, title).build_cartesian_2d(padded(x0, x1), padded(y0, y1)).map_err(failed(title))?;
-            chart.configure_mesh().disable_mesh().draw().map_err(failed(title))?;
+                frame(&plot, title).build_cartesian_2d(padded(x0, x1), padded(y0, y1)).map_err(failed(title))?;
+            chart.configure_mesh().disable_mesh().label_style(LABELS).draw().map_err(failed(title))?;
             let grey = RGBColor(200, 200, 200);
             // "other" first, so the coloured groups are drawn over it.
             let drawn: Vec<usize> = (0..points.len()).step_by(step).collect();
+            let point = |i: usize, c: &RGBColor| Circle::new((points[i][0] as f64, points[i][1] as f64), 2, c.filled());
             chart
                 .draw_series(
-                    drawn
-                        .iter()
-                        .filter(|&&i| !index.contains_key(groups[i].as_str()))
-                        .map(|&i| Circle::new((points[i][0] as f64, points[i][1] as f64), 2, grey.filled())),
+                    drawn.iter().filter(|&&i| !index.contains_key(groups[i].as_str())).map(|&i| point(i, &grey)),
                 )
                 .map_err(failed(title))?;
-            for (g, (name, count)) in ranked.iter().take(COLOURED_GROUPS).enumerate() {
+            for g in 0..ranked.len().min(COLOURED_GROUPS) {
                 let c = colour(g);
                 chart
                     .draw_series(
-                        drawn
-                            .iter()
-                            .filter(|&&i| index.get(groups[i].as_str()) == Some(&g))
-                            .map(|&i| Circle::new((points[i][0] as f64, points[i][1] as f64), 2, c.filled())),
+                        drawn.iter().filter(|&&i| index.get(groups[i].as_str()) == Some(&g)).map(|&i| point(i, &c)),
                     )
-                    .map_err(failed(title))?
-                    .label(format!("{name} ({count})"))
-                    .legend(move |(x, y)| Circle::new((x, y), 4, c.filled()));
+                    .map_err(failed(title))?;
             }
-            legend(&mut chart, SeriesLabelPosition::UpperRight, title)?;
+            // The legend: a coloured dot and "group (rows)" per line, "others" last.
+            let mut entries: Vec<(RGBColor, String)> = ranked
+                .iter()
+                .take(COLOURED_GROUPS)
+                .enumerate()
+                .map(|(g, (name, count))| (colour(g), format!("{} ({count})", shorten(name, 30))))
+                .collect();
+            let others: usize = ranked.iter().skip(COLOURED_GROUPS).map(|g| g.1).sum();
+            if others > 0 {
+                entries.push((grey, format!("{} others ({others})", ranked.len() - COLOURED_GROUPS)));
+            }
+            for (line, (c, text)) in entries.iter().enumerate() {
+                let y = 50 + line as i32 * 18;
+                side.draw(&Circle::new((8, y), 4, c.filled())).map_err(failed(title))?;
+                side.draw(&Text::new(text.as_str(), (18, y - 7), ("sans-serif", 11))).map_err(failed(title))?;
+            }
             Ok(())
         })
     }
@@ -226,7 +259,14 @@ impl Chart {
         draw(title, |root| {
             let mut chart =
                 frame(root, title).build_cartesian_2d(padded(x0, x1), padded(y0, y1)).map_err(failed(title))?;
-            chart.configure_mesh().x_desc(x_label).y_desc(y_label).draw().map_err(failed(title))?;
+            chart
+                .configure_mesh()
+                .label_style(LABELS)
+                .axis_desc_style(AXIS_NAMES)
+                .x_desc(x_label)
+                .y_desc(y_label)
+                .draw()
+                .map_err(failed(title))?;
             for (i, (name, points)) in series.iter().enumerate() {
                 let c = colour(i);
                 chart
@@ -236,13 +276,7 @@ impl Chart {
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2)));
                 chart.draw_series(points.iter().map(|&p| Circle::new(p, 3, c.filled()))).map_err(failed(title))?;
             }
-            chart
-                .configure_series_labels()
-                .background_style(WHITE.mix(0.85))
-                .border_style(BLACK.mix(0.3))
-                .position(SeriesLabelPosition::LowerRight)
-                .draw()
-                .map_err(failed(title))?;
+            legend(&mut chart, SeriesLabelPosition::LowerRight, title)?;
             Ok(())
         })
     }

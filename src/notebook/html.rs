@@ -71,7 +71,8 @@ fn cells(batches: &[RecordBatch], schema: &Schema, limit: usize) -> Vec<Vec<Opti
 
 pub(crate) const STYLE: &str = "<style>\
 .whet-table{border-collapse:collapse;font-size:12px}\
-.whet-table th,.whet-table td{border:1px solid #ddd;padding:3px 6px;text-align:left;vertical-align:top;max-width:36em}\
+.whet-table th,.whet-table td{border:1px solid #ddd;padding:3px 6px;text-align:left !important;vertical-align:top;max-width:40em}\
+.whet-table td.long{min-width:22em}\
 .whet-table th small{color:#888;font-weight:normal}\
 .whet-table td.null{color:#aaa}\
 .whet-table details summary{cursor:pointer}\
@@ -101,7 +102,7 @@ pub fn table_html(batches: &[RecordBatch], schema: &Schema, limit: usize, captio
                     if was_cut {
                         let chars = text.chars().count();
                         html.push_str(&format!(
-                            "<td><details><summary>{}… <small>({chars} chars)</small></summary>{}</details></td>",
+                            "<td class=\"long\"><details><summary>{}… <small>({chars} chars)</small></summary>{}</details></td>",
                             escape(head),
                             escape(&text)
                         ));
