@@ -6,14 +6,13 @@
 pub use whetstone_curation as curation;
 pub use whetstone_datasets as datasets;
 
-pub mod notebook;
+pub use whetstone_kernel::notebook;
 
 /// This crate's version.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The names most code and notebooks use.
 pub mod prelude {
-    pub use crate::notebook::{run, run_seeded, shared_data, thousands, Chart, Dataset, Show, StageDone, Table};
     pub use whetstone_curation::embed::{embed_dataset, Embedder, HashingEmbedder, SentenceEncoder, TextField};
     pub use whetstone_curation::pipeline::{
         ClusterStep, DecontamStep, DedupMethod, DedupStep, EmbedStep, FilterStep, Pipeline, SelectStep, Step,
@@ -23,5 +22,8 @@ pub mod prelude {
     pub use whetstone_datasets::{
         convert, inspect, read_all, row_count, schema, ConvertOptions, DatasetReader, DatasetWriter, FieldMap,
         Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,
+    };
+    pub use whetstone_kernel::notebook::{
+        run, run_seeded, shared_data, thousands, Chart, Dataset, Show, StageDone, Table,
     };
 }

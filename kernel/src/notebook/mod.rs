@@ -1,8 +1,10 @@
 //! What a notebook works with: datasets held in memory that display as tables, stages run with progress and
-//! a summary, and charts. The kernel (`whetstone-kernel`) brings all of it into scope through the prelude.
+//! a summary, and charts. The kernel brings all of it into scope: the facade's prelude (`whetstone::prelude`)
+//! re-exports it.
 //!
 //! ```no_run
-//! use whetstone::prelude::*;
+//! use whetstone_curation::pipeline::{FilterStep, Step};
+//! use whetstone_kernel::notebook::{run, Chart, Dataset};
 //! let gsm8k = Dataset::open("../shared/data/gsm8k/test.jsonl")?;   // shows as a table in a notebook
 //! let chart = Chart::histogram("prompt length", "characters", &gsm8k.lengths("prompt")?, 40)?;
 //! let done = run(Step::Filter(FilterStep::default()), "../shared/data/gsm8k/test.jsonl", "gsm8k.parquet")?;
