@@ -1,10 +1,11 @@
 //! whetstone: build LLM fine-tuning datasets and improve models in rounds.
 //!
-//! This facade re-exports the toolkit's crates; `use whetstone::prelude::*` brings the common names into
+//! This facade re-exports the toolkit's crates (datasets ← curation ← selfimprove); `use whetstone::prelude::*` brings the common names into
 //! scope (as the notebook kernel does).
 
 pub use whetstone_curation as curation;
 pub use whetstone_datasets as datasets;
+pub use whetstone_selfimprove as selfimprove;
 
 pub use whetstone_kernel::notebook;
 

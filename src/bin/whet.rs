@@ -21,6 +21,7 @@ use whetstone::curation::stages::select_dataset;
 use whetstone::datasets::{
     self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions, RowProgress,
 };
+use whetstone::selfimprove::{make_tiny_model, TinyLlama};
 
 /// whetstone: build LLM fine-tuning datasets and improve models in rounds.
 ///
@@ -272,6 +273,43 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Models made here (no weights can be downloaded on some machines).
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// A tiny Llama model: a byte-level BPE tokenizer trained on the corpus, random weights from the seed,
+    /// written as a Hugging Face folder (config.json, model.safetensors, tokenizer.json, …) that mistral.rs loads.
+    Tiny {
+        /// The folder to create (it must not exist).
+        out: PathBuf,
+        /// Texts for the tokenizer: datasets (prompt and response columns) or .txt files (lines).
+        #[arg(long, required = true, num_args = 1..)]
+        corpus: Vec<PathBuf>,
+        #[arg(long, default_value_t = TinyLlama::default().vocab)]
+        vocab: usize,
+        #[arg(long, default_value_t = TinyLlama::default().layers)]
+        layers: usize,
+        #[arg(long, default_value_t = TinyLlama::default().hidden)]
+        hidden: usize,
+        #[arg(long, default_value_t = TinyLlama::default().heads)]
+        heads: usize,
+        /// Key/value heads (fewer than heads: grouped-query attention).
+        #[arg(long, default_value_t = TinyLlama::default().kv_heads)]
+        kv_heads: usize,
+        /// Width of the MLP.
+        #[arg(long, default_value_t = TinyLlama::default().intermediate)]
+        intermediate: usize,
+        /// Context length in tokens.
+        #[arg(long, default_value_t = TinyLlama::default().context)]
+        context: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -487,6 +525,24 @@ fn run(cli: Cli) -> Result<()> {
                 Step::Decontam(DecontamStep { eval, n }).run(&input, &output, read.options()?, 0, |p| bar.follow(p))?;
             bar.finish();
             print_drops(&m);
+        }
+        Command::Model {
+            command:
+                ModelCommand::Tiny { out, corpus, vocab, layers, hidden, heads, kv_heads, intermediate, context, seed },
+        } => {
+            let spec = TinyLlama { vocab, layers, hidden, heads, kv_heads, intermediate, context, seed };
+            let made = make_tiny_model(&out, &corpus, &spec)?;
+            let mut t = table(&["model", "value"]);
+            t.add_row(vec![Cell::new("folder"), Cell::new(made.folder.display())]);
+            t.add_row(vec![Cell::new("vocabulary"), num(made.vocab as u64)]);
+            t.add_row(vec![Cell::new("parameters"), num(made.parameters as u64)]);
+            t.add_row(vec![
+                Cell::new("layers × hidden × heads"),
+                Cell::new(format!("{} × {} × {} (head size {})", layers, hidden, heads, spec.head_dim())),
+            ]);
+            t.add_row(vec![Cell::new("corpus texts"), num(made.corpus_texts as u64)]);
+            t.add_row(vec![Cell::new("seconds"), Cell::new(format!("{:.1}", made.seconds))]);
+            println!("{t}");
         }
         Command::Curate { pipeline } => {
             let pipeline = Pipeline::load(&pipeline)?;
