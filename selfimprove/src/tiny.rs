@@ -82,7 +82,7 @@ impl TinyLlama {
         if self.layers == 0 || self.hidden == 0 || self.heads == 0 || self.kv_heads == 0 || self.intermediate == 0 {
             return fail("layers, hidden, heads, kv_heads and intermediate must all be at least 1".into());
         }
-        if self.hidden % self.heads != 0 {
+        if !self.hidden.is_multiple_of(self.heads) {
             return fail(format!("hidden {} is not a multiple of heads {}", self.hidden, self.heads));
         }
         if !HEAD_DIMS.contains(&self.head_dim()) {
@@ -94,7 +94,7 @@ impl TinyLlama {
                 self.head_dim()
             ));
         }
-        if self.heads % self.kv_heads != 0 {
+        if !self.heads.is_multiple_of(self.kv_heads) {
             return fail(format!("heads {} is not a multiple of kv_heads {}", self.heads, self.kv_heads));
         }
         let minimum = 256 + 3 + ROLES.len();
