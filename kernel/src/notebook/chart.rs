@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 
+use plotters::chart::MeshStyle;
 use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
@@ -92,6 +93,17 @@ fn frame<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, SVGBac
     builder
 }
 
+fn whole(v: &f64) -> String {
+    format!("{v:.0}")
+}
+
+/// The axes of a chart of counts: readable labels, whole numbers up the side, no vertical grid lines.
+fn counts_mesh<'m, 'a, 'b, X: Ranged, DB: DrawingBackend>(
+    mesh: &'m mut MeshStyle<'a, 'b, X, RangedCoordf64, DB>,
+) -> &'m mut MeshStyle<'a, 'b, X, RangedCoordf64, DB> {
+    mesh.disable_x_mesh().label_style(LABELS).axis_desc_style(AXIS_NAMES).y_label_formatter(&whole)
+}
+
 fn legend<'a, 'b: 'a>(chart: &mut Plane<'a, 'b>, position: SeriesLabelPosition, title: &str) -> Result<()> {
     chart
         .configure_series_labels()
@@ -130,16 +142,7 @@ impl Chart {
         };
         draw(title, |root| {
             let mut chart = frame(root, title).build_cartesian_2d(lo..hi, 0.0..top * 1.05).map_err(failed(title))?;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .label_style(LABELS)
-                .axis_desc_style(AXIS_NAMES)
-                .y_label_formatter(&|v| format!("{v:.0}"))
-                .x_desc(x_desc)
-                .y_desc("rows")
-                .draw()
-                .map_err(failed(title))?;
+            counts_mesh(&mut chart.configure_mesh()).x_desc(x_desc).y_desc("rows").draw().map_err(failed(title))?;
             chart
                 .draw_series(counts.iter().enumerate().map(|(i, &c)| {
                     let x0 = lo + i as f64 * width;
@@ -160,12 +163,7 @@ impl Chart {
                 .map_err(failed(title))?;
             let labels: Vec<String> = bars.iter().map(|b| b.0.clone()).collect();
             let few = labels.len() <= 24;
-            chart
-                .configure_mesh()
-                .disable_x_mesh()
-                .label_style(LABELS)
-                .axis_desc_style(AXIS_NAMES)
-                .y_label_formatter(&|v| format!("{v:.0}"))
+            counts_mesh(&mut chart.configure_mesh())
                 .x_labels(if few { labels.len() } else { 10 })
                 .x_label_formatter(&|x| match x {
                     SegmentValue::CenterOf(i) | SegmentValue::Exact(i) if few => {
