@@ -1,10 +1,10 @@
 //! whetstone-datasets: the record model every whetstone stage reads and writes.
 //!
 //! - [`schema`]: the canonical Arrow schema (core columns and typed stage columns);
-//! - [`format`]: the layouts fine-tuning data comes in (Alpaca, prompt/completion, messages, ShareGPT,
+//! - [`format`](mod@format): the layouts fine-tuning data comes in (Alpaca, prompt/completion, messages, ShareGPT,
 //!   GSM8K, Self-Instruct), recognised from the fields or named with a [`FieldMap`];
 //! - [`read`]: streaming readers for JSONL (plain, gzip), JSON arrays, Parquet, Arrow IPC and CSV;
-//! - [`write`]: atomic writers for Parquet, Arrow IPC and the JSONL layouts trainers read;
+//! - [`write`](mod@write): atomic writers for Parquet, Arrow IPC and the JSONL layouts trainers read;
 //! - [`manifest`]: lineage and row accounting beside every dataset;
 //! - [`stage`]: the code that runs every stage (reading, writing, rejected rows, manifests);
 //! - [`convert()`] and [`inspect()`]: the stages behind `whet convert` and `whet inspect`.

@@ -1,6 +1,6 @@
 //! k-means over embeddings: k-means++ seeding, then Lloyd iterations. The first assignment is a blocked
 //! matrix product (‖x‖² − 2x·c + ‖c‖²) on candle's parallel GEMM; later ones skip the rows and centroid
-//! groups that distance bounds rule out (Yinyang k-means, [`yinyang`]), with the same result as plain Lloyd.
+//! groups that distance bounds rule out (Yinyang k-means, `yinyang`), with the same result as plain Lloyd.
 
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
