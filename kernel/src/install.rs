@@ -63,8 +63,7 @@ pub fn workspace_root() -> PathBuf {
 
 /// `evcxr_jupyter` on PATH, if there is one.
 pub fn find_evcxr() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join("evcxr_jupyter")).find(|p| p.is_file())
+    warm::on_path("evcxr_jupyter")
 }
 
 /// The `:dep` line's right-hand side: the whetstone library, without the CLI's own dependencies.
@@ -199,12 +198,9 @@ pub fn uninstall(location: &Location) -> Result<Option<PathBuf>> {
     Ok(Some(dir))
 }
 
-/// Writes a file through a temporary beside it, so a half-written kernelspec never shows.
+/// Writes a file atomically, so a half-written kernelspec never shows.
 fn write(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).with_context(|| format!("{}: cannot write it", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot write it", path.display()))?;
-    Ok(())
+    Ok(whetstone_datasets::write::write_atomic(path, text.as_bytes())?)
 }
 
 /// The nearest folder above `dir` that holds a `Cargo.toml`, if any.

@@ -1,7 +1,6 @@
 //! `whetstone-kernel install | uninstall`: the Jupyter kernelspec for notebooks with whetstone in scope.
 
 use std::path::PathBuf;
-
 use std::time::Instant;
 
 use anyhow::{Context, Result};

@@ -175,7 +175,8 @@ mod tests {
         let held_1 = try_lock(&slot_dir(&work, 1)).unwrap();
         assert!(held_1.is_some(), "released when dropped");
         drop(held_1);
-        let _fourth = acquire(&work, |_, _| {}).unwrap();
+        let fourth = acquire(&work, |_, _| panic!("slot 1 is compiled: nothing to copy")).unwrap();
+        assert_eq!((fourth.index, fourth.warm), (1, true));
         drop(first);
         let fifth = acquire(&work, |_, _| {}).unwrap();
         assert_eq!((fifth.index, fifth.warm), (0, true), "slot 0, free again, is seeded now");

@@ -72,8 +72,10 @@ pub fn target_libdir() -> Result<PathBuf> {
     Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
 }
 
-fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(tool).is_file()))
+/// `tool` in a folder of PATH, if there is one.
+pub fn on_path(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(tool)).find(|p| p.is_file())
 }
 
 fn host_target(rustc: &Path) -> Result<String> {
@@ -100,12 +102,12 @@ pub fn compile(dir: &Path, dep_line: &str, lockfile: Option<&Path>) -> Result<()
     }
     let (cargo, rustc) = (tool_path("cargo"), tool_path("rustc"));
     let mut rustflags = vec!["-Cprefer-dynamic"];
-    let mut command = if on_path("mold") {
+    let mut command = if on_path("mold").is_some() {
         let mut c = Command::new("mold");
         c.arg("-run").arg(&cargo);
         c
     } else {
-        if on_path("lld") {
+        if on_path("lld").is_some() {
             rustflags.push("-Clink-arg=-fuse-ld=lld");
         }
         Command::new(&cargo)

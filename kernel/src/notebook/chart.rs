@@ -66,14 +66,6 @@ fn padded(lo: f64, hi: f64) -> std::ops::Range<f64> {
 type Area<'b> = DrawingArea<SVGBackend<'b>, plotters::coord::Shift>;
 type Plane<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
-/// The first `n` characters of `text`, with "…" when cut.
-fn shorten(text: &str, n: usize) -> String {
-    match text.char_indices().nth(n) {
-        Some((i, _)) => format!("{}…", &text[..i]),
-        None => text.to_string(),
-    }
-}
-
 /// An SVG drawn by `paint` on a white canvas.
 fn draw(title: &str, paint: impl FnOnce(&Area) -> Result<()>) -> Result<Chart> {
     let mut svg = String::new();
@@ -234,7 +226,7 @@ impl Chart {
                 .iter()
                 .take(COLOURED_GROUPS)
                 .enumerate()
-                .map(|(g, (name, count))| (colour(g), format!("{} ({count})", shorten(name, 30))))
+                .map(|(g, (name, count))| (colour(g), format!("{} ({count})", super::html::shorten(name, 30))))
                 .collect();
             let others: usize = ranked.iter().skip(COLOURED_GROUPS).map(|g| g.1).sum();
             if others > 0 {
@@ -279,13 +271,9 @@ impl Chart {
         })
     }
 
-    /// Writes the SVG to `path` (atomically: a temporary beside it, then a rename).
+    /// Writes the SVG to `path`, atomically.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let tmp = path.with_extension("svg.tmp");
-        std::fs::write(&tmp, &self.svg).map_err(|e| format!("{}: cannot write it ({e})", tmp.display()))?;
-        std::fs::rename(&tmp, path).map_err(|e| format!("{}: cannot write it ({e})", path.display()))?;
-        Ok(())
+        Ok(whetstone_datasets::write::write_atomic(path.as_ref(), self.svg.as_bytes())?)
     }
 
     /// How a notebook shows it: the SVG itself.

@@ -118,6 +118,30 @@ pub fn table_html(batches: &[RecordBatch], schema: &Schema, limit: usize, captio
     html
 }
 
+/// `text` cut to `n` characters, with "…" when it was longer.
+pub(crate) fn shorten(text: &str, n: usize) -> String {
+    match cut(text, n) {
+        (head, true) => format!("{head}…"),
+        (_, false) => text.to_string(),
+    }
+}
+
+/// The widest cell of each column, in characters.
+pub(crate) fn column_widths(rows: &[&[String]]) -> Vec<usize> {
+    let columns = rows.iter().map(|r| r.len()).max().unwrap_or(0);
+    (0..columns).map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0)).collect()
+}
+
+/// One line of a text table: cells padded to their column's width, joined by `separator`.
+pub(crate) fn padded_line(cells: &[String], widths: &[usize], separator: &str) -> String {
+    let padded: Vec<String> = cells
+        .iter()
+        .zip(widths)
+        .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count()))))
+        .collect();
+    padded.join(separator).trim_end().to_string()
+}
+
 /// The same as plain text: a caption, then a header and rows with cut cells.
 pub fn table_text(batches: &[RecordBatch], schema: &Schema, limit: usize, caption: &str) -> String {
     let header: Vec<String> =
@@ -126,34 +150,19 @@ pub fn table_text(batches: &[RecordBatch], schema: &Schema, limit: usize, captio
         .into_iter()
         .map(|r| {
             r.into_iter()
-                .map(|c| match c {
-                    None => "null".to_string(),
-                    Some(t) => {
-                        let t = t.replace(['\n', '\r', '\t'], " ");
-                        let (head, was_cut) = cut(&t, TEXT_CELL_CHARS);
-                        if was_cut {
-                            format!("{head}…")
-                        } else {
-                            t
-                        }
-                    }
+                .map(|c| {
+                    c.map_or("null".to_string(), |t| shorten(&t.replace(['\n', '\r', '\t'], " "), TEXT_CELL_CHARS))
                 })
                 .collect()
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([header[c].chars().count()]).max().unwrap_or(0))
-        .collect();
-    let line = |cells: &[String]| {
-        let padded: Vec<String> =
-            cells.iter().zip(&widths).map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count()))).collect();
-        padded.join(" | ").trim_end().to_string()
-    };
-    let mut out = format!("{caption}\n{}\n", line(&header));
+    let all: Vec<&[String]> = std::iter::once(header.as_slice()).chain(rows.iter().map(Vec::as_slice)).collect();
+    let widths = column_widths(&all);
+    let mut out = format!("{caption}\n{}\n", padded_line(&header, &widths, " | "));
     out.push_str(&widths.iter().map(|w| "-".repeat(*w)).collect::<Vec<_>>().join("-+-"));
     out.push('\n');
     for r in &rows {
-        out.push_str(&line(r));
+        out.push_str(&padded_line(r, &widths, " | "));
         out.push('\n');
     }
     out

@@ -172,11 +172,7 @@ impl Dataset {
     }
 
     pub fn evcxr_display(&self) {
-        let caption = self.caption();
-        html::emit(&[
-            ("text/plain", &html::table_text(&self.batches, &self.schema, self.shown.min(5), &caption)),
-            ("text/html", &html::table_html(&self.batches, &self.schema, self.shown, &caption)),
-        ]);
+        show_batches(&self.batches, &self.schema, self.shown, &self.caption());
     }
 }
 
@@ -195,12 +191,16 @@ impl Show for RecordBatch {
     fn evcxr_display(&self) {
         let caption =
             format!("{} rows × {} columns (a record batch)", thousands(self.num_rows() as u64), self.num_columns());
-        let batches = std::slice::from_ref(self);
-        html::emit(&[
-            ("text/plain", &html::table_text(batches, &self.schema(), 5, &caption)),
-            ("text/html", &html::table_html(batches, &self.schema(), SHOWN_ROWS, &caption)),
-        ]);
+        show_batches(std::slice::from_ref(self), &self.schema(), SHOWN_ROWS, &caption);
     }
+}
+
+/// Shows rows as an HTML table, with a plain-text table (at most five rows) beside it for consoles.
+fn show_batches(batches: &[RecordBatch], schema: &SchemaRef, shown: usize, caption: &str) {
+    html::emit(&[
+        ("text/plain", &html::table_text(batches, schema, shown.min(5), caption)),
+        ("text/html", &html::table_html(batches, schema, shown, caption)),
+    ]);
 }
 
 /// A small table of text: what a notebook shows for summaries and comparisons.
@@ -250,30 +250,12 @@ impl Table {
 
 impl std::fmt::Display for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let columns = self.header.len();
-        let widths: Vec<usize> = (0..columns)
-            .map(|c| {
-                self.rows
-                    .iter()
-                    .filter_map(|r| r.get(c))
-                    .chain([&self.header[c]])
-                    .map(|s| s.chars().count())
-                    .max()
-                    .unwrap_or(0)
-            })
-            .collect();
-        let line = |cells: &[String]| {
-            let padded: Vec<String> = cells
-                .iter()
-                .zip(&widths)
-                .map(|(c, w)| format!("{c}{}", " ".repeat(w.saturating_sub(c.chars().count()))))
-                .collect();
-            padded.join("  ").trim_end().to_string()
-        };
+        let all: Vec<&[String]> =
+            std::iter::once(self.header.as_slice()).chain(self.rows.iter().map(Vec::as_slice)).collect();
+        let widths = html::column_widths(&all);
         writeln!(f, "{}", self.caption)?;
-        writeln!(f, "{}", line(&self.header))?;
-        for r in &self.rows {
-            writeln!(f, "{}", line(r))?;
+        for r in all {
+            writeln!(f, "{}", html::padded_line(r, &widths, "  "))?;
         }
         Ok(())
     }
@@ -346,12 +328,11 @@ impl Ticker {
         }));
     }
 
-    pub fn finish(mut self) -> Duration {
+    pub fn finish(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        self.started.elapsed()
     }
 }
 
@@ -360,7 +341,6 @@ impl Ticker {
 pub struct StageDone {
     pub output: PathBuf,
     pub manifest: Manifest,
-    pub seconds: f64,
 }
 
 impl StageDone {
@@ -377,38 +357,27 @@ impl StageDone {
         })
     }
 
-    fn summary_rows(&self) -> Vec<(String, String)> {
-        let m = &self.manifest;
-        let mut rows = vec![
-            ("rows in".to_string(), thousands(m.rows.rows_in)),
-            ("rows out".to_string(), thousands(m.rows.rows_out)),
-            ("rows rejected".to_string(), thousands(m.rows.rows_rejected)),
-        ];
-        for (reason, n) in &m.rejected.by_reason {
-            rows.push((format!("  rejected: {reason}"), thousands(*n)));
-        }
-        if let Some(results) = m.results.as_object() {
-            for (key, value) in results {
-                let text = match value {
-                    serde_json::Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
-                    serde_json::Value::Number(n) => n.as_u64().map(thousands).unwrap_or_else(|| n.to_string()),
-                    serde_json::Value::String(s) => s.clone(),
-                    serde_json::Value::Bool(b) => b.to_string(),
-                    _ => continue, // per-cluster tables and the like stay in the manifest
-                };
-                rows.push((key.replace('_', " "), text));
-            }
-        }
-        rows.push(("seconds".to_string(), format!("{:.1}", self.seconds)));
-        rows
-    }
-
     /// The summary as a table: rows in, out and rejected (by reason), what the stage measured, the time.
     pub fn summary(&self) -> Table {
-        let mut table =
-            Table::new(&format!("{} → {}", self.manifest.stage, self.output.display()), &["measure", "value"]);
-        table.rows = self.summary_rows().into_iter().map(|(k, v)| vec![k, v]).collect();
-        table
+        let m = &self.manifest;
+        let mut table = Table::new(&format!("{} → {}", m.stage, self.output.display()), &["measure", "value"])
+            .row(&[&"rows in", &thousands(m.rows.rows_in)])
+            .row(&[&"rows out", &thousands(m.rows.rows_out)])
+            .row(&[&"rows rejected", &thousands(m.rows.rows_rejected)]);
+        for (reason, n) in &m.rejected.by_reason {
+            table = table.row(&[&format!("  rejected: {reason}"), &thousands(*n)]);
+        }
+        for (key, value) in m.results.as_object().into_iter().flatten() {
+            let text = match value {
+                serde_json::Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
+                serde_json::Value::Number(n) => n.as_u64().map(thousands).unwrap_or_else(|| n.to_string()),
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                _ => continue, // per-cluster tables and the like stay in the manifest
+            };
+            table = table.row(&[&key.replace('_', " "), &text]);
+        }
+        table.row(&[&"seconds", &format!("{:.1}", m.seconds)])
     }
 
     pub fn evcxr_display(&self) {
@@ -424,13 +393,10 @@ pub fn run(step: Step, input: impl AsRef<Path>, output: impl AsRef<Path>) -> Res
 
 pub fn run_seeded(step: Step, input: impl AsRef<Path>, output: impl AsRef<Path>, seed: u64) -> Result<StageDone> {
     let (input, output) = (input.as_ref(), output.as_ref());
-    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| format!("{}: cannot create it ({e})", parent.display()))?;
-    }
     let mut ticker = Ticker::new(step.name());
     let manifest = step.run(input, output, ReadOptions::default(), seed, |p| ticker.follow(p));
-    let seconds = ticker.finish().as_secs_f64();
-    Ok(StageDone { output: output.to_path_buf(), manifest: manifest?, seconds })
+    ticker.finish();
+    Ok(StageDone { output: output.to_path_buf(), manifest: manifest? })
 }
 
 #[cfg(test)]
