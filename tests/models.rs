@@ -1,8 +1,8 @@
-//! `whet model tiny` end to end, on the real GSM8K data.
+//! `whet model tiny`, `whet generate` and `whet score` end to end, on the real GSM8K data.
 
 mod common;
 
-use common::{shared_data, whet_fails, whet_ok};
+use common::{s, shared_data, whet_fails, whet_ok};
 
 #[test]
 fn whet_model_tiny_writes_a_hugging_face_folder_from_gsm8k() {
@@ -25,4 +25,118 @@ fn whet_model_tiny_writes_a_hugging_face_folder_from_gsm8k() {
     let err =
         whet_fails(&["model", "tiny", tmp.path().join("t2").to_str().unwrap(), "--corpus", missing.to_str().unwrap()]);
     assert!(err.contains("no-such.jsonl"), "{err}");
+}
+
+/// Reads a whole dataset written by whet.
+fn rows(path: &std::path::Path) -> Vec<arrow::array::RecordBatch> {
+    whetstone::datasets::read_all(path, Default::default()).unwrap().0
+}
+
+fn strings(batches: &[arrow::array::RecordBatch], column: &str) -> Vec<String> {
+    use arrow::array::{Array, AsArray};
+    batches
+        .iter()
+        .flat_map(|b| {
+            let c = b.column_by_name(column).unwrap_or_else(|| panic!("no column {column}")).as_string::<i32>();
+            (0..c.len()).map(|i| c.value(i).to_string()).collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn f64s(batches: &[arrow::array::RecordBatch], column: &str) -> Vec<f64> {
+    use arrow::array::AsArray;
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(column).unwrap().as_primitive::<arrow::datatypes::Float64Type>().values().to_vec()
+        })
+        .collect()
+}
+
+#[test]
+fn whet_generate_gives_four_distinct_seeded_samples_per_gsm8k_question_and_whet_score_scores_them() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    whet_ok(&["model", "tiny", s(&model), "--corpus", s(&data.join("gsm8k/train.jsonl"))]);
+    let questions = tmp.path().join("questions.jsonl");
+    let test = std::fs::read_to_string(data.join("gsm8k/test.jsonl")).unwrap();
+    std::fs::write(&questions, test.lines().take(40).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+
+    let samples = tmp.path().join("samples.parquet");
+    let generate = |out: &std::path::Path, seed: &str| {
+        whet_ok(&["generate", s(&model), s(&questions), s(out), "-n", "4", "--max-tokens", "48", "--seed", seed])
+    };
+    let printed = generate(&samples, "7");
+    assert!(printed.contains("tokens/s") && printed.contains("of 40 prompts"), "{printed}");
+    let out = rows(&samples);
+    let texts = strings(&out, "response");
+    assert_eq!(texts.len(), 160);
+    let distinct = texts.chunks(4).filter(|g| g.iter().collect::<std::collections::HashSet<_>>().len() == 4).count();
+    assert!(distinct >= 38, "only {distinct} of 40 questions got 4 distinct samples");
+    let gold: Vec<String> = test
+        .lines()
+        .take(40)
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["answer"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(strings(&out, "reference")[4], gold[1], "the gold answer rides along");
+    assert_eq!(strings(&out, "prompt_id")[5], strings(&out, "id")[5].rsplit_once('#').unwrap().0);
+    assert!(strings(&out, "generator")[0].contains("xxh3:"));
+    let sampling: serde_json::Value = serde_json::from_str(&strings(&out, "sampling")[0]).unwrap();
+    assert_eq!((sampling["n"].as_u64(), sampling["seed"].as_u64()), (Some(4), Some(7)));
+    assert!(f64s(&out, "log_likelihood").iter().all(|l| l.is_finite() && *l < 0.0));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("samples.parquet.manifest.json")).unwrap())
+            .unwrap();
+    assert_eq!(manifest["rows"], serde_json::json!({"in": 40, "out": 160, "rejected": 0, "per_row": 4}));
+    assert!(manifest["results"]["response_tokens_per_second"].as_f64().unwrap() > 0.0);
+
+    // The same seed gives the same samples; another seed, others.
+    let again = tmp.path().join("again.parquet");
+    generate(&again, "7");
+    assert_eq!(strings(&rows(&again), "response"), texts);
+    let other = tmp.path().join("other.parquet");
+    generate(&other, "8");
+    assert_ne!(strings(&rows(&other), "response"), texts);
+
+    // Scoring the samples: finite log-likelihoods, one per row.
+    let scored = tmp.path().join("scored.parquet");
+    let printed = whet_ok(&["score", s(&model), s(&samples), s(&scored)]);
+    assert!(printed.contains("median perplexity"), "{printed}");
+    let scores = rows(&scored);
+    let ll = f64s(&scores, "log_likelihood");
+    assert_eq!(ll.len(), 160);
+    assert!(ll.iter().all(|l| l.is_finite() && *l < 0.0));
+    assert!(f64s(&scores, "perplexity").iter().all(|p| p.is_finite() && *p > 1.0));
+}
+
+#[test]
+fn whet_generate_refuses_bad_models_and_prompts_with_errors_that_say_what_to_do() {
+    let tmp = tempfile::tempdir().unwrap();
+    let questions = tmp.path().join("q.jsonl");
+    std::fs::write(&questions, "{\"prompt\": \"What is 2 + 2?\"}\n").unwrap();
+    let out = tmp.path().join("out.parquet");
+    let missing = tmp.path().join("no-model");
+    let err = whet_fails(&["generate", s(&missing), s(&questions), s(&out)]);
+    assert!(err.contains("no-model: no such model folder") && err.contains("whet model tiny"), "{err}");
+
+    let corpus = tmp.path().join("corpus.jsonl");
+    let lines: String =
+        (0..300).map(|i| format!("{{\"prompt\": \"What is {i} + {i}?\", \"response\": \"{}\"}}\n", 2 * i)).collect();
+    std::fs::write(&corpus, lines).unwrap();
+    let model = tmp.path().join("tiny");
+    whet_ok(&["model", "tiny", s(&model), "--corpus", s(&corpus), "--vocab", "400", "--context", "64"]);
+    let long = tmp.path().join("long.jsonl");
+    std::fs::write(&long, format!("{{\"id\": \"q1\", \"prompt\": \"{}\"}}\n", "What is 2 + 2? ".repeat(30))).unwrap();
+    let err = whet_fails(&["generate", s(&model), s(&long), s(&out)]);
+    assert!(err.contains("long.jsonl: row 1 (id q1), field prompt") && err.contains("context is 64"), "{err}");
+    assert!(err.contains("--on-error skip"), "{err}");
+
+    let tokenizer = model.join("tokenizer.json");
+    let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tokenizer).unwrap()).unwrap();
+    json["decoder"] = serde_json::Value::Null;
+    std::fs::write(&tokenizer, json.to_string()).unwrap();
+    let err = whet_fails(&["generate", s(&model), s(&questions), s(&out)]);
+    assert!(err.contains("tokenizer.json: the tokenizer has no decoder"), "{err}");
+    assert!(!out.exists());
 }

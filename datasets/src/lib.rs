@@ -29,6 +29,6 @@ pub use format::{FieldMap, SourceFormat};
 pub use inspect::{inspect, Inspection};
 pub use manifest::Manifest;
 pub use read::{read_all, row_count, DatasetReader, OnError, Progress, ReadOptions};
-pub use record::{content_id, Message, Record};
+pub use record::{content_id, messages_at, Message, Record};
 pub use stage::{Dropped, RowProgress, Selection, StageError, StageRun};
 pub use write::{DatasetWriter, OutputFormat};

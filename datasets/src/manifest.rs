@@ -18,6 +18,18 @@ pub struct RowCounts {
     pub rows_out: u64,
     #[serde(rename = "rejected")]
     pub rows_rejected: u64,
+    /// Rows written for each input row kept: 1, except where a stage writes several rows per input row
+    /// (generation: N samples per prompt). Then rows in = rows out / per_row + rows rejected.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub per_row: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,14 +60,32 @@ impl Manifest {
         rejected: Rejections,
         started: SystemTime,
     ) -> Result<Self> {
+        Self::new_expanding(stage, parameters, inputs, output, rejected, started, 1)
+    }
+
+    /// Builds the manifest of a stage that writes `per_row` rows for each input row it keeps, and checks
+    /// that rows in = rows out / per_row + rows rejected.
+    pub fn new_expanding(
+        stage: &str,
+        parameters: serde_json::Value,
+        inputs: Vec<InputReport>,
+        output: OutputReport,
+        rejected: Rejections,
+        started: SystemTime,
+        per_row: u64,
+    ) -> Result<Self> {
         let rows = RowCounts {
             rows_in: inputs.iter().map(|i| i.rows_in).sum(),
             rows_out: output.rows,
             rows_rejected: rejected.total(),
+            per_row,
         };
-        if rows.rows_in != rows.rows_out + rows.rows_rejected {
+        if per_row == 0
+            || !rows.rows_out.is_multiple_of(per_row)
+            || rows.rows_in != rows.rows_out / per_row + rows.rows_rejected
+        {
             return Err(Error::Usage(format!(
-                "internal error: {} rows in but {} out and {} rejected; please report this",
+                "internal error: {} rows in but {} out ({per_row} per row kept) and {} rejected; please report this",
                 rows.rows_in, rows.rows_out, rows.rows_rejected
             )));
         }

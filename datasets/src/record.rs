@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, ListBuilder, RecordBatch, StringBuilder, StructBuilder};
+use arrow::array::{Array, ArrayRef, AsArray, ListBuilder, RecordBatch, StringArray, StringBuilder, StructBuilder};
 use serde_json::{Map, Value};
 
 use crate::error::{Position, RowError};
@@ -46,6 +46,18 @@ pub fn content_id(prompt: &str, response: Option<&str>, messages: Option<&[Messa
         h.update(&[0xfe]);
     }
     format!("{:032x}", h.digest128())
+}
+
+/// Row `row`'s conversation from the `messages` column, when the batch has one and the row is a chat row.
+pub fn messages_at(batch: &RecordBatch, row: usize) -> Option<Vec<Message>> {
+    let list = batch.column_by_name(schema::MESSAGES)?.as_list_opt::<i32>()?;
+    if !list.is_valid(row) {
+        return None;
+    }
+    let turns = list.value(row);
+    let turns = turns.as_struct();
+    let (role, content): (&StringArray, &StringArray) = (turns.column(0).as_string(), turns.column(1).as_string());
+    Some((0..turns.len()).map(|i| Message { role: role.value(i).into(), content: content.value(i).into() }).collect())
 }
 
 /// Where a source row sits, for error messages and the default `source`.

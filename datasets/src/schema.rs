@@ -45,14 +45,40 @@ pub mod stage {
     pub const SPLIT: &str = "split";
     /// Why a selection stage chose the row (method, cluster, draw), `Utf8`.
     pub const SELECTED_BY: &str = "selected_by";
+    /// Id of the prompt row a generated sample answers, `Utf8` (selfimprove: generate).
+    pub const PROMPT_ID: &str = "prompt_id";
+    /// Index of a sample among its prompt's samples, from 0, `UInt32`.
+    pub const SAMPLE: &str = "sample";
+    /// The prompt row's own response (the gold answer) beside a generated one, `Utf8`.
+    pub const REFERENCE: &str = "reference";
+    /// Sampling parameters of a generated row (JSON), `Utf8`.
+    pub const SAMPLING: &str = "sampling";
+    /// Why generation stopped: `stop` (end-of-sequence or a stop string) or `length`, `Utf8`.
+    pub const FINISH_REASON: &str = "finish_reason";
+    /// Tokens the model was given (chat template included), `UInt32`.
+    pub const PROMPT_TOKENS: &str = "prompt_tokens";
+    /// Tokens of the response: generated, or scored (end-of-sequence included), `UInt32`.
+    pub const RESPONSE_TOKENS: &str = "response_tokens";
+    /// Natural-log probability of the response given the prompt, summed over its tokens, `Float64`.
+    pub const LOG_LIKELIHOOD: &str = "log_likelihood";
+    /// `log_likelihood / response_tokens`, `Float64`.
+    pub const MEAN_LOG_PROB: &str = "mean_log_prob";
+    /// `exp(-mean_log_prob)`, `Float64`.
+    pub const PERPLEXITY: &str = "perplexity";
+    /// Natural-log probability of each response token, `List<Float32>`.
+    pub const TOKEN_LOG_PROBS: &str = "token_log_probs";
 
     /// The field of a stage column; `dim` is used only by [`EMBEDDING`].
     pub fn field(name: &str, dim: i32) -> Option<Field> {
         let data_type = match name {
             EMBEDDING => DataType::FixedSizeList(Arc::new(Field::new("item", DataType::Float32, false)), dim),
-            CLUSTER | ROUND => DataType::UInt32,
+            CLUSTER | ROUND | SAMPLE | PROMPT_TOKENS | RESPONSE_TOKENS => DataType::UInt32,
             REWARD | QUALITY => DataType::Float32,
-            DUP_OF | GENERATOR | SPLIT | SELECTED_BY => DataType::Utf8,
+            LOG_LIKELIHOOD | MEAN_LOG_PROB | PERPLEXITY => DataType::Float64,
+            TOKEN_LOG_PROBS => DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+            DUP_OF | GENERATOR | SPLIT | SELECTED_BY | PROMPT_ID | REFERENCE | SAMPLING | FINISH_REASON => {
+                DataType::Utf8
+            }
             _ => return None,
         };
         Some(Field::new(name, data_type, true))

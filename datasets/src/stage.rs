@@ -70,6 +70,17 @@ impl StageRun<'_> {
     pub fn filter(
         self,
         on_progress: impl FnOnce(Progress, RowProgress),
+        f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
+    ) -> Result<Manifest> {
+        self.expand(1, on_progress, f)
+    }
+
+    /// Runs a stage that writes `per_row` rows for every input row it keeps (generation: N samples per
+    /// prompt) and drops the others, each with its reason; the manifest records `per_row`.
+    pub fn expand(
+        self,
+        per_row: u64,
+        on_progress: impl FnOnce(Progress, RowProgress),
         mut f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
     ) -> Result<Manifest> {
         let started = SystemTime::now();
@@ -89,8 +100,15 @@ impl StageRun<'_> {
         let mut rejected = reader.rejections().clone();
         rejected.file = rejected_file;
         rejected.merge(dropped);
-        let manifest =
-            Manifest::new(self.stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
+        let manifest = Manifest::new_expanding(
+            self.stage,
+            self.parameters,
+            reader.reports().to_vec(),
+            output_report,
+            rejected,
+            started,
+            per_row,
+        )?;
         manifest.write_beside(self.output)?;
         Ok(manifest)
     }

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::SchemaRef;
 use std::collections::VecDeque;
 use std::sync::mpsc::{sync_channel, Receiver};
@@ -245,7 +245,13 @@ impl DatasetWriter {
                     .set_compression(Compression::ZSTD(ZstdLevel::default()))
                     // Long unique texts gain nothing from dictionaries; short repeated labels do.
                     .set_dictionary_enabled(false);
-                for column in [schema::SOURCE, schema::stage::SPLIT, schema::stage::GENERATOR] {
+                for column in [
+                    schema::SOURCE,
+                    schema::stage::SPLIT,
+                    schema::stage::GENERATOR,
+                    schema::stage::SAMPLING,
+                    schema::stage::FINISH_REASON,
+                ] {
                     props = props.set_column_dictionary_enabled(column.into(), true);
                 }
                 Encoder::Parquet(Box::new(ParquetEncoder::new(sink, schema, props.build())?))
@@ -458,18 +464,10 @@ struct Turns {
 }
 
 fn row_turns(batch: &RecordBatch, row: usize) -> Turns {
-    let strings = |name| batch.column_by_name(name).map(|c| c.as_string::<i32>().clone());
-    if let Some(list) = batch.column_by_name(schema::MESSAGES).map(|c| c.as_list::<i32>().clone()) {
-        if list.is_valid(row) {
-            let turns = list.value(row);
-            let turns = turns.as_struct();
-            let role: &StringArray = turns.column(0).as_string();
-            let content: &StringArray = turns.column(1).as_string();
-            return Turns {
-                turns: (0..turns.len()).map(|i| (role.value(i).to_string(), content.value(i).to_string())).collect(),
-            };
-        }
+    if let Some(messages) = crate::record::messages_at(batch, row) {
+        return Turns { turns: messages.into_iter().map(|m| (m.role, m.content)).collect() };
     }
+    let strings = |name| batch.column_by_name(name).map(|c| c.as_string::<i32>().clone());
     let prompt = strings(schema::PROMPT).expect("core column");
     let response = strings(schema::RESPONSE).expect("core column");
     let mut turns = vec![("user".to_string(), prompt.value(row).to_string())];

@@ -9,12 +9,17 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Datasets(#[from] whetstone_datasets::Error),
+    /// The inference engine (mistral.rs) failed.
+    #[error("{0}")]
+    Engine(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
     Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Arrow(#[from] arrow::error::ArrowError),
 }
 
 impl Error {

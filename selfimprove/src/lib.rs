@@ -1,8 +1,22 @@
-//! whetstone-selfimprove: the self-improvement loop's parts. So far, [`tiny`]: tiny Llama models made here,
-//! from a corpus (no weights can be downloaded on these machines), for tests, demos and benchmarks.
+//! whetstone-selfimprove: the self-improvement loop's parts.
+//!
+//! - [`tiny`]: tiny Llama models made here, from a corpus (no weights can be downloaded on these machines).
+//! - [`model`]: a model folder, checked and hashed before an engine loads it.
+//! - [`sampling`] and [`logprob`]: how tokens are drawn and what a token's log-probability is, defined once.
+//! - `engine`, `generate`, `score` (feature `llm`): generation and scoring with mistral.rs, as dataset stages.
 
 pub mod error;
+pub mod logprob;
+pub mod model;
+pub mod sampling;
 pub mod tiny;
 
+#[cfg(feature = "llm")]
+pub mod engine;
+#[cfg(feature = "llm")]
+pub mod generate;
+
 pub use error::{Error, Result};
+pub use model::ModelFolder;
+pub use sampling::Sampling;
 pub use tiny::{make_tiny_model, TinyLlama, TinyModel};

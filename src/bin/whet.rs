@@ -21,7 +21,8 @@ use whetstone::curation::stages::select_dataset;
 use whetstone::datasets::{
     self, inspect::Inspection, ConvertOptions, FieldMap, OnError, OutputFormat, Progress, ReadOptions, RowProgress,
 };
-use whetstone::selfimprove::{make_tiny_model, TinyLlama};
+use whetstone::selfimprove::engine::{EngineOptions, PromptMode};
+use whetstone::selfimprove::{make_tiny_model, Sampling, TinyLlama};
 
 /// whetstone: build LLM fine-tuning datasets and improve models in rounds.
 ///
@@ -67,6 +68,19 @@ impl ReadArgs {
     fn options(&self) -> Result<ReadOptions> {
         Ok(ReadOptions { map: FieldMap::parse(&self.map)?, on_error: self.on_error.into() })
     }
+}
+
+#[derive(clap::Args)]
+struct EngineArgs {
+    /// chat (through the model's chat template) or raw (the prompt text as it is).
+    #[arg(long, default_value = "chat", value_parser = PromptMode::NAMES)]
+    mode: String,
+    /// Requests the engine batches at once.
+    #[arg(long, default_value_t = EngineOptions::default().max_batch)]
+    batch: usize,
+    /// Run on the CPU even in a build with the `cuda` feature.
+    #[arg(long)]
+    cpu: bool,
 }
 
 #[derive(Subcommand)]
@@ -270,6 +284,53 @@ enum Command {
         /// Print JSON lines (every column) instead of a table.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Generate N samples per prompt with a model (mistral.rs): one output row per sample, with the prompt's
+    /// id, the sample's index, token counts, finish reason, log-likelihood, generator and sampling parameters.
+    ///
+    /// Samples are drawn by whetstone from a stream per (seed, prompt id, sample): the same seed gives the
+    /// same samples, however the prompts are batched.
+    Generate {
+        /// A Hugging Face model folder (config.json, tokenizer.json, *.safetensors), e.g. from `whet model tiny`.
+        model: PathBuf,
+        /// Prompts: file, directory or glob (the `prompt` column, or the conversation in `messages`).
+        input: PathBuf,
+        output: PathBuf,
+        /// Samples per prompt.
+        #[arg(short = 'n', long, default_value_t = Sampling::default().n)]
+        n: usize,
+        /// 0 is greedy.
+        #[arg(long, default_value_t = Sampling::default().temperature)]
+        temperature: f32,
+        #[arg(long)]
+        top_k: Option<usize>,
+        #[arg(long, default_value_t = Sampling::default().top_p)]
+        top_p: f32,
+        /// New tokens per sample at most (fewer when the context fills up).
+        #[arg(long, default_value_t = Sampling::default().max_tokens)]
+        max_tokens: usize,
+        /// A string that ends a sample (repeat for several); the model's end-of-sequence token always does.
+        #[arg(long = "stop", value_name = "STRING")]
+        stop: Vec<String>,
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Score each row's response under a model: per-token natural-log probabilities given the prompt,
+    /// log-likelihood, mean log-prob and perplexity (the response is scored with the end-of-sequence token).
+    Score {
+        /// A Hugging Face model folder.
+        model: PathBuf,
+        /// Rows with a prompt (or messages) and a response.
+        input: PathBuf,
+        output: PathBuf,
+        #[command(flatten)]
+        engine: EngineArgs,
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -526,6 +587,26 @@ fn run(cli: Cli) -> Result<()> {
             bar.finish();
             print_drops(&m);
         }
+        Command::Generate {
+            model,
+            input,
+            output,
+            n,
+            temperature,
+            top_k,
+            top_p,
+            max_tokens,
+            stop,
+            engine,
+            seed,
+            read,
+        } => {
+            let sampling = Sampling { n, temperature, top_k, top_p, max_tokens, stop, seed };
+            llm::generate(&model, &input, &output, sampling, &engine, read.options()?)?;
+        }
+        Command::Score { model, input, output, engine, read } => {
+            llm::score(&model, &input, &output, &engine, read.options()?)?;
+        }
         Command::Model {
             command:
                 ModelCommand::Tiny { out, corpus, vocab, layers, hidden, heads, kv_heads, intermediate, context, seed },
@@ -618,6 +699,154 @@ fn print_drops(m: &datasets::Manifest) {
     }
     if let Some(f) = &m.rejected.file {
         println!("dropped rows, with reasons: {}", f.display());
+    }
+}
+
+/// `whet generate` and `whet score`.
+mod llm {
+    use std::path::Path;
+    use std::sync::atomic::Ordering;
+    use std::time::Duration;
+
+    use anyhow::Result;
+    use comfy_table::Cell;
+    use indicatif::{ProgressBar, ProgressStyle};
+    use whetstone::datasets::{self, ReadOptions};
+    use whetstone::selfimprove::engine::{Engine, EngineOptions, PromptMode};
+    use whetstone::selfimprove::generate::{Counter, GenerateStep, ScoreStep};
+    use whetstone::selfimprove::{ModelFolder, Sampling};
+
+    use super::{num, print_drops, table, EngineArgs};
+
+    fn load(model: &Path, args: &EngineArgs) -> Result<(Engine, PromptMode)> {
+        let folder = ModelFolder::open(model)?;
+        let options = EngineOptions { cpu: args.cpu || EngineOptions::default().cpu, max_batch: args.batch };
+        let spinner = ProgressBar::new_spinner();
+        spinner.set_message(format!("loading {}", model.display()));
+        spinner.enable_steady_tick(Duration::from_millis(200));
+        let engine = Engine::load(folder, options);
+        spinner.finish_and_clear();
+        Ok((engine?, PromptMode::parse(&args.mode)?))
+    }
+
+    /// A bar over the work a run will do (`total` units), with tokens per second: drawn on stderr when it
+    /// is a terminal.
+    fn bar(what: &str, total: u64, counter: &std::sync::Arc<Counter>) -> ProgressBar {
+        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressBar::new(total)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{msg} [{bar:30}] {human_pos}/{human_len} eta {eta} · {prefix}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(what.to_string());
+        let (b, c) = (bar.clone(), counter.clone());
+        let started = std::time::Instant::now();
+        std::thread::spawn(move || {
+            while !b.is_finished() {
+                let tokens = c.tokens.load(Ordering::Relaxed);
+                b.set_position(c.samples.load(Ordering::Relaxed));
+                b.set_prefix(format!("{:.0} tokens/s", tokens as f64 / started.elapsed().as_secs_f64().max(1e-9)));
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        bar
+    }
+
+    fn rows_in(input: &Path, read: &ReadOptions) -> Result<u64> {
+        let mut rows = 0;
+        for batch in datasets::DatasetReader::open(input, read.clone())? {
+            rows += batch?.num_rows() as u64;
+        }
+        Ok(rows)
+    }
+
+    pub fn generate(
+        model: &Path,
+        input: &Path,
+        output: &Path,
+        sampling: Sampling,
+        args: &EngineArgs,
+        read: ReadOptions,
+    ) -> Result<()> {
+        sampling.check()?;
+        let (engine, mode) = load(model, args)?;
+        let step = GenerateStep { sampling, mode };
+        let counter = std::sync::Arc::new(Counter::default());
+        let progress = bar("generating", rows_in(input, &read)? * step.sampling.n as u64, &counter);
+        let m = step.run(&engine, input, output, read, &counter, |_, _| {});
+        progress.finish_and_clear();
+        let m = m?;
+        let r = &m.results;
+        let count = |k: &str| r[k].as_u64().unwrap_or(0);
+        let mut t = table(&["prompts", "samples", "all distinct", "new tokens", "tokens/s", "finish", "seconds"]);
+        let finish: Vec<String> = r["finish_reasons"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, v)| format!("{k} {}", v)).collect())
+            .unwrap_or_default();
+        t.add_row(vec![
+            num(count("prompts")),
+            num(count("samples")),
+            Cell::new(format!(
+                "{} of {} prompts",
+                whetstone::notebook::thousands(count("prompts_with_all_samples_distinct")),
+                whetstone::notebook::thousands(count("prompts"))
+            )),
+            num(count("response_tokens")),
+            Cell::new(format!("{:.0}", r["response_tokens_per_second"].as_f64().unwrap_or(0.0))),
+            Cell::new(finish.join(", ")),
+            Cell::new(format!("{:.1}", r["seconds"].as_f64().unwrap_or(0.0))),
+        ]);
+        println!("{t}");
+        print_drops(&m);
+        eprintln!(
+            "wrote {} ({} rows); manifest beside it",
+            output.display(),
+            whetstone::notebook::thousands(m.rows.rows_out)
+        );
+        Ok(())
+    }
+
+    pub fn score(model: &Path, input: &Path, output: &Path, args: &EngineArgs, read: ReadOptions) -> Result<()> {
+        let (engine, mode) = load(model, args)?;
+        let counter = std::sync::Arc::new(Counter::default());
+        let progress = bar("scoring", rows_in(input, &read)?, &counter);
+        let m = ScoreStep { mode }.run(&engine, input, output, read, &counter, |_, _| {});
+        progress.finish_and_clear();
+        let m = m?;
+        let scored = datasets::read_all(output, ReadOptions::default())?.0;
+        let mut lls: Vec<f64> = Vec::new();
+        let mut ppl: Vec<f64> = Vec::new();
+        for b in &scored {
+            use arrow::array::AsArray;
+            let column = |name| {
+                b.column_by_name(name)
+                    .expect("score column")
+                    .as_primitive::<arrow::datatypes::Float64Type>()
+                    .values()
+                    .to_vec()
+            };
+            lls.extend(column(datasets::schema::stage::MEAN_LOG_PROB));
+            ppl.extend(column(datasets::schema::stage::PERPLEXITY));
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+        };
+        let mut t = table(&["rows scored", "tokens", "median mean log-prob", "median perplexity", "seconds"]);
+        t.add_row(vec![
+            num(m.rows.rows_out),
+            num(m.results["response_tokens"].as_u64().unwrap_or(0)),
+            Cell::new(format!("{:.3}", median(&mut lls))),
+            Cell::new(format!("{:.1}", median(&mut ppl))),
+            Cell::new(format!("{:.1}", m.seconds)),
+        ]);
+        println!("{t}");
+        print_drops(&m);
+        Ok(())
     }
 }
 

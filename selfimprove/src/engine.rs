@@ -1,0 +1,333 @@
+//! The engine: a model folder loaded in mistral.rs, for generation and scoring, behind a blocking API that
+//! Rust code, `whet` and notebooks call the same way.
+//!
+//! - Generation sends every (prompt, sample) as its own request, all in flight at once up to the engine's batch
+//!   size (mistral.rs batches them). Each request carries a logits processor that draws its tokens from
+//!   whetstone's seeded stream ([`crate::sampling`]) and records each token's log-probability; mistral.rs then
+//!   only takes the one token left standing.
+//! - Scoring asks for the raw logits of prompt + response in one forward pass (no generation, prefix cache off,
+//!   so every position is computed) and applies [`crate::logprob`].
+//!
+//! On the CPU the engine decodes one sequence at a time. mistral.rs 0.8.1's CPU attention for a decode step
+//! (`flash_attn_cpu_single_q` in mistralrs-core's attention/backends/cpu.rs) keeps its per-tile scratch
+//! without a batch dimension, so in a batch of several sequences every one gets the attention of the last:
+//! measured here, batched samples' log-probabilities were up to 0.09 away from a forward pass over the same
+//! tokens, and exact (1e-7) one at a time. The CUDA path does not use that code.
+//!
+//! Reproducible: the samples of a seed (they depend on the seed, the prompt id, the sample index and the
+//! logits only), greedy output, scores. Not promised: bit-equal logits when the batch around a request
+//! changes on a GPU, where kernels may reduce in another order; a sample drawn exactly at a boundary between
+//! two tokens can then differ.
+
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use mistralrs::{
+    Constraint, CustomLogitsProcessor, Model, ModelDType, NormalRequest, Request, RequestMessage, Response,
+    SamplingParams, StopTokens, Tensor, TextMessageRole, TextMessages, TextModelBuilder,
+};
+
+use crate::error::{Error, Result};
+use crate::model::ModelFolder;
+use crate::sampling::Sampling;
+
+/// Where and how a model runs.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct EngineOptions {
+    /// Run on the CPU even when whetstone was built with `cuda` and a GPU is present.
+    pub cpu: bool,
+    /// Requests in flight at once, which the engine batches (1 on the CPU, see above).
+    pub max_batch: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        let cpu = !cfg!(feature = "cuda");
+        EngineOptions { cpu, max_batch: if cpu { 1 } else { 64 } }
+    }
+}
+
+/// How a prompt is put to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptMode {
+    /// Through the model's chat template, as the user's turn (or the row's conversation), opening the
+    /// assistant's turn.
+    Chat,
+    /// The prompt text as it is, tokenized with the tokenizer's special tokens: plain completion.
+    Raw,
+}
+
+impl PromptMode {
+    pub const NAMES: [&'static str; 2] = ["chat", "raw"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "chat" => Ok(PromptMode::Chat),
+            "raw" => Ok(PromptMode::Raw),
+            _ => Err(Error::Invalid(format!("unknown prompt mode {name:?}: use chat or raw"))),
+        }
+    }
+}
+
+/// What the model is given: the prompt, or a conversation (`(role, content)` turns) ending in a user turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Turns(Vec<(String, String)>),
+}
+
+/// One sample asked for: the prompt's tokens, the random stream and the most new tokens.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub prompt_tokens: Arc<Vec<u32>>,
+    pub stream: u64,
+    pub max_tokens: usize,
+}
+
+/// One sample as generated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub text: String,
+    /// The tokens drawn, end-of-sequence token included when the model ended the response.
+    pub tokens: Vec<u32>,
+    /// Natural-log probability of each drawn token under the model ([`crate::logprob`]).
+    pub log_probs: Vec<f64>,
+    /// `stop` (end-of-sequence token or stop string), `length` (max tokens or the context's end).
+    pub finish_reason: String,
+}
+
+/// A loaded model.
+pub struct Engine {
+    folder: ModelFolder,
+    options: EngineOptions,
+    model: Model,
+    // Declared last: dropped after the model, whose tasks run on it.
+    runtime: tokio::runtime::Runtime,
+}
+
+fn engine_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Engine(format!("{what}: {e}"))
+}
+
+impl Engine {
+    /// Loads a checked model folder in mistral.rs.
+    pub fn load(folder: ModelFolder, mut options: EngineOptions) -> Result<Self> {
+        if options.cpu {
+            options.max_batch = 1;
+        }
+        if options.max_batch == 0 {
+            return Err(Error::Invalid("the engine's batch size must be at least 1".into()));
+        }
+        if !options.cpu && !cfg!(feature = "cuda") {
+            return Err(Error::Invalid(
+                "this whetstone was built without the `cuda` feature, so it runs on the CPU only; rebuild with \
+                 `--features cuda` (see scripts/build-cuda.sh) or run on the CPU"
+                    .into(),
+            ));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| engine_error("starting the async runtime", e))?;
+        let path = folder.path.to_string_lossy().to_string();
+        // The prefix cache is off: scoring needs the logits of every position, not a cached prefix's.
+        let mut builder = TextModelBuilder::new(&path).with_prefix_cache_n(None).with_max_num_seqs(options.max_batch);
+        if options.cpu {
+            // f32 on the CPU: mistral.rs would pick bf16, whose rounding makes a sequence's logits depend on
+            // which other sequences share its batch (measured: 1e-3 apart), and so the samples of a seed too.
+            builder = builder.with_force_cpu().with_dtype(ModelDType::F32);
+        }
+        let model = runtime
+            .block_on(builder.build())
+            .map_err(|e| engine_error(&format!("{}: mistral.rs could not load the model", folder.path.display()), e))?;
+        Ok(Engine { folder, options, model, runtime })
+    }
+
+    pub fn folder(&self) -> &ModelFolder {
+        &self.folder
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.options
+    }
+
+    /// The tokens the model is given for `prompt`: through the chat template as mistral.rs applies it to a
+    /// chat request, or the text as it is.
+    pub fn prompt_tokens(&self, prompt: &Prompt, mode: PromptMode) -> Result<Vec<u32>> {
+        let request = match (mode, prompt) {
+            (PromptMode::Chat, Prompt::Text(text)) => {
+                either::Either::Left(TextMessages::new().add_message(TextMessageRole::User, text))
+            }
+            (PromptMode::Chat, Prompt::Turns(turns)) => {
+                let mut messages = TextMessages::new();
+                for (role, content) in turns {
+                    let role = match role.as_str() {
+                        "system" => TextMessageRole::System,
+                        "user" => TextMessageRole::User,
+                        "assistant" => TextMessageRole::Assistant,
+                        "tool" => TextMessageRole::Tool,
+                        other => TextMessageRole::Custom(other.to_string()),
+                    };
+                    messages = messages.add_message(role, content);
+                }
+                either::Either::Left(messages)
+            }
+            (PromptMode::Raw, Prompt::Text(text)) => either::Either::Right(text.clone()),
+            (PromptMode::Raw, Prompt::Turns(turns)) => {
+                either::Either::Right(turns.last().map(|t| t.1.clone()).unwrap_or_default())
+            }
+        };
+        let tokens = self
+            .runtime
+            .block_on(self.model.tokenize(request, None, true, mode == PromptMode::Chat, None))
+            .map_err(|e| engine_error("tokenizing a prompt", e))?;
+        Ok(tokens)
+    }
+
+    /// The tokens of a response as scored after its prompt: the text without special tokens, then the
+    /// model's end-of-sequence token (a response is scored as "this text, then stop").
+    pub fn response_tokens(&self, response: &str) -> Result<Vec<u32>> {
+        let mut tokens = self
+            .folder
+            .tokenizer
+            .encode(response, false)
+            .map_err(|e| Error::Tokenizer(e.to_string()))?
+            .get_ids()
+            .to_vec();
+        tokens.extend(self.folder.eos.first());
+        Ok(tokens)
+    }
+
+    /// Generates every job, `max_batch` in flight at a time (mistral.rs batches whatever is in flight:
+    /// its own limit on sequences did not hold them back); results come back in the jobs' order.
+    /// `on_done(tokens)` is called as each sample finishes, for progress.
+    pub fn generate(
+        &self,
+        jobs: Vec<Job>,
+        sampling: &Sampling,
+        on_done: &(dyn Fn(usize) + Sync),
+    ) -> Result<Vec<Sample>> {
+        sampling.check()?;
+        let sampling = Arc::new(sampling.clone());
+        let sender = self.model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
+        let requests = futures::stream::iter(jobs.into_iter().enumerate()).map(|(i, job)| {
+            let sender = sender.clone();
+            let sampling = sampling.clone();
+            async move {
+                let draw =
+                    Arc::new(SeededDraw { sampling: sampling.clone(), stream: job.stream, drawn: Mutex::default() });
+                let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+                let request = NormalRequest {
+                    messages: RequestMessage::CompletionTokens(job.prompt_tokens.to_vec()),
+                    sampling_params: SamplingParams {
+                        max_len: Some(job.max_tokens),
+                        stop_toks: (!sampling.stop.is_empty()).then(|| StopTokens::Seqs(sampling.stop.clone())),
+                        ..SamplingParams::deterministic()
+                    },
+                    response: tx,
+                    return_logprobs: false,
+                    is_streaming: false,
+                    id: i,
+                    constraint: Constraint::None,
+                    suffix: None,
+                    tools: None,
+                    tool_choice: None,
+                    logits_processors: Some(vec![draw.clone() as Arc<dyn CustomLogitsProcessor>]),
+                    return_raw_logits: false,
+                    web_search_options: None,
+                    model_id: None,
+                    truncate_sequence: false,
+                };
+                sender.send(Request::Normal(Box::new(request))).await.map_err(|e| engine_error("the engine", e))?;
+                let response =
+                    rx.recv().await.ok_or_else(|| engine_error("the engine", "stopped without an answer"))?;
+                let choice = match response {
+                    Response::CompletionDone(done) => done.choices.into_iter().next(),
+                    Response::CompletionModelError(e, _) => return Err(engine_error("generation", e)),
+                    Response::InternalError(e) | Response::ValidationError(e) => {
+                        return Err(engine_error("generation", e))
+                    }
+                    _ => return Err(engine_error("generation", "an unexpected kind of response")),
+                };
+                let choice = choice.ok_or_else(|| engine_error("generation", "a response without a choice"))?;
+                let (tokens, log_probs) = std::mem::take(&mut *draw.drawn.lock().expect("poisoned"));
+                on_done(tokens.len());
+                Ok(Sample { text: choice.text, tokens, log_probs, finish_reason: choice.finish_reason })
+            }
+        });
+        self.runtime
+            .block_on(requests.buffered(self.options.max_batch).collect::<Vec<Result<Sample>>>())
+            .into_iter()
+            .collect()
+    }
+
+    /// Natural-log probability of each response token after the prompt, from one forward pass over both.
+    pub fn score(&self, prompt_tokens: &[u32], response_tokens: &[u32]) -> Result<Vec<f64>> {
+        if prompt_tokens.is_empty() {
+            return Err(Error::Invalid("an empty prompt gives the first response token nothing to follow".into()));
+        }
+        let all = [prompt_tokens, response_tokens].concat();
+        let sender = self.model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let request = NormalRequest {
+            messages: RequestMessage::CompletionTokens(all.clone()),
+            sampling_params: SamplingParams { max_len: Some(0), ..SamplingParams::deterministic() },
+            response: tx,
+            return_logprobs: false,
+            is_streaming: false,
+            id: 0,
+            constraint: Constraint::None,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors: None,
+            return_raw_logits: true,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        };
+        let response = self.runtime.block_on(async {
+            sender.send(Request::Normal(Box::new(request))).await.map_err(|e| engine_error("the engine", e))?;
+            rx.recv().await.ok_or_else(|| engine_error("the engine", "stopped without an answer"))
+        })?;
+        let logits = match response {
+            Response::Raw { logits_chunks, .. } => logits_chunks,
+            Response::InternalError(e) | Response::ValidationError(e) => return Err(engine_error("scoring", e)),
+            _ => return Err(engine_error("scoring", "an unexpected kind of response")),
+        };
+        let logits =
+            Tensor::cat(&logits, 0)?.to_dtype(candle_core::DType::F32)?.to_device(&candle_core::Device::Cpu)?;
+        let (positions, vocab) = logits.dims2()?;
+        if positions != all.len() {
+            return Err(engine_error("scoring", format!("{positions} rows of logits for {} tokens", all.len())));
+        }
+        let p = prompt_tokens.len();
+        let rows = logits.narrow(0, p - 1, response_tokens.len())?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(crate::logprob::token_log_probs(&rows, vocab, response_tokens))
+    }
+}
+
+/// The logits processor of one sample: draws the token from the sample's stream, records it and its
+/// log-probability, and leaves only that token possible.
+struct SeededDraw {
+    sampling: Arc<Sampling>,
+    stream: u64,
+    drawn: Mutex<(Vec<u32>, Vec<f64>)>,
+}
+
+impl CustomLogitsProcessor for SeededDraw {
+    fn apply(&self, logits: &Tensor, context: &[u32]) -> candle_core::Result<Tensor> {
+        let values = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        let choice = self
+            .sampling
+            .choose(&values, self.stream, context.len())
+            .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let mut drawn = self.drawn.lock().expect("poisoned");
+        drawn.0.push(choice.token);
+        drawn.1.push(choice.log_prob);
+        let mut only = vec![f32::NEG_INFINITY; values.len()];
+        only[choice.token as usize] = 0.0;
+        Tensor::from_vec(only, values.len(), logits.device())
+    }
+}

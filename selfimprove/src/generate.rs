@@ -1,0 +1,436 @@
+//! Generation and scoring as dataset stages: `whet generate` and `whet score`.
+//!
+//! - [`GenerateStep`] writes N rows per prompt row: the sample as `response`, the prompt row's own response
+//!   as `reference`, and `prompt_id`, `sample`, token counts, `finish_reason`, `log_likelihood` (of the drawn
+//!   tokens), `generator` (model folder + content hash) and `sampling` (the parameters, JSON).
+//! - [`ScoreStep`] adds the response's per-token log-probabilities given the prompt, their sum, mean and
+//!   perplexity (one definition: [`crate::logprob`]).
+//!
+//! A prompt that leaves no room in the model's context is an error naming the row, or with `--on-error skip`
+//! a dropped row with reason `prompt_too_long`.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{
+    Array, ArrayRef, AsArray, Float32Builder, Float64Array, ListBuilder, RecordBatch, StringArray, UInt32Array,
+};
+use whetstone_datasets::schema::{self, stage};
+use whetstone_datasets::stage::with_column;
+use whetstone_datasets::{
+    messages_at, Dropped, Manifest, Message, OnError, Progress, ReadOptions, Record, RowProgress, StageRun,
+};
+
+use crate::engine::{Engine, Job, Prompt, PromptMode, Sample};
+use crate::error::{Error, Result};
+use crate::logprob::SequenceScore;
+use crate::sampling::Sampling;
+
+/// Samples and tokens finished so far, for a progress bar with a rate.
+#[derive(Debug, Default)]
+pub struct Counter {
+    pub samples: AtomicU64,
+    pub tokens: AtomicU64,
+}
+
+/// `whet generate`: N samples per prompt row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct GenerateStep {
+    pub sampling: Sampling,
+    pub mode: PromptMode,
+}
+
+/// `whet score`: the log-likelihood of each row's response given its prompt.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ScoreStep {
+    pub mode: PromptMode,
+}
+
+fn strings<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
+    batch.column_by_name(name).expect("core column").as_string()
+}
+
+/// What the model is asked for row `row`: the conversation before its final assistant turn, or the prompt.
+fn row_prompt(batch: &RecordBatch, row: usize) -> Prompt {
+    match messages_at(batch, row) {
+        Some(mut turns) => {
+            while turns.last().is_some_and(|m| m.role == "assistant") {
+                turns.pop();
+            }
+            Prompt::Turns(turns.into_iter().map(|m| (m.role, m.content)).collect())
+        }
+        None => Prompt::Text(strings(batch, schema::PROMPT).value(row).to_string()),
+    }
+}
+
+/// Tokenizes every prompt of `batch`; rows whose prompt leaves fewer than `room` tokens of context are
+/// dropped (with `OnError::Skip`) or an error naming the row.
+struct Prompts {
+    /// (row, tokens) of the rows kept.
+    kept: Vec<(usize, Arc<Vec<u32>>)>,
+    dropped: Vec<Dropped>,
+}
+
+fn tokenize_prompts(
+    engine: &Engine,
+    batch: &RecordBatch,
+    mode: PromptMode,
+    room: usize,
+    on_error: OnError,
+    input: &Path,
+    rows_before: u64,
+) -> Result<Prompts> {
+    let context = engine.folder().context;
+    let ids = strings(batch, schema::ID);
+    let mut prompts = Prompts { kept: Vec::new(), dropped: Vec::new() };
+    for row in 0..batch.num_rows() {
+        let tokens = engine.prompt_tokens(&row_prompt(batch, row), mode)?;
+        if tokens.len() + room <= context {
+            prompts.kept.push((row, Arc::new(tokens)));
+            continue;
+        }
+        let detail = format!(
+            "the prompt is {} tokens; the model's context is {context}, which leaves no room for {room} more",
+            tokens.len()
+        );
+        match on_error {
+            OnError::Skip => prompts.dropped.push(Dropped::new(batch, row, "prompt_too_long", detail)?),
+            OnError::Fail => {
+                return Err(Error::Invalid(format!(
+                    "{}: row {} (id {}), field prompt: {detail}; shorten it, or skip such rows with --on-error skip",
+                    input.display(),
+                    rows_before + row as u64 + 1,
+                    ids.value(row)
+                )))
+            }
+        }
+    }
+    Ok(prompts)
+}
+
+/// The rows of `batch` at `rows` (repeats allowed) with the core columns rebuilt from `records` and the
+/// batch's other columns carried along.
+fn rows_with_records(batch: &RecordBatch, rows: &[u32], records: &[Record]) -> Result<RecordBatch> {
+    let taken = arrow::compute::take_record_batch(batch, &UInt32Array::from(rows.to_vec()))?;
+    let mut builder = whetstone_datasets::record::RecordBatchBuilder::with_capacity(records.len());
+    records.iter().for_each(|r| builder.push(r));
+    let mut out = builder.finish();
+    for (field, column) in taken.schema().fields().iter().zip(taken.columns()) {
+        if !schema::CORE_COLUMNS.contains(&field.name().as_str()) {
+            out = with_column(&out, field.as_ref().clone(), column.clone())?;
+        }
+    }
+    Ok(out)
+}
+
+fn record_of(batch: &RecordBatch, row: usize) -> Record {
+    let text = |name| {
+        let column = strings(batch, name);
+        column.is_valid(row).then(|| column.value(row).to_string())
+    };
+    Record {
+        id: text(schema::ID).unwrap_or_default(),
+        source: text(schema::SOURCE).unwrap_or_default(),
+        prompt: text(schema::PROMPT).unwrap_or_default(),
+        response: text(schema::RESPONSE),
+        messages: messages_at(batch, row),
+        meta: text(schema::META),
+    }
+}
+
+fn column(name: &str, array: ArrayRef) -> (arrow::datatypes::Field, ArrayRef) {
+    (stage::field(name, 0).expect("a stage column"), array)
+}
+
+impl GenerateStep {
+    /// Generates for every row of `input` and writes the samples to `output` with its manifest.
+    pub fn run(
+        &self,
+        engine: &Engine,
+        input: &Path,
+        output: &Path,
+        read: ReadOptions,
+        counter: &Counter,
+        on_progress: impl FnOnce(Progress, RowProgress),
+    ) -> Result<Manifest> {
+        self.sampling.check()?;
+        let on_error = read.on_error;
+        let n = self.sampling.n;
+        let generator = engine.folder().generator();
+        let sampling_json = serde_json::to_string(&self.sampling)?;
+        let mut totals = Totals::default();
+        let run = StageRun {
+            stage: "generate",
+            parameters: serde_json::json!({
+                "model": engine.folder().path, "model_xxh3": engine.folder().xxh3, "mode": self.mode,
+                "sampling": self.sampling, "engine": engine.options(),
+            }),
+            input,
+            output,
+            format: None,
+            read,
+        };
+        let started = Instant::now();
+        let mut rows_before = 0u64;
+        let mut manifest = run.expand(n as u64, on_progress, |batch| {
+            let prompts = tokenize_prompts(engine, &batch, self.mode, 1, on_error, input, rows_before)?;
+            rows_before += batch.num_rows() as u64;
+            let context = engine.folder().context;
+            let ids = strings(&batch, schema::ID);
+            let jobs: Vec<Job> = prompts
+                .kept
+                .iter()
+                .flat_map(|(row, tokens)| {
+                    (0..n as u32).map(move |k| Job {
+                        prompt_tokens: tokens.clone(),
+                        stream: self.sampling.stream(ids.value(*row), k),
+                        max_tokens: self.sampling.max_tokens.min(context - tokens.len()),
+                    })
+                })
+                .collect();
+            let samples = engine.generate(jobs, &self.sampling, &|tokens| {
+                counter.samples.fetch_add(1, Ordering::Relaxed);
+                counter.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+            })?;
+            totals.add(&prompts.kept, &samples, n);
+            let out = self.sample_rows(&batch, &prompts.kept, &samples, &generator, &sampling_json)?;
+            Ok((out, prompts.dropped))
+        })?;
+        manifest.results = totals.results(started.elapsed().as_secs_f64(), n);
+        manifest.write_beside(output)?;
+        Ok(manifest)
+    }
+
+    fn sample_rows(
+        &self,
+        batch: &RecordBatch,
+        kept: &[(usize, Arc<Vec<u32>>)],
+        samples: &[Sample],
+        generator: &str,
+        sampling_json: &str,
+    ) -> Result<RecordBatch> {
+        let n = self.sampling.n;
+        let mut rows = Vec::with_capacity(samples.len());
+        let mut records = Vec::with_capacity(samples.len());
+        for ((row, _), samples) in kept.iter().zip(samples.chunks(n)) {
+            let prompt_row = record_of(batch, *row);
+            for (k, sample) in samples.iter().enumerate() {
+                rows.push(*row as u32);
+                let messages = prompt_row.messages.as_ref().map(|turns| {
+                    let mut turns = turns.clone();
+                    while turns.last().is_some_and(|m| m.role == "assistant") {
+                        turns.pop();
+                    }
+                    turns.push(Message { role: "assistant".into(), content: sample.text.clone() });
+                    turns
+                });
+                records.push(Record {
+                    id: format!("{}#{k}", prompt_row.id),
+                    response: Some(sample.text.clone()),
+                    messages,
+                    ..prompt_row.clone()
+                });
+            }
+        }
+        let mut out = rows_with_records(batch, &rows, &records)?;
+        let each = |f: &dyn Fn(&Sample) -> u32| UInt32Array::from_iter_values(samples.iter().map(f));
+        let mut columns = vec![
+            column(
+                stage::PROMPT_ID,
+                Arc::new(StringArray::from_iter_values(
+                    records.iter().map(|r| r.id.rsplit_once('#').map(|p| p.0).unwrap_or(&r.id)),
+                )),
+            ),
+            column(stage::SAMPLE, Arc::new(UInt32Array::from_iter_values((0..samples.len()).map(|i| (i % n) as u32)))),
+            column(
+                stage::PROMPT_TOKENS,
+                Arc::new(UInt32Array::from_iter_values(
+                    kept.iter().flat_map(|(_, t)| std::iter::repeat_n(t.len() as u32, n)),
+                )),
+            ),
+            column(stage::RESPONSE_TOKENS, Arc::new(each(&|s| s.tokens.len() as u32))),
+            column(
+                stage::FINISH_REASON,
+                Arc::new(StringArray::from_iter_values(samples.iter().map(|s| s.finish_reason.as_str()))),
+            ),
+            column(
+                stage::LOG_LIKELIHOOD,
+                Arc::new(Float64Array::from_iter_values(samples.iter().map(|s| s.log_probs.iter().sum::<f64>()))),
+            ),
+            column(
+                stage::GENERATOR,
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(generator, samples.len()))),
+            ),
+            column(
+                stage::SAMPLING,
+                Arc::new(StringArray::from_iter_values(std::iter::repeat_n(sampling_json, samples.len()))),
+            ),
+        ];
+        if batch.column_by_name(stage::REFERENCE).is_none() {
+            let gold = strings(batch, schema::RESPONSE);
+            let taken = arrow::compute::take(gold, &UInt32Array::from(rows.clone()), None)?;
+            columns.insert(0, column(stage::REFERENCE, taken));
+        }
+        for (field, array) in columns {
+            out = with_column(&out, field, array)?;
+        }
+        Ok(out)
+    }
+}
+
+/// What a generation run measured, for the manifest's results.
+#[derive(Default)]
+struct Totals {
+    prompts: u64,
+    samples: u64,
+    prompt_tokens: u64,
+    response_tokens: u64,
+    all_distinct: u64,
+    distinct: u64,
+    finish: std::collections::BTreeMap<String, u64>,
+}
+
+impl Totals {
+    fn add(&mut self, kept: &[(usize, Arc<Vec<u32>>)], samples: &[Sample], n: usize) {
+        for ((_, prompt), group) in kept.iter().zip(samples.chunks(n)) {
+            let texts: std::collections::HashSet<&str> = group.iter().map(|s| s.text.as_str()).collect();
+            self.prompts += 1;
+            self.distinct += texts.len() as u64;
+            self.all_distinct += (texts.len() == group.len()) as u64;
+            self.prompt_tokens += (prompt.len() * group.len()) as u64;
+        }
+        for s in samples {
+            self.samples += 1;
+            self.response_tokens += s.tokens.len() as u64;
+            *self.finish.entry(s.finish_reason.clone()).or_default() += 1;
+        }
+    }
+
+    fn results(&self, seconds: f64, n: usize) -> serde_json::Value {
+        serde_json::json!({
+            "prompts": self.prompts,
+            "samples": self.samples,
+            "prompt_tokens": self.prompt_tokens,
+            "response_tokens": self.response_tokens,
+            "seconds": seconds,
+            "response_tokens_per_second": self.response_tokens as f64 / seconds.max(1e-9),
+            "distinct_samples": self.distinct,
+            "prompts_with_all_samples_distinct": self.all_distinct,
+            "samples_per_prompt": n,
+            "finish_reasons": self.finish,
+        })
+    }
+}
+
+impl ScoreStep {
+    /// Scores every row's response given its prompt and writes the rows with the score columns added.
+    pub fn run(
+        &self,
+        engine: &Engine,
+        input: &Path,
+        output: &Path,
+        read: ReadOptions,
+        counter: &Counter,
+        on_progress: impl FnOnce(Progress, RowProgress),
+    ) -> Result<Manifest> {
+        let on_error = read.on_error;
+        let context = engine.folder().context;
+        let run = StageRun {
+            stage: "score",
+            parameters: serde_json::json!({
+                "model": engine.folder().path, "model_xxh3": engine.folder().xxh3, "mode": self.mode,
+                "engine": engine.options(),
+            }),
+            input,
+            output,
+            format: None,
+            read,
+        };
+        let mut rows_before = 0u64;
+        let mut tokens_scored = 0u64;
+        let started = Instant::now();
+        let mut manifest = run.filter(on_progress, |batch| {
+            let responses = strings(&batch, schema::RESPONSE);
+            let ids = strings(&batch, schema::ID);
+            let prompts = tokenize_prompts(engine, &batch, self.mode, 0, on_error, input, rows_before)?;
+            let mut kept = Vec::with_capacity(prompts.kept.len());
+            let mut dropped = prompts.dropped;
+            let mut scores = Vec::new();
+            let mut token_lists = ListBuilder::new(Float32Builder::new());
+            let mut prompt_lengths = Vec::new();
+            for (row, prompt) in &prompts.kept {
+                let position = rows_before + *row as u64 + 1;
+                let problem = if responses.is_null(*row) {
+                    Some(("no_response", "the row has no response to score".to_string()))
+                } else {
+                    None
+                };
+                let response =
+                    if problem.is_none() { engine.response_tokens(responses.value(*row))? } else { Vec::new() };
+                let problem = problem.or_else(|| {
+                    (prompt.len() + response.len() > context).then(|| {
+                        (
+                            "too_long",
+                            format!(
+                                "prompt and response are {} + {} tokens; the model's context is {context}",
+                                prompt.len(),
+                                response.len()
+                            ),
+                        )
+                    })
+                });
+                if let Some((reason, detail)) = problem {
+                    match on_error {
+                        OnError::Skip => {
+                            dropped.push(Dropped::new(&batch, *row, reason, detail)?);
+                            continue;
+                        }
+                        OnError::Fail => {
+                            return Err(Error::Invalid(format!(
+                            "{}: row {position} (id {}), field response: {detail}; skip such rows with --on-error skip",
+                            input.display(),
+                            ids.value(*row)
+                        ))
+                            .into())
+                        }
+                    }
+                }
+                let log_probs = engine.score(prompt, &response)?;
+                token_lists.append_value(log_probs.iter().map(|&l| Some(l as f32)));
+                scores.push(SequenceScore::of(&log_probs));
+                prompt_lengths.push(prompt.len() as u32);
+                kept.push(*row as u32);
+                tokens_scored += response.len() as u64;
+                counter.samples.fetch_add(1, Ordering::Relaxed);
+                counter.tokens.fetch_add((prompt.len() + response.len()) as u64, Ordering::Relaxed);
+            }
+            rows_before += batch.num_rows() as u64;
+            let mut out = arrow::compute::take_record_batch(&batch, &UInt32Array::from(kept))?;
+            let f64s = |f: fn(&SequenceScore) -> f64| Arc::new(Float64Array::from_iter_values(scores.iter().map(f)));
+            for (field, array) in [
+                column(stage::PROMPT_TOKENS, Arc::new(UInt32Array::from(prompt_lengths)) as ArrayRef),
+                column(
+                    stage::RESPONSE_TOKENS,
+                    Arc::new(UInt32Array::from_iter_values(scores.iter().map(|s| s.tokens as u32))),
+                ),
+                column(stage::LOG_LIKELIHOOD, f64s(|s| s.log_likelihood)),
+                column(stage::MEAN_LOG_PROB, f64s(|s| s.mean_log_prob)),
+                column(stage::PERPLEXITY, f64s(|s| s.perplexity)),
+                column(stage::TOKEN_LOG_PROBS, Arc::new(token_lists.finish())),
+            ] {
+                out = with_column(&out, field, array)?;
+            }
+            Ok((out, dropped))
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        manifest.results = serde_json::json!({
+            "rows_scored": manifest.rows.rows_out,
+            "response_tokens": tokens_scored,
+            "seconds": seconds,
+        });
+        manifest.write_beside(output)?;
+        Ok(manifest)
+    }
+}

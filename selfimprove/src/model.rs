@@ -1,0 +1,209 @@
+//! A Hugging Face model folder, checked before any engine loads it: what generation and scoring need from
+//! it (context length, vocabulary, end-of-sequence tokens, a tokenizer that can decode), and a content hash
+//! that names exactly which weights produced a row.
+//!
+//! The checks turn the engine's late, obscure failures into errors that name the file and say what to do:
+//! mistral.rs 0.8.1 fails deep inside loading on a tokenizer without a decoder, for example.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// A model folder that passed the checks.
+#[derive(Debug, Clone)]
+pub struct ModelFolder {
+    pub path: PathBuf,
+    /// `architectures[0]` of config.json, e.g. `LlamaForCausalLM`.
+    pub architecture: String,
+    /// `max_position_embeddings`: prompt and response together must fit.
+    pub context: usize,
+    pub vocab: usize,
+    /// Tokens that end a response: generation_config.json's `eos_token_id`, else config.json's.
+    pub eos: Vec<u32>,
+    /// xxh3-128 over the folder's file names and contents, in name order.
+    pub xxh3: String,
+    pub tokenizer: tokenizers::Tokenizer,
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    serde_json::from_slice(&text).map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))
+}
+
+/// `eos_token_id` as one id or a list.
+fn token_ids(v: &Value) -> Vec<u32> {
+    match v {
+        Value::Number(n) => n.as_u64().map(|n| vec![n as u32]).unwrap_or_default(),
+        Value::Array(a) => a.iter().filter_map(Value::as_u64).map(|n| n as u32).collect(),
+        _ => Vec::new(),
+    }
+}
+
+impl ModelFolder {
+    /// Checks and hashes the folder at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let shown = path.display();
+        if !path.is_dir() {
+            return Err(Error::Invalid(format!(
+                "{shown}: no such model folder (a Hugging Face folder with config.json, tokenizer.json and \
+                 *.safetensors); make a tiny one with `whet model tiny {shown} --corpus FILE`"
+            )));
+        }
+        let config_path = path.join("config.json");
+        if !config_path.is_file() {
+            return Err(Error::Invalid(format!("{shown}: no config.json; is this a Hugging Face model folder?")));
+        }
+        let config = read_json(&config_path)?;
+        let field = |name: &str| -> Result<usize> {
+            config[name].as_u64().map(|n| n as usize).ok_or_else(|| {
+                Error::Invalid(format!("{}: field `{name}` is missing or not a number", config_path.display()))
+            })
+        };
+        let context = field("max_position_embeddings")?;
+        let vocab = field("vocab_size")?;
+        let architecture = config["architectures"][0].as_str().unwrap_or("unknown").to_string();
+
+        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Error::io(path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file())
+            .collect();
+        files.sort();
+        if !files.iter().any(|p| p.extension().is_some_and(|e| e == "safetensors")) {
+            return Err(Error::Invalid(format!("{shown}: no *.safetensors weights")));
+        }
+
+        let tokenizer = Self::checked_tokenizer(&path.join("tokenizer.json"))?;
+        let generation_path = path.join("generation_config.json");
+        let mut eos =
+            if generation_path.is_file() { token_ids(&read_json(&generation_path)?["eos_token_id"]) } else { vec![] };
+        if eos.is_empty() {
+            eos = token_ids(&config["eos_token_id"]);
+        }
+        if let Some(bad) = eos.iter().find(|&&t| t as usize >= vocab) {
+            return Err(Error::Invalid(format!(
+                "{shown}: eos_token_id {bad} is outside the vocabulary ({vocab} tokens)"
+            )));
+        }
+
+        let mut hash = xxhash_rust::xxh3::Xxh3::new();
+        for file in &files {
+            let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
+            hash.update(file.file_name().unwrap_or_default().as_encoded_bytes());
+            hash.update(&(bytes.len() as u64).to_le_bytes());
+            hash.update(&bytes);
+        }
+        Ok(ModelFolder {
+            path: path.to_path_buf(),
+            architecture,
+            context,
+            vocab,
+            eos,
+            xxh3: format!("{:032x}", hash.digest128()),
+            tokenizer,
+        })
+    }
+
+    /// Loads tokenizer.json and refuses one that cannot turn tokens back into text: without a decoder a
+    /// byte-level vocabulary comes back as raw pieces (`Ġthe`), and mistral.rs fails on it.
+    fn checked_tokenizer(path: &Path) -> Result<tokenizers::Tokenizer> {
+        if !path.is_file() {
+            return Err(Error::Invalid(format!(
+                "{}: missing; generation needs the Hugging Face fast tokenizer (tokenizer.json)",
+                path.display()
+            )));
+        }
+        let json = read_json(path)?;
+        let kind = |v: &Value| v["type"].as_str().unwrap_or("").to_string();
+        let decoder = &json["decoder"];
+        if decoder.is_null() {
+            return Err(Error::Invalid(format!(
+                "{}: the tokenizer has no decoder, so generated tokens cannot become text; add one that matches \
+                 its pre-tokenizer (`\"decoder\": {{\"type\": \"ByteLevel\"}}` for byte-level BPE)",
+                path.display()
+            )));
+        }
+        let byte_level = |v: &Value| {
+            kind(v) == "ByteLevel"
+                || v["pretokenizers"].as_array().is_some_and(|a| a.iter().any(|p| kind(p) == "ByteLevel"))
+                || v["decoders"].as_array().is_some_and(|a| a.iter().any(|p| kind(p) == "ByteLevel"))
+        };
+        if byte_level(&json["pre_tokenizer"]) && !byte_level(decoder) {
+            return Err(Error::Invalid(format!(
+                "{}: the pre-tokenizer is ByteLevel but the decoder is {}; generated text would come back as \
+                 byte-level pieces: use `\"decoder\": {{\"type\": \"ByteLevel\"}}`",
+                path.display(),
+                kind(decoder)
+            )));
+        }
+        tokenizers::Tokenizer::from_file(path)
+            .map_err(|e| Error::Invalid(format!("{}: not a tokenizer this version can read: {e}", path.display())))
+    }
+
+    /// What the `generator` column records: the folder and its content hash.
+    pub fn generator(&self) -> String {
+        format!("{} xxh3:{}", self.path.display(), &self.xxh3[..16])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiny::{make_tiny_model, TinyLlama};
+
+    fn tiny(dir: &Path) -> PathBuf {
+        let corpus = dir.join("corpus.jsonl");
+        let rows: String = (0..200)
+            .map(|i| format!("{{\"prompt\": \"What is {i} plus {i}?\", \"response\": \"It is {}.\"}}\n", 2 * i))
+            .collect();
+        std::fs::write(&corpus, rows).unwrap();
+        let folder = dir.join("tiny");
+        make_tiny_model(&folder, &[corpus], &TinyLlama { vocab: 300, context: 64, ..Default::default() }).unwrap();
+        folder
+    }
+
+    #[test]
+    fn a_tiny_folder_opens_and_its_hash_follows_the_weights() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = tiny(dir.path());
+        let model = ModelFolder::open(&folder).unwrap();
+        assert_eq!((model.context, model.architecture.as_str()), (64, "LlamaForCausalLM"));
+        assert_eq!(model.eos, vec![model.tokenizer.token_to_id(crate::tiny::EOS).unwrap()]);
+        let before = model.xxh3.clone();
+        let weights = folder.join("model.safetensors");
+        let mut bytes = std::fs::read(&weights).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&weights, bytes).unwrap();
+        assert_ne!(ModelFolder::open(&folder).unwrap().xxh3, before);
+    }
+
+    #[test]
+    fn bad_folders_get_errors_that_say_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelFolder::open(dir.path().join("nowhere")).unwrap_err().to_string();
+        assert!(err.contains("nowhere: no such model folder") && err.contains("whet model tiny"), "{err}");
+
+        let folder = tiny(dir.path());
+        let tokenizer = folder.join("tokenizer.json");
+        let mut json: Value = serde_json::from_slice(&std::fs::read(&tokenizer).unwrap()).unwrap();
+        json["decoder"] = serde_json::json!({"type": "WordPiece", "prefix": "##", "cleanup": true});
+        std::fs::write(&tokenizer, serde_json::to_vec(&json).unwrap()).unwrap();
+        let err = ModelFolder::open(&folder).unwrap_err().to_string();
+        assert!(err.contains("tokenizer.json") && err.contains("decoder is WordPiece"), "{err}");
+        json["decoder"] = Value::Null;
+        std::fs::write(&tokenizer, serde_json::to_vec(&json).unwrap()).unwrap();
+        let err = ModelFolder::open(&folder).unwrap_err().to_string();
+        assert!(err.contains("has no decoder"), "{err}");
+
+        std::fs::remove_file(folder.join("model.safetensors")).unwrap();
+        let err = ModelFolder::open(&folder).unwrap_err().to_string();
+        assert!(err.contains("no *.safetensors"), "{err}");
+        std::fs::write(folder.join("config.json"), "{\"vocab_size\": 300}").unwrap();
+        let err = ModelFolder::open(&folder).unwrap_err().to_string();
+        assert!(err.contains("config.json") && err.contains("max_position_embeddings"), "{err}");
+    }
+}

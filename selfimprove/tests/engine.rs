@@ -1,0 +1,152 @@
+//! The engine on a tiny model made here: seeded, distinct samples; scores that agree with generation;
+//! clear errors for prompts the context cannot hold.
+#![cfg(feature = "llm")]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use whetstone_selfimprove::engine::{Engine, EngineOptions, Job, Prompt, PromptMode, Sample};
+use whetstone_selfimprove::generate::{Counter, GenerateStep};
+use whetstone_selfimprove::{make_tiny_model, ModelFolder, Sampling, TinyLlama};
+
+fn corpus(dir: &Path) -> PathBuf {
+    let path = dir.join("corpus.jsonl");
+    let rows: String = (0..400)
+        .map(|i| {
+            format!(
+                "{{\"prompt\": \"Tom has {i} apples and buys {} more. How many apples does he have?\", \
+                 \"response\": \"He has {i} + {} = {} apples.\\n#### {}\"}}\n",
+                i % 7,
+                i % 7,
+                i + i % 7,
+                i + i % 7
+            )
+        })
+        .collect();
+    std::fs::write(&path, rows).unwrap();
+    path
+}
+
+fn tiny(dir: &Path) -> PathBuf {
+    let folder = dir.join("tiny");
+    let spec = TinyLlama { vocab: 512, context: 96, ..Default::default() };
+    make_tiny_model(&folder, &[corpus(dir)], &spec).unwrap();
+    folder
+}
+
+fn engine(folder: &Path, max_batch: usize) -> Engine {
+    Engine::load(ModelFolder::open(folder).unwrap(), EngineOptions { cpu: true, max_batch }).unwrap()
+}
+
+fn jobs(engine: &Engine, sampling: &Sampling, prompts: &[String]) -> Vec<Job> {
+    prompts
+        .iter()
+        .enumerate()
+        .flat_map(|(i, p)| {
+            let tokens = Arc::new(engine.prompt_tokens(&Prompt::Text(p.clone()), PromptMode::Chat).unwrap());
+            (0..sampling.n as u32).map(move |k| Job {
+                prompt_tokens: tokens.clone(),
+                stream: sampling.stream(&format!("p{i}"), k),
+                max_tokens: sampling.max_tokens,
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn samples_are_distinct_seeded_and_their_log_probs_match_scoring() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = tiny(dir.path());
+    let batched = engine(&folder, 32);
+    let prompts: Vec<String> = (0..8).map(|i| format!("Sara reads {i} pages a day. How many in a week?")).collect();
+    let sampling = Sampling { n: 4, temperature: 1.0, max_tokens: 24, ..Default::default() };
+    let samples = batched.generate(jobs(&batched, &sampling, &prompts), &sampling, &|_| {}).unwrap();
+    assert_eq!(samples.len(), 32);
+
+    // Temperature alone samples (in mistral.rs 0.8.1 it gave greedy output): four distinct texts per prompt.
+    let all_distinct = samples
+        .chunks(4)
+        .filter(|g| g.iter().map(|s| &s.text).collect::<std::collections::HashSet<_>>().len() == 4)
+        .count();
+    assert!(all_distinct >= 7, "only {all_distinct} of 8 prompts got 4 distinct samples");
+    for s in &samples {
+        assert_eq!(s.tokens.len(), s.log_probs.len());
+        assert!(!s.tokens.is_empty() && s.tokens.len() <= 24);
+        assert!(s.log_probs.iter().all(|l| l.is_finite() && *l <= 0.0));
+        assert!(["stop", "length"].contains(&s.finish_reason.as_str()), "{}", s.finish_reason);
+    }
+
+    // Scoring the drawn tokens after their prompt (one forward pass over the whole sequence) gives the
+    // log-probabilities generation recorded token by token (incremental decoding with a KV cache). This is
+    // the check that caught mistral.rs 0.8.1 mixing up the sequences of a CPU decode batch (see engine.rs):
+    // on the CPU the engine decodes one sequence at a time.
+    assert_eq!(batched.options().max_batch, 1);
+    for (i, group) in samples.chunks(4).enumerate() {
+        let prompt = batched.prompt_tokens(&Prompt::Text(prompts[i].clone()), PromptMode::Chat).unwrap();
+        for s in group {
+            let scored = batched.score(&prompt, &s.tokens).unwrap();
+            for (a, b) in scored.iter().zip(&s.log_probs) {
+                assert!((a - b).abs() < 1e-4, "prompt {i}: scored {a} vs generated {b}");
+            }
+        }
+    }
+
+    // The same seed gives the same samples, whatever else is asked for at the same time; another seed
+    // gives others.
+    let again = batched.generate(jobs(&batched, &sampling, &prompts), &sampling, &|_| {}).unwrap();
+    assert_eq!(again, samples);
+    drop(batched);
+    let single = engine(&folder, 1);
+    let fewer = single.generate(jobs(&single, &sampling, &prompts[..2]), &sampling, &|_| {}).unwrap();
+    assert_eq!(fewer[..], samples[..8]);
+    let reseeded = Sampling { seed: 1, ..sampling.clone() };
+    let other = single.generate(jobs(&single, &reseeded, &prompts[..2]), &reseeded, &|_| {}).unwrap();
+    assert_ne!(other[..], samples[..8]);
+
+    // Greedy tokens (each the most likely after its prefix) score above the same tokens shuffled.
+    let greedy = Sampling { temperature: 0.0, max_tokens: 16, ..Default::default() };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    for (i, p) in prompts.iter().enumerate() {
+        let prompt = single.prompt_tokens(&Prompt::Text(p.clone()), PromptMode::Chat).unwrap();
+        let job = Job { prompt_tokens: Arc::new(prompt.clone()), stream: i as u64, max_tokens: 16 };
+        let Sample { tokens, .. } = single.generate(vec![job], &greedy, &|_| {}).unwrap().remove(0);
+        let mut shuffled = tokens.clone();
+        while shuffled == tokens && tokens.len() > 1 {
+            shuffled.shuffle(&mut rng);
+        }
+        let sum = |t: &[u32]| single.score(&prompt, t).unwrap().iter().sum::<f64>();
+        assert!(sum(&tokens) > sum(&shuffled), "prompt {i}: greedy {} vs shuffled {}", sum(&tokens), sum(&shuffled));
+    }
+}
+
+#[test]
+fn a_prompt_longer_than_the_context_is_an_error_naming_the_row_or_a_counted_skip() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = tiny(dir.path());
+    let engine = engine(&folder, 8);
+    let input = dir.path().join("prompts.jsonl");
+    let long = "How many apples does Tom have? ".repeat(40);
+    std::fs::write(
+        &input,
+        format!(
+            "{{\"id\": \"a\", \"prompt\": \"Tom has 3 apples.\"}}\n{{\"id\": \"b\", \"prompt\": \"{long}\"}}\n\
+             {{\"id\": \"c\", \"prompt\": \"Sara has 2 pears.\"}}\n"
+        ),
+    )
+    .unwrap();
+    let step =
+        GenerateStep { sampling: Sampling { n: 2, max_tokens: 8, ..Default::default() }, mode: PromptMode::Chat };
+    let out = dir.path().join("out.parquet");
+    let err =
+        step.run(&engine, &input, &out, Default::default(), &Counter::default(), |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("prompts.jsonl: row 2 (id b), field prompt") && err.contains("context is 96"), "{err}");
+    assert!(!out.exists(), "no partial output");
+
+    let skip = whetstone_datasets::ReadOptions { on_error: whetstone_datasets::OnError::Skip, ..Default::default() };
+    let m = step.run(&engine, &input, &out, skip, &Counter::default(), |_, _| {}).unwrap();
+    assert_eq!((m.rows.rows_in, m.rows.rows_out, m.rows.rows_rejected, m.rows.per_row), (3, 4, 1, 2));
+    assert_eq!(m.rejected.by_reason.get("prompt_too_long"), Some(&1));
+    assert_eq!(m.results["samples"], 4);
+}
