@@ -85,6 +85,27 @@ fn whet_generate_gives_four_distinct_seeded_samples_per_gsm8k_question_and_whet_
     let sampling: serde_json::Value = serde_json::from_str(&strings(&out, "sampling")[0]).unwrap();
     assert_eq!((sampling["n"].as_u64(), sampling["seed"].as_u64()), (Some(4), Some(7)));
     assert!(f64s(&out, "log_likelihood").iter().all(|l| l.is_finite() && *l < 0.0));
+    let counted: Vec<u32> = out
+        .iter()
+        .flat_map(|b| {
+            use arrow::array::AsArray;
+            b.column_by_name("response_tokens")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::UInt32Type>()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    let ids: Vec<usize> = out
+        .iter()
+        .flat_map(|b| {
+            use arrow::array::{Array, AsArray};
+            let list = b.column_by_name("response_token_ids").unwrap().as_list::<i32>().clone();
+            (0..list.len()).map(move |i| list.value(i).len()).collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(ids, counted.iter().map(|&n| n as usize).collect::<Vec<_>>(), "one id per generated token");
+    assert!(counted.iter().all(|&n| (1..=48).contains(&n)));
     let manifest: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(tmp.path().join("samples.parquet.manifest.json")).unwrap())
             .unwrap();

@@ -59,6 +59,9 @@ pub mod stage {
     pub const PROMPT_TOKENS: &str = "prompt_tokens";
     /// Tokens of the response: generated, or scored (end-of-sequence included), `UInt32`.
     pub const RESPONSE_TOKENS: &str = "response_tokens";
+    /// The generated tokens' ids, exactly as drawn (re-tokenizing the text may not give them back),
+    /// `List<UInt32>`.
+    pub const RESPONSE_TOKEN_IDS: &str = "response_token_ids";
     /// Natural-log probability of the response given the prompt, summed over its tokens, `Float64`.
     pub const LOG_LIKELIHOOD: &str = "log_likelihood";
     /// `log_likelihood / response_tokens`, `Float64`.
@@ -76,6 +79,7 @@ pub mod stage {
             REWARD | QUALITY => DataType::Float32,
             LOG_LIKELIHOOD | MEAN_LOG_PROB | PERPLEXITY => DataType::Float64,
             TOKEN_LOG_PROBS => DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
+            RESPONSE_TOKEN_IDS => DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
             DUP_OF | GENERATOR | SPLIT | SELECTED_BY | PROMPT_ID | REFERENCE | SAMPLING | FINISH_REASON => {
                 DataType::Utf8
             }

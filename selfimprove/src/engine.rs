@@ -23,8 +23,9 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use mistralrs::{
-    Constraint, CustomLogitsProcessor, Model, ModelDType, NormalRequest, Request, RequestMessage, Response,
-    SamplingParams, StopTokens, Tensor, TextMessageRole, TextMessages, TextModelBuilder,
+    Constraint, CustomLogitsProcessor, MemoryGpuConfig, Model, ModelDType, NormalRequest, PagedAttentionMetaBuilder,
+    Request, RequestMessage, Response, SamplingParams, StopTokens, Tensor, TextMessageRole, TextMessages,
+    TextModelBuilder,
 };
 
 use crate::error::{Error, Result};
@@ -38,12 +39,31 @@ pub struct EngineOptions {
     pub cpu: bool,
     /// Requests in flight at once, which the engine batches (1 on the CPU, see above).
     pub max_batch: usize,
+    /// Number format of the weights and activations: `f32`, `bf16`, `f16`, or `auto` (f32 on the CPU, where
+    /// mistral.rs would pick bf16; bf16 on GPUs that have it).
+    pub dtype: String,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         let cpu = !cfg!(feature = "cuda");
-        EngineOptions { cpu, max_batch: if cpu { 1 } else { 64 } }
+        EngineOptions { cpu, max_batch: if cpu { 1 } else { 256 }, dtype: "auto".into() }
+    }
+}
+
+impl EngineOptions {
+    pub const DTYPES: [&'static str; 4] = ["auto", "f32", "bf16", "f16"];
+
+    fn model_dtype(&self) -> Result<ModelDType> {
+        Ok(match self.dtype.as_str() {
+            // bf16 on the CPU rounds a sequence's logits differently with every batch around it.
+            "auto" if self.cpu => ModelDType::F32,
+            "auto" => ModelDType::Auto,
+            "f32" => ModelDType::F32,
+            "bf16" => ModelDType::BF16,
+            "f16" => ModelDType::F16,
+            other => return Err(Error::Invalid(format!("unknown dtype {other:?}: use auto, f32, bf16 or f16"))),
+        })
     }
 }
 
@@ -132,11 +152,19 @@ impl Engine {
             .map_err(|e| engine_error("starting the async runtime", e))?;
         let path = folder.path.to_string_lossy().to_string();
         // The prefix cache is off: scoring needs the logits of every position, not a cached prefix's.
-        let mut builder = TextModelBuilder::new(&path).with_prefix_cache_n(None).with_max_num_seqs(options.max_batch);
+        let mut builder = TextModelBuilder::new(&path)
+            .with_prefix_cache_n(None)
+            .with_max_num_seqs(options.max_batch)
+            .with_dtype(options.model_dtype()?);
         if options.cpu {
-            // f32 on the CPU: mistral.rs would pick bf16, whose rounding makes a sequence's logits depend on
-            // which other sequences share its batch (measured: 1e-3 apart), and so the samples of a seed too.
-            builder = builder.with_force_cpu().with_dtype(ModelDType::F32);
+            builder = builder.with_force_cpu();
+        } else {
+            // Paged attention on the GPU: the KV cache of a whole batch in fixed blocks, in most of the memory.
+            let paged = PagedAttentionMetaBuilder::default()
+                .with_gpu_memory(MemoryGpuConfig::Utilization(0.85))
+                .build()
+                .map_err(|e| engine_error("paged attention", e))?;
+            builder = builder.with_paged_attn(paged);
         }
         let model = runtime
             .block_on(builder.build())
@@ -211,35 +239,24 @@ impl Engine {
         sampling.check()?;
         let sampling = Arc::new(sampling.clone());
         let sender = self.model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
-        let requests = futures::stream::iter(jobs.into_iter().enumerate()).map(|(i, job)| {
+        let requests = futures::stream::iter(jobs).map(|job| {
             let sender = sender.clone();
             let sampling = sampling.clone();
             async move {
                 let draw =
                     Arc::new(SeededDraw { sampling: sampling.clone(), stream: job.stream, drawn: Mutex::default() });
                 let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-                let request = NormalRequest {
-                    messages: RequestMessage::CompletionTokens(job.prompt_tokens.to_vec()),
-                    sampling_params: SamplingParams {
+                let request = completion_request(
+                    job.prompt_tokens.to_vec(),
+                    SamplingParams {
                         max_len: Some(job.max_tokens),
                         stop_toks: (!sampling.stop.is_empty()).then(|| StopTokens::Seqs(sampling.stop.clone())),
                         ..SamplingParams::deterministic()
                     },
-                    response: tx,
-                    return_logprobs: false,
-                    is_streaming: false,
-                    id: i,
-                    constraint: Constraint::None,
-                    suffix: None,
-                    tools: None,
-                    tool_choice: None,
-                    logits_processors: Some(vec![draw.clone() as Arc<dyn CustomLogitsProcessor>]),
-                    return_raw_logits: false,
-                    web_search_options: None,
-                    model_id: None,
-                    truncate_sequence: false,
-                };
-                sender.send(Request::Normal(Box::new(request))).await.map_err(|e| engine_error("the engine", e))?;
+                    tx,
+                    Some(draw.clone() as Arc<dyn CustomLogitsProcessor>),
+                );
+                sender.send(request).await.map_err(|e| engine_error("the engine", e))?;
                 let response =
                     rx.recv().await.ok_or_else(|| engine_error("the engine", "stopped without an answer"))?;
                 let choice = match response {
@@ -270,25 +287,11 @@ impl Engine {
         let all = [prompt_tokens, response_tokens].concat();
         let sender = self.model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        let request = NormalRequest {
-            messages: RequestMessage::CompletionTokens(all.clone()),
-            sampling_params: SamplingParams { max_len: Some(0), ..SamplingParams::deterministic() },
-            response: tx,
-            return_logprobs: false,
-            is_streaming: false,
-            id: 0,
-            constraint: Constraint::None,
-            suffix: None,
-            tools: None,
-            tool_choice: None,
-            logits_processors: None,
-            return_raw_logits: true,
-            web_search_options: None,
-            model_id: None,
-            truncate_sequence: false,
-        };
+        // No new tokens: the raw logits of every position of prompt + response, from the prompt pass.
+        let params = SamplingParams { max_len: Some(0), ..SamplingParams::deterministic() };
+        let request = completion_request(all.clone(), params, tx, None);
         let response = self.runtime.block_on(async {
-            sender.send(Request::Normal(Box::new(request))).await.map_err(|e| engine_error("the engine", e))?;
+            sender.send(request).await.map_err(|e| engine_error("the engine", e))?;
             rx.recv().await.ok_or_else(|| engine_error("the engine", "stopped without an answer"))
         })?;
         let logits = match response {
@@ -306,6 +309,34 @@ impl Engine {
         let rows = logits.narrow(0, p - 1, response_tokens.len())?.flatten_all()?.to_vec1::<f32>()?;
         Ok(crate::logprob::token_log_probs(&rows, vocab, response_tokens))
     }
+}
+
+/// A request over pre-tokenized input: for generation with a sample's logits processor, or, without one, for
+/// the raw logits of scoring.
+fn completion_request(
+    tokens: Vec<u32>,
+    sampling_params: SamplingParams,
+    response: tokio::sync::mpsc::Sender<Response>,
+    draw: Option<Arc<dyn CustomLogitsProcessor>>,
+) -> Request {
+    let score = draw.is_none();
+    Request::Normal(Box::new(NormalRequest {
+        messages: RequestMessage::CompletionTokens(tokens),
+        sampling_params,
+        response,
+        return_logprobs: false,
+        is_streaming: false,
+        id: 0,
+        constraint: Constraint::None,
+        suffix: None,
+        tools: None,
+        tool_choice: None,
+        logits_processors: draw.map(|d| vec![d]),
+        return_raw_logits: score,
+        web_search_options: None,
+        model_id: None,
+        truncate_sequence: false,
+    }))
 }
 
 /// The logits processor of one sample: draws the token from the sample's stream, records it and its

@@ -1,8 +1,9 @@
 //! Generation and scoring as dataset stages: `whet generate` and `whet score`.
 //!
 //! - [`GenerateStep`] writes N rows per prompt row: the sample as `response`, the prompt row's own response
-//!   as `reference`, and `prompt_id`, `sample`, token counts, `finish_reason`, `log_likelihood` (of the drawn
-//!   tokens), `generator` (model folder + content hash) and `sampling` (the parameters, JSON).
+//!   as `reference`, and `prompt_id`, `sample`, token counts, `response_token_ids` (as drawn), `finish_reason`,
+//!   `log_likelihood` (of the drawn tokens), `generator` (model folder + content hash) and `sampling` (the
+//!   parameters, JSON).
 //! - [`ScoreStep`] adds the response's per-token log-probabilities given the prompt, their sum, mean and
 //!   perplexity (one definition: [`crate::logprob`]).
 //!
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use arrow::array::{
     Array, ArrayRef, AsArray, Float32Builder, Float64Array, ListBuilder, RecordBatch, StringArray, UInt32Array,
+    UInt32Builder,
 };
 use whetstone_datasets::schema::{self, stage};
 use whetstone_datasets::stage::with_column;
@@ -251,6 +253,11 @@ impl GenerateStep {
                 )),
             ),
             column(stage::RESPONSE_TOKENS, Arc::new(each(&|s| s.tokens.len() as u32))),
+            column(stage::RESPONSE_TOKEN_IDS, {
+                let mut ids = ListBuilder::new(UInt32Builder::new());
+                samples.iter().for_each(|s| ids.append_value(s.tokens.iter().map(|&t| Some(t))));
+                Arc::new(ids.finish())
+            }),
             column(
                 stage::FINISH_REASON,
                 Arc::new(StringArray::from_iter_values(samples.iter().map(|s| s.finish_reason.as_str()))),

@@ -37,7 +37,8 @@ fn tiny(dir: &Path) -> PathBuf {
 }
 
 fn engine(folder: &Path, max_batch: usize) -> Engine {
-    Engine::load(ModelFolder::open(folder).unwrap(), EngineOptions { cpu: true, max_batch }).unwrap()
+    Engine::load(ModelFolder::open(folder).unwrap(), EngineOptions { cpu: true, max_batch, dtype: "auto".into() })
+        .unwrap()
 }
 
 fn jobs(engine: &Engine, sampling: &Sampling, prompts: &[String]) -> Vec<Job> {

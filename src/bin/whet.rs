@@ -75,12 +75,15 @@ struct EngineArgs {
     /// chat (through the model's chat template) or raw (the prompt text as it is).
     #[arg(long, default_value = "chat", value_parser = PromptMode::NAMES)]
     mode: String,
-    /// Requests the engine batches at once.
+    /// Requests the engine batches at once (on the CPU: 1, around a mistral.rs 0.8.1 bug).
     #[arg(long, default_value_t = EngineOptions::default().max_batch)]
     batch: usize,
     /// Run on the CPU even in a build with the `cuda` feature.
     #[arg(long)]
     cpu: bool,
+    /// auto (f32 on the CPU, bf16 on GPUs that have it), f32, bf16 or f16.
+    #[arg(long, default_value = "auto", value_parser = EngineOptions::DTYPES)]
+    dtype: String,
 }
 
 #[derive(Subcommand)]
@@ -685,9 +688,12 @@ fn print_drops(m: &datasets::Manifest) {
     t.add_row(vec![
         Cell::new(&m.stage),
         num(m.rows.rows_in),
-        num(m.rows.rows_out),
+        num(m.rows.rows_out / m.rows.per_row),
         num(m.rows.rows_rejected),
-        Cell::new(m.output.path.display()),
+        Cell::new(match m.rows.per_row {
+            1 => m.output.path.display().to_string(),
+            n => format!("{} ({} rows, {n} per row kept)", m.output.path.display(), whetstone::notebook::thousands(m.rows.rows_out)),
+        }),
     ]);
     println!("{t}");
     if !m.rejected.by_reason.is_empty() {
@@ -714,13 +720,15 @@ mod llm {
     use whetstone::datasets::{self, ReadOptions};
     use whetstone::selfimprove::engine::{Engine, EngineOptions, PromptMode};
     use whetstone::selfimprove::generate::{Counter, GenerateStep, ScoreStep};
+    use whetstone::notebook::thousands;
     use whetstone::selfimprove::{ModelFolder, Sampling};
 
     use super::{num, print_drops, table, EngineArgs};
 
     fn load(model: &Path, args: &EngineArgs) -> Result<(Engine, PromptMode)> {
         let folder = ModelFolder::open(model)?;
-        let options = EngineOptions { cpu: args.cpu || EngineOptions::default().cpu, max_batch: args.batch };
+        let cpu = args.cpu || EngineOptions::default().cpu;
+        let options = EngineOptions { cpu, max_batch: args.batch, dtype: args.dtype.clone() };
         let spinner = ProgressBar::new_spinner();
         spinner.set_message(format!("loading {}", model.display()));
         spinner.enable_steady_tick(Duration::from_millis(200));
@@ -792,8 +800,8 @@ mod llm {
             num(count("samples")),
             Cell::new(format!(
                 "{} of {} prompts",
-                whetstone::notebook::thousands(count("prompts_with_all_samples_distinct")),
-                whetstone::notebook::thousands(count("prompts"))
+                thousands(count("prompts_with_all_samples_distinct")),
+                thousands(count("prompts"))
             )),
             num(count("response_tokens")),
             Cell::new(format!("{:.0}", r["response_tokens_per_second"].as_f64().unwrap_or(0.0))),
@@ -802,11 +810,6 @@ mod llm {
         ]);
         println!("{t}");
         print_drops(&m);
-        eprintln!(
-            "wrote {} ({} rows); manifest beside it",
-            output.display(),
-            whetstone::notebook::thousands(m.rows.rows_out)
-        );
         Ok(())
     }
 
