@@ -26,7 +26,7 @@ def parity(model_dir, generated):
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(tokenizer_file=f"{model_dir}/tokenizer.json")
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).to(DEVICE).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(DEVICE).eval()
     rows = pq.read_table(generated).to_pylist()
     per_token, worst = [], 0.0
     with torch.no_grad():
@@ -66,28 +66,34 @@ def make_model(tokenizer_dir, out):
     tok = json.load(open(f"{tokenizer_dir}/tokenizer.json"))
     ids = [*tok["model"]["vocab"].values(), *(t["id"] for t in tok["added_tokens"])]
     gen = json.load(open(f"{tokenizer_dir}/generation_config.json"))
-    config = LlamaConfig(
-        vocab_size=max(ids) + 1,
-        hidden_size=2048,
-        intermediate_size=5632,
-        num_hidden_layers=22,
-        num_attention_heads=32,
-        num_key_value_heads=4,
-        head_dim=64,
-        max_position_embeddings=2048,
-        rms_norm_eps=1e-5,
-        rope_theta=10000.0,
-        tie_word_embeddings=False,
-        bos_token_id=gen["bos_token_id"],
-        eos_token_id=gen["eos_token_id"],
-        pad_token_id=gen["pad_token_id"],
-        torch_dtype="bfloat16",
-    )
+    # The config in the layout `whet model tiny` writes, which mistral.rs and transformers both read.
+    fields = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": max(ids) + 1,
+        "hidden_size": 2048,
+        "intermediate_size": 5632,
+        "num_hidden_layers": 22,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 4,
+        "head_dim": 64,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "hidden_act": "silu",
+        "tie_word_embeddings": False,
+        "bos_token_id": gen["bos_token_id"],
+        "eos_token_id": gen["eos_token_id"],
+        "pad_token_id": gen["pad_token_id"],
+        "torch_dtype": "bfloat16",
+    }
+    config = LlamaConfig(**{k: v for k, v in fields.items() if k not in ("architectures", "model_type", "torch_dtype")})
     torch.manual_seed(0)
     started = time.time()
     with torch.device(DEVICE):
         model = LlamaForCausalLM(config).to(torch.bfloat16)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out)
+    json.dump(fields, open(f"{out}/config.json", "w"), indent=1)
     for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
         shutil.copy(f"{tokenizer_dir}/{f}", f"{out}/{f}")
     params = sum(p.numel() for p in model.parameters())
@@ -102,7 +108,7 @@ def hf_generate(model_dir, prompts_path, n, new, batch):
     n, new, batch = int(n), int(new), int(batch)
     tok = PreTrainedTokenizerFast(tokenizer_file=f"{model_dir}/tokenizer.json")
     tok.pad_token, tok.padding_side = "<pad>", "left"
-    model = AutoModelForCausalLM.from_pretrained(model_dir, torch_dtype=torch.bfloat16).to(DEVICE).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.bfloat16).to(DEVICE).eval()
     prompts = [json.loads(line)["question"] for line in open(prompts_path)]
     kwargs = dict(do_sample=True, temperature=1.0, top_k=0, top_p=1.0, num_return_sequences=n, pad_token_id=tok.pad_token_id)
     with torch.no_grad():

@@ -151,3 +151,62 @@ fn a_prompt_longer_than_the_context_is_an_error_naming_the_row_or_a_counted_skip
     assert_eq!(m.rejected.by_reason.get("prompt_too_long"), Some(&1));
     assert_eq!(m.results["samples"], 4);
 }
+
+/// A model whose next-token distribution is known by hand: every embedding is all ones, the attention and MLP
+/// outputs are zero (o_proj and down_proj zero), so the final hidden state is RMSNorm(1) = 1/√(1 + ε) in
+/// every dimension, and `lm_head` row y is (l_y, 0, …, 0): the logits are l_y/√(1 + ε) after any context.
+#[test]
+fn scores_equal_a_hand_computed_log_likelihood() {
+    use candle_core::{Device, Tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let folder = tiny(dir.path());
+    let weights = folder.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&weights, &Device::Cpu).unwrap();
+    let (vocab, hidden) = tensors["lm_head.weight"].dims2().unwrap();
+    let l: Vec<f32> = (0..vocab).map(|y| ((y * 37) % 11) as f32 / 4.0).collect();
+    let mut head = vec![0f32; vocab * hidden];
+    for y in 0..vocab {
+        head[y * hidden] = l[y];
+    }
+    tensors.insert("lm_head.weight".into(), Tensor::from_vec(head, (vocab, hidden), &Device::Cpu).unwrap());
+    tensors.insert(
+        "model.embed_tokens.weight".into(),
+        Tensor::ones((vocab, hidden), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    for (name, t) in tensors.iter_mut() {
+        if name.ends_with("o_proj.weight") || name.ends_with("down_proj.weight") {
+            *t = t.zeros_like().unwrap();
+        }
+    }
+    candle_core::safetensors::save(&tensors, &weights).unwrap();
+
+    let engine = engine(&folder, 1);
+    let prompt = engine.prompt_tokens(&Prompt::Text("Tom has 3 apples.".into()), PromptMode::Chat).unwrap();
+    let response = engine.response_tokens("He has 3 + 4 = 7 apples.").unwrap();
+    assert_eq!(response.last(), engine.folder().eos.first(), "the response is scored up to its end");
+    let scale = 1.0 / (1.0 + 1e-5f64).sqrt();
+    let logits: Vec<f64> = l.iter().map(|&x| x as f64 * scale).collect();
+    let log_z = logits.iter().map(|x| x.exp()).sum::<f64>().ln();
+    let by_hand: Vec<f64> = response.iter().map(|&t| logits[t as usize] - log_z).collect();
+    let scored = engine.score(&prompt, &response).unwrap();
+    assert_eq!(scored.len(), by_hand.len());
+    for (got, want) in scored.iter().zip(&by_hand) {
+        assert!((got - want).abs() < 1e-5, "scored {got}, by hand {want}");
+    }
+
+    // The same through the score stage: the row's log-likelihood, mean and perplexity.
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, "{\"prompt\": \"Tom has 3 apples.\", \"response\": \"He has 3 + 4 = 7 apples.\"}\n")
+        .unwrap();
+    let out = dir.path().join("scored.parquet");
+    let step = whetstone_selfimprove::generate::ScoreStep { mode: PromptMode::Chat };
+    step.run(&engine, &input, &out, Default::default(), &Counter::default(), |_, _| {}).unwrap();
+    let (batches, _) = whetstone_datasets::read_all(&out, Default::default()).unwrap();
+    let column = |name: &str| {
+        use arrow::array::AsArray;
+        batches[0].column_by_name(name).unwrap().as_primitive::<arrow::datatypes::Float64Type>().value(0)
+    };
+    let sum: f64 = by_hand.iter().sum();
+    assert!((column("log_likelihood") - sum).abs() < 1e-4);
+    assert!((column("perplexity") - (-sum / by_hand.len() as f64).exp()).abs() < 1e-4);
+}

@@ -692,7 +692,11 @@ fn print_drops(m: &datasets::Manifest) {
         num(m.rows.rows_rejected),
         Cell::new(match m.rows.per_row {
             1 => m.output.path.display().to_string(),
-            n => format!("{} ({} rows, {n} per row kept)", m.output.path.display(), whetstone::notebook::thousands(m.rows.rows_out)),
+            n => format!(
+                "{} ({} rows, {n} per row kept)",
+                m.output.path.display(),
+                whetstone::notebook::thousands(m.rows.rows_out)
+            ),
         }),
     ]);
     println!("{t}");
@@ -718,9 +722,9 @@ mod llm {
     use comfy_table::Cell;
     use indicatif::{ProgressBar, ProgressStyle};
     use whetstone::datasets::{self, ReadOptions};
+    use whetstone::notebook::thousands;
     use whetstone::selfimprove::engine::{Engine, EngineOptions, PromptMode};
     use whetstone::selfimprove::generate::{Counter, GenerateStep, ScoreStep};
-    use whetstone::notebook::thousands;
     use whetstone::selfimprove::{ModelFolder, Sampling};
 
     use super::{num, print_drops, table, EngineArgs};
