@@ -42,12 +42,14 @@ pub struct EngineOptions {
     /// Number format of the weights and activations: `f32`, `bf16`, `f16`, or `auto` (f32 on the CPU, where
     /// mistral.rs would pick bf16; bf16 on GPUs that have it).
     pub dtype: String,
+    /// Let mistral.rs log what it does (loading, device, memory) to stderr.
+    pub log: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         let cpu = !cfg!(feature = "cuda");
-        EngineOptions { cpu, max_batch: if cpu { 1 } else { 256 }, dtype: "auto".into() }
+        EngineOptions { cpu, max_batch: if cpu { 1 } else { 256 }, dtype: "auto".into(), log: false }
     }
 }
 
@@ -130,6 +132,19 @@ fn engine_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::Engine(format!("{what}: {e}"))
 }
 
+/// A response of a kind the request does not ask for, named.
+fn unexpected(what: &str, response: &Response) -> Error {
+    let kind = match response {
+        Response::Done(_) | Response::Chunk(_) | Response::ModelError(..) => "chat",
+        Response::CompletionDone(_) | Response::CompletionChunk(_) | Response::CompletionModelError(..) => "completion",
+        Response::Raw { .. } => "raw logits",
+        Response::Embeddings { .. } => "embeddings",
+        Response::ImageGeneration(_) | Response::Speech { .. } => "image or speech",
+        Response::InternalError(_) | Response::ValidationError(_) => "error",
+    };
+    engine_error(what, format!("mistral.rs answered with a {kind} response; please report this"))
+}
+
 impl Engine {
     /// Loads a checked model folder in mistral.rs.
     pub fn load(folder: ModelFolder, mut options: EngineOptions) -> Result<Self> {
@@ -156,6 +171,9 @@ impl Engine {
             .with_prefix_cache_n(None)
             .with_max_num_seqs(options.max_batch)
             .with_dtype(options.model_dtype()?);
+        if options.log {
+            builder = builder.with_logging();
+        }
         if options.cpu {
             builder = builder.with_force_cpu();
         } else {
@@ -265,7 +283,7 @@ impl Engine {
                     Response::InternalError(e) | Response::ValidationError(e) => {
                         return Err(engine_error("generation", e))
                     }
-                    _ => return Err(engine_error("generation", "an unexpected kind of response")),
+                    other => return Err(unexpected("generation", &other)),
                 };
                 let choice = choice.ok_or_else(|| engine_error("generation", "a response without a choice"))?;
                 let (tokens, log_probs) = std::mem::take(&mut *draw.drawn.lock().expect("poisoned"));
@@ -297,7 +315,10 @@ impl Engine {
         let logits = match response {
             Response::Raw { logits_chunks, .. } => logits_chunks,
             Response::InternalError(e) | Response::ValidationError(e) => return Err(engine_error("scoring", e)),
-            _ => return Err(engine_error("scoring", "an unexpected kind of response")),
+            Response::CompletionModelError(e, _) | Response::ModelError(e, _) => {
+                return Err(engine_error("scoring", e))
+            }
+            other => return Err(unexpected("scoring", &other)),
         };
         let logits =
             Tensor::cat(&logits, 0)?.to_dtype(candle_core::DType::F32)?.to_device(&candle_core::Device::Cpu)?;

@@ -1,13 +1,22 @@
 //! The one definition of a token's log-probability, used by generation (each sampled token), scoring and the
 //! trainer's targets: the natural log of the softmax of the model's raw logits, at temperature 1, before any
-//! top-k/top-p filtering, computed in f64. (mistral.rs reports base-10 values taken after temperature and
+//! top-k/top-p filtering, with the maximum subtracted before exponentiating and the sum taken in f64. (mistral.rs reports base-10 values taken after temperature and
 //! filtering; whetstone does not use them.)
 
-/// `ln softmax(logits)[token]`, in f64 with the maximum subtracted first, so large logits do not overflow.
+/// `ln softmax(logits)[token]`, with the maximum subtracted first, so large logits do not overflow.
 pub fn log_prob(logits: &[f32], token: u32) -> f64 {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let sum: f64 = logits.iter().map(|&l| (l as f64 - max).exp()).sum();
-    logits[token as usize] as f64 - max - sum.ln()
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    log_prob_from(logits[token as usize], max, sum_exp(logits, max))
+}
+
+/// `Σ exp(l - max)`: the softmax's normaliser, scaled by `exp(-max)`; summed in f64.
+pub fn sum_exp(logits: &[f32], max: f32) -> f64 {
+    logits.iter().map(|&l| (l - max).exp() as f64).sum()
+}
+
+/// `ln softmax` of a logit, given the logits' maximum and [`sum_exp`].
+pub fn log_prob_from(logit: f32, max: f32, sum_exp: f64) -> f64 {
+    (logit - max) as f64 - sum_exp.ln()
 }
 
 /// Log-probabilities of `targets`, one row of `logits` (row-major, `vocab` wide) per target: row `t` holds the

@@ -12,7 +12,7 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::logprob::log_prob;
+use crate::logprob::{log_prob_from, sum_exp};
 
 /// Sampling parameters of a generation run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,12 +85,47 @@ impl Sampling {
 
     /// Draws the token at `position` (the sequence's length so far) of `stream` from `logits`.
     pub fn choose(&self, logits: &[f32], stream: u64, position: usize) -> Result<Choice> {
-        let token = if self.is_greedy() { argmax(logits) } else { self.draw(logits, stream, position) }
-            .ok_or_else(|| Error::Invalid(format!("the model's logits at position {position} are not finite")))?;
-        Ok(Choice { token, log_prob: log_prob(logits, token) })
+        let not_finite = || Error::Invalid(format!("the model's logits at position {position} are not finite"));
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        if !max.is_finite() || logits.iter().any(|l| l.is_nan()) {
+            return Err(not_finite());
+        }
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(stream ^ (position as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        // Sampling from the whole softmax at temperature 1 computes the log-probability's normaliser on the way:
+        // one pass of exponentials a token, which is most of the cost with a large vocabulary.
+        let (token, normaliser) = if self.is_greedy() {
+            (argmax(logits, max), None)
+        } else if self.top_k.is_none() && self.top_p >= 1.0 {
+            let (token, total) = self.draw_from_all(logits, max, rng.gen::<f64>());
+            (token, (self.temperature == 1.0).then_some(total))
+        } else {
+            (self.draw_filtered(logits, max, rng.gen::<f64>()).ok_or_else(not_finite)?, None)
+        };
+        let sum = normaliser.unwrap_or_else(|| sum_exp(logits, max));
+        Ok(Choice { token, log_prob: log_prob_from(logits[token as usize], max, sum) })
     }
 
-    fn draw(&self, logits: &[f32], stream: u64, position: usize) -> Option<u32> {
+    /// Inverse-CDF draw over every token in id order; returns the token and the weights' total.
+    fn draw_from_all(&self, logits: &[f32], max: f32, uniform: f64) -> (u32, f64) {
+        let inv_t = 1.0 / self.temperature;
+        let weights: Vec<f32> = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
+        let total: f64 = weights.iter().map(|&w| w as f64).sum();
+        let mut u = uniform * total;
+        let mut last = 0;
+        for (i, &w) in weights.iter().enumerate() {
+            if w > 0.0 {
+                if u < w as f64 {
+                    return (i as u32, total);
+                }
+                u -= w as f64;
+                last = i;
+            }
+        }
+        (last as u32, total) // rounding left a sliver past the last weight
+    }
+
+    /// Draw among the top-k and/or top-p tokens.
+    fn draw_filtered(&self, logits: &[f32], max: f32, uniform: f64) -> Option<u32> {
         let inv_t = 1.0 / self.temperature as f64;
         // Candidates in a fixed order (likelier first, ties by id) so the draw never depends on sort stability.
         let mut candidates: Vec<u32> = (0..logits.len() as u32).collect();
@@ -102,8 +137,7 @@ impl Sampling {
         if self.top_p < 1.0 {
             candidates.sort_unstable_by(likelier);
         }
-        let max = candidates.iter().map(|&t| logits[t as usize]).fold(f32::NEG_INFINITY, f32::max) as f64;
-        let weights: Vec<f64> = candidates.iter().map(|&t| ((logits[t as usize] as f64 - max) * inv_t).exp()).collect();
+        let weights: Vec<f64> = candidates.iter().map(|&t| ((logits[t as usize] - max) as f64 * inv_t).exp()).collect();
         let mut total: f64 = weights.iter().sum();
         if !total.is_finite() || total <= 0.0 {
             return None;
@@ -117,8 +151,7 @@ impl Sampling {
             })? + 1;
             total = sum;
         }
-        let mut rng = Xoshiro256PlusPlus::seed_from_u64(stream ^ (position as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let mut u = rng.gen::<f64>() * total;
+        let mut u = uniform * total;
         for (&t, &w) in candidates[..kept].iter().zip(&weights) {
             if u < w {
                 return Some(t);
@@ -129,18 +162,9 @@ impl Sampling {
     }
 }
 
-/// The most likely token (the lowest id among ties); `None` when the logits are not finite.
-fn argmax(logits: &[f32]) -> Option<u32> {
-    let mut best: Option<(u32, f32)> = None;
-    for (i, &l) in logits.iter().enumerate() {
-        if l.is_nan() {
-            return None;
-        }
-        if best.is_none_or(|(_, b)| l > b) {
-            best = Some((i as u32, l));
-        }
-    }
-    best.map(|(i, _)| i)
+/// The most likely token (the lowest id among ties).
+fn argmax(logits: &[f32], max: f32) -> u32 {
+    logits.iter().position(|&l| l == max).unwrap_or(0) as u32
 }
 
 #[cfg(test)]
@@ -190,7 +214,7 @@ mod tests {
         assert_ne!(draw(&s, 0), draw(&s, 1));
         assert_ne!(draw(&s, 0), draw(&Sampling { seed: 1, ..s.clone() }, 0));
         let choice = s.choose(&logits, 5, 0).unwrap();
-        assert!((choice.log_prob - log_prob(&logits, choice.token)).abs() < 1e-12);
+        assert!((choice.log_prob - crate::logprob::log_prob(&logits, choice.token)).abs() < 1e-9);
         assert!(s.choose(&[f32::NAN, 1.0], 5, 0).is_err());
     }
 

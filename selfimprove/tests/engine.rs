@@ -37,8 +37,11 @@ fn tiny(dir: &Path) -> PathBuf {
 }
 
 fn engine(folder: &Path, max_batch: usize) -> Engine {
-    Engine::load(ModelFolder::open(folder).unwrap(), EngineOptions { cpu: true, max_batch, dtype: "auto".into() })
-        .unwrap()
+    Engine::load(
+        ModelFolder::open(folder).unwrap(),
+        EngineOptions { cpu: true, max_batch, dtype: "auto".into(), log: false },
+    )
+    .unwrap()
 }
 
 fn jobs(engine: &Engine, sampling: &Sampling, prompts: &[String]) -> Vec<Job> {

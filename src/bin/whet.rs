@@ -84,6 +84,9 @@ struct EngineArgs {
     /// auto (f32 on the CPU, bf16 on GPUs that have it), f32, bf16 or f16.
     #[arg(long, default_value = "auto", value_parser = EngineOptions::DTYPES)]
     dtype: String,
+    /// Show mistral.rs's own log (loading, device, memory) on stderr.
+    #[arg(long)]
+    engine_log: bool,
 }
 
 #[derive(Subcommand)]
@@ -732,7 +735,7 @@ mod llm {
     fn load(model: &Path, args: &EngineArgs) -> Result<(Engine, PromptMode)> {
         let folder = ModelFolder::open(model)?;
         let cpu = args.cpu || EngineOptions::default().cpu;
-        let options = EngineOptions { cpu, max_batch: args.batch, dtype: args.dtype.clone() };
+        let options = EngineOptions { cpu, max_batch: args.batch, dtype: args.dtype.clone(), log: args.engine_log };
         let spinner = ProgressBar::new_spinner();
         spinner.set_message(format!("loading {}", model.display()));
         spinner.enable_steady_tick(Duration::from_millis(200));
