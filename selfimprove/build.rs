@@ -2,11 +2,14 @@
 //! fail deep inside with less helpful messages.
 
 fn main() {
-    println!("cargo:rerun-if-env-changed=CUDA_ROOT");
-    println!("cargo:rerun-if-env-changed=PATH");
+    // Without `cuda` nothing here depends on the environment, so a changed PATH (a notebook kernel's, say)
+    // does not rebuild the crate.
+    println!("cargo:rerun-if-changed=build.rs");
     if std::env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
+    println!("cargo:rerun-if-env-changed=CUDA_ROOT");
+    println!("cargo:rerun-if-env-changed=PATH");
     let from_root = std::env::var_os("CUDA_ROOT").map(|r| std::path::Path::new(&r).join("bin/nvcc"));
     let nvcc = from_root.filter(|p| p.exists()).unwrap_or_else(|| "nvcc".into());
     if !std::process::Command::new(&nvcc).arg("--version").output().is_ok_and(|o| o.status.success()) {
