@@ -128,7 +128,7 @@ impl Installed {
         let template = slots::template_dir(&self.work_dir());
         let _lock = slots::lock(&template)?;
         let dep_line = format!("whetstone = {}", dep_config(&self.whetstone, &self.features));
-        warm::compile(&template, &dep_line, Some(&self.whetstone.join("Cargo.lock")))?;
+        warm::compile(&template, &dep_line)?;
         slots::reset_idle(&self.work_dir())
     }
 }

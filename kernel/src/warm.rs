@@ -88,17 +88,17 @@ fn host_target(rustc: &Path) -> Result<String> {
 
 /// Compiles the whetstone dependency (`dep_line`, as in `init.evcxr`) in `dir` as Evcxr would; cargo's
 /// progress goes to this process's stderr.
-pub fn compile(dir: &Path, dep_line: &str, lockfile: Option<&Path>) -> Result<()> {
+pub fn compile(dir: &Path, dep_line: &str) -> Result<()> {
     std::fs::create_dir_all(dir.join("src"))?;
     std::fs::create_dir_all(dir.join(".cargo"))?;
     std::fs::write(dir.join("Cargo.toml"), evcxr_cargo_toml(dep_line))?;
     std::fs::write(dir.join("src/lib.rs"), "")?;
     std::fs::write(dir.join(".cargo/config.toml"), "\n[net]\noffline = false\n")?;
-    // The versions whetstone was tested with, where Evcxr would resolve afresh.
-    if let Some(lock) = lockfile.filter(|l| l.is_file()) {
-        if !dir.join("Cargo.lock").exists() {
-            std::fs::copy(lock, dir.join("Cargo.lock"))?;
-        }
+    // Versions resolved afresh, as Evcxr resolves them: a lock file given to it does not survive its start
+    // (whetstone's own lock, which mistral.rs holds at regex 1.12, came back as regex 1.13 and a rebuild).
+    match std::fs::remove_file(dir.join("Cargo.lock")) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
     }
     let (cargo, rustc) = (tool_path("cargo"), tool_path("rustc"));
     let mut rustflags = vec!["-Cprefer-dynamic"];
