@@ -54,16 +54,43 @@ fn strings<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
     batch.column_by_name(name).expect("core column").as_string()
 }
 
+/// A conversation without its final assistant turns: what the model is asked.
+fn prompt_turns(mut turns: Vec<Message>) -> Vec<Message> {
+    while turns.last().is_some_and(|m| m.role == "assistant") {
+        turns.pop();
+    }
+    turns
+}
+
 /// What the model is asked for row `row`: the conversation before its final assistant turn, or the prompt.
 fn row_prompt(batch: &RecordBatch, row: usize) -> Prompt {
     match messages_at(batch, row) {
-        Some(mut turns) => {
-            while turns.last().is_some_and(|m| m.role == "assistant") {
-                turns.pop();
-            }
-            Prompt::Turns(turns.into_iter().map(|m| (m.role, m.content)).collect())
-        }
+        Some(turns) => Prompt::Turns(prompt_turns(turns).into_iter().map(|m| (m.role, m.content)).collect()),
         None => Prompt::Text(strings(batch, schema::PROMPT).value(row).to_string()),
+    }
+}
+
+/// A row that cannot be processed: with `OnError::Skip` dropped with `reason`, else an error naming the input,
+/// the row (counted from 1 over the whole input), its id and the field.
+#[allow(clippy::too_many_arguments)]
+fn refuse_row(
+    on_error: OnError,
+    batch: &RecordBatch,
+    row: usize,
+    rows_before: u64,
+    input: &Path,
+    field: &str,
+    reason: &str,
+    detail: String,
+) -> Result<Dropped> {
+    match on_error {
+        OnError::Skip => Ok(Dropped::new(batch, row, reason, detail)?),
+        OnError::Fail => Err(Error::Invalid(format!(
+            "{}: row {} (id {}), field {field}: {detail}; skip such rows with --on-error skip",
+            input.display(),
+            rows_before + row as u64 + 1,
+            strings(batch, schema::ID).value(row)
+        ))),
     }
 }
 
@@ -85,7 +112,6 @@ fn tokenize_prompts(
     rows_before: u64,
 ) -> Result<Prompts> {
     let context = engine.folder().context;
-    let ids = strings(batch, schema::ID);
     let mut prompts = Prompts { kept: Vec::new(), dropped: Vec::new() };
     for row in 0..batch.num_rows() {
         let tokens = engine.prompt_tokens(&row_prompt(batch, row), mode)?;
@@ -94,20 +120,20 @@ fn tokenize_prompts(
             continue;
         }
         let detail = format!(
-            "the prompt is {} tokens; the model's context is {context}, which leaves no room for {room} more",
+            "the prompt is {} tokens; the model's context is {context}, which leaves no room for {room} more; \
+             shorten it",
             tokens.len()
         );
-        match on_error {
-            OnError::Skip => prompts.dropped.push(Dropped::new(batch, row, "prompt_too_long", detail)?),
-            OnError::Fail => {
-                return Err(Error::Invalid(format!(
-                    "{}: row {} (id {}), field prompt: {detail}; shorten it, or skip such rows with --on-error skip",
-                    input.display(),
-                    rows_before + row as u64 + 1,
-                    ids.value(row)
-                )))
-            }
-        }
+        prompts.dropped.push(refuse_row(
+            on_error,
+            batch,
+            row,
+            rows_before,
+            input,
+            "prompt",
+            "prompt_too_long",
+            detail,
+        )?);
     }
     Ok(prompts)
 }
@@ -216,15 +242,14 @@ impl GenerateStep {
         let n = self.sampling.n;
         let mut rows = Vec::with_capacity(samples.len());
         let mut records = Vec::with_capacity(samples.len());
+        let mut prompt_ids = Vec::with_capacity(samples.len());
         for ((row, _), samples) in kept.iter().zip(samples.chunks(n)) {
             let prompt_row = record_of(batch, *row);
             for (k, sample) in samples.iter().enumerate() {
                 rows.push(*row as u32);
+                prompt_ids.push(prompt_row.id.clone());
                 let messages = prompt_row.messages.as_ref().map(|turns| {
-                    let mut turns = turns.clone();
-                    while turns.last().is_some_and(|m| m.role == "assistant") {
-                        turns.pop();
-                    }
+                    let mut turns = prompt_turns(turns.clone());
                     turns.push(Message { role: "assistant".into(), content: sample.text.clone() });
                     turns
                 });
@@ -239,12 +264,7 @@ impl GenerateStep {
         let mut out = rows_with_records(batch, &rows, &records)?;
         let each = |f: &dyn Fn(&Sample) -> u32| UInt32Array::from_iter_values(samples.iter().map(f));
         let mut columns = vec![
-            column(
-                stage::PROMPT_ID,
-                Arc::new(StringArray::from_iter_values(
-                    records.iter().map(|r| r.id.rsplit_once('#').map(|p| p.0).unwrap_or(&r.id)),
-                )),
-            ),
+            column(stage::PROMPT_ID, Arc::new(StringArray::from(prompt_ids))),
             column(stage::SAMPLE, Arc::new(UInt32Array::from_iter_values((0..samples.len()).map(|i| (i % n) as u32)))),
             column(
                 stage::PROMPT_TOKENS,
@@ -357,10 +377,10 @@ impl ScoreStep {
         };
         let mut rows_before = 0u64;
         let mut tokens_scored = 0u64;
+        let (mut mean_log_probs, mut perplexities) = (Vec::new(), Vec::new());
         let started = Instant::now();
         let mut manifest = run.filter(on_progress, |batch| {
             let responses = strings(&batch, schema::RESPONSE);
-            let ids = strings(&batch, schema::ID);
             let prompts = tokenize_prompts(engine, &batch, self.mode, 0, on_error, input, rows_before)?;
             let mut kept = Vec::with_capacity(prompts.kept.len());
             let mut dropped = prompts.dropped;
@@ -368,45 +388,45 @@ impl ScoreStep {
             let mut token_lists = ListBuilder::new(Float32Builder::new());
             let mut prompt_lengths = Vec::new();
             for (row, prompt) in &prompts.kept {
-                let position = rows_before + *row as u64 + 1;
-                let problem = if responses.is_null(*row) {
-                    Some(("no_response", "the row has no response to score".to_string()))
-                } else {
-                    None
-                };
-                let response =
-                    if problem.is_none() { engine.response_tokens(responses.value(*row))? } else { Vec::new() };
-                let problem = problem.or_else(|| {
-                    (prompt.len() + response.len() > context).then(|| {
-                        (
-                            "too_long",
-                            format!(
-                                "prompt and response are {} + {} tokens; the model's context is {context}",
-                                prompt.len(),
-                                response.len()
-                            ),
-                        )
-                    })
-                });
-                if let Some((reason, detail)) = problem {
-                    match on_error {
-                        OnError::Skip => {
-                            dropped.push(Dropped::new(&batch, *row, reason, detail)?);
-                            continue;
-                        }
-                        OnError::Fail => {
-                            return Err(Error::Invalid(format!(
-                            "{}: row {position} (id {}), field response: {detail}; skip such rows with --on-error skip",
-                            input.display(),
-                            ids.value(*row)
-                        ))
-                            .into())
-                        }
-                    }
+                if responses.is_null(*row) {
+                    let detail = "the row has no response to score".to_string();
+                    dropped.push(refuse_row(
+                        on_error,
+                        &batch,
+                        *row,
+                        rows_before,
+                        input,
+                        "response",
+                        "no_response",
+                        detail,
+                    )?);
+                    continue;
+                }
+                let response = engine.response_tokens(responses.value(*row))?;
+                if prompt.len() + response.len() > context {
+                    let detail = format!(
+                        "prompt and response are {} + {} tokens; the model's context is {context}",
+                        prompt.len(),
+                        response.len()
+                    );
+                    dropped.push(refuse_row(
+                        on_error,
+                        &batch,
+                        *row,
+                        rows_before,
+                        input,
+                        "response",
+                        "too_long",
+                        detail,
+                    )?);
+                    continue;
                 }
                 let log_probs = engine.score(prompt, &response)?;
                 token_lists.append_value(log_probs.iter().map(|&l| Some(l as f32)));
-                scores.push(SequenceScore::of(&log_probs));
+                let score = SequenceScore::of(&log_probs);
+                mean_log_probs.push(score.mean_log_prob);
+                perplexities.push(score.perplexity);
+                scores.push(score);
                 prompt_lengths.push(prompt.len() as u32);
                 kept.push(*row as u32);
                 tokens_scored += response.len() as u64;
@@ -435,9 +455,17 @@ impl ScoreStep {
         manifest.results = serde_json::json!({
             "rows_scored": manifest.rows.rows_out,
             "response_tokens": tokens_scored,
+            "median_mean_log_prob": median(&mut mean_log_probs),
+            "median_perplexity": median(&mut perplexities),
             "seconds": seconds,
         });
         manifest.write_beside(output)?;
         Ok(manifest)
     }
+}
+
+/// The middle value (the upper one of an even count); `None` when there are none.
+fn median(values: &mut [f64]) -> Option<f64> {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied()
 }

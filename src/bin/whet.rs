@@ -827,31 +827,12 @@ mod llm {
         let m = ScoreStep { mode }.run(&engine, input, output, read, &counter, |_, _| {});
         progress.finish_and_clear();
         let m = m?;
-        let scored = datasets::read_all(output, ReadOptions::default())?.0;
-        let mut lls: Vec<f64> = Vec::new();
-        let mut ppl: Vec<f64> = Vec::new();
-        for b in &scored {
-            use arrow::array::AsArray;
-            let column = |name| {
-                b.column_by_name(name)
-                    .expect("score column")
-                    .as_primitive::<arrow::datatypes::Float64Type>()
-                    .values()
-                    .to_vec()
-            };
-            lls.extend(column(datasets::schema::stage::MEAN_LOG_PROB));
-            ppl.extend(column(datasets::schema::stage::PERPLEXITY));
-        }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-        };
         let mut t = table(&["rows scored", "tokens", "median mean log-prob", "median perplexity", "seconds"]);
         t.add_row(vec![
             num(m.rows.rows_out),
             num(m.results["response_tokens"].as_u64().unwrap_or(0)),
-            Cell::new(format!("{:.3}", median(&mut lls))),
-            Cell::new(format!("{:.1}", median(&mut ppl))),
+            Cell::new(format!("{:.3}", m.results["median_mean_log_prob"].as_f64().unwrap_or(f64::NAN))),
+            Cell::new(format!("{:.1}", m.results["median_perplexity"].as_f64().unwrap_or(f64::NAN))),
             Cell::new(format!("{:.1}", m.seconds)),
         ]);
         println!("{t}");
