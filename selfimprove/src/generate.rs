@@ -168,6 +168,28 @@ fn record_of(batch: &RecordBatch, row: usize) -> Record {
     }
 }
 
+/// A stage run by a model: its parameters name the model folder, its hash, the prompt mode and the engine.
+fn engine_stage<'a>(
+    stage: &'a str,
+    engine: &Engine,
+    mode: PromptMode,
+    input: &'a Path,
+    output: &'a Path,
+    read: ReadOptions,
+) -> StageRun<'a> {
+    let folder = engine.folder();
+    StageRun {
+        stage,
+        parameters: serde_json::json!({
+            "model": folder.path, "model_xxh3": folder.xxh3, "mode": mode, "engine": engine.options(),
+        }),
+        input,
+        output,
+        format: None,
+        read,
+    }
+}
+
 fn column(name: &str, array: ArrayRef) -> (arrow::datatypes::Field, ArrayRef) {
     (stage::field(name, 0).expect("a stage column"), array)
 }
@@ -189,17 +211,8 @@ impl GenerateStep {
         let generator = engine.folder().generator();
         let sampling_json = serde_json::to_string(&self.sampling)?;
         let mut totals = Totals::default();
-        let run = StageRun {
-            stage: "generate",
-            parameters: serde_json::json!({
-                "model": engine.folder().path, "model_xxh3": engine.folder().xxh3, "mode": self.mode,
-                "sampling": self.sampling, "engine": engine.options(),
-            }),
-            input,
-            output,
-            format: None,
-            read,
-        };
+        let mut run = engine_stage("generate", engine, self.mode, input, output, read);
+        run.parameters["sampling"] = serde_json::to_value(&self.sampling)?;
         let started = Instant::now();
         let mut rows_before = 0u64;
         let mut manifest = run.expand(n as u64, on_progress, |batch| {
@@ -364,17 +377,7 @@ impl ScoreStep {
     ) -> Result<Manifest> {
         let on_error = read.on_error;
         let context = engine.folder().context;
-        let run = StageRun {
-            stage: "score",
-            parameters: serde_json::json!({
-                "model": engine.folder().path, "model_xxh3": engine.folder().xxh3, "mode": self.mode,
-                "engine": engine.options(),
-            }),
-            input,
-            output,
-            format: None,
-            read,
-        };
+        let run = engine_stage("score", engine, self.mode, input, output, read);
         let mut rows_before = 0u64;
         let mut tokens_scored = 0u64;
         let (mut mean_log_probs, mut perplexities) = (Vec::new(), Vec::new());
