@@ -119,10 +119,15 @@ impl Rejections {
 
     /// Counts a row a stage dropped.
     pub fn add_dropped(&mut self, d: &crate::stage::Dropped) {
-        *self.by_reason.entry(d.reason.clone()).or_default() += 1;
+        let id = d.row.get("id").and_then(|v| v.as_str()).unwrap_or("?");
+        self.add_reason(&d.reason, || format!("{id}: {}: {}", d.reason, d.detail));
+    }
+
+    /// Counts a row not used for `reason`; `example` describes it (kept for the first few).
+    pub fn add_reason(&mut self, reason: &str, example: impl FnOnce() -> String) {
+        *self.by_reason.entry(reason.to_string()).or_default() += 1;
         if self.examples.len() < Self::EXAMPLES {
-            let id = d.row.get("id").and_then(|v| v.as_str()).unwrap_or("?");
-            self.examples.push(format!("{id}: {}: {}", d.reason, d.detail));
+            self.examples.push(example());
         }
     }
 }

@@ -24,13 +24,15 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use mistralrs::{
     Constraint, CustomLogitsProcessor, MemoryGpuConfig, Model, ModelDType, NormalRequest, PagedAttentionMetaBuilder,
-    Request, RequestMessage, Response, SamplingParams, StopTokens, Tensor, TextMessageRole, TextMessages,
+    Request, RequestMessage, Response, SamplingParams, StopTokens, Tensor,
     TextModelBuilder,
 };
 
 use crate::error::{Error, Result};
 use crate::model::ModelFolder;
 use crate::sampling::Sampling;
+
+pub use crate::prompt::{Prompt, PromptMode};
 
 /// Where and how a model runs.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -69,36 +71,6 @@ impl EngineOptions {
     }
 }
 
-/// How a prompt is put to the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PromptMode {
-    /// Through the model's chat template, as the user's turn (or the row's conversation), opening the
-    /// assistant's turn.
-    Chat,
-    /// The prompt text as it is, tokenized with the tokenizer's special tokens: plain completion.
-    Raw,
-}
-
-impl PromptMode {
-    pub const NAMES: [&'static str; 2] = ["chat", "raw"];
-
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "chat" => Ok(PromptMode::Chat),
-            "raw" => Ok(PromptMode::Raw),
-            _ => Err(Error::Invalid(format!("unknown prompt mode {name:?}: use chat or raw"))),
-        }
-    }
-}
-
-/// What the model is given: the prompt, or a conversation (`(role, content)` turns) ending in a user turn.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Prompt {
-    Text(String),
-    Turns(Vec<(String, String)>),
-}
-
 /// One sample asked for: the prompt's tokens, the random stream and the most new tokens.
 #[derive(Debug, Clone)]
 pub struct Job {
@@ -123,6 +95,7 @@ pub struct Sample {
 pub struct Engine {
     folder: ModelFolder,
     options: EngineOptions,
+    prompts: crate::prompt::PromptTokenizer,
     model: Model,
     // Declared last: dropped after the model, whose tasks run on it.
     runtime: tokio::runtime::Runtime,
@@ -187,7 +160,8 @@ impl Engine {
         let model = runtime
             .block_on(builder.build())
             .map_err(|e| engine_error(&format!("{}: mistral.rs could not load the model", folder.path.display()), e))?;
-        Ok(Engine { folder, options, model, runtime })
+        let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
+        Ok(Engine { folder, options, prompts, model, runtime })
     }
 
     pub fn folder(&self) -> &ModelFolder {
@@ -198,51 +172,16 @@ impl Engine {
         &self.options
     }
 
-    /// The tokens the model is given for `prompt`: through the chat template as mistral.rs applies it to a
-    /// chat request, or the text as it is.
+    /// The tokens the model is given for `prompt` ([`crate::prompt`]: the chat template rendered as mistral.rs
+    /// renders a chat request, or the text as it is); the trainer tokenizes its examples the same way.
     pub fn prompt_tokens(&self, prompt: &Prompt, mode: PromptMode) -> Result<Vec<u32>> {
-        let request = match (mode, prompt) {
-            (PromptMode::Chat, Prompt::Text(text)) => {
-                either::Either::Left(TextMessages::new().add_message(TextMessageRole::User, text))
-            }
-            (PromptMode::Chat, Prompt::Turns(turns)) => {
-                let mut messages = TextMessages::new();
-                for (role, content) in turns {
-                    let role = match role.as_str() {
-                        "system" => TextMessageRole::System,
-                        "user" => TextMessageRole::User,
-                        "assistant" => TextMessageRole::Assistant,
-                        "tool" => TextMessageRole::Tool,
-                        other => TextMessageRole::Custom(other.to_string()),
-                    };
-                    messages = messages.add_message(role, content);
-                }
-                either::Either::Left(messages)
-            }
-            (PromptMode::Raw, Prompt::Text(text)) => either::Either::Right(text.clone()),
-            (PromptMode::Raw, Prompt::Turns(turns)) => {
-                either::Either::Right(turns.last().map(|t| t.1.clone()).unwrap_or_default())
-            }
-        };
-        let tokens = self
-            .runtime
-            .block_on(self.model.tokenize(request, None, true, mode == PromptMode::Chat, None))
-            .map_err(|e| engine_error("tokenizing a prompt", e))?;
-        Ok(tokens)
+        self.prompts.prompt_tokens(prompt, mode)
     }
 
     /// The tokens of a response as scored after its prompt: the text without special tokens, then the
     /// model's end-of-sequence token (a response is scored as "this text, then stop").
     pub fn response_tokens(&self, response: &str) -> Result<Vec<u32>> {
-        let mut tokens = self
-            .folder
-            .tokenizer
-            .encode(response, false)
-            .map_err(|e| Error::Tokenizer(e.to_string()))?
-            .get_ids()
-            .to_vec();
-        tokens.extend(self.folder.eos.first());
-        Ok(tokens)
+        self.prompts.response_tokens(response)
     }
 
     /// Generates every job, `max_batch` in flight at a time (mistral.rs batches whatever is in flight:
@@ -302,12 +241,20 @@ impl Engine {
         if prompt_tokens.is_empty() {
             return Err(Error::Invalid("an empty prompt gives the first response token nothing to follow".into()));
         }
-        let all = [prompt_tokens, response_tokens].concat();
+        let logits = self.logits(&[prompt_tokens, response_tokens].concat())?;
+        let vocab = logits.dim(1)?;
+        let p = prompt_tokens.len();
+        let rows = logits.narrow(0, p - 1, response_tokens.len())?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(crate::logprob::token_log_probs(&rows, vocab, response_tokens))
+    }
+
+    /// The raw logits `[tokens, vocab]` (f32, on the CPU) of every position of `tokens`, from one forward pass.
+    pub fn logits(&self, tokens: &[u32]) -> Result<Tensor> {
         let sender = self.model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
-        // No new tokens: the raw logits of every position of prompt + response, from the prompt pass.
+        // No new tokens: the raw logits of every position, from the prompt pass.
         let params = SamplingParams { max_len: Some(0), ..SamplingParams::deterministic() };
-        let request = completion_request(all.clone(), params, tx, None);
+        let request = completion_request(tokens.to_vec(), params, tx, None);
         let response = self.runtime.block_on(async {
             sender.send(request).await.map_err(|e| engine_error("the engine", e))?;
             rx.recv().await.ok_or_else(|| engine_error("the engine", "stopped without an answer"))
@@ -322,13 +269,11 @@ impl Engine {
         };
         let logits =
             Tensor::cat(&logits, 0)?.to_dtype(candle_core::DType::F32)?.to_device(&candle_core::Device::Cpu)?;
-        let (positions, vocab) = logits.dims2()?;
-        if positions != all.len() {
-            return Err(engine_error("scoring", format!("{positions} rows of logits for {} tokens", all.len())));
+        let positions = logits.dim(0)?;
+        if positions != tokens.len() {
+            return Err(engine_error("scoring", format!("{positions} rows of logits for {} tokens", tokens.len())));
         }
-        let p = prompt_tokens.len();
-        let rows = logits.narrow(0, p - 1, response_tokens.len())?.flatten_all()?.to_vec1::<f32>()?;
-        Ok(crate::logprob::token_log_probs(&rows, vocab, response_tokens))
+        Ok(logits)
     }
 }
 

@@ -12,6 +12,9 @@ pub enum Error {
     /// The inference engine (mistral.rs) failed.
     #[error("{0}")]
     Engine(String),
+    /// The caller stopped a long run (it can be resumed).
+    #[error("{0}")]
+    Stopped(String),
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error(transparent)]

@@ -25,7 +25,8 @@ use whetstone_datasets::{
     messages_at, Dropped, Manifest, Message, OnError, Progress, ReadOptions, Record, RowProgress, StageRun,
 };
 
-use crate::engine::{Engine, Job, Prompt, PromptMode, Sample};
+use crate::engine::{Engine, Job, PromptMode, Sample};
+use crate::prompt::{prompt_turns, row_prompt};
 use crate::error::{Error, Result};
 use crate::logprob::SequenceScore;
 use crate::sampling::Sampling;
@@ -52,22 +53,6 @@ pub struct ScoreStep {
 
 fn strings<'a>(batch: &'a RecordBatch, name: &str) -> &'a StringArray {
     batch.column_by_name(name).expect("core column").as_string()
-}
-
-/// A conversation without its final assistant turns: what the model is asked.
-fn prompt_turns(mut turns: Vec<Message>) -> Vec<Message> {
-    while turns.last().is_some_and(|m| m.role == "assistant") {
-        turns.pop();
-    }
-    turns
-}
-
-/// What the model is asked for row `row`: the conversation before its final assistant turn, or the prompt.
-fn row_prompt(batch: &RecordBatch, row: usize) -> Prompt {
-    match messages_at(batch, row) {
-        Some(turns) => Prompt::Turns(prompt_turns(turns).into_iter().map(|m| (m.role, m.content)).collect()),
-        None => Prompt::Text(strings(batch, schema::PROMPT).value(row).to_string()),
-    }
 }
 
 /// A row that cannot be processed: with `OnError::Skip` dropped with `reason`, else an error naming the input,

@@ -3,13 +3,17 @@
 //! - [`tiny`]: tiny Llama models made here, from a corpus (no weights can be downloaded on these machines).
 //! - [`model`]: a model folder, checked and hashed before an engine loads it.
 //! - [`sampling`] and [`logprob`]: how tokens are drawn and what a token's log-probability is, defined once.
+//! - [`prompt`]: what a model is given for a row, as tokens (the chat template, rendered as mistral.rs does).
+//! - [`train`]: the trainer on candle: LoRA adapters (PEFT layout) or all weights, schedules, merging.
 //! - `engine`, `generate`, `score` (feature `llm`): generation and scoring with mistral.rs, as dataset stages.
 
 pub mod error;
 pub mod logprob;
 pub mod model;
+pub mod prompt;
 pub mod sampling;
 pub mod tiny;
+pub mod train;
 
 #[cfg(feature = "llm")]
 pub mod engine;

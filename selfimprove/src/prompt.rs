@@ -1,0 +1,180 @@
+//! What a model is given for a row, and how it becomes tokens without an engine: the chat template rendered
+//! as mistral.rs renders it (minijinja, Hugging Face's block trimming, Python string methods), then the
+//! tokenizer with its special tokens. The trainer tokenizes its examples here, so a model is trained on the
+//! same prompt tokens that generation later puts to it (a test holds the two equal).
+
+use std::path::Path;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use serde_json::Value;
+use whetstone_datasets::schema;
+use whetstone_datasets::{messages_at, Message};
+
+use crate::error::{Error, Result};
+
+/// How a prompt is put to the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PromptMode {
+    /// Through the model's chat template, as the user's turn (or the row's conversation), opening the
+    /// assistant's turn.
+    Chat,
+    /// The prompt text as it is, tokenized with the tokenizer's special tokens: plain completion.
+    Raw,
+}
+
+impl PromptMode {
+    pub const NAMES: [&'static str; 2] = ["chat", "raw"];
+
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "chat" => Ok(PromptMode::Chat),
+            "raw" => Ok(PromptMode::Raw),
+            _ => Err(Error::Invalid(format!("unknown prompt mode {name:?}: use chat or raw"))),
+        }
+    }
+}
+
+/// What the model is given: the prompt, or a conversation (`(role, content)` turns) ending in a user turn.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Prompt {
+    Text(String),
+    Turns(Vec<(String, String)>),
+}
+
+/// A conversation without its final assistant turns: what the model is asked.
+pub fn prompt_turns(mut turns: Vec<Message>) -> Vec<Message> {
+    while turns.last().is_some_and(|m| m.role == "assistant") {
+        turns.pop();
+    }
+    turns
+}
+
+fn text_at(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
+    let column = batch.column_by_name(name)?.as_string_opt::<i32>()?;
+    column.is_valid(row).then(|| column.value(row).to_string())
+}
+
+/// What the model is asked for row `row`: the conversation before its final assistant turn, or the prompt.
+pub fn row_prompt(batch: &RecordBatch, row: usize) -> Prompt {
+    match messages_at(batch, row) {
+        Some(turns) => Prompt::Turns(prompt_turns(turns).into_iter().map(|m| (m.role, m.content)).collect()),
+        None => Prompt::Text(text_at(batch, schema::PROMPT, row).unwrap_or_default()),
+    }
+}
+
+/// The answer row `row` holds: the conversation's final assistant turn, or the response.
+pub fn row_response(batch: &RecordBatch, row: usize) -> Option<String> {
+    match messages_at(batch, row) {
+        Some(turns) => turns.last().filter(|m| m.role == "assistant").map(|m| m.content.clone()),
+        None => text_at(batch, schema::RESPONSE, row),
+    }
+}
+
+/// A model folder's tokenizer and chat template, for turning prompts and responses into tokens.
+pub struct PromptTokenizer {
+    pub tokenizer: tokenizers::Tokenizer,
+    template: Option<String>,
+    bos: Option<String>,
+    eos: Option<String>,
+    unk: Option<String>,
+    /// The token that ends a response (the first end-of-sequence id).
+    pub eos_id: Option<u32>,
+}
+
+/// `"<s>"` or `{"content": "<s>", …}` as tokenizer_config.json writes special tokens.
+fn special(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_owned).or_else(|| v["content"].as_str().map(str::to_owned))
+}
+
+impl PromptTokenizer {
+    pub fn new(folder: &crate::ModelFolder) -> Result<Self> {
+        let path = folder.path.join("tokenizer_config.json");
+        let config: Value = if path.is_file() {
+            let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+            serde_json::from_slice(&text)
+                .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))?
+        } else {
+            Value::Null
+        };
+        let template = match &config["chat_template"] {
+            Value::String(s) => Some(s.clone()),
+            // A list of named templates: the default one.
+            Value::Array(named) => {
+                named.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_owned)
+            }
+            _ => Self::template_file(&folder.path)?,
+        };
+        Ok(PromptTokenizer {
+            tokenizer: folder.tokenizer.clone(),
+            template,
+            bos: special(&config["bos_token"]),
+            eos: special(&config["eos_token"]),
+            unk: special(&config["unk_token"]),
+            eos_id: folder.eos.first().copied(),
+        })
+    }
+
+    /// Newer folders keep the template in chat_template.jinja.
+    fn template_file(folder: &Path) -> Result<Option<String>> {
+        let path = folder.join("chat_template.jinja");
+        if !path.is_file() {
+            return Ok(None);
+        }
+        std::fs::read_to_string(&path).map(Some).map_err(|e| Error::io(&path, e))
+    }
+
+    fn encode(&self, text: &str, special_tokens: bool) -> Result<Vec<u32>> {
+        Ok(self.tokenizer.encode(text, special_tokens).map_err(|e| Error::Tokenizer(e.to_string()))?.get_ids().to_vec())
+    }
+
+    /// The chat template applied to `turns`, opening the assistant's turn.
+    pub fn render_chat(&self, turns: &[(String, String)]) -> Result<String> {
+        let template = self.template.as_deref().ok_or_else(|| {
+            Error::Invalid("the model folder has no chat template (tokenizer_config.json chat_template); use the raw prompt mode".into())
+        })?;
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_lstrip_blocks(true);
+        env.set_trim_blocks(true);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        let template = template.replace("[::-1]", "|reverse");
+        env.add_template("chat", &template).map_err(|e| Error::Invalid(format!("the chat template: {e}")))?;
+        let messages: Vec<Value> =
+            turns.iter().map(|(role, content)| serde_json::json!({"role": role, "content": content})).collect();
+        env.get_template("chat")
+            .and_then(|t| {
+                t.render(minijinja::context! {
+                    messages => messages,
+                    add_generation_prompt => true,
+                    bos_token => self.bos,
+                    eos_token => self.eos,
+                    unk_token => self.unk,
+                })
+            })
+            .map_err(|e| Error::Invalid(format!("the chat template failed: {e}")))
+    }
+
+    /// The tokens the model is given for `prompt`, as the engine gives them.
+    pub fn prompt_tokens(&self, prompt: &Prompt, mode: PromptMode) -> Result<Vec<u32>> {
+        match (mode, prompt) {
+            (PromptMode::Chat, Prompt::Text(text)) => {
+                self.encode(&self.render_chat(&[("user".into(), text.clone())])?, true)
+            }
+            (PromptMode::Chat, Prompt::Turns(turns)) => self.encode(&self.render_chat(turns)?, true),
+            (PromptMode::Raw, Prompt::Text(text)) => self.encode(text, true),
+            (PromptMode::Raw, Prompt::Turns(turns)) => {
+                self.encode(turns.last().map(|t| t.1.as_str()).unwrap_or_default(), true)
+            }
+        }
+    }
+
+    /// The tokens of a response after its prompt: the text without special tokens, then end-of-sequence.
+    pub fn response_tokens(&self, response: &str) -> Result<Vec<u32>> {
+        let mut tokens = self.encode(response, false)?;
+        tokens.extend(self.eos_id);
+        Ok(tokens)
+    }
+}

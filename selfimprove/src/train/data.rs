@@ -1,0 +1,234 @@
+//! Training examples: rows tokenized as the engine tokenizes them, the prompt masked from the loss, short
+//! examples packed into rows, rows grouped into micro-batches and optimizer steps, all in a seeded order.
+
+use std::path::Path;
+
+use arrow::array::{Array, AsArray};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use whetstone_datasets::read::Rejections;
+use whetstone_datasets::{schema, DatasetReader, OnError, ReadOptions};
+
+use crate::error::{Error, Result};
+use crate::prompt::{row_prompt, row_response, PromptMode, PromptTokenizer};
+
+/// One example: prompt and response tokens together; the loss covers `tokens[prompt_len..]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Example {
+    pub tokens: Vec<u32>,
+    pub prompt_len: usize,
+}
+
+/// A dataset read for training: the examples, and the rows that were not used, by reason.
+#[derive(Debug, Clone)]
+pub struct Examples {
+    pub examples: Vec<Example>,
+    pub rows_in: u64,
+    pub rejected: Rejections,
+}
+
+/// Reads every row of `input` as an example. A row without a response, or longer than `max_len` tokens, is
+/// an error naming the file, row and field, or with `OnError::Skip` counted as `no_response` / `too_long`.
+pub fn read_examples(
+    input: &Path,
+    tokenizer: &PromptTokenizer,
+    mode: PromptMode,
+    max_len: usize,
+    on_error: OnError,
+) -> Result<Examples> {
+    let mut reader = DatasetReader::open(input, ReadOptions { on_error, ..Default::default() })?;
+    let mut examples = Vec::new();
+    let mut dropped = Rejections::default();
+    let mut rows = 0u64;
+    for batch in &mut reader {
+        let batch = batch?;
+        let ids = batch.column_by_name(schema::ID).and_then(|c| c.as_string_opt::<i32>().cloned());
+        for row in 0..batch.num_rows() {
+            rows += 1;
+            let id = ids.as_ref().filter(|c| c.is_valid(row)).map(|c| c.value(row).to_string()).unwrap_or_default();
+            let mut refuse = |reason: &str, field: &str, detail: String| -> Result<()> {
+                if on_error == OnError::Fail {
+                    return Err(Error::Invalid(format!(
+                        "{}: row {rows} (id {id}), field {field}: {detail}; skip such rows with --on-error skip",
+                        input.display()
+                    )));
+                }
+                dropped.add_reason(reason, || format!("{id}: {reason}: {detail}"));
+                Ok(())
+            };
+            let Some(response) = row_response(&batch, row).filter(|r| !r.is_empty()) else {
+                refuse("no_response", "response", "no response to train on".into())?;
+                continue;
+            };
+            let mut tokens = tokenizer.prompt_tokens(&row_prompt(&batch, row), mode)?;
+            let prompt_len = tokens.len();
+            tokens.extend(tokenizer.response_tokens(&response)?);
+            if tokens.len() > max_len {
+                refuse(
+                    "too_long",
+                    "response",
+                    format!("prompt and response are {} tokens; the longest a training row holds is {max_len}", tokens.len()),
+                )?;
+                continue;
+            }
+            examples.push(Example { tokens, prompt_len });
+        }
+    }
+    let mut rejected = reader.rejections().clone();
+    rejected.merge(dropped);
+    let rows_in = rows + reader.rejections().total();
+    Ok(Examples { examples, rows_in, rejected })
+}
+
+/// A training row: examples laid end to end (one, without packing).
+pub type Row = Vec<usize>;
+
+/// Rows of at most `max_len` tokens from the examples in `order`: each example goes into the current row if
+/// it fits, else starts a new one (packing keeps order, so an epoch sees every example once).
+pub fn pack(examples: &[Example], order: &[usize], max_len: usize, packing: bool) -> Vec<Row> {
+    let mut rows: Vec<Row> = Vec::new();
+    let mut used = 0;
+    for &i in order {
+        let n = examples[i].tokens.len();
+        match rows.last_mut() {
+            Some(row) if packing && used + n <= max_len => {
+                row.push(i);
+                used += n;
+            }
+            _ => {
+                rows.push(vec![i]);
+                used = n;
+            }
+        }
+    }
+    rows
+}
+
+/// The rows of every optimizer step of a run: each step has `accumulation` micro-batches of `batch` rows.
+/// Epochs are shuffled with `seed`; `steps`, when given, cuts or extends the run (cycling epochs).
+pub fn plan(
+    examples: &[Example],
+    batch: usize,
+    accumulation: usize,
+    epochs: usize,
+    steps: Option<usize>,
+    max_len: usize,
+    packing: bool,
+    seed: u64,
+) -> Vec<Vec<Vec<Row>>> {
+    let per_step = batch * accumulation;
+    let mut plan = Vec::new();
+    let mut epoch = 0u64;
+    loop {
+        let done = match steps {
+            Some(s) => plan.len() >= s,
+            None => epoch as usize >= epochs,
+        };
+        if done || examples.is_empty() {
+            break;
+        }
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        let rows = pack(examples, &order, max_len, packing);
+        for chunk in rows.chunks(per_step) {
+            if steps.is_some_and(|s| plan.len() >= s) {
+                break;
+            }
+            plan.push(chunk.chunks(batch).map(|c| c.to_vec()).collect());
+        }
+        epoch += 1;
+    }
+    plan
+}
+
+/// A micro-batch's tensors' contents: tokens, segment of each token, next-token targets and loss weights,
+/// each `[rows, time]`, rows padded to the longest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batch {
+    pub tokens: Vec<Vec<u32>>,
+    pub segments: Vec<Vec<u32>>,
+    pub targets: Vec<Vec<u32>>,
+    pub weights: Vec<Vec<f32>>,
+    /// Tokens that are not padding.
+    pub real_tokens: usize,
+}
+
+/// Lays out `rows`: a token's target is the next token of its own example; the weight is 1 where that target
+/// is a response token (every token after the first with `train_on_prompt`), else 0.
+pub fn batch(examples: &[Example], rows: &[Row], pad: u32, train_on_prompt: bool) -> Batch {
+    let width = rows.iter().map(|r| r.iter().map(|&i| examples[i].tokens.len()).sum::<usize>()).max().unwrap_or(0);
+    let mut out = Batch { tokens: vec![], segments: vec![], targets: vec![], weights: vec![], real_tokens: 0 };
+    for row in rows {
+        let (mut tokens, mut segments, mut targets, mut weights) = (vec![], vec![], vec![], vec![]);
+        for (s, &i) in row.iter().enumerate() {
+            let e = &examples[i];
+            let first_target = if train_on_prompt { 1 } else { e.prompt_len.max(1) };
+            for (k, &t) in e.tokens.iter().enumerate() {
+                tokens.push(t);
+                segments.push(s as u32);
+                let next = k + 1;
+                let learn = next < e.tokens.len() && next >= first_target;
+                targets.push(if next < e.tokens.len() { e.tokens[next] } else { 0 });
+                weights.push(if learn { 1.0 } else { 0.0 });
+            }
+        }
+        out.real_tokens += tokens.len();
+        let padding = width - tokens.len();
+        tokens.extend(std::iter::repeat_n(pad, padding));
+        segments.extend(std::iter::repeat_n(row.len() as u32, padding));
+        targets.extend(std::iter::repeat_n(0, padding));
+        weights.extend(std::iter::repeat_n(0.0, padding));
+        out.tokens.push(tokens);
+        out.segments.push(segments);
+        out.targets.push(targets);
+        out.weights.push(weights);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ex(n: usize, prompt_len: usize) -> Example {
+        Example { tokens: (0..n as u32).map(|t| t + 10).collect(), prompt_len }
+    }
+
+    #[test]
+    fn packing_fills_rows_in_order_and_the_plan_covers_every_example_each_epoch() {
+        let examples: Vec<Example> = [3, 4, 5, 2, 6].iter().map(|&n| ex(n, 1)).collect();
+        let order: Vec<usize> = (0..5).collect();
+        assert_eq!(pack(&examples, &order, 8, true), vec![vec![0, 1], vec![2, 3], vec![4]]);
+        assert_eq!(pack(&examples, &order, 8, false).len(), 5);
+
+        let plan = plan(&examples, 1, 2, 3, None, 8, false, 7);
+        assert_eq!(plan.len(), 3 * 3, "5 rows an epoch, 2 a step: 3 steps, 3 epochs");
+        let seen: Vec<usize> = plan[..3].iter().flatten().flatten().flatten().copied().collect();
+        let mut sorted = seen.clone();
+        sorted.sort();
+        assert_eq!(sorted, vec![0, 1, 2, 3, 4], "the first epoch sees each example once");
+        let again = super::plan(&examples, 1, 2, 3, None, 8, false, 7);
+        assert_eq!(plan, again, "the seed fixes the order");
+        let other = super::plan(&examples, 1, 2, 3, None, 8, false, 8);
+        assert_ne!(plan, other);
+        assert_eq!(super::plan(&examples, 1, 2, 1, Some(7), 8, false, 7).len(), 7, "steps cycle epochs");
+    }
+
+    #[test]
+    fn targets_are_the_next_token_of_the_same_example_and_only_responses_are_learned() {
+        let examples = vec![ex(4, 2), ex(3, 1)];
+        let b = batch(&examples, &[vec![0, 1], vec![1]], 0, false);
+        assert_eq!(b.tokens[0], vec![10, 11, 12, 13, 10, 11, 12]);
+        assert_eq!(b.segments[0], vec![0, 0, 0, 0, 1, 1, 1]);
+        assert_eq!(b.targets[0], vec![11, 12, 13, 0, 11, 12, 0]);
+        // Example 0: prompt 2 tokens, so targets 12 and 13 are learned (predicted from positions 1 and 2).
+        assert_eq!(b.weights[0], vec![0.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0]);
+        assert_eq!(b.tokens[1], vec![10, 11, 12, 0, 0, 0, 0], "padded to the widest row");
+        assert_eq!(b.segments[1], vec![0, 0, 0, 1, 1, 1, 1]);
+        assert_eq!(b.weights[1].iter().sum::<f32>(), 2.0);
+        assert_eq!(b.real_tokens, 10);
+        let all = batch(&examples, &[vec![0]], 0, true);
+        assert_eq!(all.weights[0], vec![1.0, 1.0, 1.0, 0.0]);
+    }
+}

@@ -1,0 +1,663 @@
+//! The trainer: supervised fine-tuning with LoRA adapters, or all weights (pre-training a tiny model from
+//! scratch), on candle, the candle inside mistral.rs.
+//!
+//! - [`llama`]: the trainable forward pass; [`lora`]: adapters in the PEFT layout and merged folders;
+//!   [`optim`]: AdamW; [`schedule`]: learning rates for rounds; [`data`]: examples, packing, batches.
+//! - The loss covers response tokens only (the prompt is masked), averaged over the response tokens of an
+//!   optimizer step (all its micro-batches together). Optional terms: β·KL(model ‖ frozen reference), SuperHF's
+//!   guard against drifting from the base, and distillation: α × the gold answer's cross-entropy + (1 − α) ×
+//!   KL(teacher ‖ model) over the whole vocabulary ("Even your Teacher Needs Guidance").
+//! - A run is resumable: a checkpoint (trainable weights, optimizer moments, step, metrics) is written beside
+//!   the output every `checkpoint_every` steps; the same command started again continues from it and ends
+//!   with the same weights as an uninterrupted run (dropout masks and data order are functions of the seed
+//!   and the step).
+
+pub mod data;
+pub mod llama;
+pub mod lora;
+pub mod optim;
+pub mod schedule;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, D};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use whetstone_datasets::read::Rejections;
+use whetstone_datasets::OnError;
+
+use crate::error::{Error, Result};
+use crate::prompt::{PromptMode, PromptTokenizer};
+use crate::ModelFolder;
+use data::{Example, Examples};
+use llama::{Dropout, Inputs, Llama, Trainable};
+use lora::{load_tensors, save_tensors, write_folder, write_json, LoraSpec};
+use optim::{AdamW, AdamWConfig};
+use schedule::Schedule;
+
+/// What is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// LoRA adapters; the output is a PEFT adapter folder.
+    Lora,
+    /// Every weight; the output is a complete model folder.
+    Full,
+}
+
+/// LoRA's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub alpha: f64,
+    pub dropout: f64,
+    pub targets: Vec<String>,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, targets: ["q_proj", "v_proj"].map(String::from).to_vec() }
+    }
+}
+
+/// A training run, as `whet train CONFIG.toml` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// The model folder trained (LoRA's base).
+    pub base: PathBuf,
+    /// The training dataset (file, folder or glob): prompt and response, or conversations.
+    pub data: PathBuf,
+    /// A held-out dataset: its loss is measured before training, every `eval_every` steps and at the end.
+    pub eval: Option<PathBuf>,
+    /// The output folder: an adapter (LoRA) or a model folder (full).
+    pub out: PathBuf,
+    pub method: Method,
+    pub prompt_mode: PromptMode,
+    pub lora: LoraConfig,
+    pub schedule: Schedule,
+    pub optimizer: AdamWConfig,
+    pub epochs: usize,
+    /// Optimizer steps; overrides `epochs` when set.
+    pub steps: Option<usize>,
+    /// Rows per micro-batch.
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub accumulation: usize,
+    /// Tokens in a training row; the model's context when unset.
+    pub max_len: Option<usize>,
+    /// Lay short examples end to end in a row (each still sees only itself).
+    pub packing: bool,
+    /// Learn the prompt's tokens too (pre-training on plain text).
+    pub train_on_prompt: bool,
+    pub seed: u64,
+    /// Steps between checkpoints (0: none).
+    pub checkpoint_every: usize,
+    /// Steps between held-out measurements (0: only before and after).
+    pub eval_every: usize,
+    /// Weight β of KL(model ‖ reference); the reference is the base (LoRA: the model without adapters).
+    pub kl_beta: f64,
+    /// A teacher model folder (same tokenizer) for distillation.
+    pub teacher: Option<PathBuf>,
+    /// Weight α of the gold answer against the teacher's distribution (1: gold only).
+    pub distill_alpha: f64,
+    /// `auto` (f32 on the CPU, bf16 on a GPU), `f32` or `bf16`.
+    pub dtype: String,
+    /// Train on the CPU even in a CUDA build.
+    pub cpu: bool,
+    /// Rows that cannot be trained on: `fail` (an error naming the row) or `skip` (counted).
+    pub on_error: String,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            base: PathBuf::new(),
+            data: PathBuf::new(),
+            eval: None,
+            out: PathBuf::new(),
+            method: Method::Lora,
+            prompt_mode: PromptMode::Chat,
+            lora: LoraConfig::default(),
+            schedule: Schedule::default(),
+            optimizer: AdamWConfig::default(),
+            epochs: 1,
+            steps: None,
+            batch: 8,
+            accumulation: 1,
+            max_len: None,
+            packing: true,
+            train_on_prompt: false,
+            seed: 0,
+            checkpoint_every: 0,
+            eval_every: 0,
+            kl_beta: 0.0,
+            teacher: None,
+            distill_alpha: 1.0,
+            dtype: "auto".into(),
+            cpu: !cfg!(feature = "cuda"),
+            on_error: "fail".into(),
+        }
+    }
+}
+
+impl TrainConfig {
+    /// Reads a TOML file; relative paths in it are taken from the file's folder.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config: TrainConfig =
+            toml::from_str(&text).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if !p.as_os_str().is_empty() && p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        fix(&mut config.base);
+        fix(&mut config.data);
+        fix(&mut config.out);
+        config.eval.iter_mut().for_each(fix);
+        config.teacher.iter_mut().for_each(fix);
+        Ok(config)
+    }
+
+    fn on_error(&self) -> Result<OnError> {
+        match self.on_error.as_str() {
+            "fail" => Ok(OnError::Fail),
+            "skip" => Ok(OnError::Skip),
+            other => Err(Error::Invalid(format!("on_error {other:?}: use fail or skip"))),
+        }
+    }
+
+    fn trainable(&self) -> Trainable {
+        match self.method {
+            Method::Full => Trainable::Full,
+            Method::Lora => Trainable::Lora {
+                targets: self.lora.targets.clone(),
+                rank: self.lora.r,
+                alpha: self.lora.alpha,
+                dropout: self.lora.dropout,
+                seed: self.seed,
+            },
+        }
+    }
+
+    /// Refuses settings that cannot work before anything is loaded.
+    pub fn check(&self) -> Result<()> {
+        let fail = |m: String| Err(Error::Invalid(m));
+        for (name, path) in [("base", &self.base), ("data", &self.data), ("out", &self.out)] {
+            if path.as_os_str().is_empty() {
+                return fail(format!("the training run needs `{name}`"));
+            }
+        }
+        if self.out.exists() {
+            return fail(format!("{}: already exists; remove it or choose another output folder", self.out.display()));
+        }
+        if self.batch == 0 || self.accumulation == 0 {
+            return fail("batch and accumulation must be at least 1".into());
+        }
+        if self.steps.is_none() && self.epochs == 0 {
+            return fail("train for at least one epoch, or set steps".into());
+        }
+        if self.steps == Some(0) {
+            return fail("steps must be at least 1".into());
+        }
+        if self.method == Method::Lora {
+            llama::check_lora(&self.lora.targets, self.lora.r, self.lora.alpha, self.lora.dropout)?;
+        }
+        if !(self.kl_beta >= 0.0 && self.kl_beta.is_finite()) {
+            return fail(format!("kl_beta {} must be 0 or more", self.kl_beta));
+        }
+        if !(0.0..=1.0).contains(&self.distill_alpha) {
+            return fail(format!("distill_alpha {} must be in [0, 1]", self.distill_alpha));
+        }
+        if self.distill_alpha < 1.0 && self.teacher.is_none() {
+            return fail("distill_alpha below 1 mixes in a teacher's distribution: set `teacher`".into());
+        }
+        self.on_error()?;
+        self.dtype()?;
+        Ok(())
+    }
+
+    fn device(&self) -> Result<Device> {
+        if self.cpu {
+            return Ok(Device::Cpu);
+        }
+        Device::cuda_if_available(0).map_err(Error::from).and_then(|d| {
+            if d.is_cpu() {
+                Err(Error::Invalid("no GPU found: train with cpu = true (--cpu)".into()))
+            } else {
+                Ok(d)
+            }
+        })
+    }
+
+    fn dtype(&self) -> Result<DType> {
+        match self.dtype.as_str() {
+            "auto" if self.cpu => Ok(DType::F32),
+            "auto" | "bf16" => Ok(DType::BF16),
+            "f32" => Ok(DType::F32),
+            other => Err(Error::Invalid(format!("dtype {other:?}: use auto, f32 or bf16"))),
+        }
+    }
+}
+
+/// One optimizer step, as recorded in `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub epoch: f64,
+    /// Mean cross-entropy of the gold tokens (nats per response token).
+    pub loss: f64,
+    /// The whole objective (with KL and distillation terms).
+    pub objective: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    /// Tokens processed (not padding).
+    pub tokens: usize,
+    pub tokens_per_s: f64,
+    pub seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_loss: Option<f64>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainReport {
+    pub out: PathBuf,
+    pub method: Method,
+    pub steps: usize,
+    pub resumed_at: usize,
+    pub trainable_parameters: usize,
+    pub rows_in: u64,
+    pub examples: usize,
+    pub rejected: Rejections,
+    pub tokens: usize,
+    pub seconds: f64,
+    pub tokens_per_s: f64,
+    pub first_loss: f64,
+    pub final_loss: f64,
+    pub eval_loss_before: Option<f64>,
+    pub eval_loss_after: Option<f64>,
+}
+
+/// The training objective's parts for one micro-batch: (objective summed over weighted tokens, cross-entropy
+/// summed over them).
+struct Losses {
+    objective: Tensor,
+    cross_entropy: Tensor,
+}
+
+fn log_softmax(logits: &Tensor) -> Result<Tensor> {
+    Ok(candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?)
+}
+
+/// The frozen models some objectives compare with.
+struct Frozen {
+    reference: Option<Llama>,
+    teacher: Option<Llama>,
+}
+
+fn micro_batch_losses(
+    model: &Llama,
+    frozen: &Frozen,
+    config: &TrainConfig,
+    batch: &data::Batch,
+    dropout: Option<&mut Dropout>,
+) -> Result<Losses> {
+    let device = &model.device;
+    let inputs = Inputs::new(&batch.tokens, &batch.segments, device, model.dtype)?;
+    let (b, t) = (batch.tokens.len(), batch.tokens.first().map_or(0, Vec::len));
+    let targets = Tensor::from_vec(batch.targets.concat(), (b, t, 1), device)?;
+    let weights = Tensor::from_vec(batch.weights.concat(), (b, t), device)?;
+    let logp = log_softmax(&model.forward(&inputs, true, dropout)?)?;
+    let nll = logp.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?.neg()?;
+    let cross_entropy = (&nll * &weights)?.sum_all()?;
+    let mut objective = (&cross_entropy * config.distill_alpha)?;
+    // KL(p ‖ q) per token over the vocabulary, weighted like the cross-entropy.
+    let kl = |p_log: &Tensor, q_log: &Tensor| -> Result<Tensor> {
+        Ok((p_log.exp()? * (p_log - q_log)?)?.sum(D::Minus1)?.mul(&weights)?.sum_all()?)
+    };
+    if let Some(teacher) = &frozen.teacher {
+        let teacher_logp = log_softmax(&teacher.forward(&inputs, false, None)?)?.detach();
+        objective = (objective + (kl(&teacher_logp, &logp)? * (1.0 - config.distill_alpha))?)?;
+    }
+    if config.kl_beta > 0.0 {
+        let reference = frozen.reference.as_ref().unwrap_or(model);
+        let reference_logp = log_softmax(&reference.forward(&inputs, false, None)?)?.detach();
+        objective = (objective + (kl(&logp, &reference_logp)? * config.kl_beta)?)?;
+    }
+    Ok(Losses { objective, cross_entropy })
+}
+
+/// Mean cross-entropy of the response tokens of `examples` (no dropout, nothing learned).
+pub fn eval_loss(model: &Llama, examples: &[Example], batch: usize, max_len: usize) -> Result<f64> {
+    let order: Vec<usize> = (0..examples.len()).collect();
+    let rows = data::pack(examples, &order, max_len, true);
+    let (mut sum, mut count) = (0f64, 0f64);
+    for rows in rows.chunks(batch.max(1)) {
+        let b = data::batch(examples, rows, 0, false);
+        let inputs = Inputs::new(&b.tokens, &b.segments, &model.device, model.dtype)?;
+        let (n, t) = (b.tokens.len(), b.tokens.first().map_or(0, Vec::len));
+        let targets = Tensor::from_vec(b.targets.concat(), (n, t, 1), &model.device)?;
+        let weights = Tensor::from_vec(b.weights.concat(), (n, t), &model.device)?;
+        let logp = log_softmax(&model.forward(&inputs, true, None)?.detach())?;
+        let nll = logp.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?.neg()?;
+        sum += (nll * &weights)?.sum_all()?.to_scalar::<f32>()? as f64;
+        count += b.weights.iter().flatten().sum::<f32>() as f64;
+    }
+    Ok(if count > 0.0 { sum / count } else { f64::NAN })
+}
+
+/// The checkpoint folder beside `out`.
+fn checkpoint_dir(out: &Path) -> Result<PathBuf> {
+    let name = out.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a folder name", out.display())))?;
+    Ok(out.with_file_name(format!(".{}.checkpoint", name.to_string_lossy())))
+}
+
+/// Identifies a run: its settings and its examples. A checkpoint of another run is not resumed.
+fn fingerprint(config: &TrainConfig, examples: &[Example]) -> Result<String> {
+    let mut hash = xxhash_rust::xxh3::Xxh3::new();
+    hash.update(serde_json::to_string(config)?.as_bytes());
+    for e in examples {
+        hash.update(&(e.prompt_len as u64).to_le_bytes());
+        for t in &e.tokens {
+            hash.update(&t.to_le_bytes());
+        }
+        hash.update(b"|");
+    }
+    Ok(format!("{:032x}", hash.digest128()))
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointState {
+    fingerprint: String,
+    step: usize,
+    metrics: Vec<StepMetrics>,
+    eval_loss_before: Option<f64>,
+}
+
+fn save_checkpoint(dir: &Path, model: &Llama, optimizer: &AdamW, state: &CheckpointState) -> Result<()> {
+    write_folder(dir, |d| {
+        let params: BTreeMap<String, Tensor> =
+            model.trainable.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        save_tensors(&params, &d.join("trainable.safetensors"))?;
+        save_tensors(&optimizer.state(), &d.join("optimizer.safetensors"))?;
+        write_json(&d.join("state.json"), &serde_json::to_value(state)?)
+    })
+}
+
+/// Resumes from `dir` if it holds a checkpoint of this run.
+fn load_checkpoint(dir: &Path, fingerprint: &str, model: &Llama, optimizer: &mut AdamW) -> Result<Option<CheckpointState>> {
+    let path = dir.join("state.json");
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    let state: CheckpointState = serde_json::from_slice(&text)?;
+    if state.fingerprint != fingerprint {
+        return Err(Error::Invalid(format!(
+            "{}: a checkpoint of another run (other settings or data); remove it to start afresh",
+            dir.display()
+        )));
+    }
+    model.set_trainable(&load_tensors(&dir.join("trainable.safetensors"), &model.device)?)?;
+    optimizer.restore(&load_tensors(&dir.join("optimizer.safetensors"), &model.device)?, state.step)?;
+    Ok(Some(state))
+}
+
+/// A seed for step `step`'s dropout masks.
+fn step_seed(seed: u64, step: usize) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&[seed.to_le_bytes(), (step as u64).to_le_bytes()].concat())
+}
+
+/// Runs the training described by `config`; `on_step(metrics, steps)` after each optimizer step returns
+/// whether to go on (stopping leaves the last checkpoint, from which the same call resumes).
+pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) -> bool) -> Result<TrainReport> {
+    let started = Instant::now();
+    config.check()?;
+    let folder = ModelFolder::open(&config.base)?;
+    let shape = llama::LlamaConfig::read(&config.base)?;
+    let max_len = config.max_len.unwrap_or(shape.context);
+    if max_len > shape.context {
+        return Err(Error::Invalid(format!(
+            "max_len {max_len} is longer than the model's context ({} tokens, max_position_embeddings)",
+            shape.context
+        )));
+    }
+    let tokenizer = PromptTokenizer::new(&folder)?;
+    let Examples { examples, rows_in, rejected } =
+        data::read_examples(&config.data, &tokenizer, config.prompt_mode, max_len, config.on_error()?)?;
+    if examples.is_empty() {
+        return Err(Error::Invalid(format!(
+            "{}: no examples to train on ({rows_in} rows read, {} rejected)",
+            config.data.display(),
+            rejected.total()
+        )));
+    }
+    let eval = match &config.eval {
+        Some(path) => data::read_examples(path, &tokenizer, config.prompt_mode, max_len, OnError::Skip)?.examples,
+        None => Vec::new(),
+    };
+    let plan = data::plan(
+        &examples,
+        config.batch,
+        config.accumulation,
+        config.epochs,
+        config.steps,
+        max_len,
+        config.packing,
+        config.seed,
+    );
+    let steps = plan.len();
+    config.schedule.check(steps)?;
+    let rows_per_epoch = data::pack(&examples, &(0..examples.len()).collect::<Vec<_>>(), max_len, config.packing).len();
+    let steps_per_epoch = rows_per_epoch.div_ceil(config.batch * config.accumulation) as f64;
+
+    let device = config.device()?;
+    let dtype = config.dtype()?;
+    let model = Llama::load(&config.base, &device, dtype, &config.trainable())?;
+    let frozen = Frozen {
+        reference: if config.kl_beta > 0.0 && config.method == Method::Full {
+            Some(Llama::load(&config.base, &device, dtype, &Trainable::Frozen)?)
+        } else {
+            None
+        },
+        teacher: match &config.teacher {
+            Some(path) => {
+                let teacher = Llama::load(path, &device, dtype, &Trainable::Frozen)?;
+                if teacher.config.vocab != model.config.vocab {
+                    return Err(Error::Invalid(format!(
+                        "{}: the teacher's vocabulary ({}) differs from the model's ({}); distillation needs one tokenizer",
+                        path.display(),
+                        teacher.config.vocab,
+                        model.config.vocab
+                    )));
+                }
+                Some(teacher)
+            }
+            None => None,
+        },
+    };
+    let mut optimizer = AdamW::new(config.optimizer, &model.trainable)?;
+    let fingerprint = fingerprint(config, &examples)?;
+    let checkpoint = checkpoint_dir(&config.out)?;
+    let resumed = load_checkpoint(&checkpoint, &fingerprint, &model, &mut optimizer)?;
+    let resumed_at = resumed.as_ref().map_or(0, |s| s.step);
+    let mut metrics = resumed.as_ref().map(|s| s.metrics.clone()).unwrap_or_default();
+    let eval_loss_before = match &resumed {
+        Some(state) => state.eval_loss_before,
+        None if !eval.is_empty() => Some(eval_loss(&model, &eval, config.batch, max_len)?),
+        None => None,
+    };
+
+    let pad = tokenizer.tokenizer.token_to_id(crate::tiny::PAD).or(tokenizer.eos_id).unwrap_or(0);
+    for (step, micro_batches) in plan.iter().enumerate().skip(resumed_at) {
+        let step_started = Instant::now();
+        let batches: Vec<data::Batch> =
+            micro_batches.iter().map(|rows| data::batch(&examples, rows, pad, config.train_on_prompt)).collect();
+        let learned: f64 = batches.iter().map(|b| b.weights.iter().flatten().sum::<f32>() as f64).sum();
+        let mut dropout = Dropout::new(step_seed(config.seed, step));
+        let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
+        let (mut objective, mut cross_entropy, mut tokens) = (0f64, 0f64, 0usize);
+        for batch in &batches {
+            let losses = micro_batch_losses(&model, &frozen, config, batch, Some(&mut dropout))?;
+            let scaled = (losses.objective / learned.max(1.0))?;
+            let store = scaled.backward()?;
+            objective += scaled.to_scalar::<f32>()? as f64;
+            cross_entropy += losses.cross_entropy.to_scalar::<f32>()? as f64;
+            tokens += batch.real_tokens;
+            for (name, var) in &model.trainable {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    let g = match grads.remove(name) {
+                        Some(sum) => (sum + g)?,
+                        None => g.clone(),
+                    };
+                    grads.insert(name.clone(), g);
+                }
+            }
+        }
+        let lr = config.schedule.lr_at(step, steps);
+        let grad_norm = optimizer.step(&model.trainable, &grads, lr)?;
+        let seconds = step_started.elapsed().as_secs_f64();
+        let last = step + 1 == steps;
+        let eval_now = !eval.is_empty() && (last || (config.eval_every > 0 && (step + 1) % config.eval_every == 0));
+        let m = StepMetrics {
+            step: step + 1,
+            epoch: (step + 1) as f64 / steps_per_epoch,
+            loss: cross_entropy / learned.max(1.0),
+            objective,
+            lr,
+            grad_norm,
+            tokens,
+            tokens_per_s: tokens as f64 / seconds.max(1e-9),
+            seconds,
+            eval_loss: if eval_now { Some(eval_loss(&model, &eval, config.batch, max_len)?) } else { None },
+        };
+        let go_on = on_step(&m, steps);
+        metrics.push(m);
+        if config.checkpoint_every > 0 && (step + 1) % config.checkpoint_every == 0 && !last {
+            let state =
+                CheckpointState { fingerprint: fingerprint.clone(), step: step + 1, metrics: metrics.clone(), eval_loss_before };
+            save_checkpoint(&checkpoint, &model, &optimizer, &state)?;
+        }
+        if !go_on && !last {
+            return Err(Error::Stopped(format!(
+                "training stopped after step {} of {steps}; run it again to resume from the last checkpoint",
+                step + 1
+            )));
+        }
+    }
+
+    let trained: Vec<&StepMetrics> = metrics.iter().collect();
+    let train_seconds: f64 = trained.iter().map(|m| m.seconds).sum();
+    let tokens: usize = trained.iter().map(|m| m.tokens).sum();
+    let report = TrainReport {
+        out: config.out.clone(),
+        method: config.method,
+        steps,
+        resumed_at,
+        trainable_parameters: model.trainable.values().map(|v| v.elem_count()).sum(),
+        rows_in,
+        examples: examples.len(),
+        rejected,
+        tokens,
+        seconds: started.elapsed().as_secs_f64(),
+        tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
+        first_loss: metrics.first().map_or(f64::NAN, |m| m.loss),
+        final_loss: metrics.last().map_or(f64::NAN, |m| m.loss),
+        eval_loss_before,
+        eval_loss_after: metrics.last().and_then(|m| m.eval_loss),
+    };
+    let record = json!({
+        "made_by": "whet train",
+        "base": config.base.display().to_string(),
+        "base_xxh3": folder.xxh3,
+        "config": config,
+        "report": report,
+    });
+    write_folder(&config.out, |dir| {
+        match config.method {
+            Method::Lora => {
+                let spec = LoraSpec {
+                    r: config.lora.r,
+                    lora_alpha: config.lora.alpha,
+                    lora_dropout: config.lora.dropout,
+                    target_modules: config.lora.targets.clone(),
+                    base_model_name_or_path: config.base.display().to_string(),
+                };
+                lora::save_adapter(&model, &spec, dir, &record)?;
+            }
+            Method::Full => {
+                lora::write_model_files(&model, &config.base, dir)?;
+                write_json(&dir.join("whetstone-trained.json"), &record)?;
+            }
+        }
+        let mut lines = String::new();
+        for m in &metrics {
+            lines.push_str(&serde_json::to_string(m)?);
+            lines.push('\n');
+        }
+        std::fs::write(dir.join("metrics.jsonl"), lines).map_err(|e| Error::io(dir.join("metrics.jsonl"), e))?;
+        std::fs::write(dir.join("loss.svg"), loss_chart(&metrics)?).map_err(|e| Error::io(dir.join("loss.svg"), e))
+    })?;
+    if checkpoint.exists() {
+        std::fs::remove_dir_all(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
+    }
+    Ok(report)
+}
+
+/// The loss curve as SVG: training loss per step, and the held-out loss where it was measured.
+pub fn loss_chart(metrics: &[StepMetrics]) -> Result<String> {
+    use plotters::prelude::*;
+    let train: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.loss)).filter(|p| p.1.is_finite()).collect();
+    let eval: Vec<(f64, f64)> = metrics.iter().filter_map(|m| Some((m.step as f64, m.eval_loss?))).collect();
+    let all = train.iter().chain(&eval);
+    let (x1, y0, y1) = all.fold((1f64, f64::INFINITY, f64::NEG_INFINITY), |(x, lo, hi), p| (x.max(p.0), lo.min(p.1), hi.max(p.1)));
+    let (y0, y1) = if y0.is_finite() { (y0.min(y1 - 1e-3) * 0.95, y1 * 1.05) } else { (0.0, 1.0) };
+    let mut svg = String::new();
+    let failed = |e: &dyn std::fmt::Debug| Error::Invalid(format!("drawing the loss curve: {e:?}"));
+    {
+        let root = SVGBackend::with_string(&mut svg, (760, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| failed(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("training loss", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(56)
+            .build_cartesian_2d(0f64..x1.max(1.0), y0..y1)
+            .map_err(|e| failed(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("optimizer step")
+            .y_desc("cross-entropy (nats/token)")
+            .draw()
+            .map_err(|e| failed(&e))?;
+        let blue = RGBColor(31, 119, 180);
+        let orange = RGBColor(255, 127, 14);
+        chart
+            .draw_series(LineSeries::new(train, blue.stroke_width(2)))
+            .map_err(|e| failed(&e))?
+            .label("training")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], blue.stroke_width(2)));
+        if !eval.is_empty() {
+            chart
+                .draw_series(LineSeries::new(eval.clone(), orange.stroke_width(2)))
+                .map_err(|e| failed(&e))?
+                .label("held out")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], orange.stroke_width(2)));
+            chart.draw_series(eval.iter().map(|&p| Circle::new(p, 3, orange.filled()))).map_err(|e| failed(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| failed(&e))?;
+        root.present().map_err(|e| failed(&e))?;
+    }
+    Ok(svg)
+}
