@@ -12,6 +12,7 @@ pub mod logprob;
 pub mod model;
 pub mod prompt;
 pub mod sampling;
+pub mod tasks;
 pub mod tiny;
 pub mod train;
 

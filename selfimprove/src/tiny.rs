@@ -21,6 +21,8 @@ use serde_json::json;
 use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
 use tokenizers::models::TrainerWrapper;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::AddedToken;
 use whetstone_datasets::{DatasetReader, ReadOptions};
 
@@ -152,7 +154,7 @@ fn tokenizer_error(e: impl std::fmt::Display) -> Error {
     Error::Tokenizer(e.to_string())
 }
 
-/// Trains a byte-level BPE tokenizer: every byte is in the alphabet, so any text encodes; the special tokens
+/// Trains a byte-level BPE tokenizer (digits split one by one): every byte is in the alphabet, so any text encodes; the special tokens
 /// come first (ids 0, 1, 2: `<s>`, `</s>`, `<pad>`; then the role markers).
 pub fn train_tokenizer(texts: &[String], vocab: usize) -> Result<tokenizers::Tokenizer> {
     let specials: Vec<AddedToken> =
@@ -166,8 +168,11 @@ pub fn train_tokenizer(texts: &[String], vocab: usize) -> Result<tokenizers::Tok
         .build();
     let mut trainer = TrainerWrapper::from(trainer);
     let mut tokenizer = tokenizers::Tokenizer::new(BPE::default());
+    // Digits one by one (as Llama 3 and Qwen2 split them, in groups of at most 3 or 1): numbers then share
+    // their parts, which a tiny model needs to learn arithmetic rather than a table of number tokens.
+    let pre_tokenizer = Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]);
     tokenizer
-        .with_pre_tokenizer(Some(ByteLevel::new(false, true, true)))
+        .with_pre_tokenizer(Some(pre_tokenizer))
         .with_post_processor(Some(ByteLevel::new(false, true, true)))
         .with_decoder(Some(ByteLevel::new(false, true, true)));
     tokenizer.train(&mut trainer, texts.iter()).map_err(tokenizer_error)?;

@@ -1,0 +1,102 @@
+//! Synthetic tasks with answers that can be checked exactly: data for pre-training tiny models from scratch
+//! and for measuring what training did, on machines where no model can be downloaded.
+
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+
+/// One question with its answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskRow {
+    pub id: String,
+    pub prompt: String,
+    pub response: String,
+}
+
+/// A task split into training and held-out rows (no question in both).
+#[derive(Debug, Clone)]
+pub struct TaskSplit {
+    pub train: Vec<TaskRow>,
+    pub test: Vec<TaskRow>,
+}
+
+/// Addition of two numbers below 10^`digits`: "What is 23 + 58?" → "81". Every pair is a distinct question;
+/// `test` of them, chosen by `seed`, are held out and the rest (up to `train`) are for training.
+pub fn addition(digits: u32, train: usize, test: usize, seed: u64) -> Result<TaskSplit> {
+    if !(1..=4).contains(&digits) {
+        return Err(Error::Invalid(format!("addition digits {digits}: use 1 to 4")));
+    }
+    let limit = 10u64.pow(digits);
+    let pairs = (limit * limit) as usize;
+    if train + test > pairs {
+        return Err(Error::Invalid(format!(
+            "{digits}-digit addition has {pairs} distinct questions, fewer than {train} + {test} asked for"
+        )));
+    }
+    let mut order: Vec<usize> = (0..pairs).collect();
+    order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
+    let row = |i: usize| {
+        let (a, b) = (i as u64 / limit, i as u64 % limit);
+        TaskRow { id: format!("add-{a}-{b}"), prompt: format!("What is {a} + {b}?"), response: (a + b).to_string() }
+    };
+    Ok(TaskSplit {
+        test: order[..test].iter().map(|&i| row(i)).collect(),
+        train: order[test..test + train].iter().map(|&i| row(i)).collect(),
+    })
+}
+
+/// Writes rows as JSONL (id, prompt, response), atomically.
+pub fn write_jsonl(path: &Path, rows: &[TaskRow]) -> Result<()> {
+    let mut text = String::new();
+    for r in rows {
+        text.push_str(&serde_json::to_string(r)?);
+        text.push('\n');
+    }
+    Ok(whetstone_datasets::write::write_atomic(path, text.as_bytes())?)
+}
+
+/// The share of `answers` that equal their rows' responses, after trimming white space.
+pub fn exact_match(rows: &[TaskRow], answers: &[String]) -> f64 {
+    let right = rows.iter().zip(answers).filter(|(r, a)| a.trim() == r.response.trim()).count();
+    right as f64 / rows.len().max(1) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addition_splits_distinct_questions_with_right_answers() {
+        let s = addition(2, 500, 100, 3).unwrap();
+        assert_eq!((s.train.len(), s.test.len()), (500, 100));
+        let held: std::collections::HashSet<_> = s.test.iter().map(|r| &r.prompt).collect();
+        assert!(s.train.iter().all(|r| !held.contains(&r.prompt)));
+        let r = &s.train[0];
+        let numbers: Vec<u64> =
+            r.prompt.trim_start_matches("What is ").trim_end_matches('?').split(" + ").map(|n| n.parse().unwrap()).collect();
+        assert_eq!(r.response, (numbers[0] + numbers[1]).to_string());
+        assert_eq!(addition(2, 500, 100, 3).unwrap().test, s.test, "the seed fixes the split");
+        assert!(addition(1, 90, 20, 0).unwrap_err().to_string().contains("100 distinct"));
+        assert_eq!(exact_match(&s.test[..2], &[s.test[0].response.clone(), " 1x ".into()]), 0.5);
+    }
+}
+
+/// The model's greedy answer to each row's prompt (chat mode), at most `max_tokens` tokens.
+#[cfg(feature = "llm")]
+pub fn greedy_answers(engine: &crate::engine::Engine, rows: &[TaskRow], max_tokens: usize) -> Result<Vec<String>> {
+    use crate::engine::{Job, Prompt, PromptMode};
+    let sampling = crate::Sampling { temperature: 0.0, max_tokens, ..Default::default() };
+    let jobs = rows
+        .iter()
+        .map(|r| {
+            let tokens = engine.prompt_tokens(&Prompt::Text(r.prompt.clone()), PromptMode::Chat)?;
+            Ok(Job { prompt_tokens: std::sync::Arc::new(tokens), stream: 0, max_tokens })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(engine.generate(jobs, &sampling, &|_| {})?.into_iter().map(|s| s.text).collect())
+}
