@@ -37,7 +37,7 @@ fn main() {
         eval: Some(test_set.clone()),
         out: dir.path().join("pretrained"),
         method: Method::Full,
-        schedule: Schedule { lr: 3e-3, warmup: steps / 20, floor: 0.1, shape: Shape::Cosine },
+        schedule: Schedule { lr: 3e-3, warmup: steps / 20, floor: 0.1, shape: Shape::Cosine, ..Default::default() },
         batch: 16,
         steps: Some(steps),
         eval_every: steps / 4,
@@ -67,7 +67,8 @@ fn main() {
     );
 
     // LoRA on a shifted task: sums with a 3-digit first number.
-    let shifted: Vec<_> = addition(3, 4_000, 500, 1).unwrap().train.into_iter().filter(|r| r.prompt.len() > 15).collect();
+    let shifted: Vec<_> =
+        addition(3, 4_000, 500, 1).unwrap().train.into_iter().filter(|r| r.prompt.len() > 15).collect();
     let (lora_train, lora_test) = (dir.path().join("lora-train.jsonl"), dir.path().join("lora-test.jsonl"));
     write_jsonl(&lora_train, &shifted[300..]).unwrap();
     write_jsonl(&lora_test, &shifted[..300]).unwrap();
@@ -76,8 +77,21 @@ fn main() {
         data: lora_train,
         eval: Some(lora_test),
         out: dir.path().join("adapter"),
-        lora: LoraConfig { r: 8, alpha: 16.0, dropout: 0.05, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec() },
-        schedule: Schedule { lr: 2e-3, warmup: lora_steps / 10, floor: 0.1, shape: Shape::Cosine },
+        lora: LoraConfig {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                .map(String::from)
+                .to_vec(),
+        },
+        schedule: Schedule {
+            lr: 2e-3,
+            warmup: lora_steps / 10,
+            floor: 0.1,
+            shape: Shape::Cosine,
+            ..Default::default()
+        },
         batch: 16,
         steps: Some(lora_steps),
         cpu: true,

@@ -24,8 +24,7 @@ use std::sync::{Arc, Mutex};
 use futures::StreamExt;
 use mistralrs::{
     Constraint, CustomLogitsProcessor, MemoryGpuConfig, Model, ModelDType, NormalRequest, PagedAttentionMetaBuilder,
-    Request, RequestMessage, Response, SamplingParams, StopTokens, Tensor,
-    TextModelBuilder,
+    Request, RequestMessage, Response, SamplingParams, StopTokens, Tensor, TextModelBuilder,
 };
 
 use crate::error::{Error, Result};

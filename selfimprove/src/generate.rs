@@ -26,9 +26,9 @@ use whetstone_datasets::{
 };
 
 use crate::engine::{Engine, Job, PromptMode, Sample};
-use crate::prompt::{prompt_turns, row_prompt};
 use crate::error::{Error, Result};
 use crate::logprob::SequenceScore;
+use crate::prompt::{prompt_turns, row_prompt};
 use crate::sampling::Sampling;
 
 /// Samples and tokens finished so far, for a progress bar with a rate.

@@ -131,7 +131,10 @@ impl PromptTokenizer {
     /// The chat template applied to `turns`, opening the assistant's turn.
     pub fn render_chat(&self, turns: &[(String, String)]) -> Result<String> {
         let template = self.template.as_deref().ok_or_else(|| {
-            Error::Invalid("the model folder has no chat template (tokenizer_config.json chat_template); use the raw prompt mode".into())
+            Error::Invalid(
+                "the model folder has no chat template (tokenizer_config.json chat_template); use the raw prompt mode"
+                    .into(),
+            )
         })?;
         let mut env = minijinja::Environment::new();
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);

@@ -77,8 +77,13 @@ mod tests {
         let held: std::collections::HashSet<_> = s.test.iter().map(|r| &r.prompt).collect();
         assert!(s.train.iter().all(|r| !held.contains(&r.prompt)));
         let r = &s.train[0];
-        let numbers: Vec<u64> =
-            r.prompt.trim_start_matches("What is ").trim_end_matches('?').split(" + ").map(|n| n.parse().unwrap()).collect();
+        let numbers: Vec<u64> = r
+            .prompt
+            .trim_start_matches("What is ")
+            .trim_end_matches('?')
+            .split(" + ")
+            .map(|n| n.parse().unwrap())
+            .collect();
         assert_eq!(r.response, (numbers[0] + numbers[1]).to_string());
         assert_eq!(addition(2, 500, 100, 3).unwrap().test, s.test, "the seed fixes the split");
         assert!(addition(1, 90, 20, 0).unwrap_err().to_string().contains("100 distinct"));

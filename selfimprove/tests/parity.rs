@@ -31,7 +31,9 @@ fn candle_and_mistral_rs_agree_on_logits_before_and_after_a_merged_lora_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("train.jsonl");
     let rows: String = (0..120)
-        .map(|i| format!("{{\"prompt\": \"Add {i} and {}.\", \"response\": \"{} + {} = {}\"}}\n", i % 9, i, i % 9, i + i % 9))
+        .map(|i| {
+            format!("{{\"prompt\": \"Add {i} and {}.\", \"response\": \"{} + {} = {}\"}}\n", i % 9, i, i % 9, i + i % 9)
+        })
         .collect();
     std::fs::write(&data, rows).unwrap();
     let base = dir.path().join("tiny");
@@ -60,7 +62,14 @@ fn candle_and_mistral_rs_agree_on_logits_before_and_after_a_merged_lora_run() {
         base: base.clone(),
         data: data.clone(),
         out: dir.path().join("adapter"),
-        lora: LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"].map(String::from).to_vec() },
+        lora: LoraConfig {
+            r: 8,
+            alpha: 16.0,
+            dropout: 0.0,
+            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+                .map(String::from)
+                .to_vec(),
+        },
         schedule: Schedule { lr: 1e-2, ..Default::default() },
         steps: Some(10),
         cpu: true,

@@ -14,7 +14,9 @@ use whetstone_selfimprove::{make_tiny_model, Error, TinyLlama};
 
 fn rows(range: std::ops::Range<usize>) -> String {
     range
-        .map(|i| format!("{{\"id\": \"r{i}\", \"prompt\": \"What is {i} plus {i}?\", \"response\": \"It is {}.\"}}\n", 2 * i))
+        .map(|i| {
+            format!("{{\"id\": \"r{i}\", \"prompt\": \"What is {i} plus {i}?\", \"response\": \"It is {}.\"}}\n", 2 * i)
+        })
         .collect()
 }
 
@@ -35,8 +37,13 @@ fn config(dir: &Path, base: &Path, data: &Path, out: &str) -> TrainConfig {
         base: base.to_path_buf(),
         data: data.to_path_buf(),
         out: dir.join(out),
-        lora: LoraConfig { r: 4, alpha: 8.0, dropout: 0.1, targets: ["q_proj", "v_proj", "up_proj"].map(String::from).to_vec() },
-        schedule: Schedule { lr: 1e-2, warmup: 2, floor: 0.1, shape: Shape::Cosine },
+        lora: LoraConfig {
+            r: 4,
+            alpha: 8.0,
+            dropout: 0.1,
+            targets: ["q_proj", "v_proj", "up_proj"].map(String::from).to_vec(),
+        },
+        schedule: Schedule { lr: 1e-2, warmup: 2, floor: 0.1, shape: Shape::Cosine, ..Default::default() },
         batch: 4,
         steps: Some(12),
         cpu: true,
@@ -62,21 +69,36 @@ fn packed_examples_get_the_logits_they_get_alone_and_gradients_reach_every_weigh
     let alone_b = logits(&model, &[b.clone()]);
     let packed_row = [a.clone(), b.clone()].concat();
     let segments = vec![[vec![0; a.len()], vec![1; b.len()]].concat()];
-    let packed = model.forward(&Inputs::new(&[packed_row], &segments, &Device::Cpu, DType::F32).unwrap(), true, None).unwrap();
+    let packed =
+        model.forward(&Inputs::new(&[packed_row], &segments, &Device::Cpu, DType::F32).unwrap(), true, None).unwrap();
     assert!(max_abs_diff(&packed.narrow(1, 0, a.len()).unwrap(), &alone_a) < 1e-5);
-    assert!(max_abs_diff(&packed.narrow(1, a.len(), b.len()).unwrap(), &alone_b) < 1e-5, "the second example starts afresh");
+    assert!(
+        max_abs_diff(&packed.narrow(1, a.len(), b.len()).unwrap(), &alone_b) < 1e-5,
+        "the second example starts afresh"
+    );
 
     // LoRA starts from the base exactly (B = 0).
-    let trainable = Trainable::Lora { targets: vec!["q_proj".into(), "down_proj".into()], rank: 4, alpha: 8.0, dropout: 0.0, seed: 1 };
+    let trainable = Trainable::Lora {
+        targets: vec!["q_proj".into(), "down_proj".into()],
+        rank: 4,
+        alpha: 8.0,
+        dropout: 0.0,
+        seed: 1,
+    };
     let lora = Llama::load(&base, &Device::Cpu, DType::F32, &trainable).unwrap();
     assert_eq!(lora.trainable.len(), 2 * 2 * 2, "A and B for 2 modules in 2 layers");
     assert!(max_abs_diff(&logits(&lora, &[a.clone()]), &alone_a) < 1e-6);
 
     // One step of full training moves every weight: no op in the forward pass stops the gradient.
     let full = Llama::load(&base, &Device::Cpu, DType::F32, &Trainable::Full).unwrap();
-    let before: BTreeMap<String, Tensor> = full.trainable.iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
+    let before: BTreeMap<String, Tensor> =
+        full.trainable.iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
     let out = logits(&full, &[a.clone()]);
-    let loss = candle_nn::loss::cross_entropy(&out.squeeze(0).unwrap(), &Tensor::new(&[17u32, 42, 99, 3, 1], &Device::Cpu).unwrap()).unwrap();
+    let loss = candle_nn::loss::cross_entropy(
+        &out.squeeze(0).unwrap(),
+        &Tensor::new(&[17u32, 42, 99, 3, 1], &Device::Cpu).unwrap(),
+    )
+    .unwrap();
     let grads = loss.backward().unwrap();
     let mut grads_by_name = BTreeMap::new();
     for (name, var) in &full.trainable {
@@ -116,8 +138,12 @@ fn lora_lowers_held_out_loss_and_its_adapter_round_trips_through_the_peft_layout
     assert!(report.final_loss < report.first_loss);
 
     let out = &cfg.out;
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
-    assert_eq!((config["peft_type"].as_str(), config["r"].as_u64(), config["lora_alpha"].as_f64()), (Some("LORA"), Some(4), Some(8.0)));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(
+        (config["peft_type"].as_str(), config["r"].as_u64(), config["lora_alpha"].as_f64()),
+        (Some("LORA"), Some(4), Some(8.0))
+    );
     assert_eq!(config["target_modules"], serde_json::json!(["q_proj", "v_proj", "up_proj"]));
     let tensors = candle_core::safetensors::load(out.join("adapter_model.safetensors"), &Device::Cpu).unwrap();
     assert_eq!(tensors.len(), 3 * 2 * 2);
@@ -129,8 +155,17 @@ fn lora_lowers_held_out_loss_and_its_adapter_round_trips_through_the_peft_layout
     assert_eq!(LoraSpec::read(out).unwrap().target_modules.len(), 3);
 
     // Loaded back, the adapter gives the held-out loss the run measured.
-    let tokenizer = whetstone_selfimprove::prompt::PromptTokenizer::new(&whetstone_selfimprove::ModelFolder::open(&base).unwrap()).unwrap();
-    let eval = whetstone_selfimprove::train::data::read_examples(&eval_set, &tokenizer, cfg.prompt_mode, 64, Default::default()).unwrap();
+    let tokenizer =
+        whetstone_selfimprove::prompt::PromptTokenizer::new(&whetstone_selfimprove::ModelFolder::open(&base).unwrap())
+            .unwrap();
+    let eval = whetstone_selfimprove::train::data::read_examples(
+        &eval_set,
+        &tokenizer,
+        cfg.prompt_mode,
+        64,
+        Default::default(),
+    )
+    .unwrap();
     let (loaded, _) = load_with_adapter(&base, out, &Device::Cpu, DType::F32).unwrap();
     let again = eval_loss(&loaded, &eval.examples, 4, 64).unwrap();
     assert!((again - after).abs() < 1e-5, "{again} vs {after}");
@@ -216,7 +251,11 @@ fn full_training_writes_a_model_folder_and_bad_settings_are_refused_clearly() {
     let e = refused(&|c| c.max_len = Some(65));
     assert!(e.contains("longer than the model's context (64"), "{e}");
     let long = dir.path().join("long.jsonl");
-    std::fs::write(&long, format!("{}{{\"id\": \"x\", \"prompt\": \"{}\", \"response\": \"y\"}}\n", rows(0..5), "word ".repeat(80))).unwrap();
+    std::fs::write(
+        &long,
+        format!("{}{{\"id\": \"x\", \"prompt\": \"{}\", \"response\": \"y\"}}\n", rows(0..5), "word ".repeat(80)),
+    )
+    .unwrap();
     let e = refused(&|c| c.data = long.clone());
     assert!(e.contains("long.jsonl: row 6 (id x)") && e.contains("--on-error skip"), "{e}");
     let mut skip = config(dir.path(), &base, &long, "skipped");
@@ -251,8 +290,14 @@ fn kl_to_the_base_and_distillation_from_a_teacher_run_and_pull_toward_their_targ
     let tokenizer =
         whetstone_selfimprove::prompt::PromptTokenizer::new(&whetstone_selfimprove::ModelFolder::open(&base).unwrap())
             .unwrap();
-    let eval = whetstone_selfimprove::train::data::read_examples(&eval_set, &tokenizer, distil.prompt_mode, 64, Default::default())
-        .unwrap();
+    let eval = whetstone_selfimprove::train::data::read_examples(
+        &eval_set,
+        &tokenizer,
+        distil.prompt_mode,
+        64,
+        Default::default(),
+    )
+    .unwrap();
     let rows: Vec<Vec<u32>> = eval.examples.iter().map(|e| e.tokens.clone()).take(8).collect();
     let width = rows.iter().map(Vec::len).min().unwrap();
     let rows: Vec<Vec<u32>> = rows.into_iter().map(|r| r[..width].to_vec()).collect();

@@ -340,6 +340,10 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Train a model on candle: LoRA adapters (written in the PEFT layout) or all weights (a model folder),
+    /// with the loss on response tokens. Settings come from CONFIG.toml (the fields of TrainConfig), and flags
+    /// override them; a run stopped midway resumes from its last checkpoint when started again.
+    Train(Box<TrainArgs>),
     /// Models made here (no weights can be downloaded on some machines).
     Model {
         #[command(subcommand)]
@@ -347,8 +351,96 @@ enum Command {
     },
 }
 
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// A TOML file of settings (base, data, out, method, [lora], [schedule], …); flags override it.
+    config: Option<PathBuf>,
+    /// The model folder to train (LoRA's base).
+    #[arg(long)]
+    base: Option<PathBuf>,
+    /// Training rows (prompt and response, or conversations): file, folder or glob.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Held-out rows whose loss is measured before, every --eval-every steps, and after.
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// The output folder: an adapter (lora) or a model folder (full).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// lora or full.
+    #[arg(long, value_parser = ["lora", "full"])]
+    method: Option<String>,
+    /// chat (through the chat template, as `whet generate` puts prompts) or raw.
+    #[arg(long, value_parser = PromptMode::NAMES)]
+    mode: Option<String>,
+    /// LoRA rank.
+    #[arg(long)]
+    rank: Option<usize>,
+    #[arg(long)]
+    alpha: Option<f64>,
+    #[arg(long)]
+    lora_dropout: Option<f64>,
+    /// LoRA target modules, comma-separated (q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj).
+    #[arg(long, value_delimiter = ',')]
+    targets: Option<Vec<String>>,
+    /// Peak learning rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    warmup: Option<usize>,
+    /// constant, linear, cosine, wsd or infinite.
+    #[arg(long, value_parser = whetstone::selfimprove::train::schedule::Shape::NAMES)]
+    schedule: Option<String>,
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Optimizer steps (overrides epochs).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Rows per micro-batch.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Micro-batches per optimizer step.
+    #[arg(long)]
+    accumulation: Option<usize>,
+    /// Tokens per training row (the model's context by default).
+    #[arg(long)]
+    max_len: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    #[arg(long)]
+    checkpoint_every: Option<usize>,
+    #[arg(long)]
+    eval_every: Option<usize>,
+    /// Weight of KL(model ‖ base).
+    #[arg(long)]
+    kl_beta: Option<f64>,
+    /// A teacher model folder for distillation (with --distill-alpha below 1).
+    #[arg(long)]
+    teacher: Option<PathBuf>,
+    #[arg(long)]
+    distill_alpha: Option<f64>,
+    /// auto, f32 or bf16.
+    #[arg(long)]
+    dtype: Option<String>,
+    /// Train on the CPU in a CUDA build.
+    #[arg(long)]
+    cpu: bool,
+    /// What to do with a row that cannot be trained on (no response, too long): fail or skip.
+    #[arg(long, value_parser = ["fail", "skip"])]
+    on_error: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum ModelCommand {
+    /// Merge a LoRA adapter (PEFT layout) into its base: a complete model folder for the next round's engine.
+    Merge {
+        /// The base model folder.
+        base: PathBuf,
+        /// The adapter folder (adapter_config.json, adapter_model.safetensors).
+        adapter: PathBuf,
+        /// The folder to create.
+        out: PathBuf,
+    },
     /// A tiny Llama model: a byte-level BPE tokenizer trained on the corpus, random weights from the seed,
     /// written as a Hugging Face folder (config.json, model.safetensors, tokenizer.json, …) that mistral.rs loads.
     Tiny {
@@ -612,6 +704,11 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Score { model, input, output, engine, read } => {
             llm::score(&model, &input, &output, &engine, read.options()?)?;
+        }
+        Command::Train(args) => training::train(*args)?,
+        Command::Model { command: ModelCommand::Merge { base, adapter, out } } => {
+            whetstone::selfimprove::train::lora::merge(&base, &adapter, &out)?;
+            println!("merged {} into {}: {}", adapter.display(), base.display(), out.display());
         }
         Command::Model {
             command:
@@ -1027,5 +1124,118 @@ fn print_inspection(found: &Inspection) {
     let empty: Vec<&Path> = found.inputs.iter().filter(|i| i.rows_in == 0).map(|i| i.path.as_path()).collect();
     if !empty.is_empty() {
         println!("{} empty file(s), e.g. {}", empty.len(), empty[0].display());
+    }
+}
+
+/// `whet train`.
+mod training {
+    use anyhow::Result;
+    use comfy_table::Cell;
+    use indicatif::{ProgressBar, ProgressStyle};
+    use whetstone::selfimprove::prompt::PromptMode;
+    use whetstone::selfimprove::train::schedule::Shape;
+    use whetstone::selfimprove::train::{train as run, Method, TrainConfig};
+
+    use super::{table, TrainArgs};
+
+    /// The settings: the file's, then each flag given.
+    fn config(a: TrainArgs) -> Result<TrainConfig> {
+        let mut c = match &a.config {
+            Some(path) => TrainConfig::read(path)?,
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($flag:ident => $field:expr),* $(,)?) => { $(if let Some(v) = a.$flag { $field = v; })* };
+        }
+        set!(base => c.base, data => c.data, out => c.out, rank => c.lora.r, alpha => c.lora.alpha,
+             lora_dropout => c.lora.dropout, targets => c.lora.targets, lr => c.schedule.lr,
+             warmup => c.schedule.warmup, epochs => c.epochs, batch => c.batch, accumulation => c.accumulation,
+             seed => c.seed, checkpoint_every => c.checkpoint_every, eval_every => c.eval_every,
+             kl_beta => c.kl_beta, distill_alpha => c.distill_alpha, dtype => c.dtype, on_error => c.on_error);
+        if a.eval.is_some() {
+            c.eval = a.eval;
+        }
+        if a.teacher.is_some() {
+            c.teacher = a.teacher;
+        }
+        if a.steps.is_some() {
+            c.steps = a.steps;
+        }
+        if a.max_len.is_some() {
+            c.max_len = a.max_len;
+        }
+        if let Some(m) = a.method {
+            c.method = if m == "full" { Method::Full } else { Method::Lora };
+        }
+        if let Some(m) = a.mode {
+            c.prompt_mode = PromptMode::parse(&m)?;
+        }
+        if let Some(s) = a.schedule {
+            c.schedule.shape = Shape::parse(&s)?;
+        }
+        c.cpu |= a.cpu;
+        Ok(c)
+    }
+
+    pub fn train(args: TrainArgs) -> Result<()> {
+        let config = config(args)?;
+        let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("training [{bar:30}] step {pos}/{len} eta {eta} · {msg}")
+                .expect("valid template")
+                .progress_chars("=> "),
+        );
+        let report = run(&config, &mut |m, steps| {
+            bar.set_length(steps as u64);
+            bar.set_position(m.step as u64);
+            let eval = m.eval_loss.map(|l| format!(", held-out {l:.3}")).unwrap_or_default();
+            bar.set_message(format!("loss {:.3}{eval} · lr {:.1e} · {:.0} tokens/s", m.loss, m.lr, m.tokens_per_s));
+            true
+        });
+        bar.finish_and_clear();
+        let r = report?;
+        let mut t = table(&["training", "value"]);
+        let loss = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{a:.3} → {b:.3}"),
+            _ => "–".into(),
+        };
+        let rows = [
+            ("method", format!("{:?}", r.method).to_lowercase()),
+            ("rows in / used / rejected", format!("{} / {} / {}", r.rows_in, r.examples, r.rejected.total())),
+            ("trainable parameters", whetstone::notebook::thousands(r.trainable_parameters as u64)),
+            (
+                "optimizer steps",
+                format!(
+                    "{}{}",
+                    r.steps,
+                    if r.resumed_at > 0 { format!(" (resumed at {})", r.resumed_at) } else { String::new() }
+                ),
+            ),
+            (
+                "tokens / tokens per second",
+                format!("{} / {:.0}", whetstone::notebook::thousands(r.tokens as u64), r.tokens_per_s),
+            ),
+            ("training loss, first → last step", loss(Some(r.first_loss), Some(r.final_loss))),
+            ("held-out loss, before → after", loss(r.eval_loss_before, r.eval_loss_after)),
+            ("seconds", format!("{:.1}", r.seconds)),
+            ("output", r.out.display().to_string()),
+        ];
+        for (k, v) in rows {
+            t.add_row(vec![Cell::new(k), Cell::new(v)]);
+        }
+        println!("{t}");
+        for (reason, n) in &r.rejected.by_reason {
+            println!("rejected: {reason}: {}", whetstone::notebook::thousands(*n));
+        }
+        println!(
+            "metrics: {} · loss curve: {}",
+            r.out.join("metrics.jsonl").display(),
+            r.out.join("loss.svg").display()
+        );
+        Ok(())
     }
 }

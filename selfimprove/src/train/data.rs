@@ -68,7 +68,10 @@ pub fn read_examples(
                 refuse(
                     "too_long",
                     "response",
-                    format!("prompt and response are {} tokens; the longest a training row holds is {max_len}", tokens.len()),
+                    format!(
+                        "prompt and response are {} tokens; the longest a training row holds is {max_len}",
+                        tokens.len()
+                    ),
                 )?;
                 continue;
             }

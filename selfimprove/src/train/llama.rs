@@ -46,9 +46,10 @@ impl LlamaConfig {
         let config: Value = serde_json::from_slice(&text)
             .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
         let number = |name: &str| -> Result<usize> {
-            config[name].as_u64().map(|n| n as usize).ok_or_else(|| {
-                Error::Invalid(format!("{}: field `{name}` is missing or not a number", path.display()))
-            })
+            config[name]
+                .as_u64()
+                .map(|n| n as usize)
+                .ok_or_else(|| Error::Invalid(format!("{}: field `{name}` is missing or not a number", path.display())))
         };
         let architecture = config["architectures"][0].as_str().unwrap_or("").to_string();
         if !Self::ARCHITECTURES.contains(&architecture.as_str()) {
@@ -380,7 +381,8 @@ impl Llama {
 
         // Rotary tables: inverse frequencies θ^(-2i/d), each angle twice (rotate-half layout).
         let half = c.head_dim / 2;
-        let inv: Vec<f32> = (0..half).map(|i| (c.rope_theta.powf(-(2.0 * i as f64) / c.head_dim as f64)) as f32).collect();
+        let inv: Vec<f32> =
+            (0..half).map(|i| (c.rope_theta.powf(-(2.0 * i as f64) / c.head_dim as f64)) as f32).collect();
         let mut angles = Vec::with_capacity(c.context * c.head_dim);
         for p in 0..c.context {
             for k in 0..c.head_dim {
@@ -390,18 +392,8 @@ impl Llama {
         let angles = Tensor::from_vec(angles, (c.context, c.head_dim), device)?;
         let (cos, sin) = (angles.cos()?.to_dtype(dtype)?, angles.sin()?.to_dtype(dtype)?);
 
-        let mut model = Llama {
-            config,
-            device: device.clone(),
-            dtype,
-            embed,
-            blocks,
-            norm,
-            lm_head,
-            cos,
-            sin,
-            trainable: vars,
-        };
+        let mut model =
+            Llama { config, device: device.clone(), dtype, embed, blocks, norm, lm_head, cos, sin, trainable: vars };
         if let Trainable::Lora { targets, rank, alpha, dropout, seed } = trainable {
             model.add_lora(targets, *rank, *alpha, *dropout, *seed)?;
         }
@@ -438,7 +430,11 @@ impl Llama {
         for (name, var) in &self.trainable {
             let t = tensors.get(name).ok_or_else(|| Error::Invalid(format!("no tensor {name} to restore")))?;
             if t.dims() != var.dims() {
-                return Err(Error::Invalid(format!("tensor {name} has shape {:?}, expected {:?}", t.dims(), var.dims())));
+                return Err(Error::Invalid(format!(
+                    "tensor {name} has shape {:?}, expected {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
             }
             var.set(&t.to_device(&self.device)?.to_dtype(var.dtype())?)?;
         }
@@ -453,7 +449,8 @@ impl Llama {
         let mut x = self.embed.embedding(&inputs.tokens.flatten_all()?)?.reshape((b, t, c.hidden))?;
         let cos = self.cos.index_select(&inputs.positions, 0)?.reshape((b, 1, t, c.head_dim))?;
         let sin = self.sin.index_select(&inputs.positions, 0)?.reshape((b, 1, t, c.head_dim))?;
-        let rope = |x: &Tensor| -> Result<Tensor> { Ok((x.broadcast_mul(&cos)? + rotate_half(x)?.broadcast_mul(&sin)?)?) };
+        let rope =
+            |x: &Tensor| -> Result<Tensor> { Ok((x.broadcast_mul(&cos)? + rotate_half(x)?.broadcast_mul(&sin)?)?) };
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let repeats = c.heads / c.kv_heads;
         for block in &self.blocks {
@@ -477,7 +474,8 @@ impl Llama {
             let attention = attention.transpose(1, 2)?.contiguous()?.reshape((b, t, c.heads * c.head_dim))?;
             x = (x + block.o.forward(&attention, lora, &mut dropout)?)?;
             let h = rms_norm(&x, &block.post_norm, c.rms_norm_eps)?;
-            let gated = (block.gate.forward(&h, lora, &mut dropout)?.silu()? * block.up.forward(&h, lora, &mut dropout)?)?;
+            let gated =
+                (block.gate.forward(&h, lora, &mut dropout)?.silu()? * block.up.forward(&h, lora, &mut dropout)?)?;
             x = (x + block.down.forward(&gated, lora, &mut dropout)?)?;
         }
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;

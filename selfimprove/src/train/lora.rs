@@ -73,7 +73,8 @@ impl LoraSpec {
 
 /// A sibling path for writing `path` whole before renaming it into place.
 pub(crate) fn partial_path(path: &Path) -> Result<PathBuf> {
-    let name = path.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a file or folder name", path.display())))?;
+    let name =
+        path.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a file or folder name", path.display())))?;
     Ok(path.with_file_name(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id())))
 }
 
@@ -194,7 +195,9 @@ pub fn write_model_files(model: &Llama, base: &Path, dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(base).map_err(|e| Error::io(base, e))? {
         let path = entry.map_err(|e| Error::io(base, e))?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
-        if !path.is_file() || name.ends_with(".safetensors") || name == "model.safetensors.index.json" {
+        // The weights are written anew; a training run's own records stay with that run.
+        let own = ["model.safetensors.index.json", "metrics.jsonl", "loss.svg", "whetstone-trained.json"];
+        if !path.is_file() || name.ends_with(".safetensors") || own.contains(&name.as_str()) {
             continue;
         }
         std::fs::copy(&path, dir.join(&name)).map_err(|e| Error::io(&path, e))?;

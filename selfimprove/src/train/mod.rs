@@ -391,7 +391,12 @@ fn save_checkpoint(dir: &Path, model: &Llama, optimizer: &AdamW, state: &Checkpo
 }
 
 /// Resumes from `dir` if it holds a checkpoint of this run.
-fn load_checkpoint(dir: &Path, fingerprint: &str, model: &Llama, optimizer: &mut AdamW) -> Result<Option<CheckpointState>> {
+fn load_checkpoint(
+    dir: &Path,
+    fingerprint: &str,
+    model: &Llama,
+    optimizer: &mut AdamW,
+) -> Result<Option<CheckpointState>> {
     let path = dir.join("state.json");
     if !path.is_file() {
         return Ok(None);
@@ -540,8 +545,12 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         let go_on = on_step(&m, steps);
         metrics.push(m);
         if config.checkpoint_every > 0 && (step + 1) % config.checkpoint_every == 0 && !last {
-            let state =
-                CheckpointState { fingerprint: fingerprint.clone(), step: step + 1, metrics: metrics.clone(), eval_loss_before };
+            let state = CheckpointState {
+                fingerprint: fingerprint.clone(),
+                step: step + 1,
+                metrics: metrics.clone(),
+                eval_loss_before,
+            };
             save_checkpoint(&checkpoint, &model, &optimizer, &state)?;
         }
         if !go_on && !last {
@@ -616,7 +625,8 @@ pub fn loss_chart(metrics: &[StepMetrics]) -> Result<String> {
     let train: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.loss)).filter(|p| p.1.is_finite()).collect();
     let eval: Vec<(f64, f64)> = metrics.iter().filter_map(|m| Some((m.step as f64, m.eval_loss?))).collect();
     let all = train.iter().chain(&eval);
-    let (x1, y0, y1) = all.fold((1f64, f64::INFINITY, f64::NEG_INFINITY), |(x, lo, hi), p| (x.max(p.0), lo.min(p.1), hi.max(p.1)));
+    let (x1, y0, y1) =
+        all.fold((1f64, f64::INFINITY, f64::NEG_INFINITY), |(x, lo, hi), p| (x.max(p.0), lo.min(p.1), hi.max(p.1)));
     let (y0, y1) = if y0.is_finite() { (y0.min(y1 - 1e-3) * 0.95, y1 * 1.05) } else { (0.0, 1.0) };
     let mut svg = String::new();
     let failed = |e: &dyn std::fmt::Debug| Error::Invalid(format!("drawing the loss curve: {e:?}"));

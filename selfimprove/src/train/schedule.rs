@@ -11,8 +11,8 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 /// The shape of the rate over a run.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "kind")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Shape {
     /// The peak rate after warm-up, throughout.
     Constant,
@@ -21,41 +21,54 @@ pub enum Shape {
     /// Warm-up, then half a cosine down to the floor.
     Cosine,
     /// Warm-up, stable at the peak, then a straight decay to the floor over the last `decay` fraction of steps.
-    Wsd { decay: f64 },
-    /// Warm-up, a cosine cool-down over the `cooldown` fraction of steps to `constant` × peak, constant,
-    /// then an exponential anneal to the floor over the last `anneal` fraction.
-    Infinite { cooldown: f64, constant: f64, anneal: f64 },
+    Wsd,
+    /// Warm-up, a cosine cool-down over the `cooldown` fraction of steps to `constant` × peak, constant, then
+    /// an exponential anneal to the floor over the last `anneal` fraction.
+    Infinite,
 }
 
-/// A schedule: peak rate, warm-up steps, floor (a fraction of the peak), shape.
+/// A schedule: peak rate, warm-up steps, floor (a fraction of the peak), shape and the shape's fractions.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Schedule {
     pub lr: f64,
     pub warmup: usize,
     /// The lowest rate, as a fraction of `lr`.
     pub floor: f64,
     pub shape: Shape,
+    /// WSD: the fraction of steps (after warm-up) spent decaying.
+    pub decay: f64,
+    /// Infinite: the fraction spent cooling down, the held rate (fraction of the peak), the fraction annealing.
+    pub cooldown: f64,
+    pub constant: f64,
+    pub anneal: f64,
 }
 
 impl Default for Schedule {
     fn default() -> Self {
-        Schedule { lr: 1e-3, warmup: 0, floor: 0.1, shape: Shape::Cosine }
+        Schedule {
+            lr: 1e-3,
+            warmup: 0,
+            floor: 0.1,
+            shape: Shape::Cosine,
+            decay: 0.2,
+            cooldown: 0.2,
+            constant: 0.5,
+            anneal: 0.1,
+        }
     }
 }
 
 impl Shape {
     pub const NAMES: [&'static str; 5] = ["constant", "linear", "cosine", "wsd", "infinite"];
 
-    /// A shape by name with its usual settings (WSD decays over the last 20%; infinite cools down over 20%
-    /// to half the peak and anneals over the last 10%).
     pub fn parse(name: &str) -> Result<Self> {
         Ok(match name {
             "constant" => Shape::Constant,
             "linear" => Shape::Linear,
             "cosine" => Shape::Cosine,
-            "wsd" => Shape::Wsd { decay: 0.2 },
-            "infinite" => Shape::Infinite { cooldown: 0.2, constant: 0.5, anneal: 0.1 },
+            "wsd" => Shape::Wsd,
+            "infinite" => Shape::Infinite,
             other => return Err(Error::Invalid(format!("unknown schedule {other:?}: use one of {:?}", Self::NAMES))),
         })
     }
@@ -73,18 +86,17 @@ impl Schedule {
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return Err(Error::Invalid(format!("learning rate {} must be positive", self.lr)));
         }
-        fraction("floor", self.floor)?;
-        match self.shape {
-            Shape::Wsd { decay } => fraction("decay", decay)?,
-            Shape::Infinite { cooldown, constant, anneal } => {
-                fraction("cooldown", cooldown)?;
-                fraction("constant", constant)?;
-                fraction("anneal", anneal)?;
-                if cooldown + anneal > 1.0 {
-                    return Err(Error::Invalid("schedule cooldown + anneal must not exceed 1".into()));
-                }
-            }
-            _ => {}
+        for (name, f) in [
+            ("floor", self.floor),
+            ("decay", self.decay),
+            ("cooldown", self.cooldown),
+            ("constant", self.constant),
+            ("anneal", self.anneal),
+        ] {
+            fraction(name, f)?;
+        }
+        if self.cooldown + self.anneal > 1.0 {
+            return Err(Error::Invalid("schedule cooldown + anneal must not exceed 1".into()));
         }
         if self.warmup > steps {
             return Err(Error::Invalid(format!("{} warm-up steps is more than the run's {steps} steps", self.warmup)));
@@ -106,24 +118,24 @@ impl Schedule {
             Shape::Constant => peak,
             Shape::Linear => peak + (floor - peak) * t,
             Shape::Cosine => floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * t).cos()),
-            Shape::Wsd { decay } => {
-                let start = 1.0 - decay;
-                if t <= start || decay == 0.0 {
+            Shape::Wsd => {
+                let start = 1.0 - self.decay;
+                if t <= start || self.decay == 0.0 {
                     peak
                 } else {
-                    peak + (floor - peak) * (t - start) / decay
+                    peak + (floor - peak) * (t - start) / self.decay
                 }
             }
-            Shape::Infinite { cooldown, constant, anneal } => {
-                let held = constant * peak;
-                let anneal_start = 1.0 - anneal;
-                if t < cooldown {
-                    held + (peak - held) * 0.5 * (1.0 + (std::f64::consts::PI * t / cooldown).cos())
-                } else if t <= anneal_start || anneal == 0.0 {
+            Shape::Infinite => {
+                let held = self.constant * peak;
+                let anneal_start = 1.0 - self.anneal;
+                if t < self.cooldown {
+                    held + (peak - held) * 0.5 * (1.0 + (std::f64::consts::PI * t / self.cooldown).cos())
+                } else if t <= anneal_start || self.anneal == 0.0 {
                     held
                 } else {
                     // Exponential from the held rate to the floor.
-                    let u = (t - anneal_start) / anneal;
+                    let u = (t - anneal_start) / self.anneal;
                     held * (floor.max(1e-12) / held).powf(u)
                 }
             }
@@ -136,7 +148,7 @@ mod tests {
     use super::*;
 
     fn curve(shape: Shape, warmup: usize, steps: usize) -> Vec<f64> {
-        let s = Schedule { lr: 1.0, warmup, floor: 0.1, shape };
+        let s = Schedule { lr: 1.0, warmup, floor: 0.1, shape, ..Default::default() };
         s.check(steps).unwrap();
         (0..steps).map(|i| s.lr_at(i, steps)).collect()
     }
@@ -159,10 +171,16 @@ mod tests {
         }
         let cosine = curve(Shape::Cosine, 0, 101);
         assert!(close(cosine[50], 0.55), "half-way down a cosine: {}", cosine[50]);
-        let wsd = curve(Shape::Wsd { decay: 0.2 }, 0, 101);
+        let wsd = curve(Shape::Wsd, 0, 101);
         assert!(close(wsd[80], 1.0) && close(wsd[90], 0.55), "WSD holds, then decays: {} {}", wsd[80], wsd[90]);
-        let inf = curve(Shape::Infinite { cooldown: 0.2, constant: 0.5, anneal: 0.1 }, 0, 101);
-        assert!(close(inf[10], 0.75) && close(inf[50], 0.5) && close(inf[90], 0.5), "{} {} {}", inf[10], inf[50], inf[90]);
+        let inf = curve(Shape::Infinite, 0, 101);
+        assert!(
+            close(inf[10], 0.75) && close(inf[50], 0.5) && close(inf[90], 0.5),
+            "{} {} {}",
+            inf[10],
+            inf[50],
+            inf[90]
+        );
     }
 
     #[test]
