@@ -26,7 +26,12 @@ fn main() {
     write_jsonl(&train_set, &task.train).unwrap();
     write_jsonl(&test_set, &task.test).unwrap();
     let base = dir.path().join("tiny");
-    make_tiny_model(&base, &[train_set.clone()], &TinyLlama { vocab: 300, context: 64, ..Default::default() }).unwrap();
+    make_tiny_model(
+        &base,
+        std::slice::from_ref(&train_set),
+        &TinyLlama { vocab: 300, context: 64, ..Default::default() },
+    )
+    .unwrap();
     let test_rows = &task.test[..200];
     let before = accuracy(&base, test_rows);
 

@@ -66,6 +66,21 @@ pub fn exact_match(rows: &[TaskRow], answers: &[String]) -> f64 {
     right as f64 / rows.len().max(1) as f64
 }
 
+/// The model's greedy answer to each row's prompt (chat mode), at most `max_tokens` tokens.
+#[cfg(feature = "llm")]
+pub fn greedy_answers(engine: &crate::engine::Engine, rows: &[TaskRow], max_tokens: usize) -> Result<Vec<String>> {
+    use crate::engine::{Job, Prompt, PromptMode};
+    let sampling = crate::Sampling { temperature: 0.0, max_tokens, ..Default::default() };
+    let jobs = rows
+        .iter()
+        .map(|r| {
+            let tokens = engine.prompt_tokens(&Prompt::Text(r.prompt.clone()), PromptMode::Chat)?;
+            Ok(Job { prompt_tokens: std::sync::Arc::new(tokens), stream: 0, max_tokens })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(engine.generate(jobs, &sampling, &|_| {})?.into_iter().map(|s| s.text).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,19 +104,4 @@ mod tests {
         assert!(addition(1, 90, 20, 0).unwrap_err().to_string().contains("100 distinct"));
         assert_eq!(exact_match(&s.test[..2], &[s.test[0].response.clone(), " 1x ".into()]), 0.5);
     }
-}
-
-/// The model's greedy answer to each row's prompt (chat mode), at most `max_tokens` tokens.
-#[cfg(feature = "llm")]
-pub fn greedy_answers(engine: &crate::engine::Engine, rows: &[TaskRow], max_tokens: usize) -> Result<Vec<String>> {
-    use crate::engine::{Job, Prompt, PromptMode};
-    let sampling = crate::Sampling { temperature: 0.0, max_tokens, ..Default::default() };
-    let jobs = rows
-        .iter()
-        .map(|r| {
-            let tokens = engine.prompt_tokens(&Prompt::Text(r.prompt.clone()), PromptMode::Chat)?;
-            Ok(Job { prompt_tokens: std::sync::Arc::new(tokens), stream: 0, max_tokens })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(engine.generate(jobs, &sampling, &|_| {})?.into_iter().map(|s| s.text).collect())
 }

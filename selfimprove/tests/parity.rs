@@ -39,7 +39,7 @@ fn candle_and_mistral_rs_agree_on_logits_before_and_after_a_merged_lora_run() {
     let base = dir.path().join("tiny");
     // Grouped-query attention (4 heads, 2 key/value heads) so the head repetition is checked too.
     let spec = TinyLlama { vocab: 400, hidden: 256, heads: 4, kv_heads: 2, context: 96, ..Default::default() };
-    make_tiny_model(&base, &[data.clone()], &spec).unwrap();
+    make_tiny_model(&base, std::slice::from_ref(&data), &spec).unwrap();
 
     let prompts = ["Add 3 and 4.", "Add 100 and 7. Then add it again, and once more, slowly."];
     let check = |folder: &Path, model: &Llama, what: &str| {

@@ -28,7 +28,7 @@ fn setup(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&eval, rows(200..240)).unwrap();
     let folder = dir.join("tiny");
     let spec = TinyLlama { vocab: 320, context: 64, ..Default::default() };
-    make_tiny_model(&folder, &[train.clone()], &spec).unwrap();
+    make_tiny_model(&folder, std::slice::from_ref(&train), &spec).unwrap();
     (folder, train, eval)
 }
 
@@ -65,8 +65,8 @@ fn packed_examples_get_the_logits_they_get_alone_and_gradients_reach_every_weigh
     let (base, _, _) = setup(dir.path());
     let model = Llama::load(&base, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
     let (a, b) = (vec![5u32, 17, 42, 99, 3], vec![7u32, 8, 250]);
-    let alone_a = logits(&model, &[a.clone()]);
-    let alone_b = logits(&model, &[b.clone()]);
+    let alone_a = logits(&model, std::slice::from_ref(&a));
+    let alone_b = logits(&model, std::slice::from_ref(&b));
     let packed_row = [a.clone(), b.clone()].concat();
     let segments = vec![[vec![0; a.len()], vec![1; b.len()]].concat()];
     let packed =
@@ -87,13 +87,13 @@ fn packed_examples_get_the_logits_they_get_alone_and_gradients_reach_every_weigh
     };
     let lora = Llama::load(&base, &Device::Cpu, DType::F32, &trainable).unwrap();
     assert_eq!(lora.trainable.len(), 2 * 2 * 2, "A and B for 2 modules in 2 layers");
-    assert!(max_abs_diff(&logits(&lora, &[a.clone()]), &alone_a) < 1e-6);
+    assert!(max_abs_diff(&logits(&lora, std::slice::from_ref(&a)), &alone_a) < 1e-6);
 
     // One step of full training moves every weight: no op in the forward pass stops the gradient.
     let full = Llama::load(&base, &Device::Cpu, DType::F32, &Trainable::Full).unwrap();
     let before: BTreeMap<String, Tensor> =
         full.trainable.iter().map(|(k, v)| (k.clone(), v.as_tensor().copy().unwrap())).collect();
-    let out = logits(&full, &[a.clone()]);
+    let out = logits(&full, std::slice::from_ref(&a));
     let loss = candle_nn::loss::cross_entropy(
         &out.squeeze(0).unwrap(),
         &Tensor::new(&[17u32, 42, 99, 3, 1], &Device::Cpu).unwrap(),

@@ -108,18 +108,22 @@ pub fn pack(examples: &[Example], order: &[usize], max_len: usize, packing: bool
     rows
 }
 
+/// How examples become optimizer steps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Batching {
+    /// Rows per micro-batch.
+    pub batch: usize,
+    /// Micro-batches per optimizer step.
+    pub accumulation: usize,
+    /// Tokens per row.
+    pub max_len: usize,
+    pub packing: bool,
+}
+
 /// The rows of every optimizer step of a run: each step has `accumulation` micro-batches of `batch` rows.
 /// Epochs are shuffled with `seed`; `steps`, when given, cuts or extends the run (cycling epochs).
-pub fn plan(
-    examples: &[Example],
-    batch: usize,
-    accumulation: usize,
-    epochs: usize,
-    steps: Option<usize>,
-    max_len: usize,
-    packing: bool,
-    seed: u64,
-) -> Vec<Vec<Vec<Row>>> {
+pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usize>, seed: u64) -> Vec<Vec<Vec<Row>>> {
+    let Batching { batch, accumulation, max_len, packing } = b;
     let per_step = batch * accumulation;
     let mut plan = Vec::new();
     let mut epoch = 0u64;
@@ -205,17 +209,18 @@ mod tests {
         assert_eq!(pack(&examples, &order, 8, true), vec![vec![0, 1], vec![2, 3], vec![4]]);
         assert_eq!(pack(&examples, &order, 8, false).len(), 5);
 
-        let plan = plan(&examples, 1, 2, 3, None, 8, false, 7);
+        let b = Batching { batch: 1, accumulation: 2, max_len: 8, packing: false };
+        let plan = plan(&examples, b, 3, None, 7);
         assert_eq!(plan.len(), 3 * 3, "5 rows an epoch, 2 a step: 3 steps, 3 epochs");
         let seen: Vec<usize> = plan[..3].iter().flatten().flatten().flatten().copied().collect();
         let mut sorted = seen.clone();
         sorted.sort();
         assert_eq!(sorted, vec![0, 1, 2, 3, 4], "the first epoch sees each example once");
-        let again = super::plan(&examples, 1, 2, 3, None, 8, false, 7);
+        let again = super::plan(&examples, b, 3, None, 7);
         assert_eq!(plan, again, "the seed fixes the order");
-        let other = super::plan(&examples, 1, 2, 3, None, 8, false, 8);
+        let other = super::plan(&examples, b, 3, None, 8);
         assert_ne!(plan, other);
-        assert_eq!(super::plan(&examples, 1, 2, 1, Some(7), 8, false, 7).len(), 7, "steps cycle epochs");
+        assert_eq!(super::plan(&examples, b, 1, Some(7), 7).len(), 7, "steps cycle epochs");
     }
 
     #[test]

@@ -447,16 +447,9 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         Some(path) => data::read_examples(path, &tokenizer, config.prompt_mode, max_len, OnError::Skip)?.examples,
         None => Vec::new(),
     };
-    let plan = data::plan(
-        &examples,
-        config.batch,
-        config.accumulation,
-        config.epochs,
-        config.steps,
-        max_len,
-        config.packing,
-        config.seed,
-    );
+    let batching =
+        data::Batching { batch: config.batch, accumulation: config.accumulation, max_len, packing: config.packing };
+    let plan = data::plan(&examples, batching, config.epochs, config.steps, config.seed);
     let steps = plan.len();
     config.schedule.check(steps)?;
     let rows_per_epoch = data::pack(&examples, &(0..examples.len()).collect::<Vec<_>>(), max_len, config.packing).len();
