@@ -13,6 +13,21 @@ fn held_out(printed: &str) -> (f64, f64) {
     (numbers[0], numbers[1])
 }
 
+fn log_likelihoods(path: &std::path::Path) -> Vec<f64> {
+    use arrow::array::AsArray;
+    let (batches, _) = whetstone::datasets::read_all(path, Default::default()).unwrap();
+    batches
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("log_likelihood")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
 #[test]
 fn whet_trains_from_scratch_then_lora_then_merges_into_a_folder_mistral_rs_generates_with() {
     let tmp = tempfile::tempdir().unwrap();
@@ -35,6 +50,27 @@ fn whet_trains_from_scratch_then_lora_then_merges_into_a_folder_mistral_rs_gener
     assert!(printed.contains("3000 / 3000 / 0") && printed.contains("full"), "{printed}");
     assert!(dir.join("pretrained/loss.svg").is_file());
     assert_eq!(std::fs::read_to_string(dir.join("pretrained/metrics.jsonl")).unwrap().lines().count(), 80);
+
+    // The trained model prefers the right sums: each held-out question's answer scores above the answer of
+    // another question (the answers shuffled), on average and for most rows.
+    let shuffled: Vec<_> = task
+        .test
+        .iter()
+        .zip(task.test.iter().cycle().skip(37))
+        .map(|(q, other)| whetstone::selfimprove::tasks::TaskRow { response: other.response.clone(), ..q.clone() })
+        .collect();
+    write_jsonl(&dir.join("shuffled.jsonl"), &shuffled).unwrap();
+    whet_ok(&["score", &p("pretrained"), &p("test.jsonl"), &p("right.parquet")]);
+    whet_ok(&["score", &p("pretrained"), &p("shuffled.jsonl"), &p("wrong.parquet")]);
+    let (right, wrong) = (log_likelihoods(&dir.join("right.parquet")), log_likelihoods(&dir.join("wrong.parquet")));
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    let better = right.iter().zip(&wrong).filter(|(r, w)| r > w).count();
+    assert!(
+        mean(&right) > mean(&wrong) + 1.0 && better >= 70,
+        "right {} wrong {} better {better}/100",
+        mean(&right),
+        mean(&wrong)
+    );
 
     let printed = whet_ok(&[
         "train",
