@@ -83,3 +83,57 @@ fn candle_and_mistral_rs_agree_on_logits_before_and_after_a_merged_lora_run() {
     assert!(moved > 1e-2, "training moved the logits ({moved})");
     check(&merged, &adapted, "merged adapter");
 }
+
+/// A tiny Llama folder turned into a Qwen2 one: q/k/v biases (seeded, non-zero) and tied embeddings.
+fn qwen2_from(llama: &Path, out: &Path) {
+    std::fs::create_dir_all(out).unwrap();
+    for entry in std::fs::read_dir(llama).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, out.join(path.file_name().unwrap())).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = serde_json::json!(["Qwen2ForCausalLM"]);
+    config["model_type"] = "qwen2".into();
+    config["tie_word_embeddings"] = true.into();
+    std::fs::write(out.join("config.json"), serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    let mut weights = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+    weights.remove("lm_head.weight");
+    let layers = config["num_hidden_layers"].as_u64().unwrap();
+    for l in 0..layers {
+        for (i, name) in ["q_proj", "k_proj", "v_proj"].iter().enumerate() {
+            let rows = weights[&format!("model.layers.{l}.self_attn.{name}.weight")].dim(0).unwrap();
+            let bias: Vec<f32> = (0..rows).map(|r| ((r * 7 + i * 13 + l as usize) % 11) as f32 * 0.02 - 0.1).collect();
+            weights.insert(format!("model.layers.{l}.self_attn.{name}.bias"), Tensor::new(bias, &Device::Cpu).unwrap());
+        }
+    }
+    candle_core::safetensors::save(&weights, out.join("model.safetensors")).unwrap();
+}
+
+#[test]
+fn a_qwen2_folder_with_attention_biases_and_tied_embeddings_gives_mistral_rs_s_logits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("corpus.txt");
+    std::fs::write(
+        &data,
+        (0..200).map(|i| format!("Question {i}: what is {i} times 3? It is {}.\n", 3 * i)).collect::<String>(),
+    )
+    .unwrap();
+    let llama = dir.path().join("llama");
+    make_tiny_model(&llama, std::slice::from_ref(&data), &TinyLlama { vocab: 320, context: 64, ..Default::default() })
+        .unwrap();
+    let qwen = dir.path().join("qwen2");
+    qwen2_from(&llama, &qwen);
+    let model = Llama::load(&qwen, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
+    let engine = engine(&qwen);
+    let tokens =
+        engine.prompt_tokens(&Prompt::Text("Question 7: what is 7 times 3?".into()), PromptMode::Chat).unwrap();
+    let d = max_abs_diff(&engine.logits(&tokens).unwrap(), &candle_logits(&model, &tokens));
+    eprintln!("qwen2: {} tokens, max |Δ logit| = {d:.2e}", tokens.len());
+    assert!(d < 1e-4, "logits differ by {d}");
+    let without_biases = Llama::load(&llama, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
+    assert!(
+        max_abs_diff(&candle_logits(&without_biases, &tokens), &candle_logits(&model, &tokens)) > 1e-3,
+        "the Qwen2 parts (biases, tied head) count"
+    );
+}

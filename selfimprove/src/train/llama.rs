@@ -35,6 +35,9 @@ pub struct LlamaConfig {
     pub rms_norm_eps: f64,
     pub rope_theta: f64,
     pub tie_word_embeddings: bool,
+    /// Mistral's and Qwen2's sliding attention window, where it is on: rows are kept within it (the trainer
+    /// attends to the whole row).
+    pub sliding_window: Option<usize>,
 }
 
 impl LlamaConfig {
@@ -79,6 +82,10 @@ impl LlamaConfig {
             rms_norm_eps: config["rms_norm_eps"].as_f64().unwrap_or(1e-6),
             rope_theta: config["rope_theta"].as_f64().unwrap_or(10_000.0),
             tie_word_embeddings: config["tie_word_embeddings"].as_bool().unwrap_or(false),
+            sliding_window: match config["use_sliding_window"].as_bool() {
+                Some(false) => None,
+                _ => config["sliding_window"].as_u64().map(|n| n as usize),
+            },
         })
     }
 

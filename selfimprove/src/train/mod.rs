@@ -426,11 +426,17 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     config.check()?;
     let folder = ModelFolder::open(&config.base)?;
     let shape = llama::LlamaConfig::read(&config.base)?;
-    let max_len = config.max_len.unwrap_or(shape.context);
+    let max_len = config.max_len.unwrap_or(shape.context.min(shape.sliding_window.unwrap_or(usize::MAX)));
     if max_len > shape.context {
         return Err(Error::Invalid(format!(
             "max_len {max_len} is longer than the model's context ({} tokens, max_position_embeddings)",
             shape.context
+        )));
+    }
+    if let Some(window) = shape.sliding_window.filter(|&w| max_len > w) {
+        return Err(Error::Invalid(format!(
+            "max_len {max_len} is longer than the model's sliding attention window ({window} tokens): the \
+             trainer attends to whole rows, so keep them within it"
         )));
     }
     let tokenizer = PromptTokenizer::new(&folder)?;
