@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use whetstone::selfimprove::engine::{Engine, EngineOptions};
 use whetstone::selfimprove::tasks::{addition, exact_match, greedy_answers, write_jsonl};
+use whetstone::selfimprove::train::llama::TARGET_MODULES;
 use whetstone::selfimprove::train::schedule::{Schedule, Shape};
 use whetstone::selfimprove::train::{train, LoraConfig, Method, TrainConfig};
 use whetstone::selfimprove::{make_tiny_model, ModelFolder, TinyLlama};
@@ -82,14 +83,7 @@ fn main() {
         data: lora_train,
         eval: Some(lora_test),
         out: dir.path().join("adapter"),
-        lora: LoraConfig {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.05,
-            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-                .map(String::from)
-                .to_vec(),
-        },
+        lora: LoraConfig { r: 8, alpha: 16.0, dropout: 0.05, targets: TARGET_MODULES.map(String::from).to_vec() },
         schedule: Schedule {
             lr: 2e-3,
             warmup: lora_steps / 10,

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use whetstone_selfimprove::engine::{Engine, EngineOptions, Prompt, PromptMode};
-use whetstone_selfimprove::train::llama::{Inputs, Llama, Trainable};
+use whetstone_selfimprove::train::llama::{Inputs, Llama, Trainable, TARGET_MODULES};
 use whetstone_selfimprove::train::lora::{load_with_adapter, merge};
 use whetstone_selfimprove::train::schedule::Schedule;
 use whetstone_selfimprove::train::{train, LoraConfig, TrainConfig};
@@ -62,14 +62,7 @@ fn candle_and_mistral_rs_agree_on_logits_before_and_after_a_merged_lora_run() {
         base: base.clone(),
         data: data.clone(),
         out: dir.path().join("adapter"),
-        lora: LoraConfig {
-            r: 8,
-            alpha: 16.0,
-            dropout: 0.0,
-            targets: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-                .map(String::from)
-                .to_vec(),
-        },
+        lora: LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, targets: TARGET_MODULES.map(String::from).to_vec() },
         schedule: Schedule { lr: 1e-2, ..Default::default() },
         steps: Some(10),
         cpu: true,

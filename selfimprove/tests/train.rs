@@ -51,6 +51,20 @@ fn config(dir: &Path, base: &Path, data: &Path, out: &str) -> TrainConfig {
     }
 }
 
+/// The held-out rows as the trainer reads them.
+fn eval_examples(base: &Path, eval_set: &Path) -> whetstone_selfimprove::train::data::Examples {
+    let folder = whetstone_selfimprove::ModelFolder::open(base).unwrap();
+    let tokenizer = whetstone_selfimprove::prompt::PromptTokenizer::new(&folder).unwrap();
+    whetstone_selfimprove::train::data::read_examples(
+        eval_set,
+        &tokenizer,
+        whetstone_selfimprove::prompt::PromptMode::Chat,
+        64,
+        Default::default(),
+    )
+    .unwrap()
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
 }
@@ -155,17 +169,7 @@ fn lora_lowers_held_out_loss_and_its_adapter_round_trips_through_the_peft_layout
     assert_eq!(LoraSpec::read(out).unwrap().target_modules.len(), 3);
 
     // Loaded back, the adapter gives the held-out loss the run measured.
-    let tokenizer =
-        whetstone_selfimprove::prompt::PromptTokenizer::new(&whetstone_selfimprove::ModelFolder::open(&base).unwrap())
-            .unwrap();
-    let eval = whetstone_selfimprove::train::data::read_examples(
-        &eval_set,
-        &tokenizer,
-        cfg.prompt_mode,
-        64,
-        Default::default(),
-    )
-    .unwrap();
+    let eval = eval_examples(&base, &eval_set);
     let (loaded, _) = load_with_adapter(&base, out, &Device::Cpu, DType::F32).unwrap();
     let again = eval_loss(&loaded, &eval.examples, 4, 64).unwrap();
     assert!((again - after).abs() < 1e-5, "{again} vs {after}");
@@ -225,7 +229,7 @@ fn full_training_writes_a_model_folder_and_bad_settings_are_refused_clearly() {
     let report = train(&full, &mut |_, _| true).unwrap();
     assert!(report.trainable_parameters > 400_000, "{}", report.trainable_parameters);
     let model = Llama::load(&full.out, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
-    assert_eq!(model.config.vocab, 320);
+    assert_eq!(model.config, whetstone_selfimprove::train::llama::LlamaConfig::read(&base).unwrap());
     whetstone_selfimprove::ModelFolder::open(&full.out).unwrap();
 
     let refused = |change: &dyn Fn(&mut TrainConfig)| {
@@ -287,17 +291,7 @@ fn kl_to_the_base_and_distillation_from_a_teacher_run_and_pull_toward_their_targ
     assert!((r.eval_loss_after.unwrap() - r.eval_loss_before.unwrap()).abs() < 0.05, "{r:?}");
 
     // A strong KL term holds the model nearer the base than training without it, measured in the KL itself.
-    let tokenizer =
-        whetstone_selfimprove::prompt::PromptTokenizer::new(&whetstone_selfimprove::ModelFolder::open(&base).unwrap())
-            .unwrap();
-    let eval = whetstone_selfimprove::train::data::read_examples(
-        &eval_set,
-        &tokenizer,
-        distil.prompt_mode,
-        64,
-        Default::default(),
-    )
-    .unwrap();
+    let eval = eval_examples(&base, &eval_set);
     let rows: Vec<Vec<u32>> = eval.examples.iter().map(|e| e.tokens.clone()).take(8).collect();
     let width = rows.iter().map(Vec::len).min().unwrap();
     let rows: Vec<Vec<u32>> = rows.into_iter().map(|r| r[..width].to_vec()).collect();

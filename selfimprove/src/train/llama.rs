@@ -309,14 +309,8 @@ impl Llama {
     /// Loads the folder's safetensors onto `device` in `dtype`.
     pub fn load(folder: &Path, device: &Device, dtype: DType, trainable: &Trainable) -> Result<Self> {
         let config = LlamaConfig::read(folder)?;
-        let mut files: Vec<_> = std::fs::read_dir(folder)
-            .map_err(|e| Error::io(folder, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-            .collect();
-        files.sort();
         let mut weights = BTreeMap::new();
-        for file in &files {
+        for file in &safetensors_files(folder)? {
             weights.extend(candle_core::safetensors::load(file, device)?);
         }
         Self::from_weights(config, weights, device, dtype, trainable)
@@ -511,6 +505,17 @@ impl Llama {
         // Detached copies: a Var's storage keeps changing while training goes on.
         out.into_iter().map(|(k, v)| Ok((k, v.detach().copy()?))).collect()
     }
+}
+
+/// A folder's `*.safetensors` files, in name order.
+pub(crate) fn safetensors_files(folder: &Path) -> Result<Vec<std::path::PathBuf>> {
+    let mut files: Vec<_> = std::fs::read_dir(folder)
+        .map_err(|e| Error::io(folder, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    files.sort();
+    Ok(files)
 }
 
 /// Refuses LoRA settings that cannot work, naming what would.

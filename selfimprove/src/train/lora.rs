@@ -173,12 +173,7 @@ pub fn load_with_adapter(base: &Path, adapter: &Path, device: &Device, dtype: DT
 
 /// The number format a folder's weights are stored in (that of its first tensor).
 fn stored_dtype(folder: &Path) -> Result<DType> {
-    let mut files: Vec<_> = std::fs::read_dir(folder)
-        .map_err(|e| Error::io(folder, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
+    let files = super::llama::safetensors_files(folder)?;
     let first = files.first().ok_or_else(|| Error::Invalid(format!("{}: no *.safetensors", folder.display())))?;
     let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(first)? };
     let name = tensors.tensors().first().map(|(name, _)| name.clone());
