@@ -48,6 +48,7 @@ fn whet_trains_from_scratch_then_lora_then_merges_into_a_folder_mistral_rs_gener
     let (before, after) = held_out(&printed);
     assert!(after < 0.5 * before, "pre-training lowers held-out loss: {before} -> {after}\n{printed}");
     assert!(printed.contains("3000 / 3000 / 0") && printed.contains("full"), "{printed}");
+    assert!(printed.contains("held-out rows measured / skipped ┆ 100 / 0"), "{printed}");
     assert!(dir.join("pretrained/loss.svg").is_file());
     assert_eq!(std::fs::read_to_string(dir.join("pretrained/metrics.jsonl")).unwrap().lines().count(), 80);
 

@@ -1221,6 +1221,7 @@ mod training {
             ),
             ("training loss, first → last step", loss(Some(r.first_loss), Some(r.final_loss))),
             ("held-out loss, before → after", loss(r.eval_loss_before, r.eval_loss_after)),
+            ("held-out rows measured / skipped", format!("{} / {}", r.eval_examples, r.eval_rejected.total())),
             ("seconds", format!("{:.1}", r.seconds)),
             ("output", r.out.display().to_string()),
         ];
@@ -1230,6 +1231,9 @@ mod training {
         println!("{t}");
         for (reason, n) in &r.rejected.by_reason {
             println!("rejected: {reason}: {}", whetstone::notebook::thousands(*n));
+        }
+        for (reason, n) in &r.eval_rejected.by_reason {
+            println!("held-out rows skipped: {reason}: {}", whetstone::notebook::thousands(*n));
         }
         println!(
             "metrics: {} · loss curve: {}",

@@ -282,6 +282,9 @@ pub struct TrainReport {
     pub final_loss: f64,
     pub eval_loss_before: Option<f64>,
     pub eval_loss_after: Option<f64>,
+    /// Held-out rows measured, and those skipped (with reasons).
+    pub eval_examples: usize,
+    pub eval_rejected: Rejections,
 }
 
 /// The training objective's parts for one micro-batch: (objective summed over weighted tokens, cross-entropy
@@ -449,9 +452,13 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
             rejected.total()
         )));
     }
-    let eval = match &config.eval {
-        Some(path) => data::read_examples(path, &tokenizer, config.prompt_mode, max_len, OnError::Skip)?.examples,
-        None => Vec::new(),
+    // Held-out rows that cannot be used (no response, too long) are skipped and counted in the report.
+    let (eval, eval_rejected) = match &config.eval {
+        Some(path) => {
+            let read = data::read_examples(path, &tokenizer, config.prompt_mode, max_len, OnError::Skip)?;
+            (read.examples, read.rejected)
+        }
+        None => (Vec::new(), Rejections::default()),
     };
     let batching =
         data::Batching { batch: config.batch, accumulation: config.accumulation, max_len, packing: config.packing };
@@ -579,6 +586,8 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         final_loss: metrics.last().map_or(f64::NAN, |m| m.loss),
         eval_loss_before,
         eval_loss_after: metrics.last().and_then(|m| m.eval_loss),
+        eval_examples: eval.len(),
+        eval_rejected,
     };
     let record = json!({
         "made_by": "whet train",
