@@ -179,8 +179,8 @@ impl Engine {
 
     /// The tokens of a response as scored after its prompt: the text without special tokens, then the
     /// model's end-of-sequence token (a response is scored as "this text, then stop").
-    pub fn response_tokens(&self, response: &str) -> Result<Vec<u32>> {
-        self.prompts.response_tokens(response)
+    pub fn response_tokens(&self, response: &str, mode: PromptMode) -> Result<Vec<u32>> {
+        self.prompts.response_tokens(response, mode)
     }
 
     /// Generates every job, `max_batch` in flight at a time (mistral.rs batches whatever is in flight:

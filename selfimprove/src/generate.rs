@@ -390,7 +390,7 @@ impl ScoreStep {
                     )?);
                     continue;
                 }
-                let response = engine.response_tokens(responses.value(*row))?;
+                let response = engine.response_tokens(responses.value(*row), self.mode)?;
                 if prompt.len() + response.len() > context {
                     let detail = format!(
                         "prompt and response are {} + {} tokens; the model's context is {context}",

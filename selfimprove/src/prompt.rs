@@ -80,6 +80,9 @@ pub struct PromptTokenizer {
     unk: Option<String>,
     /// The token that ends a response (the first end-of-sequence id).
     pub eos_id: Option<u32>,
+    /// The token the chat template closes an assistant turn with, when it is an end-of-sequence token
+    /// (`<|eot_id|>` for Llama 3, `<|im_end|>` for Qwen2): chat responses end with it.
+    pub turn_end: Option<u32>,
 }
 
 /// `"<s>"` or `{"content": "<s>", …}` as tokenizer_config.json writes special tokens.
@@ -97,22 +100,40 @@ impl PromptTokenizer {
         } else {
             Value::Null
         };
-        let template = match &config["chat_template"] {
-            Value::String(s) => Some(s.clone()),
-            // A list of named templates: the default one.
-            Value::Array(named) => {
-                named.iter().find(|t| t["name"] == "default").and_then(|t| t["template"].as_str()).map(str::to_owned)
-            }
-            _ => Self::template_file(&folder.path)?,
+        // As mistral.rs: chat_template.jinja first, then tokenizer_config.json's template (or its default one).
+        let template = match Self::template_file(&folder.path)? {
+            Some(t) => Some(t),
+            None => match &config["chat_template"] {
+                Value::String(s) => Some(s.clone()),
+                Value::Array(named) => named
+                    .iter()
+                    .find(|t| t["name"] == "default")
+                    .and_then(|t| t["template"].as_str())
+                    .map(str::to_owned),
+                _ => None,
+            },
         };
-        Ok(PromptTokenizer {
+        let mut tokenizer = PromptTokenizer {
             tokenizer: folder.tokenizer.clone(),
             template,
             bos: special(&config["bos_token"]),
             eos: special(&config["eos_token"]),
             unk: special(&config["unk_token"]),
             eos_id: folder.eos.first().copied(),
-        })
+            turn_end: None,
+        };
+        tokenizer.turn_end = tokenizer.find_turn_end(&folder.eos);
+        Ok(tokenizer)
+    }
+
+    /// The first token after an assistant turn's content, when it is one of `eos`: rendered with a sentinel.
+    fn find_turn_end(&self, eos: &[u32]) -> Option<u32> {
+        const SENTINEL: &str = "\u{E000}whetstone\u{E000}";
+        let turns = [("user".to_string(), "hi".to_string()), ("assistant".to_string(), SENTINEL.to_string())];
+        let text = self.render(&turns, false).ok()?;
+        let after = &text[text.find(SENTINEL)? + SENTINEL.len()..];
+        let first = *self.encode(after, false).ok()?.first()?;
+        eos.contains(&first).then_some(first)
     }
 
     /// Newer folders keep the template in chat_template.jinja.
@@ -130,6 +151,10 @@ impl PromptTokenizer {
 
     /// The chat template applied to `turns`, opening the assistant's turn.
     pub fn render_chat(&self, turns: &[(String, String)]) -> Result<String> {
+        self.render(turns, true)
+    }
+
+    fn render(&self, turns: &[(String, String)], add_generation_prompt: bool) -> Result<String> {
         let template = self.template.as_deref().ok_or_else(|| {
             Error::Invalid(
                 "the model folder has no chat template (tokenizer_config.json chat_template); use the raw prompt mode"
@@ -149,9 +174,13 @@ impl PromptTokenizer {
             turns.iter().map(|(role, content)| serde_json::json!({"role": role, "content": content})).collect();
         env.get_template("chat")
             .and_then(|t| {
+                // mistral.rs's context, less today's date (`date_string`, which templates then default): the
+                // same row gives the same tokens on every day.
                 t.render(minijinja::context! {
                     messages => messages,
-                    add_generation_prompt => true,
+                    add_generation_prompt => add_generation_prompt,
+                    enable_thinking => true,
+                    reasoning_effort => "medium",
                     bos_token => self.bos,
                     eos_token => self.eos,
                     unk_token => self.unk,
@@ -174,10 +203,49 @@ impl PromptTokenizer {
         }
     }
 
-    /// The tokens of a response after its prompt: the text without special tokens, then end-of-sequence.
-    pub fn response_tokens(&self, response: &str) -> Result<Vec<u32>> {
+    /// The tokens of a response after its prompt: the text without special tokens, then the token that ends it
+    /// (in chat mode the template's end of an assistant turn, else end-of-sequence).
+    pub fn response_tokens(&self, response: &str, mode: PromptMode) -> Result<Vec<u32>> {
         let mut tokens = self.encode(response, false)?;
-        tokens.extend(self.eos_id);
+        tokens.extend(match mode {
+            PromptMode::Chat => self.turn_end.or(self.eos_id),
+            PromptMode::Raw => self.eos_id,
+        });
         Ok(tokens)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tiny::{make_tiny_model, TinyLlama};
+
+    #[test]
+    fn chat_responses_end_with_the_token_the_template_closes_a_turn_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let corpus = dir.path().join("corpus.txt");
+        std::fs::write(&corpus, "What is 2 + 2? It is 4.\nWhat is 3 + 5? It is 8.\n".repeat(20)).unwrap();
+        let folder = dir.path().join("tiny");
+        make_tiny_model(&folder, &[corpus], &TinyLlama { vocab: 280, context: 64, ..Default::default() }).unwrap();
+        let open = || PromptTokenizer::new(&crate::ModelFolder::open(&folder).unwrap()).unwrap();
+        let tiny = open();
+        let (eos, pad) = (tiny.tokenizer.token_to_id("</s>").unwrap(), tiny.tokenizer.token_to_id("<pad>").unwrap());
+        assert_eq!(tiny.turn_end, Some(eos), "the tiny template closes turns with </s>");
+        assert_eq!(tiny.response_tokens("4", PromptMode::Chat).unwrap().last(), Some(&eos));
+
+        // A template that closes turns with another end-of-sequence token (as ChatML's <|im_end|>).
+        let config_path = folder.join("tokenizer_config.json");
+        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config["chat_template"] = "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<pad>\n{% endfor %}\
+            {% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+            .into();
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        std::fs::write(folder.join("generation_config.json"), format!("{{\"eos_token_id\": [{eos}, {pad}]}}")).unwrap();
+        let chatml = open();
+        assert_eq!(chatml.turn_end, Some(pad));
+        assert_eq!(chatml.response_tokens("4", PromptMode::Chat).unwrap().last(), Some(&pad));
+        assert_eq!(chatml.response_tokens("4", PromptMode::Raw).unwrap().last(), Some(&eos), "raw text ends with eos");
+        let prompt = chatml.render_chat(&[("user".into(), "hi".into())]).unwrap();
+        assert_eq!(prompt, "<|user|>\nhi<pad>\n<|assistant|>\n");
     }
 }

@@ -185,7 +185,7 @@ fn scores_equal_a_hand_computed_log_likelihood() {
 
     let engine = engine(&folder, 1);
     let prompt = engine.prompt_tokens(&Prompt::Text("Tom has 3 apples.".into()), PromptMode::Chat).unwrap();
-    let response = engine.response_tokens("He has 3 + 4 = 7 apples.").unwrap();
+    let response = engine.response_tokens("He has 3 + 4 = 7 apples.", PromptMode::Chat).unwrap();
     assert_eq!(response.last(), engine.folder().eos.first(), "the response is scored up to its end");
     let scale = 1.0 / (1.0 + 1e-5f64).sqrt();
     let logits: Vec<f64> = l.iter().map(|&x| x as f64 * scale).collect();

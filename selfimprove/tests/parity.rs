@@ -46,7 +46,7 @@ fn candle_and_mistral_rs_agree_on_logits_before_and_after_a_merged_lora_run() {
         let engine = engine(folder);
         for p in prompts {
             let mut tokens = engine.prompt_tokens(&Prompt::Text(p.into()), PromptMode::Chat).unwrap();
-            tokens.extend(engine.response_tokens("3 + 4 = 7").unwrap());
+            tokens.extend(engine.response_tokens("3 + 4 = 7", PromptMode::Chat).unwrap());
             let theirs = engine.logits(&tokens).unwrap();
             let ours = candle_logits(model, &tokens);
             assert_eq!(theirs.dims(), ours.dims());

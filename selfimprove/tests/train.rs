@@ -171,7 +171,7 @@ fn lora_lowers_held_out_loss_and_its_adapter_round_trips_through_the_peft_layout
     // Loaded back, the adapter gives the held-out loss the run measured.
     let eval = eval_examples(&base, &eval_set);
     let (loaded, _) = load_with_adapter(&base, out, &Device::Cpu, DType::F32).unwrap();
-    let again = eval_loss(&loaded, &eval.examples, 4, 64).unwrap();
+    let again = eval_loss(&loaded, &eval.examples, 4, 64, false).unwrap();
     assert!((again - after).abs() < 1e-5, "{again} vs {after}");
 
     // Merged into a folder, the weights give the adapter's logits.
@@ -231,6 +231,18 @@ fn full_training_writes_a_model_folder_and_bad_settings_are_refused_clearly() {
     let model = Llama::load(&full.out, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
     assert_eq!(model.config, whetstone_selfimprove::train::llama::LlamaConfig::read(&base).unwrap());
     whetstone_selfimprove::ModelFolder::open(&full.out).unwrap();
+
+    // A weight the forward pass would not use is refused rather than dropped.
+    let biased = dir.path().join("biased");
+    std::fs::create_dir(&biased).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(base.join(f), biased.join(f)).unwrap();
+    }
+    let mut weights = candle_core::safetensors::load(base.join("model.safetensors"), &Device::Cpu).unwrap();
+    weights.insert("model.layers.0.mlp.up_proj.bias".into(), Tensor::zeros(352, DType::F32, &Device::Cpu).unwrap());
+    candle_core::safetensors::save(&weights, biased.join("model.safetensors")).unwrap();
+    let e = Llama::load(&biased, &Device::Cpu, DType::F32, &Trainable::Frozen).err().unwrap().to_string();
+    assert!(e.contains("model.layers.0.mlp.up_proj.bias") && e.contains("mlp_bias"), "{e}");
 
     let refused = |change: &dyn Fn(&mut TrainConfig)| {
         let mut c = config(dir.path(), &base, &train_set, "refused");

@@ -63,7 +63,7 @@ pub fn read_examples(
             };
             let mut tokens = tokenizer.prompt_tokens(&row_prompt(&batch, row), mode)?;
             let prompt_len = tokens.len();
-            tokens.extend(tokenizer.response_tokens(&response)?);
+            tokens.extend(tokenizer.response_tokens(&response, mode)?);
             if tokens.len() > max_len {
                 refuse(
                     "too_long",
@@ -120,9 +120,17 @@ pub struct Batching {
     pub packing: bool,
 }
 
+/// One optimizer step: its micro-batches' rows, and how far through the data it ends (2.5: half-way through
+/// the third epoch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub micro_batches: Vec<Vec<Row>>,
+    pub epoch: f64,
+}
+
 /// The rows of every optimizer step of a run: each step has `accumulation` micro-batches of `batch` rows.
 /// Epochs are shuffled with `seed`; `steps`, when given, cuts or extends the run (cycling epochs).
-pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usize>, seed: u64) -> Vec<Vec<Vec<Row>>> {
+pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usize>, seed: u64) -> Vec<Step> {
     let Batching { batch, accumulation, max_len, packing } = b;
     let per_step = batch * accumulation;
     let mut plan = Vec::new();
@@ -138,11 +146,13 @@ pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usiz
         let mut order: Vec<usize> = (0..examples.len()).collect();
         order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
         let rows = pack(examples, &order, max_len, packing);
-        for chunk in rows.chunks(per_step) {
+        let in_epoch = rows.len().div_ceil(per_step);
+        for (i, chunk) in rows.chunks(per_step).enumerate() {
             if steps.is_some_and(|s| plan.len() >= s) {
                 break;
             }
-            plan.push(chunk.chunks(batch).map(|c| c.to_vec()).collect());
+            let micro_batches = chunk.chunks(batch).map(|c| c.to_vec()).collect();
+            plan.push(Step { micro_batches, epoch: epoch as f64 + (i + 1) as f64 / in_epoch as f64 });
         }
         epoch += 1;
     }
@@ -212,7 +222,8 @@ mod tests {
         let b = Batching { batch: 1, accumulation: 2, max_len: 8, packing: false };
         let plan = plan(&examples, b, 3, None, 7);
         assert_eq!(plan.len(), 3 * 3, "5 rows an epoch, 2 a step: 3 steps, 3 epochs");
-        let seen: Vec<usize> = plan[..3].iter().flatten().flatten().flatten().copied().collect();
+        let seen: Vec<usize> = plan[..3].iter().flat_map(|s| s.micro_batches.concat().concat()).collect();
+        assert_eq!(plan.iter().map(|s| s.epoch).collect::<Vec<_>>()[..4], [1.0 / 3.0, 2.0 / 3.0, 1.0, 1.0 + 1.0 / 3.0]);
         let mut sorted = seen.clone();
         sorted.sort();
         assert_eq!(sorted, vec![0, 1, 2, 3, 4], "the first epoch sees each example once");

@@ -379,6 +379,13 @@ impl Llama {
         }
         let norm = take("model.norm.weight", &[h])?;
         let lm_head = if c.tie_word_embeddings { embed.clone() } else { take("lm_head.weight", &[c.vocab, h])? };
+        // A weight this forward pass would not use (an MLP or output bias, say) is refused, not dropped.
+        if let Some(unused) = weights.keys().find(|k| k.starts_with("model.")) {
+            return Err(Error::Invalid(format!(
+                "the weights hold {unused}, which the trainer's {} does not use (attention_bias or mlp_bias?)",
+                c.architecture
+            )));
+        }
 
         // Rotary tables: inverse frequencies θ^(-2i/d), each angle twice (rotate-half layout).
         let half = c.head_dim / 2;

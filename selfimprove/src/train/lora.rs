@@ -192,7 +192,8 @@ pub fn write_model_files(model: &Llama, base: &Path, dir: &Path) -> Result<()> {
         let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
         // The weights are written anew; a training run's own records stay with that run.
         let own = ["model.safetensors.index.json", "metrics.jsonl", "loss.svg", "whetstone-trained.json"];
-        if !path.is_file() || name.ends_with(".safetensors") || own.contains(&name.as_str()) {
+        let weights = [".safetensors", ".bin", ".bin.index.json", ".pt", ".pth", ".gguf"];
+        if !path.is_file() || weights.iter().any(|w| name.ends_with(w)) || own.contains(&name.as_str()) {
             continue;
         }
         std::fs::copy(&path, dir.join(&name)).map_err(|e| Error::io(&path, e))?;

@@ -104,7 +104,7 @@ pub struct TrainConfig {
     pub teacher: Option<PathBuf>,
     /// Weight α of the gold answer against the teacher's distribution (1: gold only).
     pub distill_alpha: f64,
-    /// `auto` (f32 on the CPU, bf16 on a GPU), `f32` or `bf16`.
+    /// `auto` (f32 on the CPU and for full training; bf16 for LoRA's base on a GPU), `f32` or `bf16`.
     pub dtype: String,
     /// Train on the CPU even in a CUDA build.
     pub cpu: bool,
@@ -237,7 +237,9 @@ impl TrainConfig {
 
     fn dtype(&self) -> Result<DType> {
         match self.dtype.as_str() {
-            "auto" if self.cpu => Ok(DType::F32),
+            // Full training keeps f32 weights: a bf16 weight rounds away updates smaller than its spacing (norm
+            // gains near 1 would not move below a rate of about 4e-3). LoRA keeps its adapters in f32 anyway.
+            "auto" if self.cpu || self.method == Method::Full => Ok(DType::F32),
             "auto" | "bf16" => Ok(DType::BF16),
             "f32" => Ok(DType::F32),
             other => Err(Error::Invalid(format!("dtype {other:?}: use auto, f32 or bf16"))),
@@ -337,12 +339,18 @@ fn micro_batch_losses(
 }
 
 /// Mean cross-entropy of the response tokens of `examples` (no dropout, nothing learned).
-pub fn eval_loss(model: &Llama, examples: &[Example], batch: usize, max_len: usize) -> Result<f64> {
+pub fn eval_loss(
+    model: &Llama,
+    examples: &[Example],
+    batch: usize,
+    max_len: usize,
+    train_on_prompt: bool,
+) -> Result<f64> {
     let order: Vec<usize> = (0..examples.len()).collect();
     let rows = data::pack(examples, &order, max_len, true);
     let (mut sum, mut count) = (0f64, 0f64);
     for rows in rows.chunks(batch.max(1)) {
-        let b = data::batch(examples, rows, 0, false);
+        let b = data::batch(examples, rows, 0, train_on_prompt);
         let inputs = Inputs::new(&b.tokens, &b.segments, &model.device, model.dtype)?;
         let (n, t) = (b.tokens.len(), b.tokens.first().map_or(0, Vec::len));
         let targets = Tensor::from_vec(b.targets.concat(), (n, t, 1), &model.device)?;
@@ -465,9 +473,6 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     let plan = data::plan(&examples, batching, config.epochs, config.steps, config.seed);
     let steps = plan.len();
     config.schedule.check(steps)?;
-    let rows_per_epoch = data::pack(&examples, &(0..examples.len()).collect::<Vec<_>>(), max_len, config.packing).len();
-    let steps_per_epoch = rows_per_epoch.div_ceil(config.batch * config.accumulation) as f64;
-
     let device = config.device()?;
     let dtype = config.dtype()?;
     let model = Llama::load(&config.base, &device, dtype, &config.trainable())?;
@@ -501,15 +506,18 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     let mut metrics = resumed.as_ref().map(|s| s.metrics.clone()).unwrap_or_default();
     let eval_loss_before = match &resumed {
         Some(state) => state.eval_loss_before,
-        None if !eval.is_empty() => Some(eval_loss(&model, &eval, config.batch, max_len)?),
+        None if !eval.is_empty() => Some(eval_loss(&model, &eval, config.batch, max_len, config.train_on_prompt)?),
         None => None,
     };
 
     let pad = tokenizer.tokenizer.token_to_id(crate::tiny::PAD).or(tokenizer.eos_id).unwrap_or(0);
-    for (step, micro_batches) in plan.iter().enumerate().skip(resumed_at) {
+    for (step, planned) in plan.iter().enumerate().skip(resumed_at) {
         let step_started = Instant::now();
-        let batches: Vec<data::Batch> =
-            micro_batches.iter().map(|rows| data::batch(&examples, rows, pad, config.train_on_prompt)).collect();
+        let batches: Vec<data::Batch> = planned
+            .micro_batches
+            .iter()
+            .map(|rows| data::batch(&examples, rows, pad, config.train_on_prompt))
+            .collect();
         let learned: f64 = batches.iter().map(|b| b.weights.iter().flatten().sum::<f32>() as f64).sum();
         let mut dropout = Dropout::new(step_seed(config.seed, step));
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
@@ -538,7 +546,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         let eval_now = !eval.is_empty() && (last || (config.eval_every > 0 && (step + 1) % config.eval_every == 0));
         let m = StepMetrics {
             step: step + 1,
-            epoch: (step + 1) as f64 / steps_per_epoch,
+            epoch: planned.epoch,
             loss: cross_entropy / learned.max(1.0),
             objective,
             lr,
@@ -546,7 +554,11 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
             tokens,
             tokens_per_s: tokens as f64 / seconds.max(1e-9),
             seconds,
-            eval_loss: if eval_now { Some(eval_loss(&model, &eval, config.batch, max_len)?) } else { None },
+            eval_loss: if eval_now {
+                Some(eval_loss(&model, &eval, config.batch, max_len, config.train_on_prompt)?)
+            } else {
+                None
+            },
         };
         let go_on = on_step(&m, steps);
         metrics.push(m);

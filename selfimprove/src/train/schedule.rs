@@ -95,6 +95,12 @@ impl Schedule {
         ] {
             fraction(name, f)?;
         }
+        if self.shape == Shape::Infinite && !(self.constant > 0.0 && self.constant >= self.floor) {
+            return Err(Error::Invalid(format!(
+                "the infinite schedule's constant rate ({} of the peak) must be above 0 and at least the floor ({})",
+                self.constant, self.floor
+            )));
+        }
         if self.cooldown + self.anneal > 1.0 {
             return Err(Error::Invalid("schedule cooldown + anneal must not exceed 1".into()));
         }
@@ -190,5 +196,7 @@ mod tests {
         let s = Schedule { lr: 0.0, ..Default::default() };
         assert!(s.check(10).unwrap_err().to_string().contains("positive"));
         assert!(Shape::parse("step").unwrap_err().to_string().contains("cosine"));
+        let s = Schedule { shape: Shape::Infinite, constant: 0.05, floor: 0.1, ..Default::default() };
+        assert!(s.check(10).unwrap_err().to_string().contains("at least the floor"));
     }
 }
