@@ -13,7 +13,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde_json::Value;
@@ -119,6 +120,66 @@ pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub lora: Option<LoraPair>,
+    /// The weight is not trained: its product skips the weight's gradient (see [`FrozenMatmul`]).
+    pub frozen: bool,
+}
+
+/// `x · Wᵀ` for a weight that is not trained. candle's matrix product computes the gradient of both factors
+/// in the backward pass; for a frozen weight that is a third of a linear layer's work (and a weight-sized
+/// buffer) spent on nothing, which made LoRA cost as much as full training.
+struct FrozenMatmul;
+
+impl FrozenMatmul {
+    fn bmnk(l1: &Layout, l2: &Layout) -> candle_core::Result<((usize, usize, usize, usize), Shape)> {
+        let (m, k) = l1.shape().dims2()?;
+        let (_, n) = l2.shape().dims2()?;
+        Ok(((1, m, n, k), Shape::from((m, n))))
+    }
+}
+
+impl CustomOp2 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (bmnk, shape) = Self::bmnk(l1, l2)?;
+        Ok((s1.matmul(s2, bmnk, l1, l2)?, shape))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        s1: &candle_core::CudaStorage,
+        l1: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (bmnk, shape) = Self::bmnk(l1, l2)?;
+        Ok((s1.matmul(s2, bmnk, l1, l2)?, shape))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        w_t: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(&w_t.t()?)?), None))
+    }
+}
+
+/// `x · wᵀ` for 2-D `x`, skipping `w`'s gradient when it is frozen.
+fn matmul_t(x: &Tensor, w: &Tensor, frozen: bool) -> Result<Tensor> {
+    let w_t = w.t()?;
+    Ok(if frozen { x.apply_op2(&w_t, FrozenMatmul)? } else { x.matmul(&w_t)? })
 }
 
 /// Dropout masks drawn from whetstone's own seeded stream (candle's CPU dropout cannot be seeded), so a
@@ -143,25 +204,26 @@ impl Dropout {
 
 impl Linear {
     fn forward(&self, x: &Tensor, lora: bool, dropout: &mut Option<&mut Dropout>) -> Result<Tensor> {
-        let w = self.weight.t()?;
-        let mut y = x.broadcast_matmul(&w)?;
+        // One matrix product over all rows ([batch·time, in] × [in, out]) rather than one per batch row.
+        let mut shape = x.dims().to_vec();
+        let inp = shape.pop().unwrap_or(1);
+        let x = x.reshape(((), inp))?;
+        let mut y = matmul_t(&x, &self.weight, self.frozen)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(b)?;
         }
         if let (true, Some(pair)) = (lora, &self.lora) {
             let input = match dropout {
-                Some(d) if pair.dropout > 0.0 => d.apply(x, pair.dropout)?,
+                Some(d) if pair.dropout > 0.0 => d.apply(&x, pair.dropout)?,
                 _ => x.clone(),
             };
             // Adapters are kept in f32 whatever the base's type (their updates are small next to bf16's steps).
-            let low = input
-                .to_dtype(DType::F32)?
-                .broadcast_matmul(&pair.a.as_tensor().t()?)?
-                .broadcast_matmul(&pair.b.as_tensor().t()?)?;
+            let low = input.to_dtype(DType::F32)?.matmul(&pair.a.as_tensor().t()?)?.matmul(&pair.b.as_tensor().t()?)?;
             let low = (low * pair.scale)?.to_dtype(y.dtype())?;
             y = (y + low)?;
         }
-        Ok(y)
+        shape.push(y.dim(1)?);
+        Ok(y.reshape(shape)?)
     }
 
     /// `W + scale · B·A`: the weight with the update folded in.
@@ -354,7 +416,7 @@ impl Llama {
             let mut linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<Linear> {
                 let weight = take(&format!("{p}.{name}.weight"), &[out, inp])?;
                 let bias = if bias { Some(take(&format!("{p}.{name}.bias"), &[out])?) } else { None };
-                Ok(Linear { weight, bias, lora: None })
+                Ok(Linear { weight, bias, lora: None, frozen: !full })
             };
             let (q, k, v) = (
                 linear("self_attn.q_proj", q_out, h, biased)?,
@@ -487,7 +549,9 @@ impl Llama {
             x = (x + block.down.forward(&gated, lora, &mut dropout)?)?;
         }
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
-        Ok(x.broadcast_matmul(&self.lm_head.t()?)?)
+        let frozen =
+            !self.trainable.contains_key("lm_head.weight") && !self.trainable.contains_key("model.embed_tokens.weight");
+        Ok(matmul_t(&x.reshape((b * t, c.hidden))?, &self.lm_head, frozen)?.reshape((b, t, c.vocab))?)
     }
 
     /// Every weight in the Hugging Face layout, adapters merged in (f32 by default for writing a folder).
