@@ -4,6 +4,7 @@
 //! - [`model`]: a model folder, checked and hashed before an engine loads it.
 //! - [`sampling`] and [`logprob`]: how tokens are drawn and what a token's log-probability is, defined once.
 //! - [`prompt`]: what a model is given for a row, as tokens (the chat template, rendered as mistral.rs does).
+//! - [`reward`]: scores for responses, each with its reason (verifiers of final answers, combinations).
 //! - [`train`]: the trainer on candle: LoRA adapters (PEFT layout) or all weights, schedules, merging.
 //! - `engine`, `generate`, `score` (feature `llm`): generation and scoring with mistral.rs, as dataset stages.
 
@@ -11,6 +12,7 @@ pub mod error;
 pub mod logprob;
 pub mod model;
 pub mod prompt;
+pub mod reward;
 pub mod sampling;
 pub mod tasks;
 pub mod tiny;
