@@ -33,6 +33,8 @@ pub mod stage {
     pub const CLUSTER: &str = "cluster";
     /// Reward or verifier score (selfimprove: reward), `Float32`.
     pub const REWARD: &str = "reward";
+    /// Why the reward is what it is (selfimprove: reward), `Utf8`.
+    pub const REWARD_REASON: &str = "reward_reason";
     /// Quality score from a filter (curation), `Float32`.
     pub const QUALITY: &str = "quality";
     /// Id of the row this one duplicates (curation: dedup), `Utf8`.
@@ -80,9 +82,8 @@ pub mod stage {
             LOG_LIKELIHOOD | MEAN_LOG_PROB | PERPLEXITY => DataType::Float64,
             TOKEN_LOG_PROBS => DataType::List(Arc::new(Field::new("item", DataType::Float32, true))),
             RESPONSE_TOKEN_IDS => DataType::List(Arc::new(Field::new("item", DataType::UInt32, true))),
-            DUP_OF | GENERATOR | SPLIT | SELECTED_BY | PROMPT_ID | REFERENCE | SAMPLING | FINISH_REASON => {
-                DataType::Utf8
-            }
+            DUP_OF | GENERATOR | SPLIT | SELECTED_BY | PROMPT_ID | REFERENCE | SAMPLING | FINISH_REASON
+            | REWARD_REASON => DataType::Utf8,
             _ => return None,
         };
         Some(Field::new(name, data_type, true))

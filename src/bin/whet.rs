@@ -340,6 +340,20 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Score each row's response with verifiers: adds `reward` (the weighted sum) and `reward_reason`.
+    ///
+    /// The response is checked against the row's `reference` column (what `whet generate` writes: the prompt
+    /// row's own answer).
+    Reward {
+        input: PathBuf,
+        output: PathBuf,
+        /// A reward: gsm8k (the final number), exact, exact-case, json, or regex:PATTERN; NAME=WEIGHT weighs
+        /// it (repeat to combine).
+        #[arg(long = "with", value_name = "REWARD", required = true)]
+        with: Vec<String>,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Train a model on candle: LoRA adapters (written in the PEFT layout) or all weights (a model folder),
     /// with the loss on response tokens. Settings come from CONFIG.toml (the fields of TrainConfig), and flags
     /// override them; a run stopped midway resumes from its last checkpoint when started again.
@@ -706,6 +720,31 @@ fn run(cli: Cli) -> Result<()> {
             llm::score(&model, &input, &output, &engine, read.options()?)?;
         }
         Command::Train(args) => training::train(*args)?,
+        Command::Reward { input, output, with, read } => {
+            use whetstone::selfimprove::reward::stage::{RewardSpec, RewardStep};
+            let rewards = with.iter().map(|w| RewardSpec::parse(w)).collect::<Result<Vec<_>, _>>()?;
+            let m = RewardStep { rewards }.run(&input, &output, read.options()?)?;
+            let r = &m.results;
+            let mut t = table(&["rows", "mean reward", "full reward", "reward"]);
+            t.add_row(vec![
+                num(r["rows"].as_u64().unwrap_or(0)),
+                Cell::new(format!("{:.3}", r["mean_reward"].as_f64().unwrap_or(0.0))),
+                num(r["full_reward"].as_u64().unwrap_or(0)),
+                Cell::new(m.parameters["reward"].as_str().unwrap_or("")),
+            ]);
+            println!("{t}");
+            let mut reasons: Vec<(&String, u64)> = r["reasons"]
+                .as_object()
+                .map(|o| o.iter().map(|(k, v)| (k, v.as_u64().unwrap_or(0))).collect())
+                .unwrap_or_default();
+            reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
+            let mut t = table(&["reason", "rows"]);
+            for (reason, n) in reasons.into_iter().take(10) {
+                t.add_row(vec![Cell::new(reason), num(n)]);
+            }
+            println!("{t}");
+            print_drops(&m);
+        }
         Command::Model { command: ModelCommand::Merge { base, adapter, out } } => {
             whetstone::selfimprove::train::lora::merge(&base, &adapter, &out)?;
             println!("merged {} into {}: {}", adapter.display(), base.display(), out.display());

@@ -5,6 +5,7 @@
 //! found"). Verifiers ([`verify`]) check final answers exactly; [`Weighted`] combines rewards. The rounds of
 //! self-training filter, rank and pair samples by these scores.
 
+pub mod stage;
 pub mod verify;
 
 use serde::Serialize;

@@ -1,0 +1,184 @@
+//! `whet reward`: scores every row's response and adds `reward` and `reward_reason`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, Float32Array, RecordBatch, StringArray};
+use serde::{Deserialize, Serialize};
+use whetstone_datasets::schema::{self, stage};
+use whetstone_datasets::stage::with_column;
+use whetstone_datasets::{messages_at, Manifest, ReadOptions, StageRun};
+
+use super::verify::{ExactMatch, Gsm8k, JsonValid, RegexMatch};
+use super::{Candidate, Reward, Weighted};
+use crate::error::{Error, Result};
+
+/// One reward of a stage, as a user names it: `gsm8k`, `exact`, `exact-case`, `json`, or `regex:PATTERN`,
+/// each with a weight (`NAME=0.5`; 1 by default).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RewardSpec {
+    pub name: String,
+    pub weight: f64,
+}
+
+impl RewardSpec {
+    pub const NAMES: [&'static str; 5] = ["gsm8k", "exact", "exact-case", "json", "regex:PATTERN"];
+
+    /// `NAME[=WEIGHT]`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let (name, weight) = match text.rsplit_once('=') {
+            Some((name, w)) if w.parse::<f64>().is_ok() => (name, w.parse::<f64>().unwrap_or(1.0)),
+            _ => (text, 1.0),
+        };
+        if !weight.is_finite() {
+            return Err(Error::Invalid(format!("reward {text:?}: the weight must be a finite number")));
+        }
+        let spec = RewardSpec { name: name.to_string(), weight };
+        spec.build()?;
+        Ok(spec)
+    }
+
+    fn build(&self) -> Result<Box<dyn Reward>> {
+        Ok(match self.name.as_str() {
+            "gsm8k" => Box::new(Gsm8k),
+            "exact" => Box::new(ExactMatch { case_sensitive: false }),
+            "exact-case" => Box::new(ExactMatch { case_sensitive: true }),
+            "json" => Box::new(JsonValid),
+            other => match other.strip_prefix("regex:") {
+                Some(pattern) => Box::new(RegexMatch::new(pattern)?),
+                None => {
+                    return Err(Error::Invalid(format!(
+                        "unknown reward {other:?}: use one of {:?}, with =WEIGHT to weigh it",
+                        Self::NAMES
+                    )))
+                }
+            },
+        })
+    }
+}
+
+/// The reward stage: the weighted sum of `rewards` for each row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RewardStep {
+    pub rewards: Vec<RewardSpec>,
+}
+
+fn text(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
+    let column = batch.column_by_name(name)?.as_string_opt::<i32>()?;
+    column.is_valid(row).then(|| column.value(row).to_string())
+}
+
+/// A reason with its numbers replaced by `N`: reasons counted by kind keep the manifest short
+/// ("answer N, the reference is N").
+fn reason_kind(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    let mut chars = reason.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            while chars.peek().is_some_and(|&d| d.is_ascii_digit() || d == ',' || d == '.') {
+                let d = chars.next().unwrap_or_default();
+                if (d == ',' || d == '.') && !chars.peek().is_some_and(char::is_ascii_digit) {
+                    out.push('N');
+                    out.push(d);
+                    break;
+                }
+            }
+            if !out.ends_with(['.', ',']) {
+                out.push('N');
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.chars().take(120).collect()
+}
+
+impl RewardStep {
+    fn reward(&self) -> Result<Box<dyn Reward>> {
+        if self.rewards.is_empty() {
+            return Err(Error::Invalid(format!("name at least one reward: {:?}", RewardSpec::NAMES)));
+        }
+        if let [only] = self.rewards.as_slice() {
+            if only.weight == 1.0 {
+                return only.build();
+            }
+        }
+        let parts = self.rewards.iter().map(|s| Ok((s.weight, s.build()?))).collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(Weighted { parts }))
+    }
+
+    /// Scores every row of `input` (its response, or its conversation's last assistant turn, against its
+    /// `reference` when it has one) and writes `output` with its manifest.
+    pub fn run(&self, input: &Path, output: &Path, read: ReadOptions) -> Result<Manifest> {
+        let reward = self.reward()?;
+        let mut values = Vec::new();
+        let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
+        let run = StageRun {
+            stage: "reward",
+            parameters: serde_json::json!({"reward": reward.name(), "rewards": self.rewards}),
+            input,
+            output,
+            format: None,
+            read,
+        };
+        let mut manifest = run.map(
+            |_, _| {},
+            |batch| {
+                let mut scores = Vec::with_capacity(batch.num_rows());
+                let mut why = Vec::with_capacity(batch.num_rows());
+                for row in 0..batch.num_rows() {
+                    let response = match messages_at(&batch, row) {
+                        Some(turns) => turns.last().filter(|m| m.role == "assistant").map(|m| m.content.clone()),
+                        None => text(&batch, schema::RESPONSE, row),
+                    };
+                    let prompt = text(&batch, schema::PROMPT, row).unwrap_or_default();
+                    // The `reference` column (as `whet generate` writes it), else a `reference` field the reader
+                    // kept in `meta` (a JSONL file with that field).
+                    let reference = text(&batch, stage::REFERENCE, row).or_else(|| {
+                        let meta: serde_json::Value = serde_json::from_str(&text(&batch, schema::META, row)?).ok()?;
+                        meta.get(stage::REFERENCE)?.as_str().map(str::to_owned)
+                    });
+                    let score = match &response {
+                        Some(response) => {
+                            reward.score(&Candidate { prompt: &prompt, response, reference: reference.as_deref() })
+                        }
+                        None => super::Score::fail("the row has no response"),
+                    };
+                    scores.push(score.value as f32);
+                    values.push(score.value);
+                    *reasons.entry(reason_kind(&score.reason)).or_default() += 1;
+                    why.push(score.reason);
+                }
+                let reward_field = stage::field(stage::REWARD, 0).expect("a stage column");
+                let reason_field = stage::field(stage::REWARD_REASON, 0).expect("a stage column");
+                let out = with_column(&batch, reward_field, Arc::new(Float32Array::from(scores)))?;
+                Ok(with_column(&out, reason_field, Arc::new(StringArray::from(why)))?)
+            },
+        )?;
+        let n = values.len().max(1) as f64;
+        manifest.results = serde_json::json!({
+            "rows": values.len(),
+            "mean_reward": values.iter().sum::<f64>() / n,
+            "full_reward": values.iter().filter(|&&v| v >= 1.0).count(),
+            "reasons": reasons,
+        });
+        manifest.write_beside(output)?;
+        Ok(manifest)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewards_are_named_with_weights_and_reasons_counted_by_kind() {
+        assert_eq!(RewardSpec::parse("gsm8k").unwrap(), RewardSpec { name: "gsm8k".into(), weight: 1.0 });
+        assert_eq!(RewardSpec::parse("regex:a=b=0.5").unwrap(), RewardSpec { name: "regex:a=b".into(), weight: 0.5 });
+        assert!(RewardSpec::parse("judge").unwrap_err().to_string().contains("unknown reward \"judge\""));
+        assert!(RewardSpec::parse("regex:(").is_err());
+        assert_eq!(reason_kind("answer 1,234 matches the reference 1,234"), "answer N matches the reference N");
+        assert_eq!(reason_kind("answer 70, the reference is 72."), "answer N, the reference is N.");
+    }
+}
