@@ -115,6 +115,9 @@ fn whet_trains_from_scratch_then_lora_then_merges_into_a_folder_mistral_rs_gener
         "6",
     ]);
     assert!(printed.contains("100"), "{printed}");
+    let generated = whetstone::datasets::Manifest::read_beside(&dir.join("answers.parquet")).unwrap();
+    assert_eq!((generated.rows.rows_in, generated.rows.rows_out), (100, 100), "every held-out question answered");
+    assert!(generated.results["response_tokens"].as_u64().unwrap() > 0, "the merged model generated tokens");
 
     let err =
         whet_fails(&["train", "--base", &p("base"), "--data", &p("train.jsonl"), "--out", &p("x"), "--targets", "qkv"]);

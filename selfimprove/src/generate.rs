@@ -375,19 +375,13 @@ impl ScoreStep {
             let mut scores = Vec::new();
             let mut token_lists = ListBuilder::new(Float32Builder::new());
             let mut prompt_lengths = Vec::new();
+            // A row whose response cannot be scored, refused with `reason`.
+            let refuse = |row: usize, reason: &str, detail: String| {
+                refuse_row(on_error, &batch, row, rows_before, input, "response", reason, detail)
+            };
             for (row, prompt) in &prompts.kept {
                 if responses.is_null(*row) {
-                    let detail = "the row has no response to score".to_string();
-                    dropped.push(refuse_row(
-                        on_error,
-                        &batch,
-                        *row,
-                        rows_before,
-                        input,
-                        "response",
-                        "no_response",
-                        detail,
-                    )?);
+                    dropped.push(refuse(*row, "no_response", "the row has no response to score".to_string())?);
                     continue;
                 }
                 let response = engine.response_tokens(responses.value(*row), self.mode)?;
@@ -397,16 +391,7 @@ impl ScoreStep {
                         prompt.len(),
                         response.len()
                     );
-                    dropped.push(refuse_row(
-                        on_error,
-                        &batch,
-                        *row,
-                        rows_before,
-                        input,
-                        "response",
-                        "too_long",
-                        detail,
-                    )?);
+                    dropped.push(refuse(*row, "too_long", detail)?);
                     continue;
                 }
                 let log_probs = engine.score(prompt, &response)?;

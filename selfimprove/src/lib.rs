@@ -9,6 +9,7 @@
 //! - `engine`, `generate`, `score` (feature `llm`): generation and scoring with mistral.rs, as dataset stages.
 
 pub mod error;
+mod folder;
 pub mod logprob;
 pub mod model;
 pub mod prompt;

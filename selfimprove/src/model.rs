@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::folder::read_json;
 
 /// A model folder that passed the checks.
 #[derive(Debug, Clone)]
@@ -25,11 +26,6 @@ pub struct ModelFolder {
     /// xxh3-128 over the folder's file names and contents, in name order.
     pub xxh3: String,
     pub tokenizer: tokenizers::Tokenizer,
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_slice(&text).map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))
 }
 
 /// `eos_token_id` as one id or a list.

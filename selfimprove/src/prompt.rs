@@ -50,7 +50,8 @@ pub fn prompt_turns(mut turns: Vec<Message>) -> Vec<Message> {
     turns
 }
 
-fn text_at(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
+/// The text in column `name` at `row`, if the column is text and the cell is not null.
+pub(crate) fn text_at(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
     let column = batch.column_by_name(name)?.as_string_opt::<i32>()?;
     column.is_valid(row).then(|| column.value(row).to_string())
 }
@@ -74,7 +75,8 @@ pub fn row_response(batch: &RecordBatch, row: usize) -> Option<String> {
 /// A model folder's tokenizer and chat template, for turning prompts and responses into tokens.
 pub struct PromptTokenizer {
     pub tokenizer: tokenizers::Tokenizer,
-    template: Option<String>,
+    /// The chat template, compiled once (or why it does not compile); `None` without a template.
+    chat: Option<std::result::Result<minijinja::Environment<'static>, String>>,
     bos: Option<String>,
     eos: Option<String>,
     unk: Option<String>,
@@ -115,7 +117,7 @@ impl PromptTokenizer {
         };
         let mut tokenizer = PromptTokenizer {
             tokenizer: folder.tokenizer.clone(),
-            template,
+            chat: template.map(|t| Self::compile(&t)),
             bos: special(&config["bos_token"]),
             eos: special(&config["eos_token"]),
             unk: special(&config["unk_token"]),
@@ -134,6 +136,20 @@ impl PromptTokenizer {
         let after = &text[text.find(SENTINEL)? + SENTINEL.len()..];
         let first = *self.encode(after, false).ok()?.first()?;
         eos.contains(&first).then_some(first)
+    }
+
+    /// The template in an environment set up as mistral.rs sets up its own.
+    fn compile(template: &str) -> std::result::Result<minijinja::Environment<'static>, String> {
+        let mut env = minijinja::Environment::new();
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.set_lstrip_blocks(true);
+        env.set_trim_blocks(true);
+        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
+            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
+        });
+        env.add_template_owned("chat", template.replace("[::-1]", "|reverse"))
+            .map_err(|e| format!("the chat template: {e}"))?;
+        Ok(env)
     }
 
     /// Newer folders keep the template in chat_template.jinja.
@@ -155,21 +171,17 @@ impl PromptTokenizer {
     }
 
     fn render(&self, turns: &[(String, String)], add_generation_prompt: bool) -> Result<String> {
-        let template = self.template.as_deref().ok_or_else(|| {
-            Error::Invalid(
-                "the model folder has no chat template (tokenizer_config.json chat_template); use the raw prompt mode"
-                    .into(),
-            )
-        })?;
-        let mut env = minijinja::Environment::new();
-        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
-        env.set_lstrip_blocks(true);
-        env.set_trim_blocks(true);
-        env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
-            Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
-        });
-        let template = template.replace("[::-1]", "|reverse");
-        env.add_template("chat", &template).map_err(|e| Error::Invalid(format!("the chat template: {e}")))?;
+        let env = match &self.chat {
+            Some(Ok(env)) => env,
+            Some(Err(e)) => return Err(Error::Invalid(e.clone())),
+            None => {
+                return Err(Error::Invalid(
+                    "the model folder has no chat template (tokenizer_config.json chat_template); use the raw \
+                     prompt mode"
+                        .into(),
+                ))
+            }
+        };
         let messages: Vec<Value> =
             turns.iter().map(|(role, content)| serde_json::json!({"role": role, "content": content})).collect();
         env.get_template("chat")

@@ -60,10 +60,16 @@ pub fn write_jsonl(path: &Path, rows: &[TaskRow]) -> Result<()> {
     Ok(whetstone_datasets::write::write_atomic(path, text.as_bytes())?)
 }
 
-/// The share of `answers` that equal their rows' responses, after trimming white space.
+/// The share of `answers` that equal their rows' responses (the exact-match verifier, case kept).
 pub fn exact_match(rows: &[TaskRow], answers: &[String]) -> f64 {
-    let right = rows.iter().zip(answers).filter(|(r, a)| a.trim() == r.response.trim()).count();
-    right as f64 / rows.len().max(1) as f64
+    use crate::reward::{verify::ExactMatch, Candidate, Reward};
+    let verifier = ExactMatch { case_sensitive: true };
+    let right: f64 = rows
+        .iter()
+        .zip(answers)
+        .map(|(r, a)| verifier.score(&Candidate { prompt: &r.prompt, response: a, reference: Some(&r.response) }).value)
+        .sum();
+    right / rows.len().max(1) as f64
 }
 
 /// The model's greedy answer to each row's prompt (chat mode), at most `max_tokens` tokens.

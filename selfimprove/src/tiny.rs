@@ -27,6 +27,7 @@ use tokenizers::AddedToken;
 use whetstone_datasets::{DatasetReader, ReadOptions};
 
 use crate::error::{Error, Result};
+use crate::folder::{write_folder, write_json};
 
 pub const BOS: &str = "<s>";
 pub const EOS: &str = "</s>";
@@ -219,12 +220,6 @@ fn weights(spec: &TinyLlama, vocab: usize) -> Result<(HashMap<String, Tensor>, u
     Ok((tensors, parameters))
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
-}
-
 /// Makes a tiny Llama model in `folder` (which must not exist yet): the tokenizer trained on `corpus`, random
 /// weights from `spec.seed`. The folder appears whole or not at all (written beside it, then renamed).
 pub fn make_tiny_model(folder: &Path, corpus: &[PathBuf], spec: &TinyLlama) -> Result<TinyModel> {
@@ -248,56 +243,7 @@ pub fn make_tiny_model(folder: &Path, corpus: &[PathBuf], spec: &TinyLlama) -> R
         |t: &str| tokenizer.token_to_id(t).ok_or_else(|| Error::Tokenizer(format!("{t} is not in the vocabulary")));
     let (bos, eos, pad) = (id(BOS)?, id(EOS)?, id(PAD)?);
 
-    let name = folder.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a folder name", folder.display())))?;
-    let partial = folder.with_file_name(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id()));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    }
-    std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-
-    tokenizer.save(partial.join("tokenizer.json"), true).map_err(tokenizer_error)?;
     let (tensors, parameters) = weights(spec, vocab)?;
-    candle_core::safetensors::save(&tensors, partial.join("model.safetensors"))?;
-    write_json(
-        &partial.join("config.json"),
-        &json!({
-            "architectures": ["LlamaForCausalLM"],
-            "model_type": "llama",
-            "vocab_size": vocab,
-            "hidden_size": spec.hidden,
-            "intermediate_size": spec.intermediate,
-            "num_hidden_layers": spec.layers,
-            "num_attention_heads": spec.heads,
-            "num_key_value_heads": spec.kv_heads,
-            "head_dim": spec.head_dim(),
-            "max_position_embeddings": spec.context,
-            "rms_norm_eps": 1e-5,
-            "rope_theta": 10000.0,
-            "hidden_act": "silu",
-            "tie_word_embeddings": false,
-            "bos_token_id": bos,
-            "eos_token_id": eos,
-            "pad_token_id": pad,
-            "torch_dtype": "float32",
-        }),
-    )?;
-    write_json(
-        &partial.join("tokenizer_config.json"),
-        &json!({
-            "tokenizer_class": "PreTrainedTokenizerFast",
-            "bos_token": BOS,
-            "eos_token": EOS,
-            "pad_token": PAD,
-            "add_bos_token": false,
-            "add_eos_token": false,
-            "model_max_length": spec.context,
-            "chat_template": CHAT_TEMPLATE,
-        }),
-    )?;
-    write_json(
-        &partial.join("generation_config.json"),
-        &json!({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "max_length": spec.context}),
-    )?;
     let made = TinyModel {
         folder: folder.to_path_buf(),
         spec: spec.clone(),
@@ -308,14 +254,57 @@ pub fn make_tiny_model(folder: &Path, corpus: &[PathBuf], spec: &TinyLlama) -> R
         corpus_xxh3: format!("{:032x}", hash.digest128()),
         seconds: 0.0,
     };
-    // The folder's own path and the time taken stay out, so the same inputs give the same bytes.
-    let mut record = serde_json::to_value(&made)?;
-    if let Some(fields) = record.as_object_mut() {
-        fields.remove("folder");
-        fields.remove("seconds");
-    }
-    write_json(&partial.join("whetstone-model.json"), &json!({"made_by": "whet model tiny", "model": record}))?;
-    std::fs::rename(&partial, folder).map_err(|e| Error::io(folder, e))?;
+    write_folder(folder, |partial| {
+        tokenizer.save(partial.join("tokenizer.json"), true).map_err(tokenizer_error)?;
+        candle_core::safetensors::save(&tensors, partial.join("model.safetensors"))?;
+        write_json(
+            &partial.join("config.json"),
+            &json!({
+                "architectures": ["LlamaForCausalLM"],
+                "model_type": "llama",
+                "vocab_size": vocab,
+                "hidden_size": spec.hidden,
+                "intermediate_size": spec.intermediate,
+                "num_hidden_layers": spec.layers,
+                "num_attention_heads": spec.heads,
+                "num_key_value_heads": spec.kv_heads,
+                "head_dim": spec.head_dim(),
+                "max_position_embeddings": spec.context,
+                "rms_norm_eps": 1e-5,
+                "rope_theta": 10000.0,
+                "hidden_act": "silu",
+                "tie_word_embeddings": false,
+                "bos_token_id": bos,
+                "eos_token_id": eos,
+                "pad_token_id": pad,
+                "torch_dtype": "float32",
+            }),
+        )?;
+        write_json(
+            &partial.join("tokenizer_config.json"),
+            &json!({
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": BOS,
+                "eos_token": EOS,
+                "pad_token": PAD,
+                "add_bos_token": false,
+                "add_eos_token": false,
+                "model_max_length": spec.context,
+                "chat_template": CHAT_TEMPLATE,
+            }),
+        )?;
+        write_json(
+            &partial.join("generation_config.json"),
+            &json!({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "max_length": spec.context}),
+        )?;
+        // The folder's own path and the time taken stay out, so the same inputs give the same bytes.
+        let mut record = serde_json::to_value(&made)?;
+        if let Some(fields) = record.as_object_mut() {
+            fields.remove("folder");
+            fields.remove("seconds");
+        }
+        write_json(&partial.join("whetstone-model.json"), &json!({"made_by": "whet model tiny", "model": record}))
+    })?;
     Ok(TinyModel { seconds: started.elapsed().as_secs_f64(), ..made })
 }
 

@@ -261,7 +261,7 @@ fn full_training_writes_a_model_folder_and_bad_settings_are_refused_clearly() {
     std::fs::write(&unanswered, "{\"prompt\": \"a\"}\n{\"prompt\": \"b\"}\n").unwrap();
     let e = refused(&|c| {
         c.data = unanswered.clone();
-        c.on_error = "skip".into();
+        c.on_error = whetstone_selfimprove::train::OnError::Skip;
     });
     assert!(e.contains("unanswered.jsonl: no examples to train on (2 rows read, 2 rejected)"), "{e}");
     let e = refused(&|c| c.max_len = Some(65));
@@ -275,7 +275,7 @@ fn full_training_writes_a_model_folder_and_bad_settings_are_refused_clearly() {
     let e = refused(&|c| c.data = long.clone());
     assert!(e.contains("long.jsonl: row 6 (id x)") && e.contains("--on-error skip"), "{e}");
     let mut skip = config(dir.path(), &base, &long, "skipped");
-    skip.on_error = "skip".into();
+    skip.on_error = whetstone_selfimprove::train::OnError::Skip;
     skip.steps = Some(1);
     skip.schedule.warmup = 0;
     let report = train(&skip, &mut |_, _| true).unwrap();

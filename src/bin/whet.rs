@@ -440,8 +440,8 @@ struct TrainArgs {
     #[arg(long)]
     cpu: bool,
     /// What to do with a row that cannot be trained on (no response, too long): fail or skip.
-    #[arg(long, value_parser = ["fail", "skip"])]
-    on_error: Option<String>,
+    #[arg(long, value_enum)]
+    on_error: Option<OnErrorArg>,
 }
 
 #[derive(Subcommand)]
@@ -1190,18 +1190,14 @@ mod training {
              lora_dropout => c.lora.dropout, targets => c.lora.targets, lr => c.schedule.lr,
              warmup => c.schedule.warmup, epochs => c.epochs, batch => c.batch, accumulation => c.accumulation,
              seed => c.seed, checkpoint_every => c.checkpoint_every, eval_every => c.eval_every,
-             kl_beta => c.kl_beta, distill_alpha => c.distill_alpha, dtype => c.dtype, on_error => c.on_error);
-        if a.eval.is_some() {
-            c.eval = a.eval;
+             kl_beta => c.kl_beta, distill_alpha => c.distill_alpha, dtype => c.dtype);
+        // Settings that stay unset unless given.
+        macro_rules! set_some {
+            ($($flag:ident => $field:expr),* $(,)?) => { $(if a.$flag.is_some() { $field = a.$flag; })* };
         }
-        if a.teacher.is_some() {
-            c.teacher = a.teacher;
-        }
-        if a.steps.is_some() {
-            c.steps = a.steps;
-        }
-        if a.max_len.is_some() {
-            c.max_len = a.max_len;
+        set_some!(eval => c.eval, teacher => c.teacher, steps => c.steps, max_len => c.max_len);
+        if let Some(on_error) = a.on_error {
+            c.on_error = on_error.into();
         }
         if let Some(m) = a.method {
             c.method = if m == "full" { Method::Full } else { Method::Lora };

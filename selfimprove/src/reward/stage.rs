@@ -4,15 +4,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, Float32Array, RecordBatch, StringArray};
+use arrow::array::{Float32Array, StringArray};
 use serde::{Deserialize, Serialize};
 use whetstone_datasets::schema::{self, stage};
 use whetstone_datasets::stage::with_column;
-use whetstone_datasets::{messages_at, Manifest, ReadOptions, StageRun};
+use whetstone_datasets::{Manifest, ReadOptions, StageRun};
 
 use super::verify::{ExactMatch, Gsm8k, JsonValid, RegexMatch};
 use super::{Candidate, Reward, Weighted};
 use crate::error::{Error, Result};
+use crate::prompt::{row_response, text_at};
 
 /// One reward of a stage, as a user names it: `gsm8k`, `exact`, `exact-case`, `json`, or `regex:PATTERN`,
 /// each with a weight (`NAME=0.5`; 1 by default).
@@ -62,11 +63,6 @@ impl RewardSpec {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RewardStep {
     pub rewards: Vec<RewardSpec>,
-}
-
-fn text(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
-    let column = batch.column_by_name(name)?.as_string_opt::<i32>()?;
-    column.is_valid(row).then(|| column.value(row).to_string())
 }
 
 /// A reason with its numbers replaced by `N`: reasons counted by kind keep the manifest short
@@ -128,15 +124,13 @@ impl RewardStep {
                 let mut scores = Vec::with_capacity(batch.num_rows());
                 let mut why = Vec::with_capacity(batch.num_rows());
                 for row in 0..batch.num_rows() {
-                    let response = match messages_at(&batch, row) {
-                        Some(turns) => turns.last().filter(|m| m.role == "assistant").map(|m| m.content.clone()),
-                        None => text(&batch, schema::RESPONSE, row),
-                    };
-                    let prompt = text(&batch, schema::PROMPT, row).unwrap_or_default();
+                    let response = row_response(&batch, row);
+                    let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
                     // The `reference` column (as `whet generate` writes it), else a `reference` field the reader
                     // kept in `meta` (a JSONL file with that field).
-                    let reference = text(&batch, stage::REFERENCE, row).or_else(|| {
-                        let meta: serde_json::Value = serde_json::from_str(&text(&batch, schema::META, row)?).ok()?;
+                    let reference = text_at(&batch, stage::REFERENCE, row).or_else(|| {
+                        let meta: serde_json::Value =
+                            serde_json::from_str(&text_at(&batch, schema::META, row)?).ok()?;
                         meta.get(stage::REFERENCE)?.as_str().map(str::to_owned)
                     });
                     let score = match &response {

@@ -17,7 +17,6 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, DType, Device, Layout, Shape, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
-use serde_json::Value;
 
 use crate::error::{Error, Result};
 
@@ -46,9 +45,7 @@ impl LlamaConfig {
 
     pub fn read(folder: &Path) -> Result<Self> {
         let path = folder.join("config.json");
-        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        let config: Value = serde_json::from_slice(&text)
-            .map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))?;
+        let config = crate::folder::read_json(&path)?;
         let number = |name: &str| -> Result<usize> {
             config[name]
                 .as_u64()
@@ -372,7 +369,7 @@ impl Llama {
     pub fn load(folder: &Path, device: &Device, dtype: DType, trainable: &Trainable) -> Result<Self> {
         let config = LlamaConfig::read(folder)?;
         let mut weights = BTreeMap::new();
-        for file in &safetensors_files(folder)? {
+        for file in &crate::folder::safetensors_files(folder)? {
             weights.extend(candle_core::safetensors::load(file, device)?);
         }
         Self::from_weights(config, weights, device, dtype, trainable)
@@ -576,17 +573,6 @@ impl Llama {
         // Detached copies: a Var's storage keeps changing while training goes on.
         out.into_iter().map(|(k, v)| Ok((k, v.detach().copy()?))).collect()
     }
-}
-
-/// A folder's `*.safetensors` files, in name order.
-pub(crate) fn safetensors_files(folder: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut files: Vec<_> = std::fs::read_dir(folder)
-        .map_err(|e| Error::io(folder, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .collect();
-    files.sort();
-    Ok(files)
 }
 
 /// Refuses LoRA settings that cannot work, naming what would.

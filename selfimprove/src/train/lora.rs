@@ -7,7 +7,7 @@
 //! `.lora_B.weight` (`[out, r]`) for every adapted module.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
@@ -15,6 +15,7 @@ use serde_json::json;
 
 use super::llama::{Llama, Trainable};
 use crate::error::{Error, Result};
+use crate::folder::{save_tensors, write_folder, write_json};
 
 /// The key prefix PEFT gives a causal language model's modules.
 pub const PEFT_PREFIX: &str = "base_model.model.";
@@ -69,47 +70,6 @@ impl LoraSpec {
             base_model_name_or_path: config["base_model_name_or_path"].as_str().unwrap_or("").to_string(),
         })
     }
-}
-
-/// A sibling path for writing `path` whole before renaming it into place.
-pub(crate) fn partial_path(path: &Path) -> Result<PathBuf> {
-    let name =
-        path.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a file or folder name", path.display())))?;
-    Ok(path.with_file_name(format!(".{}.partial-{}", name.to_string_lossy(), std::process::id())))
-}
-
-/// Writes a folder whole or not at all: `fill` writes into a sibling, which then replaces `folder`.
-pub(crate) fn write_folder(folder: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let partial = partial_path(folder)?;
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    }
-    std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
-    if let Err(e) = fill(&partial) {
-        let _ = std::fs::remove_dir_all(&partial);
-        return Err(e);
-    }
-    if folder.exists() {
-        std::fs::remove_dir_all(folder).map_err(|e| Error::io(folder, e))?;
-    }
-    std::fs::rename(&partial, folder).map_err(|e| Error::io(folder, e))
-}
-
-/// Saves named tensors as safetensors.
-pub(crate) fn save_tensors(tensors: &BTreeMap<String, Tensor>, path: &Path) -> Result<()> {
-    let map: std::collections::HashMap<&String, Tensor> = tensors.iter().map(|(k, v)| (k, v.clone())).collect();
-    Ok(candle_core::safetensors::save(&map, path)?)
-}
-
-/// Loads a safetensors file's tensors onto `device`, by name.
-pub(crate) fn load_tensors(path: &Path, device: &Device) -> Result<BTreeMap<String, Tensor>> {
-    Ok(candle_core::safetensors::load(path, device)?.into_iter().collect())
-}
-
-pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    let mut text = serde_json::to_string_pretty(value)?;
-    text.push('\n');
-    std::fs::write(path, text).map_err(|e| Error::io(path, e))
 }
 
 /// Writes the model's adapters into `dir` in the PEFT layout (f32 tensors).
@@ -173,7 +133,7 @@ pub fn load_with_adapter(base: &Path, adapter: &Path, device: &Device, dtype: DT
 
 /// The number format a folder's weights are stored in (that of its first tensor).
 fn stored_dtype(folder: &Path) -> Result<DType> {
-    let files = super::llama::safetensors_files(folder)?;
+    let files = crate::folder::safetensors_files(folder)?;
     let first = files.first().ok_or_else(|| Error::Invalid(format!("{}: no *.safetensors", folder.display())))?;
     let tensors = unsafe { candle_core::safetensors::MmapedSafetensors::new(first)? };
     let name = tensors.tensors().first().map(|(name, _)| name.clone());

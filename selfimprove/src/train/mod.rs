@@ -26,14 +26,15 @@ use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use whetstone_datasets::read::Rejections;
-use whetstone_datasets::OnError;
+pub use whetstone_datasets::OnError;
 
 use crate::error::{Error, Result};
+use crate::folder::{load_tensors, save_tensors, write_folder, write_json};
 use crate::prompt::{PromptMode, PromptTokenizer};
 use crate::ModelFolder;
 use data::{Example, Examples};
 use llama::{Dropout, Inputs, Llama, Trainable};
-use lora::{load_tensors, save_tensors, write_folder, write_json, LoraSpec};
+use lora::LoraSpec;
 use optim::{AdamW, AdamWConfig};
 use schedule::Schedule;
 
@@ -109,7 +110,7 @@ pub struct TrainConfig {
     /// Train on the CPU even in a CUDA build.
     pub cpu: bool,
     /// Rows that cannot be trained on: `fail` (an error naming the row) or `skip` (counted).
-    pub on_error: String,
+    pub on_error: OnError,
 }
 
 impl Default for TrainConfig {
@@ -139,7 +140,7 @@ impl Default for TrainConfig {
             distill_alpha: 1.0,
             dtype: "auto".into(),
             cpu: !cfg!(feature = "cuda"),
-            on_error: "fail".into(),
+            on_error: OnError::Fail,
         }
     }
 }
@@ -162,14 +163,6 @@ impl TrainConfig {
         config.eval.iter_mut().for_each(fix);
         config.teacher.iter_mut().for_each(fix);
         Ok(config)
-    }
-
-    fn on_error(&self) -> Result<OnError> {
-        match self.on_error.as_str() {
-            "fail" => Ok(OnError::Fail),
-            "skip" => Ok(OnError::Skip),
-            other => Err(Error::Invalid(format!("on_error {other:?}: use fail or skip"))),
-        }
     }
 
     fn trainable(&self) -> Trainable {
@@ -217,7 +210,6 @@ impl TrainConfig {
         if self.distill_alpha < 1.0 && self.teacher.is_none() {
             return fail("distill_alpha below 1 mixes in a teacher's distribution: set `teacher`".into());
         }
-        self.on_error()?;
         self.dtype()?;
         Ok(())
     }
@@ -306,13 +298,16 @@ struct Frozen {
     teacher: Option<Llama>,
 }
 
-fn micro_batch_losses(
-    model: &Llama,
-    frozen: &Frozen,
-    config: &TrainConfig,
-    batch: &data::Batch,
-    dropout: Option<&mut Dropout>,
-) -> Result<Losses> {
+/// A batch's forward pass: its inputs, the log-probabilities `[batch, time, vocab]`, each token's
+/// negative log-likelihood of its target and its loss weight (`[batch, time]`).
+struct TokenLosses {
+    inputs: Inputs,
+    logp: Tensor,
+    nll: Tensor,
+    weights: Tensor,
+}
+
+fn token_losses(model: &Llama, batch: &data::Batch, dropout: Option<&mut Dropout>) -> Result<TokenLosses> {
     let device = &model.device;
     let inputs = Inputs::new(&batch.tokens, &batch.segments, device, model.dtype)?;
     let (b, t) = (batch.tokens.len(), batch.tokens.first().map_or(0, Vec::len));
@@ -320,6 +315,17 @@ fn micro_batch_losses(
     let weights = Tensor::from_vec(batch.weights.concat(), (b, t), device)?;
     let logp = log_softmax(&model.forward(&inputs, true, dropout)?)?;
     let nll = logp.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?.neg()?;
+    Ok(TokenLosses { inputs, logp, nll, weights })
+}
+
+fn micro_batch_losses(
+    model: &Llama,
+    frozen: &Frozen,
+    config: &TrainConfig,
+    batch: &data::Batch,
+    dropout: Option<&mut Dropout>,
+) -> Result<Losses> {
+    let TokenLosses { inputs, logp, nll, weights } = token_losses(model, batch, dropout)?;
     let cross_entropy = (&nll * &weights)?.sum_all()?;
     let mut objective = (&cross_entropy * config.distill_alpha)?;
     // KL(p ‖ q) per token over the vocabulary, weighted like the cross-entropy.
@@ -351,12 +357,7 @@ pub fn eval_loss(
     let (mut sum, mut count) = (0f64, 0f64);
     for rows in rows.chunks(batch.max(1)) {
         let b = data::batch(examples, rows, 0, train_on_prompt);
-        let inputs = Inputs::new(&b.tokens, &b.segments, &model.device, model.dtype)?;
-        let (n, t) = (b.tokens.len(), b.tokens.first().map_or(0, Vec::len));
-        let targets = Tensor::from_vec(b.targets.concat(), (n, t, 1), &model.device)?;
-        let weights = Tensor::from_vec(b.weights.concat(), (n, t), &model.device)?;
-        let logp = log_softmax(&model.forward(&inputs, true, None)?.detach())?;
-        let nll = logp.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?.neg()?;
+        let TokenLosses { nll, weights, .. } = token_losses(model, &b, None)?;
         sum += (nll * &weights)?.sum_all()?.to_scalar::<f32>()? as f64;
         count += b.weights.iter().flatten().sum::<f32>() as f64;
     }
@@ -452,7 +453,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     }
     let tokenizer = PromptTokenizer::new(&folder)?;
     let Examples { examples, rows_in, rejected } =
-        data::read_examples(&config.data, &tokenizer, config.prompt_mode, max_len, config.on_error()?)?;
+        data::read_examples(&config.data, &tokenizer, config.prompt_mode, max_len, config.on_error)?;
     if examples.is_empty() {
         return Err(Error::Invalid(format!(
             "{}: no examples to train on ({rows_in} rows read, {} rejected)",
@@ -579,9 +580,8 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         }
     }
 
-    let trained: Vec<&StepMetrics> = metrics.iter().collect();
-    let train_seconds: f64 = trained.iter().map(|m| m.seconds).sum();
-    let tokens: usize = trained.iter().map(|m| m.tokens).sum();
+    let train_seconds: f64 = metrics.iter().map(|m| m.seconds).sum();
+    let tokens: usize = metrics.iter().map(|m| m.tokens).sum();
     let report = TrainReport {
         out: config.out.clone(),
         method: config.method,
