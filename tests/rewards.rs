@@ -69,3 +69,69 @@ fn whet_reward_scores_gsm8k_answers_against_references_with_reasons() {
     ]);
     assert!(err.contains("unknown reward \"judge\""), "{err}");
 }
+
+#[test]
+fn whet_keep_keeps_the_best_sample_per_prompt_and_pairs_it_with_the_worst() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // Three samples per real GSM8K question: the reference, another question's answer (wrong), and the
+    // reference's final line alone (right, shorter).
+    let text = std::fs::read_to_string(data.join("gsm8k/test.jsonl")).unwrap();
+    let rows: Vec<serde_json::Value> = text.lines().take(9).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let mut lines = String::new();
+    for (i, row) in rows.iter().take(8).enumerate() {
+        let answer = row["answer"].as_str().unwrap();
+        let short = format!("#### {}", answer.rsplit("####").next().unwrap().trim());
+        for (k, response) in [answer, rows[i + 1]["answer"].as_str().unwrap(), short.as_str()].iter().enumerate() {
+            let line = serde_json::json!({"id": format!("q{i}#{k}"), "prompt_id": format!("q{i}"), "prompt": row["question"],
+                "response": response, "reference": answer});
+            lines.push_str(&format!("{line}\n"));
+        }
+    }
+    let input = tmp.path().join("samples.jsonl");
+    std::fs::write(&input, lines).unwrap();
+    let scored = tmp.path().join("scored.parquet");
+    whet_ok(&["reward", input.to_str().unwrap(), scored.to_str().unwrap(), "--with", "gsm8k"]);
+    let kept = tmp.path().join("kept.parquet");
+    let pairs = tmp.path().join("pairs.jsonl");
+    let printed = whet_ok(&[
+        "keep",
+        scored.to_str().unwrap(),
+        kept.to_str().unwrap(),
+        "--by",
+        "best-of-n",
+        "--pairs",
+        pairs.to_str().unwrap(),
+    ]);
+    assert!(printed.contains("8 chosen/rejected pairs"), "{printed}");
+    let m = whetstone::datasets::Manifest::read_beside(&kept).unwrap();
+    assert_eq!((m.rows.rows_in, m.rows.rows_out, m.rows.rows_rejected), (24, 8, 16));
+    assert_eq!(m.results["prompts_with_a_kept_sample"], 8);
+    assert_eq!(m.results["mean_reward_kept"], 1.0);
+    let rejected = std::fs::read_to_string(tmp.path().join("kept.parquet.rejected.jsonl")).unwrap();
+    assert_eq!(rejected.matches("\"not_best\"").count() + rejected.matches("\"below_min_reward\"").count(), 16);
+    for line in std::fs::read_to_string(&pairs).unwrap().lines() {
+        let pair: serde_json::Value = serde_json::from_str(line).unwrap();
+        let i: usize = pair["prompt_id"].as_str().unwrap()[1..].parse().unwrap();
+        assert_eq!(pair["prompt"], rows[i]["question"]);
+        assert_eq!((pair["chosen_reward"].as_f64(), pair["rejected_reward"].as_f64()), (Some(1.0), Some(0.0)));
+        assert_eq!(pair["rejected"], rows[i + 1]["answer"], "the wrong answer is the rejected one");
+    }
+
+    // Code: a right and a wrong function against MBPP-style tests, in the sandbox.
+    let code = tmp.path().join("code.jsonl");
+    let tests = "assert square(3) == 9\nassert square(-2) == 4";
+    let rows = [("c0", "```python\ndef square(x):\n    return x * x\n```"), ("c1", "def square(x):\n    return 2 * x")];
+    let text: String = rows
+        .iter()
+        .map(|(id, r)| {
+            format!("{}\n", serde_json::json!({"id": id, "prompt": "Write square.", "response": r, "reference": tests}))
+        })
+        .collect();
+    std::fs::write(&code, text).unwrap();
+    let out = tmp.path().join("code.parquet");
+    let printed = whet_ok(&["reward", code.to_str().unwrap(), out.to_str().unwrap(), "--with", "code"]);
+    assert!(printed.contains("tests failed: AssertionError"), "{printed}");
+    let m = whetstone::datasets::Manifest::read_beside(&out).unwrap();
+    assert_eq!(m.results["full_reward"], 1);
+}

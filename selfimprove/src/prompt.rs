@@ -56,6 +56,19 @@ pub(crate) fn text_at(batch: &RecordBatch, name: &str, row: usize) -> Option<Str
     column.is_valid(row).then(|| column.value(row).to_string())
 }
 
+/// Column `name` at `row` as text, else the field `name` the reader kept in the row's `meta` (a JSONL file's
+/// extra field: `reference`, `prompt_id`).
+pub(crate) fn column_or_meta(batch: &RecordBatch, name: &str, row: usize) -> Option<String> {
+    text_at(batch, name, row).or_else(|| {
+        let meta: serde_json::Value = serde_json::from_str(&text_at(batch, schema::META, row)?).ok()?;
+        match meta.get(name)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    })
+}
+
 /// What the model is asked for row `row`: the conversation before its final assistant turn, or the prompt.
 pub fn row_prompt(batch: &RecordBatch, row: usize) -> Prompt {
     match messages_at(batch, row) {

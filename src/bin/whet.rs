@@ -347,10 +347,28 @@ enum Command {
     Reward {
         input: PathBuf,
         output: PathBuf,
-        /// A reward: gsm8k (the final number), exact, exact-case, json, or regex:PATTERN; NAME=WEIGHT weighs
-        /// it (repeat to combine).
+        /// A reward: gsm8k (the final number), exact, exact-case, json, regex:PATTERN, or code (Python run
+        /// against the row's tests in a sandbox); NAME=WEIGHT weighs it (repeat to combine).
         #[arg(long = "with", value_name = "REWARD", required = true)]
         with: Vec<String>,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
+    /// Keep the samples a reward likes (after `whet reward`): best-of-n, top-k:K per prompt, threshold, or
+    /// superbatch:SIZE (SuperHF: the best of each SIZE consecutive samples); dropped samples go to
+    /// OUTPUT.rejected.jsonl with their reason. --pairs writes chosen/rejected pairs for DPO trainers.
+    Keep {
+        input: PathBuf,
+        output: PathBuf,
+        /// all, best-of-n, top-k:K, threshold or superbatch:SIZE.
+        #[arg(long, default_value = "best-of-n")]
+        by: String,
+        /// Samples under this reward are dropped (by every filter but `all`).
+        #[arg(long, default_value_t = 1.0)]
+        min_reward: f64,
+        /// Also write, per prompt, the best sample (chosen) and the worst (rejected) as JSONL.
+        #[arg(long, value_name = "PAIRS.jsonl")]
+        pairs: Option<PathBuf>,
         #[command(flatten)]
         read: ReadArgs,
     },
@@ -744,6 +762,32 @@ fn run(cli: Cli) -> Result<()> {
             }
             println!("{t}");
             print_drops(&m);
+        }
+        Command::Keep { input, output, by, min_reward, pairs, read } => {
+            use whetstone::selfimprove::reward::filter::{pairs as write_pairs, Keep, KeepStep};
+            let step = KeepStep { keep: Keep::parse(&by)?, min_reward };
+            let m = step.run(&input, &output, read.options()?)?;
+            let r = &m.results;
+            let mut t = table(&["samples", "kept", "prompts", "prompts kept", "mean reward", "mean reward kept"]);
+            let n = |k: &str| num(r[k].as_u64().unwrap_or(0));
+            let f = |k: &str| Cell::new(format!("{:.3}", r[k].as_f64().unwrap_or(0.0)));
+            t.add_row(vec![
+                n("samples"),
+                n("kept"),
+                n("prompts"),
+                n("prompts_with_a_kept_sample"),
+                f("mean_reward_all"),
+                f("mean_reward_kept"),
+            ]);
+            println!("{t}");
+            print_drops(&m);
+            if let Some(path) = pairs {
+                let (written, without) = write_pairs(&input, &path, read.options()?)?;
+                println!(
+                    "{written} chosen/rejected pairs in {} ({without} prompts without two rewards)",
+                    path.display()
+                );
+            }
         }
         Command::Model { command: ModelCommand::Merge { base, adapter, out } } => {
             whetstone::selfimprove::train::lora::merge(&base, &adapter, &out)?;

@@ -5,6 +5,8 @@
 //! found"). Verifiers ([`verify`]) check final answers exactly; [`Weighted`] combines rewards. The rounds of
 //! self-training filter, rank and pair samples by these scores.
 
+pub mod code;
+pub mod filter;
 pub mod stage;
 pub mod verify;
 

@@ -10,13 +10,15 @@ use whetstone_datasets::schema::{self, stage};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{Manifest, ReadOptions, StageRun};
 
+use super::code::PythonTests;
 use super::verify::{ExactMatch, Gsm8k, JsonValid, RegexMatch};
 use super::{Candidate, Reward, Weighted};
 use crate::error::{Error, Result};
-use crate::prompt::{row_response, text_at};
+use crate::prompt::{column_or_meta, row_response, text_at};
 
-/// One reward of a stage, as a user names it: `gsm8k`, `exact`, `exact-case`, `json`, or `regex:PATTERN`,
-/// each with a weight (`NAME=0.5`; 1 by default).
+/// One reward of a stage, as a user names it: `gsm8k`, `exact`, `exact-case`, `json`, `regex:PATTERN`, or
+/// `code` (Python run against the row's tests in a sandbox, 5 s at most), each with a weight (`NAME=0.5`; 1
+/// by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewardSpec {
     pub name: String,
@@ -24,7 +26,7 @@ pub struct RewardSpec {
 }
 
 impl RewardSpec {
-    pub const NAMES: [&'static str; 5] = ["gsm8k", "exact", "exact-case", "json", "regex:PATTERN"];
+    pub const NAMES: [&'static str; 6] = ["gsm8k", "exact", "exact-case", "json", "regex:PATTERN", "code"];
 
     /// `NAME[=WEIGHT]`.
     pub fn parse(text: &str) -> Result<Self> {
@@ -46,6 +48,7 @@ impl RewardSpec {
             "exact" => Box::new(ExactMatch { case_sensitive: false }),
             "exact-case" => Box::new(ExactMatch { case_sensitive: true }),
             "json" => Box::new(JsonValid),
+            "code" => Box::new(PythonTests::default()),
             other => match other.strip_prefix("regex:") {
                 Some(pattern) => Box::new(RegexMatch::new(pattern)?),
                 None => {
@@ -126,13 +129,8 @@ impl RewardStep {
                 for row in 0..batch.num_rows() {
                     let response = row_response(&batch, row);
                     let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
-                    // The `reference` column (as `whet generate` writes it), else a `reference` field the reader
-                    // kept in `meta` (a JSONL file with that field).
-                    let reference = text_at(&batch, stage::REFERENCE, row).or_else(|| {
-                        let meta: serde_json::Value =
-                            serde_json::from_str(&text_at(&batch, schema::META, row)?).ok()?;
-                        meta.get(stage::REFERENCE)?.as_str().map(str::to_owned)
-                    });
+                    // The `reference` column (as `whet generate` writes it), else a JSONL file's `reference` field.
+                    let reference = column_or_meta(&batch, stage::REFERENCE, row);
                     let score = match &response {
                         Some(response) => {
                             reward.score(&Candidate { prompt: &prompt, response, reference: reference.as_deref() })
