@@ -9,6 +9,8 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Datasets(#[from] whetstone_datasets::Error),
+    #[error(transparent)]
+    Curation(#[from] whetstone_curation::Error),
     /// The inference engine (mistral.rs) failed.
     #[error("{0}")]
     Engine(String),

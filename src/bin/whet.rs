@@ -372,6 +372,22 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// Self-improvement rounds from CONFIG.toml: select prompts → generate → reward → keep → curate → mix
+    /// with replay → train → merge → evaluate, per round, under OUT/round-<r>/. Started again after a stop
+    /// (or kill -9), it redoes no finished step. Writes metrics.parquet, rounds.svg and report.md.
+    Rounds { config: PathBuf },
+    /// The whole loop on a synthetic task in a few minutes: word problems, a tiny model pre-trained from
+    /// scratch, rounds of reward-filtered self-training and the same rounds without the filter (a control).
+    Demo {
+        /// Where everything goes (kept between runs: finished parts are skipped).
+        #[arg(long, default_value = "out/demo-rounds")]
+        out: PathBuf,
+        /// A short version (about a minute): fewer problems, steps and rounds.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// Train a model on candle: LoRA adapters (written in the PEFT layout) or all weights (a model folder),
     /// with the loss on response tokens. Settings come from CONFIG.toml (the fields of TrainConfig), and flags
     /// override them; a run stopped midway resumes from its last checkpoint when started again.
@@ -738,6 +754,8 @@ fn run(cli: Cli) -> Result<()> {
             llm::score(&model, &input, &output, &engine, read.options()?)?;
         }
         Command::Train(args) => training::train(*args)?,
+        Command::Rounds { config } => rounds::rounds(&config)?,
+        Command::Demo { out, quick, seed } => rounds::demo(&out, quick, seed)?,
         Command::Reward { input, output, with, read } => {
             use whetstone::selfimprove::reward::stage::{RewardSpec, RewardStep};
             let rewards = with.iter().map(|w| RewardSpec::parse(w)).collect::<Result<Vec<_>, _>>()?;
@@ -1318,6 +1336,179 @@ mod training {
             "metrics: {} · loss curve: {}",
             r.out.join("metrics.jsonl").display(),
             r.out.join("loss.svg").display()
+        );
+        Ok(())
+    }
+}
+
+mod rounds {
+    use std::path::Path;
+
+    use anyhow::Result;
+    use comfy_table::Cell;
+    use indicatif::{ProgressBar, ProgressStyle};
+    use whetstone::selfimprove::rounds::demo::{self, DemoEvent, DemoSize};
+    use whetstone::selfimprove::rounds::{run, Event, RoundMetrics, RoundsConfig};
+
+    use super::{num, table};
+
+    /// Progress on stderr: one line per step, a bar while training.
+    struct Progress {
+        bar: ProgressBar,
+        terminal: bool,
+    }
+
+    impl Progress {
+        fn new() -> Self {
+            let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let bar = if terminal { ProgressBar::new(0) } else { ProgressBar::hidden() };
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:30}] step {pos}/{len} eta {eta} · {msg}")
+                    .expect("valid template")
+                    .progress_chars("=> "),
+            );
+            Progress { bar, terminal }
+        }
+
+        fn line(&self, text: String) {
+            if self.terminal {
+                self.bar.suspend(|| eprintln!("{text}"));
+            } else {
+                eprintln!("{text}");
+            }
+        }
+
+        fn event(&self, label: &str, event: &Event) {
+            match event {
+                Event::Step { round, step } => {
+                    self.bar.set_length(0);
+                    self.line(format!("{label}round {round} · {step}"));
+                }
+                Event::Skipped { round, step } => self.line(format!("{label}round {round} · {step} (done earlier)")),
+                Event::Train { round, metrics: m, steps } => {
+                    self.bar.set_prefix(format!("{label}round {round} · training"));
+                    self.bar.set_length(*steps as u64);
+                    self.bar.set_position(m.step as u64);
+                    self.bar.set_message(format!("loss {:.3} · {:.0} tokens/s", m.loss, m.tokens_per_s));
+                    if m.step == *steps {
+                        self.bar.set_length(0);
+                    }
+                }
+                Event::Round(m) => self.line(format!(
+                    "{label}round {} · held-out accuracy {:.1}%{}",
+                    m.round,
+                    100.0 * m.held_out_accuracy,
+                    if m.round > 0 {
+                        format!(" · pass rate {:.1}% · kept {} of {} samples", 100.0 * m.pass_rate, m.kept, m.samples)
+                    } else {
+                        String::new()
+                    }
+                )),
+                Event::Stopped { round, predicted_gain } => self.line(format!(
+                    "{label}stopping after round {round}: the learning curve predicts {:+.1} points next",
+                    100.0 * predicted_gain
+                )),
+            }
+        }
+    }
+
+    fn pct(v: f64) -> Cell {
+        Cell::new(format!("{:.1}%", 100.0 * v))
+    }
+
+    fn print_rounds(rounds: &[RoundMetrics]) {
+        let mut t = table(&[
+            "round",
+            "held-out accuracy",
+            "samples",
+            "pass rate",
+            "kept",
+            "distinct",
+            "clusters covered",
+            "train rows",
+            "predicted next gain",
+        ]);
+        for m in rounds {
+            let gain = m.predicted_gain.map_or(String::new(), |g| format!("{:+.1} pts", 100.0 * g));
+            if m.round == 0 {
+                t.add_row(vec![Cell::new("0 (base)"), pct(m.held_out_accuracy)]);
+                continue;
+            }
+            t.add_row(vec![
+                num(m.round as u64),
+                pct(m.held_out_accuracy),
+                num(m.samples),
+                pct(m.pass_rate),
+                num(m.kept),
+                pct(m.distinct),
+                pct(m.diversity),
+                num(m.train_rows),
+                Cell::new(gain),
+            ]);
+        }
+        println!("{t}");
+    }
+
+    pub fn rounds(path: &Path) -> Result<()> {
+        let config = RoundsConfig::read(path)?;
+        let progress = Progress::new();
+        let report = run(&config, &mut |e| progress.event("", &e));
+        progress.bar.finish_and_clear();
+        let report = report?;
+        print_rounds(&report.rounds);
+        if let Some(s) = &report.stopped_early {
+            println!("{s}");
+        }
+        let out = &report.out;
+        println!(
+            "report: {} · metrics: {} · chart: {}",
+            out.join("report.md").display(),
+            out.join("metrics.parquet").display(),
+            out.join("rounds.svg").display()
+        );
+        Ok(())
+    }
+
+    pub fn demo(out: &Path, quick: bool, seed: u64) -> Result<()> {
+        let size = if quick { DemoSize::quick() } else { DemoSize::full() };
+        let progress = Progress::new();
+        let report = demo::run(out, &size, seed, &mut |e| match e {
+            DemoEvent::Part(part) => progress.line(format!("demo · {part}")),
+            DemoEvent::Pretrain { metrics: m, steps } => {
+                progress.bar.set_prefix("pre-training");
+                progress.bar.set_length(steps as u64);
+                progress.bar.set_position(m.step as u64);
+                progress.bar.set_message(format!("loss {:.3} · {:.0} tokens/s", m.loss, m.tokens_per_s));
+            }
+            DemoEvent::Rounds { control, event } => {
+                progress.event(if control { "control · " } else { "filtered · " }, &event)
+            }
+        });
+        progress.bar.finish_and_clear();
+        let report = report?;
+        let mut t = table(&["round", "held-out accuracy, reward-filtered", "control (no filter)"]);
+        for (round, f, c) in report.table() {
+            t.add_row(vec![num(round as u64), pct(f), c.map_or(Cell::new(""), pct)]);
+        }
+        println!("{t}");
+        let (first, last) = (report.filtered.rounds.first(), report.filtered.rounds.last());
+        if let (Some(a), Some(b)) = (first, last) {
+            let control = report.control.rounds.last().map_or(0.0, |m| m.held_out_accuracy);
+            println!(
+                "reward-filtered rounds: {:.1}% → {:.1}% ({:+.1} points); control ends at {:.1}% · {:.0} s",
+                100.0 * a.held_out_accuracy,
+                100.0 * b.held_out_accuracy,
+                100.0 * (b.held_out_accuracy - a.held_out_accuracy),
+                100.0 * control,
+                report.seconds
+            );
+        }
+        println!(
+            "report: {} · chart: {} · rounds: {}, {}",
+            out.join("demo.md").display(),
+            out.join("demo.svg").display(),
+            out.join("filtered/report.md").display(),
+            out.join("control/report.md").display()
         );
         Ok(())
     }

@@ -1,0 +1,194 @@
+//! `whet rounds` end to end: two rounds on a tiny model, killed with SIGKILL mid-training and mid-generation
+//! and started again, end with the same model and metrics as an uninterrupted run; every step leaves its
+//! dataset, manifest and pairs, and the report, chart and metrics dataset are written.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{s, whet_fails, whet_ok};
+use whetstone::selfimprove::tasks::{word_problems, write_jsonl};
+
+/// A tiny model, a prompt pool and a held-out set in `dir`; returns the rounds' TOML for an output folder.
+fn setup(dir: &Path) {
+    let task = word_problems(200, 16, 7).unwrap();
+    write_jsonl(&dir.join("pool.jsonl"), &task.train[..120]).unwrap();
+    write_jsonl(&dir.join("human.jsonl"), &task.train[120..]).unwrap();
+    write_jsonl(&dir.join("test.jsonl"), &task.test).unwrap();
+    whet_ok(&[
+        "model",
+        "tiny",
+        s(&dir.join("tiny")),
+        "--corpus",
+        s(&dir.join("pool.jsonl")),
+        "--vocab",
+        "300",
+        "--context",
+        "64",
+    ]);
+}
+
+fn config(dir: &Path, out: &str) -> std::path::PathBuf {
+    // A random model rarely answers right, so the test keeps each prompt's two best samples whatever their
+    // reward: every step has rows to work on.
+    let text = format!(
+        r#"base = "tiny"
+prompts = "pool.jsonl"
+eval = "test.jsonl"
+replay = "human.jsonl"
+out = "{out}"
+rounds = 2
+seed = 3
+reward = ["exact"]
+replay_fraction = 0.25
+eval_max_tokens = 6
+
+[select]
+method = "iterative"
+prompts = 24
+clusters = 4
+
+[generate]
+n = 3
+temperature = 1.0
+max_tokens = 6
+
+[keep]
+by = "top-k:2"
+min_reward = 0.0
+
+[train]
+method = "lora"
+steps = 12
+batch = 4
+checkpoint_every = 3
+on_error = "skip"
+lora = {{ r = 4, alpha = 8.0, targets = ["q_proj", "v_proj", "up_proj"] }}
+schedule = {{ lr = 1e-2, warmup = 2 }}
+"#
+    );
+    let path = dir.join(format!("{out}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Starts `whet rounds`, kills it with SIGKILL once `wait_for` says so (given each stderr line), and
+/// returns whether it was killed (it may have finished first).
+fn run_and_kill(config: &Path, wait_for: impl Fn(&str) -> bool) -> bool {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_whet"))
+        .args(["rounds", s(config)])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    for line in lines {
+        let line = line.unwrap();
+        if wait_for(&line) {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            return true;
+        }
+    }
+    assert!(child.wait().unwrap().success(), "whet rounds failed");
+    false
+}
+
+fn metrics_without_times(out: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v.as_object_mut().unwrap().remove("seconds");
+            v.as_object_mut().unwrap().remove("model");
+            v
+        })
+        .collect()
+}
+
+#[test]
+fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    setup(dir);
+
+    let whole = config(dir, "whole");
+    let printed = whet_ok(&["rounds", s(&whole)]);
+    assert!(printed.contains("held-out accuracy"), "{printed}");
+    let out = dir.join("whole");
+    for step in ["select", "generate", "reward", "keep", "curate", "mix", "train", "model", "eval"] {
+        assert!(out.join("round-2").join(step).is_dir(), "round-2/{step} is missing");
+    }
+    for f in ["metrics.parquet", "metrics.jsonl", "rounds.svg", "report.md", "rounds.json"] {
+        assert!(out.join(f).is_file(), "{f} is missing");
+    }
+    // Every sample is accounted for: kept + rejected = generated.
+    let kept = whetstone::datasets::Manifest::read_beside(&out.join("round-1/keep/kept.parquet")).unwrap();
+    let generated = whetstone::datasets::Manifest::read_beside(&out.join("round-1/generate/samples.parquet")).unwrap();
+    assert_eq!(generated.rows.rows_out, 72);
+    assert_eq!(kept.rows.rows_in, 72);
+    assert_eq!(kept.rows.rows_out + kept.rows.rows_rejected, 72);
+    assert_eq!(kept.rows.rows_out, 48, "top-2 of 3 samples for 24 prompts");
+    // Round 2 chose none of round 1's prompts.
+    let ids = |p: &Path| -> std::collections::BTreeSet<String> {
+        let (batches, _) = whetstone::datasets::read_all(p, Default::default()).unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                use arrow::array::{Array, AsArray};
+                let c = b.column_by_name("id").unwrap().as_string::<i32>().clone();
+                (0..c.len()).map(move |i| c.value(i).to_string())
+            })
+            .collect()
+    };
+    let (first, second) =
+        (ids(&out.join("round-1/select/prompts.parquet")), ids(&out.join("round-2/select/prompts.parquet")));
+    assert_eq!((first.len(), second.len()), (24, 24));
+    assert!(first.is_disjoint(&second));
+    let pairs = std::fs::read_to_string(out.join("round-1/keep/pairs.jsonl")).unwrap();
+    if let Some(line) = pairs.lines().next() {
+        let pair: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert!(pair["chosen_reward"].as_f64() > pair["rejected_reward"].as_f64());
+    }
+    let mix: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("round-1/mix/mix.json")).unwrap()).unwrap();
+    let (rows, replay) = (mix["rows"].as_u64().unwrap(), mix["replay_rows"].as_u64().unwrap());
+    assert!(replay > 0 && (replay as f64 / rows as f64 - 0.25).abs() < 0.05, "{mix}");
+
+    // The same run, killed mid-training (after a checkpoint), then mid-generation, then left to finish.
+    let broken = config(dir, "broken");
+    let out_b = dir.join("broken");
+    let checkpoint = out_b.join("round-1/.train.checkpoint");
+    let started = Instant::now();
+    let killed = run_and_kill(&broken, |line| {
+        if line.contains("round 1 · train") {
+            while !checkpoint.exists() && started.elapsed() < Duration::from_secs(120) {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            return true;
+        }
+        false
+    });
+    assert!(killed && checkpoint.exists() && !out_b.join("round-1/train").exists(), "killed mid-training");
+    assert!(run_and_kill(&broken, |line| line.contains("round 2 · generate")));
+    assert!(!out_b.join("round-2/generate").exists(), "killed mid-generation");
+    assert!(!run_and_kill(&broken, |_| false));
+    let left: Vec<_> = std::fs::read_dir(out_b.join("round-2")).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.iter().all(|n| !n.to_string_lossy().starts_with('.')), "half-written folders removed: {left:?}");
+
+    let model = |out: &Path| std::fs::read(out.join("round-2/model/model.safetensors")).unwrap();
+    assert!(model(&out) == model(&out_b), "the resumed run's final model differs from the uninterrupted one's");
+    assert_eq!(metrics_without_times(&out), metrics_without_times(&out_b));
+    let adapter = |out: &Path| std::fs::read(out.join("round-1/train/adapter_model.safetensors")).unwrap();
+    assert!(adapter(&out) == adapter(&out_b));
+
+    // Another seed gives another run; other settings in the same folder are refused.
+    let text = std::fs::read_to_string(&broken).unwrap().replace("seed = 3", "seed = 4");
+    std::fs::write(&broken, text).unwrap();
+    let err = whet_fails(&["rounds", s(&broken)]);
+    assert!(err.contains("holds rounds run with other settings"), "{err}");
+}
