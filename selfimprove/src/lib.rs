@@ -7,7 +7,7 @@
 //! - [`reward`]: scores for responses, each with its reason (verifiers of final answers, combinations).
 //! - [`train`]: the trainer on candle: LoRA adapters (PEFT layout) or all weights, schedules, merging.
 //! - `engine`, `generate`, `score` (feature `llm`): generation and scoring with mistral.rs, as dataset stages.
-//! - `rounds` (feature `llm`): self-improvement rounds, resumable step by step, and `whet demo`.
+//! - [`rounds`]: self-improvement rounds, resumable step by step, and `whet demo` (the loop needs `llm`).
 
 pub mod error;
 mod folder;
@@ -24,7 +24,6 @@ pub mod train;
 pub mod engine;
 #[cfg(feature = "llm")]
 pub mod generate;
-#[cfg(feature = "llm")]
 pub mod rounds;
 
 pub use error::{Error, Result};

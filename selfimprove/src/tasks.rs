@@ -50,40 +50,6 @@ pub fn addition(digits: u32, train: usize, test: usize, seed: u64) -> Result<Tas
     })
 }
 
-/// One-step arithmetic word problems over 2-digit numbers: "Ann has 23 pens and gets 45 more. How many pens
-/// does Ann have?" → "68". Three templates (adding, taking away, two groups), with names and objects varying
-/// the surface; every question is distinct and `test` of them, chosen by `seed`, are held out.
-pub fn word_problems(train: usize, test: usize, seed: u64) -> Result<TaskSplit> {
-    const NAMES: [&str; 8] = ["Ann", "Ben", "Cleo", "Dev", "Eva", "Finn", "Gia", "Hal"];
-    const THINGS: [&str; 8] = ["pens", "apples", "cards", "books", "coins", "shells", "stamps", "eggs"];
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(seed);
-    let mut seen = std::collections::HashSet::new();
-    let mut rows = Vec::with_capacity(train + test);
-    let mut attempts = 0usize;
-    while rows.len() < train + test {
-        attempts += 1;
-        if attempts > 50 * (train + test) + 1000 {
-            return Err(Error::Invalid(format!("could not make {} distinct word problems", train + test)));
-        }
-        use rand::Rng;
-        let (name, thing) = (NAMES[rng.gen_range(0..8)], THINGS[rng.gen_range(0..8)]);
-        let (a, b) = (rng.gen_range(10..100u32), rng.gen_range(10..100u32));
-        let (prompt, answer) = match rng.gen_range(0..3) {
-            0 => (format!("{name} has {a} {thing} and gets {b} more. How many {thing} does {name} have?"), a + b),
-            1 => {
-                let (big, small) = (a.max(b), a.min(b));
-                (format!("{name} has {big} {thing} and gives away {small}. How many {thing} are left?"), big - small)
-            }
-            _ => (format!("One box holds {a} {thing} and another holds {b}. How many {thing} in all?"), a + b),
-        };
-        if seen.insert(prompt.clone()) {
-            rows.push(TaskRow { id: format!("wp-{}", rows.len()), prompt, response: answer.to_string() });
-        }
-    }
-    let train_rows = rows.split_off(test);
-    Ok(TaskSplit { train: train_rows, test: rows })
-}
-
 /// Writes rows as JSONL (id, prompt, response), atomically.
 pub fn write_jsonl(path: &Path, rows: &[TaskRow]) -> Result<()> {
     let mut text = String::new();
@@ -143,24 +109,5 @@ mod tests {
         assert_eq!(addition(2, 500, 100, 3).unwrap().test, s.test, "the seed fixes the split");
         assert!(addition(1, 90, 20, 0).unwrap_err().to_string().contains("100 distinct"));
         assert_eq!(exact_match(&s.test[..2], &[s.test[0].response.clone(), " 1x ".into()]), 0.5);
-    }
-
-    #[test]
-    fn word_problems_are_distinct_with_right_answers() {
-        let s = word_problems(300, 50, 1).unwrap();
-        assert_eq!((s.train.len(), s.test.len()), (300, 50));
-        let all: std::collections::HashSet<_> = s.train.iter().chain(&s.test).map(|r| &r.prompt).collect();
-        assert_eq!(all.len(), 350);
-        for r in s.train.iter().chain(&s.test) {
-            let n: Vec<u32> = r
-                .prompt
-                .split(|c: char| !c.is_ascii_digit())
-                .filter(|w| !w.is_empty())
-                .map(|w| w.parse().unwrap())
-                .collect();
-            let want = if r.prompt.contains("gives away") { n[0] - n[1] } else { n[0] + n[1] };
-            assert_eq!(r.response, want.to_string(), "{}", r.prompt);
-        }
-        assert_eq!(word_problems(300, 50, 1).unwrap().test, s.test);
     }
 }

@@ -286,6 +286,60 @@ pub fn shared_data() -> Result<PathBuf> {
     })
 }
 
+/// The `whet` command: `WHET` if set, else `whet` on PATH, else the newest `target/{release,debug}/whet` of
+/// the current folder or one of its parents (a checkout, with the notebook in `notebooks/`).
+pub fn whet_path() -> Result<PathBuf> {
+    if let Some(path) = std::env::var_os("WHET") {
+        return Ok(PathBuf::from(path));
+    }
+    if let Some(dirs) = std::env::var_os("PATH") {
+        if let Some(found) = std::env::split_paths(&dirs).map(|d| d.join("whet")).find(|p| p.is_file()) {
+            return Ok(found);
+        }
+    }
+    let here = std::env::current_dir()?;
+    let built = here
+        .ancestors()
+        .flat_map(|a| ["release", "debug"].map(|p| a.join("target").join(p).join("whet")))
+        .filter_map(|p| Some((p.metadata().ok()?.modified().ok()?, p)))
+        .max();
+    built.map(|(_, p)| p).ok_or_else(|| {
+        "no whet command: build it (cargo build --release), put it on PATH, or set WHET to its path".into()
+    })
+}
+
+/// Runs `whet` with `args` for what notebooks do not link (generation, training rounds: mistral.rs and the
+/// trainer's long runs): its progress lines (stderr) are printed to the cell's output as they come, and what
+/// it printed on stdout is returned. A failure is an error with the command's last words.
+pub fn whet(args: &[&str]) -> Result<String> {
+    use std::io::{BufRead, Read};
+    let path = whet_path()?;
+    let mut child = std::process::Command::new(&path)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        stdout.read_to_string(&mut text).map(|_| text)
+    });
+    let mut last = Vec::new();
+    for line in std::io::BufReader::new(child.stderr.take().expect("piped")).lines() {
+        let line = line?;
+        println!("{line}");
+        last.push(line);
+    }
+    let status = child.wait()?;
+    let printed = reader.join().map_err(|_| "reading whet's output failed")??;
+    if !status.success() {
+        let tail = last.iter().rev().take(5).rev().cloned().collect::<Vec<_>>().join("\n");
+        return Err(format!("whet {} failed ({status}): {tail}", args.join(" ")).into());
+    }
+    Ok(printed)
+}
+
 /// Text progress for a notebook: a line at each tenth of the input read, so long stages show they are moving
 /// without flooding the output.
 /// How long a stage runs before its progress is printed.

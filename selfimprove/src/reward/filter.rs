@@ -216,7 +216,7 @@ impl KeepStep {
 }
 
 /// A preference pair of one prompt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pair {
     pub prompt_id: String,
     pub prompt: serde_json::Value,
@@ -276,6 +276,17 @@ pub fn pairs(input: &Path, output: &Path, read: ReadOptions) -> Result<(usize, u
     }
     whetstone_datasets::write::write_atomic(output, out.as_bytes())?;
     Ok((written, without))
+}
+
+/// The pairs [`pairs`] wrote.
+pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::Invalid(format!("{}: line {}: {e}", path.display(), i + 1)))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! `whet demo`: the whole loop on a synthetic, verifiable task, on a CPU, in minutes.
 //!
-//! 1. Makes arithmetic word problems ([`crate::tasks::word_problems`]): a little labelled data (the "human"
-//!    set), a larger pool of prompts whose answers only the verifier sees, and a held-out test set.
+//! 1. Makes 2-digit sums ([`crate::tasks::addition`]): a little labelled data (the "human" set), a larger pool
+//!    of prompts whose answers only the verifier sees, and a held-out test set.
 //! 2. Makes a tiny Llama from scratch and pre-trains it briefly on the human set.
 //! 3. Runs reward-filtered self-training rounds (iterative selection, N samples per prompt, exact-match
 //!    verifier, best-of-N, dedup, replay of the human set, full training from the previous round's model).
@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::{report, run as run_rounds, Event, KeepSettings, RoundsConfig, RoundsReport, SelectSettings};
 use crate::error::{Error, Result};
 use crate::sampling::Sampling;
-use crate::tasks::{word_problems, write_jsonl};
+use crate::tasks::{addition, write_jsonl};
 use crate::train::schedule::{Schedule, Shape};
 use crate::train::{train, Method, StepMetrics, TrainConfig};
 use crate::{make_tiny_model, TinyLlama};
@@ -38,14 +38,14 @@ impl DemoSize {
     /// The README's demo: a few minutes on 2 CPU cores.
     pub fn full() -> Self {
         DemoSize {
-            human: 1_000,
-            pool: 8_000,
+            human: 2_000,
+            pool: 7_000,
             test: 300,
-            pretrain_steps: 300,
+            pretrain_steps: 600,
             rounds: 3,
-            prompts_per_round: 512,
+            prompts_per_round: 2048,
             samples_per_prompt: 4,
-            steps_per_round: 150,
+            steps_per_round: 60,
         }
     }
 
@@ -113,12 +113,13 @@ fn rounds_config(dir: &Path, size: &DemoSize, seed: u64, filtered: bool) -> Roun
         seed,
         reward: vec!["exact".into()],
         select: SelectSettings { prompts: size.prompts_per_round, clusters: 16, ..Default::default() },
-        generate: Sampling { n: size.samples_per_prompt, temperature: 1.0, max_tokens: 8, ..Default::default() },
+        generate: Sampling { n: size.samples_per_prompt, temperature: 0.8, max_tokens: 8, ..Default::default() },
         keep: KeepSettings { by: if filtered { "best-of-n" } else { "all" }.into(), min_reward: 1.0 },
         replay_fraction: 0.25,
+        accumulate: true,
         train: TrainConfig {
             method: Method::Full,
-            schedule: Schedule { lr: 1e-3, warmup: 10, floor: 0.1, shape: Shape::Cosine, ..Default::default() },
+            schedule: Schedule { lr: 1e-3, warmup: 5, floor: 0.1, shape: Shape::Cosine, ..Default::default() },
             steps: Some(size.steps_per_round),
             batch: 16,
             cpu: true,
@@ -135,7 +136,7 @@ pub fn run(dir: &Path, size: &DemoSize, seed: u64, on_event: &mut dyn FnMut(Demo
     let data = dir.join("data");
     std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
     on_event(DemoEvent::Part("task"));
-    let task = word_problems(size.human + size.pool, size.test, seed)?;
+    let task = addition(2, size.human + size.pool, size.test, seed)?;
     let (human, pool) = task.train.split_at(size.human);
     for (name, rows) in [("human.jsonl", human), ("pool.jsonl", pool), ("test.jsonl", &task.test[..])] {
         write_jsonl(&data.join(name), rows)?;
@@ -201,7 +202,7 @@ fn write_summary(r: &DemoReport) -> Result<()> {
     let svg = report::chart("whet demo: held-out accuracy per round", "held-out exact match (%)", &series)?;
     whetstone_datasets::write::write_atomic(&r.out.join("demo.svg"), svg.as_bytes())?;
     let mut text = format!(
-        "# whet demo\n\nArithmetic word problems; a tiny Llama pre-trained from scratch on {} labelled problems for {} \
+        "# whet demo\n\n2-digit sums (\"What is 23 + 58?\"); a tiny Llama pre-trained from scratch on {} labelled problems for {} \
          steps, then {} rounds of self-training on a pool of {} unlabelled prompts ({} per round, {} samples each), \
          held-out set of {} problems.\n\n| round | reward-filtered | control (no filter) |\n|---|---|---|\n",
         r.size.human, r.size.pretrain_steps, r.size.rounds, r.size.pool, r.size.prompts_per_round, r.size.samples_per_prompt, r.size.test

@@ -1,8 +1,6 @@
 //! `whet reward` end to end: verifiers score rows against their references, with reasons, on real GSM8K answers.
 
-mod common;
-
-use common::{shared_data, whet_fails, whet_ok};
+use crate::common::{shared_data, whet_fails, whet_ok};
 
 #[test]
 fn whet_reward_scores_gsm8k_answers_against_references_with_reasons() {

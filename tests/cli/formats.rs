@@ -1,14 +1,12 @@
 //! Every source layout and container, the field map, the writers' layouts, ids and atomic writes.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::common::*;
 use arrow::array::{RecordBatch, StringArray, UInt32Array};
 use arrow::compute::concat_batches;
 use arrow::datatypes::{DataType, Field, Schema};
-use common::*;
 use serde_json::{json, Value};
 use whetstone::datasets::{
     convert, read_all, schema, ConvertOptions, DatasetWriter, FieldMap, OnError, OutputFormat, ReadOptions,

@@ -1,9 +1,7 @@
 //! `whet train` and `whet model merge` end to end: a tiny model pre-trained from scratch on a synthetic task,
 //! a LoRA adapter on top, merged, and the merged folder generating in mistral.rs.
 
-mod common;
-
-use common::{whet_fails, whet_ok};
+use crate::common::{whet_fails, whet_ok};
 use whetstone::selfimprove::tasks::{addition, write_jsonl};
 
 fn held_out(printed: &str) -> (f64, f64) {

@@ -1,10 +1,8 @@
 //! The real shared data: GSM8K, the T0 templates, Self-Instruct.
 
-mod common;
-
+use crate::common::*;
 use arrow::array::{AsArray, RecordBatch};
 use arrow::compute::concat_batches;
-use common::*;
 use serde_json::Value;
 use whetstone::datasets::{read_all, schema, Manifest, ReadOptions};
 

@@ -1,12 +1,10 @@
 //! The notebook API on real data: datasets in memory, their columns, and how they display.
 
-mod common;
-
 use whetstone::prelude::*;
 
 #[test]
 fn a_dataset_reads_counts_and_gives_its_columns() {
-    let Some(data) = common::shared_data() else { return };
+    let Some(data) = crate::common::shared_data() else { return };
     let d = Dataset::open(data.join("gsm8k/test.jsonl")).unwrap();
     assert_eq!(d.rows(), 1319);
     let lengths = d.lengths("prompt").unwrap();
@@ -23,7 +21,7 @@ fn a_dataset_reads_counts_and_gives_its_columns() {
 
 #[test]
 fn a_stage_run_from_a_notebook_reports_every_row() {
-    let Some(data) = common::shared_data() else { return };
+    let Some(data) = crate::common::shared_data() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("sub/gsm8k.parquet");
     let done = run(Step::Filter(FilterStep::default()), data.join("gsm8k/test.jsonl"), &out).unwrap();

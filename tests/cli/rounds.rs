@@ -2,19 +2,17 @@
 //! and started again, end with the same model and metrics as an uninterrupted run; every step leaves its
 //! dataset, manifest and pairs, and the report, chart and metrics dataset are written.
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{s, whet_fails, whet_ok};
-use whetstone::selfimprove::tasks::{word_problems, write_jsonl};
+use crate::common::{s, whet_fails, whet_ok};
+use whetstone::selfimprove::tasks::{addition, write_jsonl};
 
 /// A tiny model, a prompt pool and a held-out set in `dir`; returns the rounds' TOML for an output folder.
 fn setup(dir: &Path) {
-    let task = word_problems(200, 16, 7).unwrap();
+    let task = addition(2, 200, 16, 7).unwrap();
     write_jsonl(&dir.join("pool.jsonl"), &task.train[..120]).unwrap();
     write_jsonl(&dir.join("human.jsonl"), &task.train[120..]).unwrap();
     write_jsonl(&dir.join("test.jsonl"), &task.test).unwrap();
@@ -191,4 +189,27 @@ fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
     std::fs::write(&broken, text).unwrap();
     let err = whet_fails(&["rounds", s(&broken)]);
     assert!(err.contains("holds rounds run with other settings"), "{err}");
+}
+
+#[test]
+fn the_gsm8k_rounds_example_reads_and_checks() {
+    use whetstone::selfimprove::rounds::RoundsConfig;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut config = RoundsConfig::read(&root.join("examples/gsm8k.toml")).unwrap();
+    assert_eq!(config.reward, ["gsm8k"]);
+    assert_eq!((config.select.prompts, config.generate.n, config.curate.len()), (1024, 8, 1));
+    assert!(config.prompts.ends_with("shared/data/gsm8k/train.jsonl"), "{}", config.prompts.display());
+    // With a model folder in place of the one a user downloads, the settings pass the checks.
+    let tmp = tempfile::tempdir().unwrap();
+    config.base = tmp.path().to_path_buf();
+    for p in [&mut config.prompts, &mut config.eval] {
+        if !p.exists() {
+            *p = tmp.path().join("x.jsonl");
+            std::fs::write(&*p, "{\"prompt\": \"1 + 1?\", \"response\": \"2\"}\n").unwrap();
+        }
+    }
+    config.replay = Some(config.prompts.clone());
+    config.check().unwrap();
+    config.keep.by = "best".into();
+    assert!(config.check().unwrap_err().to_string().contains("best-of-n"));
 }

@@ -1,8 +1,6 @@
 //! `whet model tiny`, `whet generate` and `whet score` end to end, on the real GSM8K data.
 
-mod common;
-
-use common::{s, shared_data, whet_fails, whet_ok};
+use crate::common::{s, shared_data, whet_fails, whet_ok};
 
 #[test]
 fn whet_model_tiny_writes_a_hugging_face_folder_from_gsm8k() {

@@ -1,12 +1,10 @@
 //! Bad input fails with the file, the line (or row) and the field — or, with `--on-error skip`, is
 //! counted and recorded in the manifest. A failed conversion leaves nothing under the output's name.
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use whetstone::datasets::Manifest;
 
 const GOOD: &str = "{\"question\": \"What is 2+2?\", \"answer\": \"#### 4\"}\n";

@@ -1,8 +1,6 @@
 //! The curation commands end to end through `whet`: embed → cluster → select, dedup, filter, decontam.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use whetstone::datasets::Manifest;
 
 #[test]

@@ -1,0 +1,6 @@
+//! The crate's integration tests as one test binary (one link instead of three): the engine and parity tests
+//! need the `llm` feature.
+
+mod engine;
+mod parity;
+mod train;

@@ -1,0 +1,14 @@
+//! The end-to-end tests of `whet` and of the library through its facade, as one test binary: one build and
+//! link of the whole tree instead of one per file.
+
+mod common;
+
+mod curation_cli;
+mod formats;
+mod malformed;
+mod models;
+mod notebook_api;
+mod real_data;
+mod rewards;
+mod rounds;
+mod training;
