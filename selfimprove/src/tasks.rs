@@ -67,7 +67,16 @@ pub fn exact_match(rows: &[TaskRow], answers: &[String]) -> f64 {
     let right: f64 = rows
         .iter()
         .zip(answers)
-        .map(|(r, a)| verifier.score(&Candidate { prompt: &r.prompt, response: a, reference: Some(&r.response) }).value)
+        .map(|(r, a)| {
+            verifier
+                .score(&Candidate {
+                    prompt: &r.prompt,
+                    response: a,
+                    reference: Some(&r.response),
+                    ..Default::default()
+                })
+                .value
+        })
         .sum();
     right / rows.len().max(1) as f64
 }

@@ -354,6 +354,27 @@ enum Command {
         #[command(flatten)]
         read: ReadArgs,
     },
+    /// LLM-as-judge: a model scores each row's response (given its prompt and reference) through a prompt
+    /// template; adds `reward` (the score mapped onto 0–1) and `reward_reason` (the judge's reply).
+    Judge {
+        /// The judge: a Hugging Face model folder.
+        model: PathBuf,
+        input: PathBuf,
+        output: PathBuf,
+        /// A template file with {prompt}, {response} and {reference}; the default asks for 1–10.
+        #[arg(long)]
+        template: Option<PathBuf>,
+        /// The lowest and highest score the template asks for.
+        #[arg(long, value_delimiter = ',', value_name = "LOW,HIGH", default_values_t = [1.0, 10.0])]
+        scale: Vec<f64>,
+        /// New tokens of the judge's reply.
+        #[arg(long, default_value_t = 8)]
+        max_tokens: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
+        #[command(flatten)]
+        read: ReadArgs,
+    },
     /// Keep the samples a reward likes (after `whet reward`): best-of-n, top-k:K per prompt, threshold, or
     /// superbatch:SIZE (SuperHF: the best of each SIZE consecutive samples); dropped samples go to
     /// OUTPUT.rejected.jsonl with their reason. --pairs writes chosen/rejected pairs for DPO trainers.
@@ -781,6 +802,21 @@ fn run(cli: Cli) -> Result<()> {
             println!("{t}");
             print_drops(&m);
         }
+        Command::Judge { model, input, output, template, scale, max_tokens, engine, read } => {
+            if scale.len() != 2 {
+                anyhow::bail!("--scale takes two numbers, LOW,HIGH (e.g. 1,10)");
+            }
+            llm::judge(
+                &model,
+                &input,
+                &output,
+                template.as_deref(),
+                (scale[0], scale[1]),
+                max_tokens,
+                &engine,
+                read.options()?,
+            )?;
+        }
         Command::Keep { input, output, by, min_reward, pairs, read } => {
             use whetstone::selfimprove::reward::filter::{pairs as write_pairs, Keep, KeepStep};
             let step = KeepStep { keep: Keep::parse(&by)?, min_reward };
@@ -1031,6 +1067,38 @@ mod llm {
             num(m.results["response_tokens"].as_u64().unwrap_or(0)),
             Cell::new(format!("{:.3}", m.results["median_mean_log_prob"].as_f64().unwrap_or(f64::NAN))),
             Cell::new(format!("{:.1}", m.results["median_perplexity"].as_f64().unwrap_or(f64::NAN))),
+            Cell::new(format!("{:.1}", m.seconds)),
+        ]);
+        println!("{t}");
+        print_drops(&m);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn judge(
+        model: &Path,
+        input: &Path,
+        output: &Path,
+        template: Option<&Path>,
+        scale: (f64, f64),
+        max_tokens: usize,
+        args: &EngineArgs,
+        read: ReadOptions,
+    ) -> Result<()> {
+        use whetstone::selfimprove::reward::judge::JudgeStep;
+        let (engine, mode) = load(model, args)?;
+        let mut step = JudgeStep { scale, max_tokens, mode, ..Default::default() };
+        if let Some(path) = template {
+            step.template = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: cannot read it: {e}", path.display()))?;
+        }
+        let m = step.run(&engine, input, output, read)?;
+        let r = &m.results;
+        let mut t = table(&["rows scored", "rows without a score", "mean reward (scored)", "seconds"]);
+        t.add_row(vec![
+            num(r["rows_scored"].as_u64().unwrap_or(0)),
+            num(r["rows_without_a_score"].as_u64().unwrap_or(0)),
+            Cell::new(format!("{:.3}", r["mean_reward_scored"].as_f64().unwrap_or(0.0))),
             Cell::new(format!("{:.1}", m.seconds)),
         ]);
         println!("{t}");

@@ -127,6 +127,49 @@ fn whet_generate_gives_four_distinct_seeded_samples_per_gsm8k_question_and_whet_
     assert_eq!(ll.len(), 160);
     assert!(ll.iter().all(|l| l.is_finite() && *l < 0.0));
     assert!(f64s(&scores, "perplexity").iter().all(|p| p.is_finite() && *p > 1.0));
+
+    // The likelihood reward: exp(mean log-prob) of each scored row, weighed with a verifier.
+    let rewarded = tmp.path().join("rewarded.parquet");
+    whet_ok(&["reward", s(&scored), s(&rewarded), "--with", "likelihood=0.5", "--with", "gsm8k=0.5"]);
+    let rewarded = rows(&rewarded);
+    let mean = f64s(&scores, "mean_log_prob");
+    use arrow::array::AsArray;
+    let got: Vec<f32> = rewarded
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name("reward").unwrap().as_primitive::<arrow::datatypes::Float32Type>().values().to_vec()
+        })
+        .collect();
+    let verdicts = strings(&rewarded, "reward_reason");
+    for ((r, m), why) in got.iter().zip(&mean).zip(&verdicts) {
+        let verifier = if why.contains("gsm8k 1.000") { 1.0 } else { 0.0 };
+        assert!((*r as f64 - (0.5 * m.exp() + 0.5 * verifier)).abs() < 1e-5, "{r} {m} {why}");
+        assert!(why.contains("likelihood") && why.contains("perplexity"), "{why}");
+    }
+    // An LLM judge (this tiny random model replies with noise): every row gets a reward in [0, 1] and a
+    // reason, the reply quoted or why it holds no score.
+    let judged = tmp.path().join("judged.parquet");
+    whet_ok(&["judge", s(&model), s(&samples), s(&judged), "--max-tokens", "4"]);
+    let m = whetstone::datasets::Manifest::read_beside(&judged).unwrap();
+    let r = &m.results;
+    assert_eq!(r["rows_scored"].as_u64().unwrap() + r["rows_without_a_score"].as_u64().unwrap(), 160);
+    let judged = rows(&judged);
+    let reasons = strings(&judged, "reward_reason");
+    assert!(
+        reasons.iter().all(|w| w.starts_with("judge: ") || w.contains("no score") || w.contains("outside")),
+        "{reasons:?}"
+    );
+    let template = tmp.path().join("judge.txt");
+    std::fs::write(&template, "Is this right? {prompt}").unwrap();
+    let j2 = tmp.path().join("j2.parquet");
+    let err = whet_fails(&["judge", s(&model), s(&samples), s(&j2), "--template", s(&template)]);
+    assert!(err.contains("must contain {response}"), "{err}");
+    let err = whet_fails(&["judge", s(&model), s(&samples), s(&j2), "--scale", "5,1"]);
+    assert!(err.contains("lowest then the highest"), "{err}");
+
+    // Unscored rows get no likelihood, with the reason saying what to run.
+    let printed = whet_ok(&["reward", s(&samples), s(&tmp.path().join("x.parquet")), "--with", "likelihood"]);
+    assert!(printed.contains("score the rows under a model first (whet score)"), "{printed}");
 }
 
 #[test]

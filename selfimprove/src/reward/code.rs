@@ -181,6 +181,22 @@ mod sandbox {
         unsafe { libc::setrlimit(resource, &l) == 0 }
     }
 
+    /// The child of `waiter` (the sandbox's init, as this namespace numbers it), from /proc.
+    fn init_of(waiter: libc::pid_t) -> Option<libc::pid_t> {
+        let children = std::fs::read_to_string(format!("/proc/{waiter}/task/{waiter}/children")).ok();
+        if let Some(pid) = children.as_deref().and_then(|c| c.split_whitespace().next()?.parse().ok()) {
+            return Some(pid);
+        }
+        // Kernels without the `children` file: any process whose parent is the waiter.
+        std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+            let pid: libc::pid_t = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // `pid (comm) state ppid …`: the command name may hold spaces, so read after its closing parenthesis.
+            let ppid: libc::pid_t = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()?;
+            (ppid == waiter).then_some(pid)
+        })
+    }
+
     pub fn run(command: &mut std::process::Command, limits: &PythonTests) -> std::io::Result<Outcome> {
         let cpu = limits.timeout.as_secs().max(1) + 1;
         let (memory, processes) = (limits.memory_bytes, limits.max_processes);
@@ -261,10 +277,16 @@ mod sandbox {
                 return Ok(Outcome::Exited(code));
             }
             if Instant::now() >= deadline {
-                // The waiter's death kills the namespace's init, and with it every process of the sandbox.
-                // SAFETY: kill with the child's own process group (setsid made its pid the group id).
-                unsafe { libc::kill(-(child.id() as libc::pid_t), libc::SIGKILL) };
-                let _ = child.kill();
+                // Killing the namespace's init kills every process of the sandbox; the init's exit waits until
+                // they are gone, then the waiter's wait returns, so nothing outlives this call (a fork bomb's
+                // processes would otherwise still count against the next run's process limit).
+                let waiter = child.id() as libc::pid_t;
+                match init_of(waiter) {
+                    // SAFETY: kill with a pid read from /proc just now: the waiter's only child.
+                    Some(init) => unsafe { libc::kill(init, libc::SIGKILL) },
+                    // SAFETY: the waiter's process group (setsid made its pid the group id).
+                    None => unsafe { libc::kill(-waiter, libc::SIGKILL) },
+                };
                 let _ = child.wait();
                 return Ok(Outcome::TimedOut);
             }
@@ -304,7 +326,7 @@ mod tests {
 
     fn score(reward: &PythonTests, code: &str, tests: &str) -> (Score, f64) {
         let started = Instant::now();
-        let s = reward.score(&Candidate { prompt: "", response: code, reference: Some(tests) });
+        let s = reward.score(&Candidate { prompt: "", response: code, reference: Some(tests), ..Default::default() });
         (s, started.elapsed().as_secs_f64())
     }
 
@@ -346,6 +368,9 @@ mod tests {
         assert!(s.reason.contains("OSError") || s.reason.contains("unreachable"), "{}", s.reason);
         let (s, _) = score(&reward, "x = bytearray(4 << 30)", tests);
         assert!(s.reason.contains("MemoryError"), "{}", s.reason);
-        assert!(reward.score(&Candidate { prompt: "", response: "1", reference: None }).reason.contains("no tests"));
+        assert!(reward
+            .score(&Candidate { prompt: "", response: "1", ..Default::default() })
+            .reason
+            .contains("no tests"));
     }
 }

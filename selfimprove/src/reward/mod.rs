@@ -2,23 +2,28 @@
 //!
 //! A [`Reward`] looks at one candidate (the prompt, the response, the row's reference answer) and returns a
 //! [`Score`]: a value and a reason a person can read ("answer 540 matches the reference", "no final answer
-//! found"). Verifiers ([`verify`]) check final answers exactly; [`Weighted`] combines rewards. The rounds of
-//! self-training filter, rank and pair samples by these scores.
+//! found"). Verifiers ([`verify`]) check final answers exactly, [`code`] runs code against tests in a sandbox,
+//! [`Likelihood`] reads a model's confidence, `judge` (feature `llm`) asks a model; [`Weighted`] combines
+//! rewards. [`filter`] keeps samples by reward and pairs them; the rounds of self-training build on these.
 
 pub mod code;
 pub mod filter;
+#[cfg(feature = "llm")]
+pub mod judge;
 pub mod stage;
 pub mod verify;
 
 use serde::Serialize;
 
 /// What a reward looks at.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Candidate<'a> {
     pub prompt: &'a str,
     pub response: &'a str,
     /// The row's reference answer, where it has one (a gold solution, a test's expected output).
     pub reference: Option<&'a str>,
+    /// The response's mean natural-log token probability under a model, where `whet score` measured it.
+    pub mean_log_prob: Option<f64>,
 }
 
 /// A reward's verdict: a value (verifiers give 0 or 1) and why.
@@ -43,6 +48,25 @@ pub trait Reward: Send + Sync {
     /// A short name for reports and columns (`gsm8k`, `exact`, `regex`, `json`, …).
     fn name(&self) -> String;
     fn score(&self, candidate: &Candidate) -> Score;
+}
+
+/// A model's confidence in the response: exp(mean token log-probability), the inverse of its perplexity,
+/// as `whet score` measured it (1: the model is certain of every token).
+pub struct Likelihood;
+
+impl Reward for Likelihood {
+    fn name(&self) -> String {
+        "likelihood".into()
+    }
+
+    fn score(&self, candidate: &Candidate) -> Score {
+        match candidate.mean_log_prob {
+            Some(m) if m.is_finite() => {
+                Score { value: m.exp(), reason: format!("mean log-prob {m:.3}, perplexity {:.2}", (-m).exp()) }
+            }
+            _ => Score::fail("no mean_log_prob: score the rows under a model first (whet score)"),
+        }
+    }
 }
 
 /// A weighted sum of rewards; the reason lists each part.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Float32Array, StringArray};
+use arrow::array::{Array, AsArray, Float32Array, StringArray};
 use serde::{Deserialize, Serialize};
 use whetstone_datasets::schema::{self, stage};
 use whetstone_datasets::stage::with_column;
@@ -12,13 +12,13 @@ use whetstone_datasets::{Manifest, ReadOptions, StageRun};
 
 use super::code::PythonTests;
 use super::verify::{ExactMatch, Gsm8k, JsonValid, RegexMatch};
-use super::{Candidate, Reward, Weighted};
+use super::{Candidate, Likelihood, Reward, Weighted};
 use crate::error::{Error, Result};
 use crate::prompt::{column_or_meta, row_response, text_at};
 
 /// One reward of a stage, as a user names it: `gsm8k`, `exact`, `exact-case`, `json`, `regex:PATTERN`, or
-/// `code` (Python run against the row's tests in a sandbox, 5 s at most), each with a weight (`NAME=0.5`; 1
-/// by default).
+/// `code` (Python run against the row's tests in a sandbox, 5 s at most), or `likelihood` (exp of the
+/// `mean_log_prob` that `whet score` added), each with a weight (`NAME=0.5`; 1 by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewardSpec {
     pub name: String,
@@ -26,7 +26,8 @@ pub struct RewardSpec {
 }
 
 impl RewardSpec {
-    pub const NAMES: [&'static str; 6] = ["gsm8k", "exact", "exact-case", "json", "regex:PATTERN", "code"];
+    pub const NAMES: [&'static str; 7] =
+        ["gsm8k", "exact", "exact-case", "json", "regex:PATTERN", "code", "likelihood"];
 
     /// `NAME[=WEIGHT]`.
     pub fn parse(text: &str) -> Result<Self> {
@@ -49,6 +50,7 @@ impl RewardSpec {
             "exact-case" => Box::new(ExactMatch { case_sensitive: true }),
             "json" => Box::new(JsonValid),
             "code" => Box::new(PythonTests::default()),
+            "likelihood" => Box::new(Likelihood),
             other => match other.strip_prefix("regex:") {
                 Some(pattern) => Box::new(RegexMatch::new(pattern)?),
                 None => {
@@ -126,15 +128,22 @@ impl RewardStep {
             |batch| {
                 let mut scores = Vec::with_capacity(batch.num_rows());
                 let mut why = Vec::with_capacity(batch.num_rows());
+                let log_probs = batch
+                    .column_by_name(stage::MEAN_LOG_PROB)
+                    .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>().cloned());
                 for row in 0..batch.num_rows() {
                     let response = row_response(&batch, row);
                     let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
                     // The `reference` column (as `whet generate` writes it), else a JSONL file's `reference` field.
                     let reference = column_or_meta(&batch, stage::REFERENCE, row);
+                    let mean_log_prob = log_probs.as_ref().filter(|c| c.is_valid(row)).map(|c| c.value(row));
                     let score = match &response {
-                        Some(response) => {
-                            reward.score(&Candidate { prompt: &prompt, response, reference: reference.as_deref() })
-                        }
+                        Some(response) => reward.score(&Candidate {
+                            prompt: &prompt,
+                            response,
+                            reference: reference.as_deref(),
+                            mean_log_prob,
+                        }),
                         None => super::Score::fail("the row has no response"),
                     };
                     scores.push(score.value as f32);

@@ -176,7 +176,7 @@ mod tests {
     use crate::reward::Weighted;
 
     fn candidate<'a>(response: &'a str, reference: &'a str) -> Candidate<'a> {
-        Candidate { prompt: "q", response, reference: Some(reference) }
+        Candidate { prompt: "q", response, reference: Some(reference), ..Default::default() }
     }
 
     #[test]
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!((s.value, s.reason.as_str()), (0.0, "answer 70, the reference is 72"));
         assert_eq!(Gsm8k.score(&candidate("I don't know", gold)).reason, "no final answer found in the response");
         assert_eq!(Gsm8k.score(&candidate("#### 72.0", gold)).value, 1.0);
-        let none = Candidate { prompt: "q", response: "#### 1", reference: None };
+        let none = Candidate { prompt: "q", response: "#### 1", ..Default::default() };
         assert_eq!(Gsm8k.score(&none).value, 0.0);
 
         let exact = ExactMatch { case_sensitive: false };

@@ -38,14 +38,14 @@ impl DemoSize {
     /// The README's demo: a few minutes on 2 CPU cores.
     pub fn full() -> Self {
         DemoSize {
-            human: 2_000,
-            pool: 7_000,
+            human: 1_000,
+            pool: 8_000,
             test: 300,
-            pretrain_steps: 600,
+            pretrain_steps: 900,
             rounds: 3,
             prompts_per_round: 2048,
-            samples_per_prompt: 4,
-            steps_per_round: 60,
+            samples_per_prompt: 8,
+            steps_per_round: 100,
         }
     }
 
