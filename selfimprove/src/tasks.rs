@@ -50,6 +50,35 @@ pub fn addition(digits: u32, train: usize, test: usize, seed: u64) -> Result<Tas
     })
 }
 
+/// The same sums answered with their working, column by column, the way GSM8K answers end: "What is 47 +
+/// 38?" → "7 + 8 = 15, carry 1. 4 + 3 + 1 = 8. #### 85". A model that learns the steps learns a procedure it
+/// can apply to sums it never saw; the GSM8K verifier checks the final number.
+pub fn worked(rows: &[TaskRow]) -> Vec<TaskRow> {
+    rows.iter()
+        .map(|r| {
+            let numbers: Vec<u64> = r
+                .prompt
+                .split(|c: char| !c.is_ascii_digit())
+                .filter(|w| !w.is_empty())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            let (a, b) = (numbers[0], numbers[1]);
+            let mut steps = Vec::new();
+            let (mut x, mut y, mut carry) = (a, b, 0);
+            while x > 0 || y > 0 || steps.is_empty() {
+                let (dx, dy) = (x % 10, y % 10);
+                let sum = dx + dy + carry;
+                let with_carry = if carry > 0 { format!(" + {carry}") } else { String::new() };
+                let next = if sum >= 10 { ", carry 1" } else { "" };
+                steps.push(format!("{dx} + {dy}{with_carry} = {sum}{next}."));
+                carry = sum / 10;
+                (x, y) = (x / 10, y / 10);
+            }
+            TaskRow { response: format!("{} #### {}", steps.join(" "), a + b), ..r.clone() }
+        })
+        .collect()
+}
+
 /// Writes rows as JSONL (id, prompt, response), atomically.
 pub fn write_jsonl(path: &Path, rows: &[TaskRow]) -> Result<()> {
     let mut text = String::new();
@@ -118,5 +147,18 @@ mod tests {
         assert_eq!(addition(2, 500, 100, 3).unwrap().test, s.test, "the seed fixes the split");
         assert!(addition(1, 90, 20, 0).unwrap_err().to_string().contains("100 distinct"));
         assert_eq!(exact_match(&s.test[..2], &[s.test[0].response.clone(), " 1x ".into()]), 0.5);
+    }
+
+    #[test]
+    fn worked_sums_show_each_column_and_end_with_the_answer() {
+        let row = |a: u32, b: u32| TaskRow {
+            id: "x".into(),
+            prompt: format!("What is {a} + {b}?"),
+            response: (a + b).to_string(),
+        };
+        let w = worked(&[row(47, 38), row(5, 0), row(95, 7)]);
+        assert_eq!(w[0].response, "7 + 8 = 15, carry 1. 4 + 3 + 1 = 8. #### 85");
+        assert_eq!(w[1].response, "5 + 0 = 5. #### 5");
+        assert_eq!(w[2].response, "5 + 7 = 12, carry 1. 9 + 0 + 1 = 10, carry 1. #### 102");
     }
 }

@@ -1,10 +1,12 @@
 //! `whet demo`: the whole loop on a synthetic, verifiable task, on a CPU, in minutes.
 //!
-//! 1. Makes 2-digit sums ([`crate::tasks::addition`]): a little labelled data (the "human" set), a larger pool
-//!    of prompts whose answers only the verifier sees, and a held-out test set.
+//! 1. Makes 2-digit sums answered with their working ([`crate::tasks::worked`]: "7 + 8 = 15, carry 1. 4 + 3 + 1
+//!    = 8. #### 85"): a little labelled data (the "human" set), a larger pool of prompts whose answers only the
+//!    verifier sees, and a held-out test set.
 //! 2. Makes a tiny Llama from scratch and pre-trains it briefly on the human set.
-//! 3. Runs reward-filtered self-training rounds (iterative selection, N samples per prompt, exact-match
-//!    verifier, best-of-N, dedup, replay of the human set, full training from the previous round's model).
+//! 3. Runs reward-filtered self-training rounds (iterative selection, N samples per prompt, the GSM8K
+//!    final-number verifier, best-of-N, dedup, replay of the human set, kept samples accumulated over rounds,
+//!    full training from the previous round's model).
 //! 4. Runs the same rounds without the reward filter (every sample trained on) as a control.
 //!
 //! Everything lands in one folder and is resumable: run it again and finished parts are skipped.
@@ -16,7 +18,7 @@ use serde::Serialize;
 use super::{report, run as run_rounds, Event, KeepSettings, RoundsConfig, RoundsReport, SelectSettings};
 use crate::error::{Error, Result};
 use crate::sampling::Sampling;
-use crate::tasks::{addition, write_jsonl};
+use crate::tasks::{addition, worked, write_jsonl};
 use crate::train::schedule::{Schedule, Shape};
 use crate::train::{train, Method, StepMetrics, TrainConfig};
 use crate::{make_tiny_model, TinyLlama};
@@ -41,25 +43,25 @@ impl DemoSize {
             human: 1_000,
             pool: 8_000,
             test: 300,
-            pretrain_steps: 900,
+            pretrain_steps: 400,
             rounds: 3,
-            prompts_per_round: 2048,
-            samples_per_prompt: 8,
-            steps_per_round: 100,
+            prompts_per_round: 512,
+            samples_per_prompt: 4,
+            steps_per_round: 150,
         }
     }
 
-    /// A short version for tests and the notebook (about a minute).
+    /// A short version for tests and the notebook (about a minute; too short to learn much).
     pub fn quick() -> Self {
         DemoSize {
             human: 600,
             pool: 1_500,
-            test: 100,
-            pretrain_steps: 120,
+            test: 60,
+            pretrain_steps: 100,
             rounds: 2,
-            prompts_per_round: 128,
+            prompts_per_round: 64,
             samples_per_prompt: 4,
-            steps_per_round: 40,
+            steps_per_round: 30,
         }
     }
 }
@@ -111,21 +113,21 @@ fn rounds_config(dir: &Path, size: &DemoSize, seed: u64, filtered: bool) -> Roun
         out: dir.join(if filtered { "filtered" } else { "control" }),
         rounds: size.rounds,
         seed,
-        reward: vec!["exact".into()],
+        reward: vec!["gsm8k".into()],
         select: SelectSettings { prompts: size.prompts_per_round, clusters: 16, ..Default::default() },
-        generate: Sampling { n: size.samples_per_prompt, temperature: 0.8, max_tokens: 8, ..Default::default() },
+        generate: Sampling { n: size.samples_per_prompt, temperature: 0.8, max_tokens: 48, ..Default::default() },
         keep: KeepSettings { by: if filtered { "best-of-n" } else { "all" }.into(), min_reward: 1.0 },
         replay_fraction: 0.25,
         accumulate: true,
         train: TrainConfig {
             method: Method::Full,
-            schedule: Schedule { lr: 1e-3, warmup: 5, floor: 0.1, shape: Shape::Cosine, ..Default::default() },
+            schedule: Schedule { lr: 2e-3, warmup: 5, floor: 0.1, shape: Shape::Cosine, ..Default::default() },
             steps: Some(size.steps_per_round),
-            batch: 16,
+            batch: 8,
             cpu: true,
             ..Default::default()
         },
-        eval_max_tokens: 8,
+        eval_max_tokens: 48,
         ..Default::default()
     }
 }
@@ -137,15 +139,16 @@ pub fn run(dir: &Path, size: &DemoSize, seed: u64, on_event: &mut dyn FnMut(Demo
     std::fs::create_dir_all(&data).map_err(|e| Error::io(&data, e))?;
     on_event(DemoEvent::Part("task"));
     let task = addition(2, size.human + size.pool, size.test, seed)?;
-    let (human, pool) = task.train.split_at(size.human);
-    for (name, rows) in [("human.jsonl", human), ("pool.jsonl", pool), ("test.jsonl", &task.test[..])] {
+    let (labelled, test) = (worked(&task.train), worked(&task.test));
+    let (human, pool) = labelled.split_at(size.human);
+    for (name, rows) in [("human.jsonl", human), ("pool.jsonl", pool), ("test.jsonl", &test[..])] {
         write_jsonl(&data.join(name), rows)?;
     }
 
     let tiny = dir.join("tiny");
     if !tiny.exists() {
         on_event(DemoEvent::Part("model"));
-        let spec = TinyLlama { vocab: 400, context: 64, seed, ..Default::default() };
+        let spec = TinyLlama { vocab: 400, context: 128, seed, ..Default::default() };
         make_tiny_model(&tiny, &[data.join("human.jsonl"), data.join("pool.jsonl")], &spec)?;
     }
     let pretrained = dir.join("pretrained");
@@ -164,7 +167,7 @@ pub fn run(dir: &Path, size: &DemoSize, seed: u64, on_event: &mut dyn FnMut(Demo
                 ..Default::default()
             },
             steps: Some(size.pretrain_steps),
-            batch: 16,
+            batch: 8,
             seed,
             checkpoint_every: 50,
             cpu: true,
@@ -199,10 +202,11 @@ fn write_summary(r: &DemoReport) -> Result<()> {
         ("reward-filtered".to_string(), r.filtered.rounds.iter().map(|m| (m.round, m.held_out_accuracy)).collect()),
         ("control (no filter)".to_string(), r.control.rounds.iter().map(|m| (m.round, m.held_out_accuracy)).collect()),
     ];
-    let svg = report::chart("whet demo: held-out accuracy per round", "held-out exact match (%)", &series)?;
+    let svg = report::chart("whet demo: held-out accuracy per round", "held-out accuracy (%)", &series)?;
     whetstone_datasets::write::write_atomic(&r.out.join("demo.svg"), svg.as_bytes())?;
     let mut text = format!(
-        "# whet demo\n\n2-digit sums (\"What is 23 + 58?\"); a tiny Llama pre-trained from scratch on {} labelled problems for {} \
+        "# whet demo\n\n2-digit sums answered with their working (\"What is 47 + 38?\" → \"7 + 8 = 15, carry 1. 4 + \
+         3 + 1 = 8. #### 85\"), checked by the GSM8K final-number verifier; a tiny Llama pre-trained from scratch on {} labelled problems for {} \
          steps, then {} rounds of self-training on a pool of {} unlabelled prompts ({} per round, {} samples each), \
          held-out set of {} problems.\n\n| round | reward-filtered | control (no filter) |\n|---|---|---|\n",
         r.size.human, r.size.pretrain_steps, r.size.rounds, r.size.pool, r.size.prompts_per_round, r.size.samples_per_prompt, r.size.test
@@ -212,7 +216,10 @@ fn write_summary(r: &DemoReport) -> Result<()> {
         text.push_str(&format!("| {round} | {:.1}% | {c} |\n", 100.0 * f));
     }
     text.push_str(&format!(
-        "\nThe rounds' own reports: `filtered/report.md`, `control/report.md`. Took {:.0} s.\n",
+        "\nBoth arms start from the same model, draw the same prompts and samples in round 1, and train the same \
+         number of steps with the same share of labelled data (replay); the control trains on every sample, the \
+         filtered arm only on the best sample of each prompt that the verifier accepts. The rounds' own reports: \
+         `filtered/report.md`, `control/report.md`. Took {:.0} s.\n",
         r.seconds
     ));
     Ok(whetstone_datasets::write::write_atomic(&r.out.join("demo.md"), text.as_bytes())?)
