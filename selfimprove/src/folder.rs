@@ -15,6 +15,17 @@ pub(crate) fn read_json(path: &Path) -> Result<Value> {
     serde_json::from_slice(&text).map_err(|e| Error::Invalid(format!("{}: not valid JSON: {e}", path.display())))
 }
 
+/// Reads JSON lines as values of `T`, naming the file and line of one that is not.
+pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l).map_err(|e| Error::Invalid(format!("{}: line {}: {e}", path.display(), i + 1)))
+        })
+        .collect()
+}
+
 pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');

@@ -184,6 +184,23 @@ fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
     let adapter = |out: &Path| std::fs::read(out.join("round-1/train/adapter_model.safetensors")).unwrap();
     assert!(adapter(&out) == adapter(&out_b));
 
+    // A filter that keeps nothing (a random model seldom answers right): the round trains on nothing and keeps
+    // its model, and says so.
+    let text = std::fs::read_to_string(&whole)
+        .unwrap()
+        .replace("out = \"whole\"", "out = \"strict\"")
+        .replace("rounds = 2", "rounds = 1")
+        .replace("by = \"top-k:2\"\nmin_reward = 0.0", "by = \"best-of-n\"\nmin_reward = 1.0");
+    let strict = dir.join("strict.toml");
+    std::fs::write(&strict, text).unwrap();
+    whet_ok(&["rounds", s(&strict)]);
+    let out_s = dir.join("strict");
+    let m = whetstone::datasets::Manifest::read_beside(&out_s.join("round-1/keep/kept.parquet")).unwrap();
+    assert_eq!(m.rows.rows_out, 0, "a random model answered right");
+    assert!(out_s.join("round-1/train/no-data.txt").is_file());
+    let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
+    assert!(weights(&out_s.join("round-1/model")) == weights(&dir.join("tiny")));
+
     // Another seed gives another run; other settings in the same folder are refused.
     let text = std::fs::read_to_string(&broken).unwrap().replace("seed = 3", "seed = 4");
     std::fs::write(&broken, text).unwrap();

@@ -280,13 +280,7 @@ pub fn pairs(input: &Path, output: &Path, read: ReadOptions) -> Result<(usize, u
 
 /// The pairs [`pairs`] wrote.
 pub fn read_pairs(path: &Path) -> Result<Vec<Pair>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::Invalid(format!("{}: line {}: {e}", path.display(), i + 1)))
-        })
-        .collect()
+    crate::folder::read_json_lines(path)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! A learning curve over rounds: held-out accuracy after round r modelled as `a − b·e^(−c·r)` (gains that
 //! shrink by a constant factor each round), fitted by least squares, to predict what one more round would add.
-//! With three or more points; `a` is where the loop levels off.
+//! With three or more points; `a` is where the loop levels off, at most 1 (an accuracy or pass rate cannot
+//! exceed it).
 
 use serde::Serialize;
 
@@ -45,6 +46,9 @@ pub fn fit(points: &[(f64, f64)]) -> Option<Curve> {
         let sxy: f64 = xs.iter().zip(points).map(|(x, p)| (x - mx) * (p.1 - my)).sum();
         let b = sxy / sxx;
         let a = my - b * mx;
+        if a > 1.0 + 1e-9 {
+            continue; // a level above 100%: not a curve of accuracy
+        }
         let curve = Curve { a, b, c, rmse: 0.0 };
         let sse: f64 = points.iter().map(|&(r, y)| (curve.at(r) - y).powi(2)).sum();
         let curve = Curve { rmse: (sse / n).sqrt(), ..curve };
@@ -67,6 +71,10 @@ mod tests {
         assert!(f.rmse < 1e-3, "{f:?}");
         assert!((f.next_gain(4.0) - truth.next_gain(4.0)).abs() < 2e-3, "{f:?}");
         assert!(fit(&points[..2]).is_none());
+        // Nearly straight gains still level off at or below 1.
+        let straight = [(0.0, 0.14), (1.0, 0.24), (2.0, 0.30), (3.0, 0.39)];
+        let f = fit(&straight).unwrap();
+        assert!(f.a <= 1.0 && f.next_gain(3.0) > 0.0, "{f:?}");
         // Falling accuracy predicts a loss.
         let falling = [(0.0, 0.5), (1.0, 0.4), (2.0, 0.35)];
         assert!(fit(&falling).unwrap().next_gain(2.0) < 0.0);

@@ -43,9 +43,9 @@ impl DemoSize {
             human: 1_000,
             pool: 8_000,
             test: 300,
-            pretrain_steps: 400,
+            pretrain_steps: 350,
             rounds: 3,
-            prompts_per_round: 512,
+            prompts_per_round: 1024,
             samples_per_prompt: 4,
             steps_per_round: 150,
         }

@@ -295,12 +295,5 @@ pub struct RoundsReport {
 
 /// The per-round metrics a run wrote in `out` (its `metrics.jsonl`), for notebooks and reports.
 pub fn read_metrics(out: impl AsRef<Path>) -> Result<Vec<RoundMetrics>> {
-    let path = out.as_ref().join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| {
-            serde_json::from_str(l).map_err(|e| Error::Invalid(format!("{}: line {}: {e}", path.display(), i + 1)))
-        })
-        .collect()
+    crate::folder::read_json_lines(&out.as_ref().join("metrics.jsonl"))
 }

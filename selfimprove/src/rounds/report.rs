@@ -126,7 +126,7 @@ pub fn write(config: &RoundsConfig, rounds: &[RoundMetrics], stopped: Option<&st
     let points: Vec<(f64, f64)> = rounds.iter().map(|m| (m.round as f64, m.held_out_accuracy)).collect();
     let mut text = format!(
         "# Rounds: {}\n\nBase `{}`; {} rounds of {} prompts × {} samples, kept by `{}` (reward ≥ {}), rewards {:?}, \
-         training: {:?} from the {} model; replay {:.0}% of each training set.\n\n",
+         training: {} from the {} model; replay {:.0}% of each training set.\n\n",
         out.display(),
         config.base.display(),
         rounds.len().saturating_sub(1),
@@ -135,7 +135,7 @@ pub fn write(config: &RoundsConfig, rounds: &[RoundMetrics], stopped: Option<&st
         config.keep.by,
         config.keep.min_reward,
         config.reward,
-        config.train.method,
+        format!("{:?}", config.train.method).to_lowercase(),
         match config.from {
             super::TrainFrom::Previous => "previous round's",
             super::TrainFrom::Base => "base",

@@ -215,16 +215,16 @@ impl Runner<'_> {
 
         let dir = self.step(round, "curate", |_, dir| {
             let mut input = kept.clone();
-            for (i, step) in config.curate.iter().enumerate() {
+            // Nothing kept: nothing to curate (the stages' reader refuses an empty input).
+            let stages = if kept_manifest.rows.rows_out == 0 { &[][..] } else { &config.curate[..] };
+            for (i, step) in stages.iter().enumerate() {
                 let output = dir.join(format!("{:02}-{}.parquet", i + 1, step.name()));
                 step.run(&input, &output, read_options(), config.seed_of(round, 3), |_| {})?;
                 input = output;
             }
-            let last = dir.join("curated.parquet");
-            std::fs::copy(&input, &last).map_err(|e| Error::io(&last, e))?;
             Ok(())
         })?;
-        let curated = dir.join("curated.parquet");
+        let curated = curated_of(config, round, &dir)?;
 
         let dir = self.step(round, "mix", |_, dir| mix(config, round, &curated, dir))?;
         let mix_record = read_json(&dir.join("mix.json"))?;
@@ -318,7 +318,7 @@ impl Runner<'_> {
             pass_rate: pass as f64 / samples_n.max(1) as f64,
             kept: kept_manifest.rows.rows_out,
             kept_fraction: kept_manifest.rows.rows_out as f64 / samples_n.max(1) as f64,
-            distinct: generated.results["distinct"].as_f64().unwrap_or(0.0) / (prompts_n.max(1) as f64 * n),
+            distinct: generated.results["distinct_samples"].as_f64().unwrap_or(0.0) / (prompts_n.max(1) as f64 * n),
             diversity: cluster_coverage(&kept, config.select.clusters)?,
             pairs: pairs_written,
             replay_rows,
@@ -333,9 +333,30 @@ impl Runner<'_> {
     }
 }
 
+/// The samples round `round` trains on: the last curation stage's output in its `curate` folder, or the kept
+/// samples themselves when there are no stages or nothing was kept.
+fn curated_of(config: &RoundsConfig, round: usize, curate_dir: &Path) -> Result<PathBuf> {
+    let kept = round_dir(config, round).join("keep/kept.parquet");
+    match config.curate.last() {
+        Some(last) if manifest(&kept)?.rows.rows_out > 0 => {
+            Ok(curate_dir.join(format!("{:02}-{}.parquet", config.curate.len(), last.name())))
+        }
+        _ => Ok(kept),
+    }
+}
+
+/// The rows of a dataset a step wrote: none when its manifest says it holds none (a round whose filter kept
+/// nothing), without asking the reader, which refuses an empty file as an input.
+fn rows_of(path: &Path) -> Result<Vec<arrow::array::RecordBatch>> {
+    if manifest(path)?.rows.rows_out == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(read_all(path, read_options())?.0)
+}
+
 /// Samples with at least `min_reward`.
 fn passing(scored: &Path, min_reward: f64) -> Result<u64> {
-    let (batches, _) = read_all(scored, read_options())?;
+    let batches = rows_of(scored)?;
     Ok(batches
         .iter()
         .map(|b| {
@@ -347,7 +368,7 @@ fn passing(scored: &Path, min_reward: f64) -> Result<u64> {
 
 /// The share of `clusters` that the rows of `kept` come from (0 without a cluster column).
 fn cluster_coverage(kept: &Path, clusters: usize) -> Result<f64> {
-    let (batches, _) = read_all(kept, read_options())?;
+    let batches = rows_of(kept)?;
     let mut seen = BTreeSet::new();
     for b in &batches {
         if let Some(c) =
@@ -380,11 +401,11 @@ fn mark_pool(previous: &Path, last: Option<(&Path, &Path)>, output: &Path, round
     let mut chosen = BTreeSet::new();
     let mut sums: BTreeMap<String, (f64, u64)> = BTreeMap::new();
     if let Some((selected, scored)) = last {
-        for b in read_all(selected, read_options())?.0 {
+        for b in rows_of(selected)? {
             let ids = b.column_by_name(schema::ID).expect("core column").as_string::<i32>().clone();
             chosen.extend(ids.iter().flatten().map(str::to_owned));
         }
-        for b in read_all(scored, read_options())?.0 {
+        for b in rows_of(scored)? {
             let reward = b.column_by_name(stage::REWARD).expect("scored").as_primitive::<Float32Type>().clone();
             for row in 0..b.num_rows() {
                 let id = column_or_meta(&b, stage::PROMPT_ID, row).unwrap_or_default();
@@ -455,11 +476,13 @@ fn mix(config: &RoundsConfig, round: usize, curated: &Path, dir: &Path) -> Resul
     // With `accumulate`, every round's kept samples so far (this round's first), each text pair once.
     let mut sources = vec![curated.to_path_buf()];
     if config.accumulate {
-        sources.extend((1..round).rev().map(|r| round_dir(config, r).join("curate/curated.parquet")));
+        for r in (1..round).rev() {
+            sources.push(curated_of(config, r, &round_dir(config, r).join("curate"))?);
+        }
     }
     let mut seen = BTreeSet::new();
     for source in &sources {
-        for b in read_all(source, read_options())?.0 {
+        for b in rows_of(source)? {
             let ids = b.column_by_name(schema::ID).expect("core column").as_string::<i32>().clone();
             for row in 0..b.num_rows() {
                 match training_row(&b, row, ids.value(row).to_string(), "self") {
