@@ -147,11 +147,17 @@ fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
         (ids(&out.join("round-1/select/prompts.parquet")), ids(&out.join("round-2/select/prompts.parquet")));
     assert_eq!((first.len(), second.len()), (24, 24));
     assert!(first.is_disjoint(&second));
+    // Pairs (a random model seldom answers right, so there may be none): each prefers the better sample, and
+    // the round's metrics count them.
     let pairs = std::fs::read_to_string(out.join("round-1/keep/pairs.jsonl")).unwrap();
-    if let Some(line) = pairs.lines().next() {
+    for line in pairs.lines() {
         let pair: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert!(pair["chosen_reward"].as_f64() > pair["rejected_reward"].as_f64());
+        assert!(pair["chosen_reward"].as_f64() > pair["rejected_reward"].as_f64(), "{pair}");
     }
+    let round_1 = whetstone::selfimprove::rounds::read_metrics(&out).unwrap().remove(1);
+    assert_eq!(round_1.pairs, pairs.lines().count() as u64);
+    assert_eq!(round_1.kept, 48);
+    assert_eq!(round_1.pass_rate, 1.0, "with min_reward 0 every sample passes");
     let mix: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("round-1/mix/mix.json")).unwrap()).unwrap();
     let (rows, replay) = (mix["rows"].as_u64().unwrap(), mix["replay_rows"].as_u64().unwrap());

@@ -208,6 +208,7 @@ impl KeepStep {
                     "prompts_with_a_kept_sample": prompts_kept,
                     "mean_reward_kept": kept_reward / kept.max(1) as f64,
                     "mean_reward_all": samples.iter().map(|s| s.reward).sum::<f64>() / samples.len().max(1) as f64,
+                "at_least_min_reward": samples.iter().filter(|s| s.reward >= self.min_reward).count(),
                 });
                 Ok(selection)
             },

@@ -115,23 +115,20 @@ impl JudgeStep {
                 }
                 let replies = engine.generate(jobs, &sampling, &|_| {})?;
                 let mut rewards = vec![0f32; n];
+                let scored_before = scored;
                 for (row, reply) in asked.into_iter().zip(replies) {
                     match parse_score(&reply.text, self.scale) {
                         Ok(v) => {
                             rewards[row] = v as f32;
                             reasons[row] = Some(format!("judge: {}", reply.text.trim()));
+                            scored += 1;
+                            total += v;
                         }
                         Err(why) => reasons[row] = Some(why),
                     }
                 }
-                for (r, why) in rewards.iter().zip(&reasons) {
-                    if why.as_deref().is_some_and(|w| w.starts_with("judge: ")) {
-                        scored += 1;
-                        total += *r as f64;
-                    } else {
-                        unscored += 1;
-                    }
-                }
+                // Rows never put to the judge, and replies without a score.
+                unscored += n as u64 - (scored - scored_before);
                 let reward = stage::field(stage::REWARD, 0).expect("a stage column");
                 let reason = stage::field(stage::REWARD_REASON, 0).expect("a stage column");
                 let out = with_column(&batch, reward, Arc::new(Float32Array::from(rewards)))?;

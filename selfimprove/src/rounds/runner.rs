@@ -308,7 +308,7 @@ impl Runner<'_> {
         let samples_n = generated.rows.rows_out;
         let n = config.generate.n.max(1) as f64;
         let prompts_n = generated.rows.rows_in - generated.rows.rows_rejected;
-        let pass = passing(&scored, config.keep.min_reward)?;
+        let pass = kept_manifest.results["at_least_min_reward"].as_u64().unwrap_or(0);
         Ok(RoundMetrics {
             round,
             model,
@@ -352,18 +352,6 @@ fn rows_of(path: &Path) -> Result<Vec<arrow::array::RecordBatch>> {
         return Ok(Vec::new());
     }
     Ok(read_all(path, read_options())?.0)
-}
-
-/// Samples with at least `min_reward`.
-fn passing(scored: &Path, min_reward: f64) -> Result<u64> {
-    let batches = rows_of(scored)?;
-    Ok(batches
-        .iter()
-        .map(|b| {
-            let r = b.column_by_name(stage::REWARD).map(|c| c.as_primitive::<Float32Type>().clone());
-            r.map_or(0, |r| r.iter().filter(|v| v.is_some_and(|v| v as f64 >= min_reward)).count() as u64)
-        })
-        .sum())
 }
 
 /// The share of `clusters` that the rows of `kept` come from (0 without a cluster column).
