@@ -7,8 +7,10 @@
 //! - [`reward`]: scores for responses, each with its reason (verifiers of final answers, combinations).
 //! - [`train`]: the trainer on candle: LoRA adapters (PEFT layout) or all weights, schedules, merging.
 //! - `engine`, `generate`, `score` (feature `llm`): generation and scoring with mistral.rs, as dataset stages.
+//! - [`bench`]: `whet bench selection`, the evidence that diversity selection pays (or not), measured.
 //! - [`rounds`]: self-improvement rounds, resumable step by step, and `whet demo` (the loop needs `llm`).
 
+pub mod bench;
 pub mod error;
 mod folder;
 pub mod logprob;

@@ -409,6 +409,11 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Benchmarks that measure what the stages do to a model.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
     /// Train a model on candle: LoRA adapters (written in the PEFT layout) or all weights (a model folder),
     /// with the loss on response tokens. Settings come from CONFIG.toml (the fields of TrainConfig), and flags
     /// override them; a run stopped midway resumes from its last checkpoint when started again.
@@ -777,6 +782,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => training::train(*args)?,
         Command::Rounds { config } => rounds::rounds(&config)?,
         Command::Demo { out, quick, seed } => rounds::demo(&out, quick, seed)?,
+        Command::Bench { command: BenchCommand::Selection { out, quick, seeds, embedder } } => {
+            rounds::bench_selection(&out, quick, seeds, &embedder)?
+        }
         Command::Reward { input, output, with, read } => {
             use whetstone::selfimprove::reward::stage::{RewardSpec, RewardStep};
             let rewards = with.iter().map(|w| RewardSpec::parse(w)).collect::<Result<Vec<_>, _>>()?;
@@ -1409,6 +1417,28 @@ mod training {
     }
 }
 
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Does diversity selection pay? Selects the same number of rows from a synthetic multi-skill pool
+    /// (imbalanced skills, near-copies) with random, rs2, kmq, iterative, kcenter and dedup+kmq; trains the
+    /// same tiny model on each subset the same way; prints macro, worst-skill and rare-skill accuracy over
+    /// seeds. Writes selection.md, selection.svg and results.parquet.
+    Selection {
+        /// Where everything goes (kept between runs: finished results are read back).
+        #[arg(long, default_value = "out/bench-selection")]
+        out: PathBuf,
+        /// A short version (a few minutes): every row of the table, too small to tell methods apart.
+        #[arg(long)]
+        quick: bool,
+        /// Seeds (default: 3, or 1 with --quick).
+        #[arg(long)]
+        seeds: Option<usize>,
+        /// `minilm` (all-MiniLM-L6-v2: run scripts/fetch-minilm.sh), `hashing`, or a BERT model folder.
+        #[arg(long, default_value = "minilm")]
+        embedder: String,
+    },
+}
+
 mod rounds {
     use std::path::Path;
 
@@ -1533,6 +1563,61 @@ mod rounds {
             out.join("report.md").display(),
             out.join("metrics.parquet").display(),
             out.join("rounds.svg").display()
+        );
+        Ok(())
+    }
+
+    pub fn bench_selection(out: &Path, quick: bool, seeds: Option<usize>, embedder: &str) -> Result<()> {
+        use whetstone::selfimprove::bench::selection::{self, BenchEvent, BenchSize};
+        let mut size = if quick { BenchSize::quick() } else { BenchSize::full() };
+        size.seeds = seeds.unwrap_or(size.seeds);
+        let progress = Progress::new();
+        let report = selection::run(out, &size, embedder, &mut |e| match e {
+            BenchEvent::Part(part) => {
+                progress.bar.set_length(0);
+                progress.line(format!("bench selection · {part}"))
+            }
+            BenchEvent::Train { seed, method, metrics: m, steps } => {
+                progress.bar.set_prefix(format!("seed {seed} · {method} · training"));
+                progress.bar.set_length(steps as u64);
+                progress.bar.set_position(m.step as u64);
+                progress.bar.set_message(format!("loss {:.3} · {:.0} tokens/s", m.loss, m.tokens_per_s));
+            }
+            BenchEvent::Result(r) => progress.line(format!(
+                "seed {} · {}: macro {:.1}% · worst {:.1}% ({}) · rare {:.1}%",
+                r.seed,
+                r.method,
+                100.0 * r.macro_accuracy,
+                100.0 * r.worst_accuracy,
+                r.worst_skill,
+                100.0 * r.rare_accuracy
+            )),
+        });
+        progress.bar.finish_and_clear();
+        let report = report?;
+        let spread = |m: selection::MeanSd| Cell::new(format!("{:.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.sd));
+        let mut t = table(&["method", "macro accuracy (%)", "worst skill (%)", "rare skills (%)", "vs random (macro)"]);
+        let random = report.summary.iter().find(|m| m.method == "random").map(|m| m.macro_accuracy.mean);
+        for m in &report.summary {
+            let versus = random.map_or(String::new(), |r| format!("{:+.1} pts", 100.0 * (m.macro_accuracy.mean - r)));
+            t.add_row(vec![
+                Cell::new(&m.method),
+                spread(m.macro_accuracy),
+                spread(m.worst_accuracy),
+                spread(m.rare_accuracy),
+                Cell::new(versus),
+            ]);
+        }
+        println!("{t}");
+        println!(
+            "{} seed(s), {} rows selected of {} · {:.0} s · report: {} · chart: {} · raw: {}",
+            report.size.seeds,
+            (report.size.pool as f64 * report.size.budget).round(),
+            report.size.pool,
+            report.seconds,
+            out.join("selection.md").display(),
+            out.join("selection.svg").display(),
+            out.join("results.parquet").display()
         );
         Ok(())
     }

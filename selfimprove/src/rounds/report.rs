@@ -35,8 +35,17 @@ pub fn write_rows<T: serde::Serialize>(rows: &[T], parquet: &Path) -> Result<()>
 
 /// A line chart of one value per round for several runs (`series`: name, points in [0, 1]), in percent.
 pub fn chart(title: &str, y: &str, series: &[(String, Vec<(usize, f64)>)]) -> Result<String> {
+    chart_over(title, y, &[], series)
+}
+
+/// [`chart`] over named points on the x axis (`x_names[i]` labels x = i) instead of rounds.
+pub fn chart_over(title: &str, y: &str, x_names: &[String], series: &[(String, Vec<(usize, f64)>)]) -> Result<String> {
     use plotters::prelude::*;
     let last = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).max().unwrap_or(1).max(1);
+    let x_label = |x: &f64| match x_names.get(x.round() as usize) {
+        Some(name) => name.clone(),
+        None => format!("{x:.0}"),
+    };
     let mut svg = String::new();
     let failed = |e: &dyn std::fmt::Debug| Error::Invalid(format!("drawing the rounds chart: {e:?}"));
     {
@@ -50,13 +59,20 @@ pub fn chart(title: &str, y: &str, series: &[(String, Vec<(usize, f64)>)]) -> Re
             .build_cartesian_2d(-0.2f64..last as f64 + 0.2, 0f64..100.0)
             .map_err(|e| failed(&e))?;
         c.configure_mesh()
-            .x_desc("round")
+            .x_desc(if x_names.is_empty() { "round" } else { "" })
             .y_desc(y)
             .x_labels(last + 1)
-            .x_label_formatter(&|x| format!("{x:.0}"))
+            .x_label_formatter(&x_label)
             .draw()
             .map_err(|e| failed(&e))?;
-        let colours = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40)];
+        let colours = [
+            RGBColor(31, 119, 180),
+            RGBColor(255, 127, 14),
+            RGBColor(44, 160, 44),
+            RGBColor(214, 39, 40),
+            RGBColor(148, 103, 189),
+            RGBColor(140, 86, 75),
+        ];
         for (i, (name, points)) in series.iter().enumerate() {
             let colour = colours[i % colours.len()];
             let points: Vec<(f64, f64)> = points.iter().map(|&(r, v)| (r as f64, 100.0 * v)).collect();

@@ -364,6 +364,31 @@ pub fn eval_loss(
     Ok(if count > 0.0 { sum / count } else { f64::NAN })
 }
 
+/// Whether greedy decoding would give each example's response exactly, end-of-turn token included: true
+/// when at every response position the most likely next token is the response's own. Greedy decoding
+/// emits the response's first token iff it is the argmax after the prompt, then (having emitted it) the
+/// second iff it is the argmax after that, and so on, so one teacher-forced pass decides it for a batch of
+/// examples at once.
+pub fn greedy_exact(model: &Llama, examples: &[Example], batch: usize, max_len: usize) -> Result<Vec<bool>> {
+    let order: Vec<usize> = (0..examples.len()).collect();
+    let rows = data::pack(examples, &order, max_len, true);
+    let mut right = vec![true; examples.len()];
+    for rows in rows.chunks(batch.max(1)) {
+        let b = data::batch(examples, rows, 0, false);
+        let inputs = Inputs::new(&b.tokens, &b.segments, &model.device, model.dtype)?;
+        let best: Vec<Vec<u32>> = model.forward(&inputs, true, None)?.argmax(D::Minus1)?.to_vec2()?;
+        for (r, row) in rows.iter().enumerate() {
+            let mut position = 0;
+            for &i in row {
+                let n = examples[i].tokens.len();
+                right[i] = (position..position + n).all(|p| b.weights[r][p] == 0.0 || best[r][p] == b.targets[r][p]);
+                position += n;
+            }
+        }
+    }
+    Ok(right)
+}
+
 /// The checkpoint folder beside `out`.
 fn checkpoint_dir(out: &Path) -> Result<PathBuf> {
     let name = out.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a folder name", out.display())))?;

@@ -1,0 +1,9 @@
+//! Benchmarks that measure what whetstone's stages do to a model, not only how fast they run.
+//!
+//! - [`skills`]: a synthetic, verifiable, multi-skill instruction pool shaped like real instruction data.
+//! - [`selection`]: `whet bench selection`: does diversity selection pay? Each selection method picks a
+//!   subset of the pool under one budget; the same tiny model is trained on each subset the same way and
+//!   evaluated per skill.
+
+pub mod selection;
+pub mod skills;
