@@ -3,6 +3,7 @@
 
 mod common;
 
+mod bench;
 mod curation_cli;
 mod formats;
 mod malformed;

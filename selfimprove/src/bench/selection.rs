@@ -70,7 +70,7 @@ impl BenchSize {
         BenchSize {
             pool: 40_000,
             near_copies: 0.1,
-            test_per_skill: 100,
+            test_per_skill: 50,
             budget: 0.05,
             seeds: 3,
             k: 200,
@@ -134,15 +134,16 @@ pub struct MethodResult {
     pub near_copies_selected: usize,
     /// Distinct prompts among the selected rows.
     pub distinct_prompts: usize,
-    /// Mean cosine distance from every pool row to its nearest selected row.
+    /// Mean and largest cosine distance from a pool row to its nearest selected row.
     pub mean_distance: f64,
+    pub max_distance: f64,
     pub macro_accuracy: f64,
     pub worst_accuracy: f64,
     pub worst_skill: String,
     /// Mean accuracy over the rare skills (≤ 3% of the pool).
     pub rare_accuracy: f64,
     pub final_loss: f64,
-    /// Training seconds, including an iterative method's scoring models.
+    /// Seconds to select and train (an iterative method's scoring models included).
     pub train_seconds: f64,
     pub skills: Vec<SkillResult>,
 }
@@ -226,7 +227,7 @@ fn ids_of(path: &Path) -> Result<Vec<String>> {
 }
 
 /// Examples (prompt then response tokens) of rows, tokenized as training tokenizes them.
-fn examples(tokenizer: &PromptTokenizer, rows: &[&SkillRow]) -> Result<Vec<Example>> {
+pub fn examples(tokenizer: &PromptTokenizer, rows: &[&SkillRow]) -> Result<Vec<Example>> {
     rows.iter()
         .map(|r| {
             let mut tokens = tokenizer.prompt_tokens(&Prompt::Text(r.prompt.clone()), PromptMode::Chat)?;
@@ -237,8 +238,8 @@ fn examples(tokenizer: &PromptTokenizer, rows: &[&SkillRow]) -> Result<Vec<Examp
         .collect()
 }
 
-/// Greedy exact match of a trained model on rows.
-fn correct_of(model_dir: &Path, rows: &[&SkillRow], context: usize) -> Result<Vec<bool>> {
+/// Whether a model folder's greedy answer to each row is exactly its response.
+pub fn correct_of(model_dir: &Path, rows: &[&SkillRow], context: usize) -> Result<Vec<bool>> {
     let tokenizer = PromptTokenizer::new(&ModelFolder::open(model_dir)?)?;
     let model = Llama::load(model_dir, &Device::Cpu, DType::F32, &Trainable::Frozen)?;
     greedy_exact(&model, &examples(&tokenizer, rows)?, 32, context)
@@ -438,6 +439,7 @@ impl Bench<'_> {
             near_copies_selected: chosen.iter().filter(|&&r| self.pool[r].near_copy_of.is_some()).count(),
             distinct_prompts: chosen.iter().map(|&r| self.pool[r].prompt.as_str()).collect::<HashSet<_>>().len(),
             mean_distance: coverage.mean_distance,
+            max_distance: coverage.max_distance,
             macro_accuracy: skills.iter().map(|s| s.accuracy).sum::<f64>() / skills.len() as f64,
             worst_accuracy: worst.accuracy,
             worst_skill: worst.skill.clone(),
@@ -451,6 +453,13 @@ impl Bench<'_> {
         whetstone_datasets::write::write_atomic(&result_path, serde_json::to_string_pretty(&result)?.as_bytes())?;
         Ok(result)
     }
+}
+
+/// The report a run wrote into `dir` (`report.json`).
+pub fn read_report(dir: &Path) -> Result<BenchReport> {
+    let path = dir.join("report.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(serde_json::from_str(&text)?)
 }
 
 /// Runs the benchmark into `dir` with the embedder `embedder` (`minilm`, `hashing`, or a model folder).
@@ -642,6 +651,16 @@ pub fn markdown(r: &BenchReport) -> String {
         let cells: Vec<String> = m.selected_per_skill.iter().map(|a| format!("{a:.0}")).collect();
         text.push_str(&format!("| {} | {} |\n", m.method, cells.join(" | ")));
     }
+    text.push_str(
+        "\nMethods: `random`; `rs2` (repeated random sampling: the iterative rounds' sizes, each round a fresh \
+         slice of one random order; trained once on the union, as every method is, it is a random draw with \
+         its own seed, so its distance from `random` is the spread of random selection); `kmq` (the budget split \
+         evenly over k-means clusters, rows near each cluster's centre favoured, as `whet select --method kmq`); \
+         `iterative` (kMQ in rounds: a model trained on the rows chosen so far is scored on unchosen rows of \
+         every cluster, and the next round's budget moves to the clusters it gets wrong; its scoring models \
+         cost about one more training); `kcenter` (greedy farthest-point coverage of the embeddings); \
+         `dedup+kmq` (kMQ on the rows MinHash near-dedup keeps).\n",
+    );
     text.push_str(&format!(
         "\nThe dedup stage (MinHash, Jaccard 0.8) dropped {} rows, {} of them among the {} injected near-copies. \
          Rare skills: {}. Raw results: `results.parquet` (one row per seed, method and skill). Took {:.0} s.\n",

@@ -42,39 +42,72 @@ fn pick<'a>(rng: &mut Xoshiro256PlusPlus, forms: &[&'a str]) -> &'a str {
     forms[rng.gen_range(0..forms.len())]
 }
 
-/// Fills `{a}`, `{b}`, … in a form.
-fn fill(form: &str, values: &[(&str, &str)]) -> String {
-    values.iter().fold(form.to_string(), |text, (k, v)| text.replace(&format!("{{{k}}}"), v))
+/// People and things the questions are about: every surface form carries some of them, so that each skill
+/// has tens of thousands of distinct prompts (few exact repeats) while its answers stay easy to learn.
+const NAMES: [&str; 16] =
+    ["Tom", "Ann", "Raj", "Mia", "Leo", "Zoe", "Sam", "Ivy", "Max", "Eva", "Ben", "Lia", "Kai", "Ada", "Noah", "Lucy"];
+const THINGS: [&str; 12] =
+    ["apples", "pens", "books", "coins", "cards", "shells", "stamps", "cups", "eggs", "keys", "rocks", "toys"];
+
+/// Fills `{a}`, `{b}`, … in a form; `{N}` is a random name and `{O}` a random kind of thing.
+fn fill(rng: &mut Xoshiro256PlusPlus, form: &str, values: &[(&str, &str)]) -> String {
+    let name = NAMES[rng.gen_range(0..NAMES.len())];
+    let thing = THINGS[rng.gen_range(0..THINGS.len())];
+    values
+        .iter()
+        .fold(form.to_string(), |text, (k, v)| text.replace(&format!("{{{k}}}"), v))
+        .replace("{N}", name)
+        .replace("{O}", thing)
 }
 
 fn addition(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
-    let (a, b) = (rng.gen_range(10..100u32), rng.gen_range(10..100u32));
-    let form = pick(rng, &["What is {a} + {b}?", "Add {a} and {b}.", "Compute the sum of {a} and {b}.", "{a} plus {b} equals?"]);
-    (fill(form, &[("a", &a.to_string()), ("b", &b.to_string())]), (a + b).to_string())
+    let (a, b) = (rng.gen_range(0..10u32), rng.gen_range(0..10u32));
+    let form = pick(
+        rng,
+        &[
+            "{N} has {a} {O} and gets {b} more. How many {O} does {N} have?",
+            "There are {a} {O} in a box and {N} puts in {b} more. How many {O} are in the box?",
+            "{N} asks: what is {a} + {b}?",
+            "Add {a} {O} and {b} {O}. How many {O} is that?",
+        ],
+    );
+    (fill(rng, form, &[("a", &a.to_string()), ("b", &b.to_string())]), (a + b).to_string())
 }
 
 fn subtraction(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
-    let a = rng.gen_range(10..100u32);
-    let b = rng.gen_range(0..=a);
-    let form =
-        pick(rng, &["What is {a} - {b}?", "Subtract {b} from {a}.", "Take {b} away from {a}.", "{a} minus {b} equals?"]);
-    (fill(form, &[("a", &a.to_string()), ("b", &b.to_string())]), (a - b).to_string())
+    let a = rng.gen_range(0..19u32);
+    let b = rng.gen_range(0..=a.min(9));
+    let form = pick(
+        rng,
+        &[
+            "{N} has {a} {O} and gives away {b}. How many {O} are left?",
+            "There are {a} {O} in a box and {N} takes out {b}. How many are left?",
+            "{N} asks: what is {a} - {b}?",
+            "Take {b} {O} away from {a} {O}. How many {O} remain?",
+        ],
+    );
+    (fill(rng, form, &[("a", &a.to_string()), ("b", &b.to_string())]), (a - b).to_string())
 }
 
 fn multiplication(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
     let (a, b) = (rng.gen_range(2..10u32), rng.gen_range(2..10u32));
     let form = pick(
         rng,
-        &["What is {a} x {b}?", "Multiply {a} by {b}.", "Compute the product of {a} and {b}.", "{a} times {b} equals?"],
+        &[
+            "{N} buys {a} bags with {b} {O} in each. How many {O} in total?",
+            "There are {a} rows of {b} {O}. How many {O} are there?",
+            "{N} asks: what is {a} x {b}?",
+            "Multiply {a} by {b} to count {N}'s {O}.",
+        ],
     );
-    (fill(form, &[("a", &a.to_string()), ("b", &b.to_string())]), (a * b).to_string())
+    (fill(rng, form, &[("a", &a.to_string()), ("b", &b.to_string())]), (a * b).to_string())
 }
 
-/// A pronounceable made-up word of 3 to 5 letters (consonant-vowel patterns), so the space of words is large.
+/// A pronounceable made-up word of 3 letters (consonant, vowel, consonant): about a thousand of them.
 fn word(rng: &mut Xoshiro256PlusPlus) -> String {
     const CONSONANTS: &[u8] = b"bdfgklmnprstvz";
     const VOWELS: &[u8] = b"aeiou";
-    (0..rng.gen_range(3..=5))
+    (0..3)
         .map(|i| {
             let set = if i % 2 == 0 { CONSONANTS } else { VOWELS };
             set[rng.gen_range(0..set.len())] as char
@@ -87,13 +120,13 @@ fn reverse(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
     let form = pick(
         rng,
         &[
-            "Reverse the word \"{w}\".",
-            "Spell \"{w}\" backwards.",
-            "Write {w} in reverse order.",
-            "Take the word \"{w}\". Reverse it.",
+            "{N} asks: reverse the word \"{w}\".",
+            "Spell \"{w}\" backwards for {N}.",
+            "{N} wrote \"{w}\". Write it in reverse order.",
+            "Take the word \"{w}\" from {N}'s list. Reverse it.",
         ],
     );
-    (fill(form, &[("w", &w)]), w.chars().rev().collect())
+    (fill(rng, form, &[("w", &w)]), w.chars().rev().collect())
 }
 
 fn digits(rng: &mut Xoshiro256PlusPlus, n: usize, range: std::ops::Range<u32>) -> Vec<u32> {
@@ -105,70 +138,80 @@ fn joined(values: &[u32], sep: &str) -> String {
 }
 
 fn sort(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
-    let values = digits(rng, 4, 0..10);
+    let values = digits(rng, 3, 0..10);
     let form = pick(
         rng,
         &[
-            "Sort these numbers: {s}.",
-            "Put {c} in increasing order.",
-            "Here are some numbers: {s}. Sort them.",
-            "Order from smallest to largest: {s}",
+            "{N} has cards numbered {s}. Sort them from smallest to largest.",
+            "{N} asks: sort these numbers: {s}.",
+            "Put {c} in increasing order for {N}.",
+            "Boxes of {O} are labelled {c}. Order the labels from smallest to largest.",
         ],
     );
     let mut sorted = values.clone();
     sorted.sort_unstable();
-    (fill(form, &[("s", &joined(&values, " ")), ("c", &joined(&values, ", "))]), joined(&sorted, " "))
+    (fill(rng, form, &[("s", &joined(&values, " ")), ("c", &joined(&values, ", "))]), joined(&sorted, " "))
 }
 
 fn count_letter(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
     // Letters from a small set, so counts from 0 to several all occur.
-    let w: String = (0..rng.gen_range(5..=8)).map(|_| b"abcde"[rng.gen_range(0..5)] as char).collect();
-    let letter = b"abcde"[rng.gen_range(0..5)] as char;
+    let w: String = (0..rng.gen_range(3..=5)).map(|_| b"abc"[rng.gen_range(0..3)] as char).collect();
+    let letter = b"abc"[rng.gen_range(0..3)] as char;
     let form = pick(
         rng,
         &[
-            "How many times does \"{l}\" appear in \"{w}\"?",
-            "Count the letter {l} in {w}.",
-            "Take the word \"{w}\". How many {l}'s does it have?",
-            "Number of {l} in {w}?",
+            "{N} asks: how many times does \"{l}\" appear in \"{w}\"?",
+            "Count the letter {l} in {w} for {N}.",
+            "{N} wrote the word \"{w}\". How many {l}'s does it have?",
+            "On a box of {O} is written \"{w}\". How many {l}'s are there?",
         ],
     );
     let count = w.chars().filter(|&c| c == letter).count();
-    (fill(form, &[("l", &letter.to_string()), ("w", &w)]), count.to_string())
+    (fill(rng, form, &[("l", &letter.to_string()), ("w", &w)]), count.to_string())
 }
 
 fn maximum(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
-    let values = digits(rng, 4, 10..100);
+    let values = digits(rng, 3, 0..10);
     let form = pick(
         rng,
         &[
-            "What is the largest of {c}?",
-            "Find the maximum: {s}",
-            "Here are some numbers: {s}. Which is largest?",
-            "Which is biggest: {c}?",
+            "{N} asks: what is the largest of {c}?",
+            "Three boxes hold {c} {O}. How many {O} are in the fullest box?",
+            "{N} scored {c} in three games. What was the best score?",
+            "Find the maximum of {s} for {N}.",
         ],
     );
-    let max = values.iter().max().expect("four values");
-    (fill(form, &[("s", &joined(&values, " ")), ("c", &joined(&values, ", "))]), max.to_string())
+    let max = values.iter().max().expect("three values");
+    (fill(rng, form, &[("s", &joined(&values, " ")), ("c", &joined(&values, ", "))]), max.to_string())
 }
 
 fn parity(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
-    let n = rng.gen_range(0..1000u32);
+    let n = rng.gen_range(0..100u32);
     let form = pick(
         rng,
-        &["Is {n} even or odd?", "Say whether {n} is odd or even.", "Parity of {n}?", "Here is a number: {n}. Even or odd?"],
+        &[
+            "{N} has {n} {O}. Is that number even or odd?",
+            "{N} asks: is {n} even or odd?",
+            "There are {n} {O} on the shelf. Even or odd?",
+            "Say whether {n} is odd or even, {N}.",
+        ],
     );
-    (fill(form, &[("n", &n.to_string())]), if n % 2 == 0 { "even" } else { "odd" }.into())
+    (fill(rng, form, &[("n", &n.to_string())]), if n % 2 == 0 { "even" } else { "odd" }.into())
 }
 
 fn unit_conversion(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
-    let n = rng.gen_range(1..100u32);
-    let (from, to, factor) = [("km", "m", 1000), ("m", "cm", 100), ("kg", "g", 1000), ("cm", "mm", 10)][rng.gen_range(0..4)];
+    let n = rng.gen_range(1..10u32);
+    let (from, to, factor) = [("km", "m", 1000), ("m", "cm", 100), ("cm", "mm", 10), ("m", "mm", 1000)][rng.gen_range(0..4)];
     let form = pick(
         rng,
-        &["Convert {n} {f} to {t}.", "How many {t} are in {n} {f}?", "{n} {f} is how many {t}?", "Express {n} {f} in {t}."],
+        &[
+            "{N} asks: convert {n} {f} to {t}.",
+            "{N} has a rope of {n} {f}. How long is it in {t}?",
+            "A shelf of {O} is {n} {f} long. How many {t} is that?",
+            "How many {t} are in {n} {f}, {N}?",
+        ],
     );
-    (fill(form, &[("n", &n.to_string()), ("f", from), ("t", to)]), (n * factor).to_string())
+    (fill(rng, form, &[("n", &n.to_string()), ("f", from), ("t", to)]), (n * factor).to_string())
 }
 
 const DAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
@@ -178,13 +221,13 @@ fn weekday(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
     let form = pick(
         rng,
         &[
-            "What day is {k} days after {d}?",
-            "Start on {d} and count {k} days forward. Which day is it?",
-            "If today is {d}, what day is it in {k} days?",
-            "{d} plus {k} days is which day?",
+            "{N} leaves on {d} and comes back {k} days later. Which day is that?",
+            "{N} asks: what day is {k} days after {d}?",
+            "If today is {d}, what day is it in {k} days, {N}?",
+            "A box of {O} ships on {d} and arrives {k} days later. On which day does it arrive?",
         ],
     );
-    (fill(form, &[("d", DAYS[day]), ("k", &k.to_string())]), DAYS[(day + k) % 7].into())
+    (fill(rng, form, &[("d", DAYS[day]), ("k", &k.to_string())]), DAYS[(day + k) % 7].into())
 }
 
 /// Ways a popular row is copied with small changes (as instruction data collected from many users is).
@@ -341,12 +384,12 @@ mod tests {
             d.sort();
             assert_eq!(a.replace(' ', ""), d.into_iter().collect::<String>());
             let (p, a) = weekday(&mut rng);
-            let k: usize = p.chars().find(char::is_ascii_digit).unwrap().to_digit(10).unwrap() as usize;
+            let k = p.chars().find(char::is_ascii_digit).unwrap().to_digit(10).unwrap() as usize;
             let start = DAYS.iter().position(|d| p.contains(d)).unwrap();
             assert_eq!(a, DAYS[(start + k) % 7]);
             let (p, a) = reverse(&mut rng);
-            let w = p.split(|c: char| !c.is_ascii_lowercase()).filter(|w| w.len() >= 3 && a.len() == w.len()).last();
-            assert_eq!(w.unwrap().chars().rev().collect::<String>(), a, "{p}");
+            let w = p.split('"').nth(1).unwrap();
+            assert_eq!(w.chars().rev().collect::<String>(), a, "{p}");
         }
     }
 }

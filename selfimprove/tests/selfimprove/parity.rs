@@ -130,3 +130,78 @@ fn a_qwen2_folder_with_attention_biases_and_tied_embeddings_gives_mistral_rs_s_l
         "the Qwen2 parts (biases, tied head) count"
     );
 }
+
+/// `greedy_exact` (one teacher-forced candle pass) says a row is right exactly when mistral.rs's greedy
+/// answer, checked by the exact-match verifier, is right: the benchmark's accuracy is greedy accuracy.
+#[test]
+fn teacher_forced_exact_match_agrees_with_mistral_rs_greedy_answers() {
+    use whetstone_selfimprove::bench::skills;
+    use whetstone_selfimprove::prompt::PromptTokenizer;
+    use whetstone_selfimprove::reward::{verify::ExactMatch, Candidate, Reward};
+    use whetstone_selfimprove::tasks::{greedy_answers, TaskRow};
+    use whetstone_selfimprove::train::data::Example;
+    use whetstone_selfimprove::train::greedy_exact;
+    use whetstone_selfimprove::train::schedule::Shape;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = skills::make(3000, 4, 0.0, 5).unwrap();
+    let lines: String = data
+        .pool
+        .iter()
+        .map(|r| serde_json::json!({"id": r.id, "prompt": r.prompt, "response": r.response}).to_string() + "\n")
+        .collect();
+    let pool = dir.path().join("pool.jsonl");
+    std::fs::write(&pool, lines).unwrap();
+    let base = dir.path().join("tiny");
+    make_tiny_model(&base, &[pool.clone()], &TinyLlama { vocab: 400, context: 128, ..Default::default() }).unwrap();
+    let trained = dir.path().join("trained");
+    let config = TrainConfig {
+        base,
+        data: pool,
+        out: trained.clone(),
+        method: whetstone_selfimprove::train::Method::Full,
+        schedule: Schedule { lr: 3e-3, warmup: 5, floor: 0.1, shape: Shape::Cosine, ..Default::default() },
+        steps: Some(150),
+        cpu: true,
+        ..Default::default()
+    };
+    train(&config, &mut |_, _| true).unwrap();
+
+    // Held-out rows and rows trained on, so that some answers are right and some wrong.
+    let rows: Vec<TaskRow> = data
+        .test
+        .iter()
+        .chain(data.pool.iter().take(60))
+        .map(|r| TaskRow { id: r.id.clone(), prompt: r.prompt.clone(), response: r.response.clone() })
+        .collect();
+    let tokenizer = PromptTokenizer::new(&ModelFolder::open(&trained).unwrap()).unwrap();
+    let examples: Vec<Example> = rows
+        .iter()
+        .map(|r| {
+            let mut tokens = tokenizer.prompt_tokens(&Prompt::Text(r.prompt.clone()), PromptMode::Chat).unwrap();
+            let prompt_len = tokens.len();
+            tokens.extend(tokenizer.response_tokens(&r.response, PromptMode::Chat).unwrap());
+            Example { tokens, prompt_len }
+        })
+        .collect();
+    let model = Llama::load(&trained, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
+    let teacher_forced = greedy_exact(&model, &examples, 16, 128).unwrap();
+
+    let answers = greedy_answers(&engine(&trained), &rows, 24).unwrap();
+    let verifier = ExactMatch { case_sensitive: true };
+    let generated: Vec<bool> = rows
+        .iter()
+        .zip(&answers)
+        .map(|(r, a)| {
+            let c = Candidate { prompt: &r.prompt, response: a, reference: Some(&r.response), ..Default::default() };
+            verifier.score(&c).value == 1.0
+        })
+        .collect();
+    let right = generated.iter().filter(|&&ok| ok).count();
+    assert!(right >= 5 && right + 5 <= rows.len(), "{right} of {} right: the check needs both kinds", rows.len());
+    let differ: Vec<String> = (0..rows.len())
+        .filter(|&i| teacher_forced[i] != generated[i])
+        .map(|i| format!("{:?} → {:?} (reference {:?})", rows[i].prompt, answers[i], rows[i].response))
+        .collect();
+    assert!(differ.is_empty(), "teacher-forced and generated verdicts differ on {} rows: {differ:#?}", differ.len());
+}

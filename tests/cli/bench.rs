@@ -1,0 +1,47 @@
+//! `whet bench selection --quick`: every method's row, finite accuracies, selections of the same size that
+//! differ the way the methods say, results read back on a second run.
+
+use crate::common::{s, whet_ok};
+use whetstone::selfimprove::bench::selection::{read_report, METHODS};
+use whetstone::selfimprove::bench::skills::SKILLS;
+
+#[test]
+fn whet_bench_selection_quick_gives_every_row_and_reads_results_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let printed = whet_ok(&["bench", "selection", "--quick", "--out", s(&out)]);
+    for method in METHODS {
+        assert!(printed.contains(&format!("│ {method} ")), "{method} missing from the table:\n{printed}");
+    }
+    let report = read_report(&out).unwrap();
+    assert_eq!(report.results.len(), METHODS.len());
+    let budget = (report.size.pool as f64 * report.size.budget).round() as usize;
+    for r in &report.results {
+        assert_eq!(r.selected, budget, "{}: every method selects the budget", r.method);
+        assert_eq!(r.skills.len(), SKILLS.len());
+        assert_eq!(r.skills.iter().map(|k| k.selected).sum::<usize>(), budget);
+        assert!(r.skills.iter().all(|k| k.test_rows == report.size.test_per_skill));
+        assert!(r.skills.iter().all(|k| (0.0..=1.0).contains(&k.accuracy)));
+        assert!(r.macro_accuracy.is_finite() && r.final_loss.is_finite() && r.mean_distance > 0.0, "{r:?}");
+    }
+    let of = |m: &str| report.results.iter().find(|r| r.method == m).unwrap();
+    // What each method is for, visible in what it picked.
+    let entropy = |m: &str| {
+        -of(m).skills.iter().map(|k| k.selected as f64 / budget as f64).filter(|p| *p > 0.0).map(|p| p * p.ln()).sum::<f64>()
+    };
+    assert!(entropy("kmq") > entropy("random"), "kmq spreads the budget over skills more evenly than random");
+    assert!(
+        of("dedup+kmq").near_copies_selected < of("kmq").near_copies_selected,
+        "dedup removes near-copies before kmq picks"
+    );
+    assert!(of("kcenter").max_distance < of("random").max_distance, "k-center leaves no row far from the subset");
+    let raw = std::fs::metadata(out.join("results.parquet")).unwrap();
+    assert!(raw.len() > 0 && out.join("selection.svg").is_file() && out.join("selection.md").is_file());
+
+    // Again: every result is read back, and the table is the same.
+    let again = whet_ok(&["bench", "selection", "--quick", "--out", s(&out)]);
+    let table = |text: &str| text.lines().filter(|l| l.starts_with('│')).map(String::from).collect::<Vec<_>>();
+    assert_eq!(table(&again), table(&printed));
+    let other = crate::common::whet_fails(&["bench", "selection", "--quick", "--seeds", "2", "--out", s(&out)]);
+    assert!(other.contains("other settings"), "{other}");
+}
