@@ -1596,21 +1596,28 @@ mod rounds {
         progress.bar.finish_and_clear();
         let report = report?;
         let spread = |m: selection::MeanSd| Cell::new(format!("{:.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.sd));
-        let mut t = table(&["method", "macro accuracy (%)", "worst skill (%)", "rare skills (%)", "vs random (macro)"]);
-        let random = report.summary.iter().find(|m| m.method == "random").map(|m| m.macro_accuracy.mean);
+        let points = |m: selection::MeanSd| Cell::new(format!("{:+.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.sd));
+        let mut t = table(&[
+            "method",
+            "macro accuracy (%)",
+            "worst skill (%)",
+            "rare skills (%)",
+            "macro vs random (pts)",
+            "rare vs random (pts)",
+        ]);
         for m in &report.summary {
-            let versus = random.map_or(String::new(), |r| format!("{:+.1} pts", 100.0 * (m.macro_accuracy.mean - r)));
             t.add_row(vec![
                 Cell::new(&m.method),
                 spread(m.macro_accuracy),
                 spread(m.worst_accuracy),
                 spread(m.rare_accuracy),
-                Cell::new(versus),
+                points(m.macro_vs_random),
+                points(m.rare_vs_random),
             ]);
         }
         println!("{t}");
         println!(
-            "{} seed(s), {} rows selected of {} · {:.0} s · report: {} · chart: {} · raw: {}",
+            "mean ± sd over {} seed(s); vs random: the difference at the same seed · {} rows selected of {} · {:.0} s · report: {} · chart: {} · raw: {}",
             report.size.seeds,
             (report.size.pool as f64 * report.size.budget).round(),
             report.size.pool,

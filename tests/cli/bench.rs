@@ -27,7 +27,13 @@ fn whet_bench_selection_quick_gives_every_row_and_reads_results_back() {
     let of = |m: &str| report.results.iter().find(|r| r.method == m).unwrap();
     // What each method is for, visible in what it picked.
     let entropy = |m: &str| {
-        -of(m).skills.iter().map(|k| k.selected as f64 / budget as f64).filter(|p| *p > 0.0).map(|p| p * p.ln()).sum::<f64>()
+        -of(m)
+            .skills
+            .iter()
+            .map(|k| k.selected as f64 / budget as f64)
+            .filter(|p| *p > 0.0)
+            .map(|p| p * p.ln())
+            .sum::<f64>()
     };
     assert!(entropy("kmq") > entropy("random"), "kmq spreads the budget over skills more evenly than random");
     assert!(
@@ -42,6 +48,7 @@ fn whet_bench_selection_quick_gives_every_row_and_reads_results_back() {
     let again = whet_ok(&["bench", "selection", "--quick", "--out", s(&out)]);
     let table = |text: &str| text.lines().filter(|l| l.starts_with('│')).map(String::from).collect::<Vec<_>>();
     assert_eq!(table(&again), table(&printed));
-    let other = crate::common::whet_fails(&["bench", "selection", "--quick", "--seeds", "2", "--out", s(&out)]);
+    let other =
+        crate::common::whet_fails(&["bench", "selection", "--quick", "--embedder", "hashing", "--out", s(&out)]);
     assert!(other.contains("other settings"), "{other}");
 }

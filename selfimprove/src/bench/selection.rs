@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use whetstone_curation::cluster::{kmeans, KMeansOptions};
 use whetstone_curation::embed::embeddings_concat;
 use whetstone_curation::pipeline::{DedupMethod, DedupStep, EmbedStep, Step};
-use whetstone_curation::select::{self, update_weights, Within, WeightUpdate};
+use whetstone_curation::select::{self, update_weights, WeightUpdate, Within};
 use whetstone_curation::stages::DEFAULT_KMQ_TEMPERATURE;
 use whetstone_datasets::{schema, DatasetReader, ReadOptions};
 
@@ -171,6 +171,10 @@ pub struct MethodSummary {
     pub macro_accuracy: MeanSd,
     pub worst_accuracy: MeanSd,
     pub rare_accuracy: MeanSd,
+    /// Macro and rare-skill accuracy minus random's at the same seed (same initial weights and training
+    /// order), over seeds: the comparison with the seed-to-seed variation of training taken out.
+    pub macro_vs_random: MeanSd,
+    pub rare_vs_random: MeanSd,
     /// Mean accuracy per skill over seeds, in [`skills::SKILLS`] order.
     pub per_skill: Vec<f64>,
     /// Mean selected rows per skill, same order.
@@ -314,7 +318,9 @@ impl Bench<'_> {
                     self.train(seed, "iterative", base, &chosen, steps, &model)?;
                 }
                 let mut members: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
-                (0..self.pool.len()).filter(|&r| available[r]).for_each(|r| members.entry(clusters[r]).or_default().push(r));
+                (0..self.pool.len())
+                    .filter(|&r| available[r])
+                    .for_each(|r| members.entry(clusters[r]).or_default().push(r));
                 let mut rng = <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(seed_of(
                     seed,
                     "iterative-score",
@@ -334,10 +340,12 @@ impl Bench<'_> {
                     let t = tally.entry(c).or_default();
                     (t.0, t.1) = (t.0 + if *ok { 0.0 } else { 1.0 }, t.1 + 1.0);
                 }
-                let scores: BTreeMap<u32, f64> = tally.into_iter().map(|(c, (wrong, n))| (c, wrong / n + 0.05)).collect();
+                let scores: BTreeMap<u32, f64> =
+                    tally.into_iter().map(|(c, (wrong, n))| (c, wrong / n + 0.05)).collect();
                 weights = update_weights(Some(&weights), &scores, WeightUpdate::Paper)?;
             }
-            let picks = select::iterative(clusters, &available, &weights, take, seed_of(seed, "iterative", round as u64));
+            let picks =
+                select::iterative(clusters, &available, &weights, take, seed_of(seed, "iterative", round as u64));
             for p in &picks {
                 available[p.row] = false;
                 chosen.push(p.row);
@@ -430,7 +438,8 @@ impl Bench<'_> {
             });
         }
         let rare = skills::rare();
-        let rare_scores: Vec<f64> = skills.iter().filter(|s| rare.contains(s.skill.as_str())).map(|s| s.accuracy).collect();
+        let rare_scores: Vec<f64> =
+            skills.iter().filter(|s| rare.contains(s.skill.as_str())).map(|s| s.accuracy).collect();
         let worst = skills.iter().min_by(|a, b| a.accuracy.total_cmp(&b.accuracy)).expect("ten skills");
         let result = MethodResult {
             seed,
@@ -468,7 +477,8 @@ pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMu
     let data_dir = dir.join("data");
     std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
     let settings = dir.join("settings.json");
-    let wanted = serde_json::json!({"size": size, "embedder": embedder});
+    // Seeds are left out: a seed's results do not depend on how many there are, so a run can be extended.
+    let wanted = serde_json::json!({"size": BenchSize { seeds: 0, ..size.clone() }, "embedder": embedder});
     match std::fs::read_to_string(&settings) {
         Ok(text) if serde_json::from_str::<serde_json::Value>(&text)? != wanted => {
             return Err(Error::Invalid(format!(
@@ -477,7 +487,9 @@ pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMu
             )))
         }
         Ok(_) => {}
-        Err(_) => whetstone_datasets::write::write_atomic(&settings, serde_json::to_string_pretty(&wanted)?.as_bytes())?,
+        Err(_) => {
+            whetstone_datasets::write::write_atomic(&settings, serde_json::to_string_pretty(&wanted)?.as_bytes())?
+        }
     }
 
     on_event(BenchEvent::Part("data".into()));
@@ -496,7 +508,9 @@ pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMu
     let (embeddings, dim, others) = embeddings_concat(&mut reader)?;
     let ids = others
         .column_by_name(schema::ID)
-        .map(|c| arrow::array::AsArray::as_string::<i32>(c).iter().map(|v| v.unwrap_or("").to_string()).collect::<Vec<_>>())
+        .map(|c| {
+            arrow::array::AsArray::as_string::<i32>(c).iter().map(|v| v.unwrap_or("").to_string()).collect::<Vec<_>>()
+        })
         .unwrap_or_default();
     if ids.len() != data.pool.len() || ids.iter().zip(&data.pool).any(|(a, r)| *a != r.id) {
         return Err(Error::Invalid(format!(
@@ -523,27 +537,21 @@ pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMu
     let dedup_dropped_copies = dropped.iter().filter(|&&r| data.pool[r].near_copy_of.is_some()).count();
     let near_copies = data.pool.iter().filter(|r| r.near_copy_of.is_some()).count();
 
-    let mut bench = Bench {
-        dir,
-        size,
-        pool: data.pool,
-        test: data.test,
-        embeddings,
-        dim,
-        deduped,
-        on_event,
-    };
+    let mut bench = Bench { dir, size, pool: data.pool, test: data.test, embeddings, dim, deduped, on_event };
     let mut results = Vec::new();
     for seed in 0..size.seeds as u64 {
         let base = dir.join(format!("seed-{seed}/base"));
         if !base.exists() {
             (bench.on_event)(BenchEvent::Part(format!("seed {seed}: model")));
             let spec = TinyLlama { seed, ..size.model.clone() };
-            make_tiny_model(&base, &[pool_path.clone()], &spec)?;
+            make_tiny_model(&base, std::slice::from_ref(&pool_path), &spec)?;
         }
         (bench.on_event)(BenchEvent::Part(format!("seed {seed}: k-means (k = {})", size.k)));
-        let (_, clusters) =
-            kmeans(&bench.embeddings, bench.dim, &KMeansOptions::new(size.k.min(bench.pool.len()), seed_of(seed, "kmeans", 0)))?;
+        let (_, clusters) = kmeans(
+            &bench.embeddings,
+            bench.dim,
+            &KMeansOptions::new(size.k.min(bench.pool.len()), seed_of(seed, "kmeans", 0)),
+        )?;
         for method in METHODS {
             (bench.on_event)(BenchEvent::Part(format!("seed {seed}: {method}")));
             let result = bench.method(seed, method, &base, &clusters)?;
@@ -581,8 +589,20 @@ pub fn summarise(results: &[MethodResult]) -> Vec<MethodSummary> {
                     .map(|i| rs.iter().map(|r| f(&r.skills[i])).sum::<f64>() / rs.len() as f64)
                     .collect()
             };
+            let versus = |f: &dyn Fn(&MethodResult) -> f64| {
+                let differences: Vec<f64> = rs
+                    .iter()
+                    .filter_map(|r| {
+                        let random = results.iter().find(|b| b.method == "random" && b.seed == r.seed)?;
+                        Some(f(r) - f(random))
+                    })
+                    .collect();
+                MeanSd::of(&differences)
+            };
             Some(MethodSummary {
                 method: method.into(),
+                macro_vs_random: versus(&|r| r.macro_accuracy),
+                rare_vs_random: versus(&|r| r.rare_accuracy),
                 seeds: rs.len(),
                 macro_accuracy: of(&|r| r.macro_accuracy),
                 worst_accuracy: of(&|r| r.worst_accuracy),
@@ -599,6 +619,10 @@ fn pct(m: MeanSd) -> String {
     format!("{:.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.sd)
 }
 
+fn points(m: MeanSd) -> String {
+    format!("{:+.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.sd)
+}
+
 /// The report as Markdown: the table, per-skill accuracy and selected rows per skill.
 pub fn markdown(r: &BenchReport) -> String {
     let s = &r.size;
@@ -606,8 +630,9 @@ pub fn markdown(r: &BenchReport) -> String {
         "# whet bench selection\n\nA pool of {} instructions over {} skills ({}% near-copies of popular rows), {} held-out \
          questions per skill; each method selects {} rows ({:.0}% of the pool); a tiny Llama ({} layers, hidden {}, \
          random initial weights per seed) is trained on them for {} steps of {} packed rows (lr {}, cosine); greedy \
-         exact-match accuracy per skill; {} seed(s); embeddings: {}; k = {}.\n\n\
-         | method | macro accuracy (%) | worst skill (%) | rare skills (%) | near-copies selected |\n|---|---|---|---|---|\n",
+         exact-match accuracy per skill; {} seed(s) (mean ± standard deviation over seeds); embeddings: {}; k = {}.\n\n\
+         | method | macro accuracy (%) | worst skill (%) | rare skills (%) | macro vs random, same seed (points) | \
+         rare vs random, same seed (points) | near-copies selected |\n|---|---|---|---|---|---|---|\n",
         s.pool,
         skills::SKILLS.len(),
         (100.0 * s.near_copies).round(),
@@ -625,11 +650,13 @@ pub fn markdown(r: &BenchReport) -> String {
     );
     for m in &r.summary {
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {:.0} |\n",
+            "| {} | {} | {} | {} | {} | {} | {:.0} |\n",
             m.method,
             pct(m.macro_accuracy),
             pct(m.worst_accuracy),
             pct(m.rare_accuracy),
+            points(m.macro_vs_random),
+            points(m.rare_vs_random),
             m.near_copies_selected
         ));
     }
@@ -637,7 +664,12 @@ pub fn markdown(r: &BenchReport) -> String {
     let header = |title: &str| {
         format!(
             "\n{title}\n\n| method | {} |\n|---|{}\n",
-            names.iter().zip(&skills::SKILLS).map(|(n, k)| format!("{n} ({}%)", k.percent)).collect::<Vec<_>>().join(" | "),
+            names
+                .iter()
+                .zip(&skills::SKILLS)
+                .map(|(n, k)| format!("{n} ({}%)", k.percent))
+                .collect::<Vec<_>>()
+                .join(" | "),
             "---|".repeat(names.len())
         )
     };
@@ -663,12 +695,13 @@ pub fn markdown(r: &BenchReport) -> String {
     );
     text.push_str(&format!(
         "\nThe dedup stage (MinHash, Jaccard 0.8) dropped {} rows, {} of them among the {} injected near-copies. \
-         Rare skills: {}. Raw results: `results.parquet` (one row per seed, method and skill). Took {:.0} s.\n",
+         Rare skills: {}. Raw results: `results.parquet` (one row per seed, method and skill). Selecting and \
+         training took {:.0} s in all (the sum over results, which a later run reads back instead of redoing).\n",
         r.dedup_dropped,
         r.dedup_dropped_copies,
         r.near_copies,
         skills::rare().into_iter().collect::<Vec<_>>().join(", "),
-        r.seconds
+        r.results.iter().map(|m| m.train_seconds).sum::<f64>()
     ));
     text
 }

@@ -201,7 +201,8 @@ fn parity(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
 
 fn unit_conversion(rng: &mut Xoshiro256PlusPlus) -> (String, String) {
     let n = rng.gen_range(1..10u32);
-    let (from, to, factor) = [("km", "m", 1000), ("m", "cm", 100), ("cm", "mm", 10), ("m", "mm", 1000)][rng.gen_range(0..4)];
+    let (from, to, factor) =
+        [("km", "m", 1000), ("m", "cm", 100), ("cm", "mm", 10), ("m", "mm", 1000)][rng.gen_range(0..4)];
     let form = pick(
         rng,
         &[

@@ -153,7 +153,8 @@ fn teacher_forced_exact_match_agrees_with_mistral_rs_greedy_answers() {
     let pool = dir.path().join("pool.jsonl");
     std::fs::write(&pool, lines).unwrap();
     let base = dir.path().join("tiny");
-    make_tiny_model(&base, &[pool.clone()], &TinyLlama { vocab: 400, context: 128, ..Default::default() }).unwrap();
+    make_tiny_model(&base, std::slice::from_ref(&pool), &TinyLlama { vocab: 400, context: 128, ..Default::default() })
+        .unwrap();
     let trained = dir.path().join("trained");
     let config = TrainConfig {
         base,
