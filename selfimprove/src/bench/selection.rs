@@ -86,10 +86,10 @@ impl BenchSize {
     /// A few minutes: every row of the table, too small to tell the methods apart.
     pub fn quick() -> Self {
         BenchSize {
-            pool: 4_000,
+            pool: 2_500,
             test_per_skill: 20,
             seeds: 1,
-            k: 20,
+            k: 16,
             rounds: 2,
             steps: 40,
             model: TinyLlama { vocab: 400, context: 128, layers: 1, ..Default::default() },
@@ -268,9 +268,10 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Trains `base` on `rows` for `steps` into `out` (kept if already there) and returns its final loss.
+    /// Trains `base` on `rows` (written to `OUT-data.jsonl`) for `steps` into `out`; returns the final loss.
     fn train(&mut self, seed: u64, method: &str, base: &Path, rows: &[usize], steps: usize, out: &Path) -> Result<f64> {
-        let data = out.with_extension("jsonl");
+        let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let data = out.with_file_name(format!("{name}-data.jsonl"));
         write_rows(&data, &rows.iter().map(|&r| &self.pool[r]).collect::<Vec<_>>())?;
         let config = TrainConfig {
             base: base.to_path_buf(),
