@@ -7,6 +7,10 @@ use whetstone::selfimprove::bench::skills::SKILLS;
 
 #[test]
 fn whet_bench_selection_quick_gives_every_row_and_reads_results_back() {
+    if whetstone::curation::embed::minilm_dir(std::path::Path::new(".")).is_none() {
+        eprintln!("skipped: no MiniLM model (run scripts/fetch-minilm.sh)");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("bench");
     let printed = whet_ok(&["bench", "selection", "--quick", "--out", s(&out)]);
@@ -41,11 +45,20 @@ fn whet_bench_selection_quick_gives_every_row_and_reads_results_back() {
         "dedup removes near-copies before kmq picks"
     );
     assert!(of("kcenter").max_distance < of("random").max_distance, "k-center leaves no row far from the subset");
+    let per_skill = |m: &str| of(m).skills.iter().map(|k| k.selected).collect::<Vec<_>>();
+    let by_skill = per_skill("by-skill");
+    assert!(
+        by_skill.iter().max().unwrap() - by_skill.iter().min().unwrap() <= 1,
+        "by-skill splits evenly: {by_skill:?}"
+    );
     let raw = std::fs::metadata(out.join("results.parquet")).unwrap();
     assert!(raw.len() > 0 && out.join("selection.svg").is_file() && out.join("selection.md").is_file());
 
-    // Again: every result is read back, and the table is the same.
+    // Again: every result is read back (no subset written again), and the table is the same.
+    let subset = out.join("seed-0/random/model-data.jsonl");
+    let written = std::fs::metadata(&subset).unwrap().modified().unwrap();
     let again = whet_ok(&["bench", "selection", "--quick", "--out", s(&out)]);
+    assert_eq!(std::fs::metadata(&subset).unwrap().modified().unwrap(), written);
     let table = |text: &str| text.lines().filter(|l| l.starts_with('│')).map(String::from).collect::<Vec<_>>();
     assert_eq!(table(&again), table(&printed));
     let other =

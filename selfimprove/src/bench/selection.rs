@@ -10,9 +10,12 @@
 //!
 //! Methods: `random`; `rs2` (the same rounds as `iterative`, each a fresh random slice); `kmq` (the budget
 //! split evenly over k-means clusters, rows near each cluster's centre favoured, as `whet select --method
-//! kmq` does); `iterative` (kMQ in rounds: after each round a model trained on the rows chosen so far is
-//! scored on unchosen rows of every cluster, and the next round's budget moves to the clusters it gets
-//! wrong); `kcenter` (greedy farthest-point coverage); `dedup+kmq` (kMQ after MinHash near-dedup).
+//! kmq` does); `kmq-random` (the same split, rows drawn at random inside a cluster: the paper's kMQ, and
+//! `iterative` without its feedback); `iterative` (kMQ in rounds: after each round a model trained on the
+//! rows chosen so far is scored on unchosen rows of every cluster, and the next round's budget moves to the
+//! clusters it gets wrong); `kcenter` (greedy farthest-point coverage); `dedup+kmq` (kMQ after MinHash
+//! near-dedup); `by-skill` (the budget split evenly over the skill labels, which a user does not have: the
+//! headroom a skill-aware selection could reach).
 //!
 //! Every part lands in one folder and is kept: run again and finished (seed, method) results are read back.
 
@@ -39,7 +42,7 @@ use crate::train::{greedy_exact, train, Method as TrainMethod, StepMetrics, Trai
 use crate::{make_tiny_model, ModelFolder, TinyLlama};
 
 /// The selection methods, in the table's order.
-pub const METHODS: [&str; 6] = ["random", "rs2", "kmq", "iterative", "kcenter", "dedup+kmq"];
+pub const METHODS: [&str; 8] = ["random", "rs2", "kmq", "kmq-random", "iterative", "kcenter", "dedup+kmq", "by-skill"];
 
 /// The benchmark's sizes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,7 +68,7 @@ pub struct BenchSize {
 }
 
 impl BenchSize {
-    /// The full table: about half an hour on 2 CPU cores.
+    /// The full table: about 25 minutes on 2 CPU cores (3 seeds).
     pub fn full() -> Self {
         BenchSize {
             pool: 40_000,
@@ -83,7 +86,7 @@ impl BenchSize {
         }
     }
 
-    /// A few minutes: every row of the table, too small to tell the methods apart.
+    /// About a minute: every row of the table, too small to tell the methods apart.
     pub fn quick() -> Self {
         BenchSize {
             pool: 2_500,
@@ -100,6 +103,20 @@ impl BenchSize {
     fn budget_rows(&self) -> usize {
         ((self.pool as f64 * self.budget).round() as usize).clamp(1, self.pool)
     }
+
+    fn check(&self) -> Result<()> {
+        if self.seeds == 0 {
+            return Err(Error::Invalid("seeds: at least one".into()));
+        }
+        if self.budget_rows() < self.rounds.max(1) {
+            return Err(Error::Invalid(format!(
+                "a budget of {} rows cannot be split over {} iterative rounds",
+                self.budget_rows(),
+                self.rounds
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What the benchmark reports as it goes.
@@ -107,7 +124,7 @@ impl BenchSize {
 pub enum BenchEvent<'a> {
     /// A part starts ("data", "embed", "dedup", "seed 0: model", …).
     Part(String),
-    /// A training step of (seed, method); `scoring` for an iterative round's scoring model.
+    /// A training step of (seed, method), an iterative round's scoring model included.
     Train { seed: u64, method: &'a str, metrics: &'a StepMetrics, steps: usize },
     /// A (seed, method) result, measured or read back.
     Result(&'a MethodResult),
@@ -171,8 +188,8 @@ pub struct MethodSummary {
     pub macro_accuracy: MeanSd,
     pub worst_accuracy: MeanSd,
     pub rare_accuracy: MeanSd,
-    /// Macro and rare-skill accuracy minus random's at the same seed (same initial weights and training
-    /// order), over seeds: the comparison with the seed-to-seed variation of training taken out.
+    /// Macro and rare-skill accuracy minus random's at the same seed (same initial weights and shuffle
+    /// seed), over seeds: the comparison with the seed-to-seed variation of initial weights taken out.
     pub macro_vs_random: MeanSd,
     pub rare_vs_random: MeanSd,
     /// Mean accuracy per skill over seeds, in [`skills::SKILLS`] order.
@@ -206,14 +223,15 @@ struct Line<'a> {
     source: &'a str,
 }
 
-fn write_rows(path: &Path, rows: &[&SkillRow]) -> Result<()> {
+/// Rows as JSON lines (id, prompt, response, source).
+fn jsonl<'a>(rows: impl IntoIterator<Item = &'a SkillRow>) -> Result<String> {
     let mut text = String::new();
     for r in rows {
         let line = Line { id: &r.id, prompt: &r.prompt, response: &r.response, source: &r.skill };
         text.push_str(&serde_json::to_string(&line)?);
         text.push('\n');
     }
-    Ok(whetstone_datasets::write::write_atomic(path, text.as_bytes())?)
+    Ok(text)
 }
 
 /// The ids of a dataset's rows, in order.
@@ -272,7 +290,7 @@ impl Bench<'_> {
     fn train(&mut self, seed: u64, method: &str, base: &Path, rows: &[usize], steps: usize, out: &Path) -> Result<f64> {
         let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let data = out.with_file_name(format!("{name}-data.jsonl"));
-        write_rows(&data, &rows.iter().map(|&r| &self.pool[r]).collect::<Vec<_>>())?;
+        whetstone_datasets::write::write_atomic(&data, jsonl(rows.iter().map(|&r| &self.pool[r]))?.as_bytes())?;
         let config = TrainConfig {
             base: base.to_path_buf(),
             data,
@@ -382,6 +400,16 @@ impl Bench<'_> {
                     .collect()
             }
             "kmq" => rows(select::kmq(clusters, budget, None, central(&self.embeddings), seed_of(seed, method, 0))?),
+            "kmq-random" => rows(select::kmq(clusters, budget, None, Within::Random, seed_of(seed, method, 0))?),
+            "by-skill" => {
+                let names = skills::names();
+                let labels: Vec<u32> = self
+                    .pool
+                    .iter()
+                    .map(|r| names.iter().position(|n| *n == r.skill).expect("a known skill") as u32)
+                    .collect();
+                rows(select::kmq(&labels, budget, None, Within::Random, seed_of(seed, method, 0))?)
+            }
             "kcenter" => rows(select::kcenter(&self.embeddings, self.dim, budget, seed_of(seed, method, 0))),
             "iterative" => self.iterative(seed, base, clusters, work)?,
             "dedup+kmq" => {
@@ -475,11 +503,22 @@ pub fn read_report(dir: &Path) -> Result<BenchReport> {
 /// Runs the benchmark into `dir` with the embedder `embedder` (`minilm`, `hashing`, or a model folder).
 pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMut(BenchEvent)) -> Result<BenchReport> {
     let started = Instant::now();
+    size.check()?;
     let data_dir = dir.join("data");
     std::fs::create_dir_all(&data_dir).map_err(|e| Error::io(&data_dir, e))?;
+    on_event(BenchEvent::Part("data".into()));
+    let data = skills::make(size.pool, size.test_per_skill, size.near_copies, 0)?;
+    let (pool_text, test_text) = (jsonl(&data.pool)?, jsonl(&data.test)?);
     let settings = dir.join("settings.json");
     // Seeds are left out: a seed's results do not depend on how many there are, so a run can be extended.
-    let wanted = serde_json::json!({"size": BenchSize { seeds: 0, ..size.clone() }, "embedder": embedder});
+    // The data's hash is in: results made from other questions (another version of the generators) are
+    // not mixed with these.
+    let data_hash = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(format!("{pool_text}{test_text}").as_bytes()));
+    let wanted = serde_json::json!({
+        "size": BenchSize { seeds: 0, ..size.clone() },
+        "embedder": embedder,
+        "data": data_hash,
+    });
     match std::fs::read_to_string(&settings) {
         Ok(text) if serde_json::from_str::<serde_json::Value>(&text)? != wanted => {
             return Err(Error::Invalid(format!(
@@ -493,11 +532,9 @@ pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMu
         }
     }
 
-    on_event(BenchEvent::Part("data".into()));
-    let data = skills::make(size.pool, size.test_per_skill, size.near_copies, 0)?;
     let pool_path = data_dir.join("pool.jsonl");
-    write_rows(&pool_path, &data.pool.iter().collect::<Vec<_>>())?;
-    write_rows(&data_dir.join("test.jsonl"), &data.test.iter().collect::<Vec<_>>())?;
+    whetstone_datasets::write::write_atomic(&pool_path, pool_text.as_bytes())?;
+    whetstone_datasets::write::write_atomic(&data_dir.join("test.jsonl"), test_text.as_bytes())?;
 
     let embedded = data_dir.join("pool-embedded.parquet");
     if !embedded.exists() {
@@ -692,7 +729,9 @@ pub fn markdown(r: &BenchReport) -> String {
          `iterative` (kMQ in rounds: a model trained on the rows chosen so far is scored on unchosen rows of \
          every cluster, and the next round's budget moves to the clusters it gets wrong; its scoring models \
          cost about one more training); `kcenter` (greedy farthest-point coverage of the embeddings); \
-         `dedup+kmq` (kMQ on the rows MinHash near-dedup keeps).\n",
+         `dedup+kmq` (kMQ on the rows MinHash near-dedup keeps); `kmq-random` (kMQ drawing at random inside \
+         a cluster, as the paper's code does: `iterative` without its feedback); `by-skill` (the budget split \
+         evenly over the skill labels, which a user does not have: what a skill-aware selection could reach).\n",
     );
     text.push_str(&format!(
         "\nThe dedup stage (MinHash, Jaccard 0.8) dropped {} rows, {} of them among the {} injected near-copies. \

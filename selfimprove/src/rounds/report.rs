@@ -72,6 +72,8 @@ pub fn chart_over(title: &str, y: &str, x_names: &[String], series: &[(String, V
             RGBColor(214, 39, 40),
             RGBColor(148, 103, 189),
             RGBColor(140, 86, 75),
+            RGBColor(227, 119, 194),
+            RGBColor(127, 127, 127),
         ];
         for (i, (name, points)) in series.iter().enumerate() {
             let colour = colours[i % colours.len()];
