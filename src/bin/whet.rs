@@ -1427,7 +1427,7 @@ enum BenchCommand {
         /// Where everything goes (kept between runs: finished results are read back).
         #[arg(long, default_value = "out/bench-selection")]
         out: PathBuf,
-        /// A short version (a few minutes): every row of the table, too small to tell methods apart.
+        /// A short version (about a minute): every row of the table, too small to tell methods apart.
         #[arg(long)]
         quick: bool,
         /// Seeds (default: 3, or 1 with --quick).
