@@ -1420,9 +1420,10 @@ mod training {
 #[derive(Subcommand)]
 enum BenchCommand {
     /// Does diversity selection pay? Selects the same number of rows from a synthetic multi-skill pool
-    /// (imbalanced skills, near-copies) with random, rs2, kmq, iterative, kcenter and dedup+kmq; trains the
-    /// same tiny model on each subset the same way; prints macro, worst-skill and rare-skill accuracy over
-    /// seeds. Writes selection.md, selection.svg and results.parquet.
+    /// (imbalanced skills, near-copies) with random, rs2, kmq, kmq-random, iterative, kcenter, dedup+kmq and
+    /// by-skill (an even split over the skill labels: the headroom); trains the same tiny model on each subset
+    /// the same way; prints macro, worst-skill and rare-skill accuracy over seeds, and each method's difference
+    /// from random at the same seed. Writes selection.md, selection.svg and results.parquet.
     Selection {
         /// Where everything goes (kept between runs: finished results are read back).
         #[arg(long, default_value = "out/bench-selection")]
