@@ -35,7 +35,7 @@ use whetstone_datasets::{schema, DatasetReader, ReadOptions};
 use super::skills::{self, SkillRow};
 use crate::error::{Error, Result};
 use crate::prompt::{Prompt, PromptMode, PromptTokenizer};
-use crate::train::data::Example;
+use crate::train::data::example;
 use crate::train::llama::{Llama, Trainable};
 use crate::train::schedule::{Schedule, Shape};
 use crate::train::{greedy_exact, train, Method as TrainMethod, StepMetrics, TrainConfig};
@@ -234,37 +234,30 @@ fn jsonl<'a>(rows: impl IntoIterator<Item = &'a SkillRow>) -> Result<String> {
     Ok(text)
 }
 
+/// The ids of a batch's rows (a core column), in order.
+fn ids_in(batch: &arrow::array::RecordBatch) -> Vec<String> {
+    let ids = arrow::array::AsArray::as_string::<i32>(batch.column_by_name(schema::ID).expect("core column"));
+    ids.iter().map(|id| id.unwrap_or_default().to_string()).collect()
+}
+
 /// The ids of a dataset's rows, in order.
 fn ids_of(path: &Path) -> Result<Vec<String>> {
     let mut ids = Vec::new();
     for batch in DatasetReader::open(path, ReadOptions::default())? {
-        let batch = batch?;
-        let column = batch.column_by_name(schema::ID).ok_or_else(|| Error::Invalid("no id column".into()))?;
-        let column = arrow::compute::cast(column, &arrow::datatypes::DataType::Utf8)?;
-        let strings = arrow::array::AsArray::as_string::<i32>(&column);
-        use arrow::array::Array;
-        ids.extend((0..strings.len()).map(|i| strings.value(i).to_string()));
+        ids.extend(ids_in(&batch?));
     }
     Ok(ids)
-}
-
-/// Examples (prompt then response tokens) of rows, tokenized as training tokenizes them.
-pub fn examples(tokenizer: &PromptTokenizer, rows: &[&SkillRow]) -> Result<Vec<Example>> {
-    rows.iter()
-        .map(|r| {
-            let mut tokens = tokenizer.prompt_tokens(&Prompt::Text(r.prompt.clone()), PromptMode::Chat)?;
-            let prompt_len = tokens.len();
-            tokens.extend(tokenizer.response_tokens(&r.response, PromptMode::Chat)?);
-            Ok(Example { tokens, prompt_len })
-        })
-        .collect()
 }
 
 /// Whether a model folder's greedy answer to each row is exactly its response.
 pub fn correct_of(model_dir: &Path, rows: &[&SkillRow], context: usize) -> Result<Vec<bool>> {
     let tokenizer = PromptTokenizer::new(&ModelFolder::open(model_dir)?)?;
     let model = Llama::load(model_dir, &Device::Cpu, DType::F32, &Trainable::Frozen)?;
-    greedy_exact(&model, &examples(&tokenizer, rows)?, 32, context)
+    let examples = rows
+        .iter()
+        .map(|r| example(&tokenizer, &Prompt::Text(r.prompt.clone()), &r.response, PromptMode::Chat))
+        .collect::<Result<Vec<_>>>()?;
+    greedy_exact(&model, &examples, 32, context)
 }
 
 /// A seed for (seed, method, part), so methods draw independently.
@@ -381,24 +374,9 @@ impl Bench<'_> {
         let central = |embeddings| Within::Central { embeddings, dim: self.dim, temperature: DEFAULT_KMQ_TEMPERATURE };
         Ok(match method {
             "random" => rows(select::random(n, budget, seed_of(seed, method, 0))),
-            "rs2" => {
-                let rounds = self.size.rounds.max(1);
-                (0..rounds)
-                    .flat_map(|r| {
-                        let take = if r + 1 == rounds { budget - budget / rounds * r } else { budget / rounds };
-                        // Each round's slice starts where the last ended (rs2 with a per-round budget).
-                        let mut order: Vec<usize> = (0..n).collect();
-                        rand::seq::SliceRandom::shuffle(
-                            &mut order[..],
-                            &mut <rand_xoshiro::Xoshiro256PlusPlus as rand::SeedableRng>::seed_from_u64(seed_of(
-                                seed, method, 0,
-                            )),
-                        );
-                        let start = budget / rounds * r;
-                        order[start..start + take].to_vec()
-                    })
-                    .collect()
-            }
+            // The rounds' consecutive slices of one random order, trained on together, are its first
+            // `budget` rows: rs2's round 0 at the whole budget.
+            "rs2" => rows(select::rs2(n, budget, 0, seed_of(seed, method, 0))),
             "kmq" => rows(select::kmq(clusters, budget, None, central(&self.embeddings), seed_of(seed, method, 0))?),
             "kmq-random" => rows(select::kmq(clusters, budget, None, Within::Random, seed_of(seed, method, 0))?),
             "by-skill" => {
@@ -544,12 +522,7 @@ pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMu
     }
     let mut reader = DatasetReader::open(&embedded, ReadOptions::default())?;
     let (embeddings, dim, others) = embeddings_concat(&mut reader)?;
-    let ids = others
-        .column_by_name(schema::ID)
-        .map(|c| {
-            arrow::array::AsArray::as_string::<i32>(c).iter().map(|v| v.unwrap_or("").to_string()).collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
+    let ids = ids_in(&others);
     if ids.len() != data.pool.len() || ids.iter().zip(&data.pool).any(|(a, r)| *a != r.id) {
         return Err(Error::Invalid(format!(
             "{}: its rows are not the pool's, in order; remove it to embed the pool again",

@@ -11,7 +11,7 @@ use whetstone_datasets::read::Rejections;
 use whetstone_datasets::{schema, DatasetReader, OnError, ReadOptions};
 
 use crate::error::{Error, Result};
-use crate::prompt::{row_prompt, row_response, PromptMode, PromptTokenizer};
+use crate::prompt::{row_prompt, row_response, Prompt, PromptMode, PromptTokenizer};
 
 /// One example: prompt and response tokens together; the loss covers `tokens[prompt_len..]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,9 +61,7 @@ pub fn read_examples(
                 refuse("no_response", "response", "no response to train on".into())?;
                 continue;
             };
-            let mut tokens = tokenizer.prompt_tokens(&row_prompt(&batch, row), mode)?;
-            let prompt_len = tokens.len();
-            tokens.extend(tokenizer.response_tokens(&response, mode)?);
+            let Example { tokens, prompt_len } = example(tokenizer, &row_prompt(&batch, row), &response, mode)?;
             if tokens.len() > max_len {
                 refuse(
                     "too_long",
@@ -82,6 +80,14 @@ pub fn read_examples(
     rejected.merge(dropped);
     let rows_in = rows + reader.rejections().total();
     Ok(Examples { examples, rows_in, rejected })
+}
+
+/// One example: the prompt's tokens as the engine gives them, then the response's (ending the turn).
+pub fn example(tokenizer: &PromptTokenizer, prompt: &Prompt, response: &str, mode: PromptMode) -> Result<Example> {
+    let mut tokens = tokenizer.prompt_tokens(prompt, mode)?;
+    let prompt_len = tokens.len();
+    tokens.extend(tokenizer.response_tokens(response, mode)?);
+    Ok(Example { tokens, prompt_len })
 }
 
 /// A training row: examples laid end to end (one, without packing).

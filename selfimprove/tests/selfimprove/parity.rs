@@ -139,7 +139,7 @@ fn teacher_forced_exact_match_agrees_with_mistral_rs_greedy_answers() {
     use whetstone_selfimprove::prompt::PromptTokenizer;
     use whetstone_selfimprove::reward::{verify::ExactMatch, Candidate, Reward};
     use whetstone_selfimprove::tasks::{greedy_answers, TaskRow};
-    use whetstone_selfimprove::train::data::Example;
+    use whetstone_selfimprove::train::data::example;
     use whetstone_selfimprove::train::greedy_exact;
     use whetstone_selfimprove::train::schedule::Shape;
 
@@ -176,14 +176,9 @@ fn teacher_forced_exact_match_agrees_with_mistral_rs_greedy_answers() {
         .map(|r| TaskRow { id: r.id.clone(), prompt: r.prompt.clone(), response: r.response.clone() })
         .collect();
     let tokenizer = PromptTokenizer::new(&ModelFolder::open(&trained).unwrap()).unwrap();
-    let examples: Vec<Example> = rows
+    let examples: Vec<_> = rows
         .iter()
-        .map(|r| {
-            let mut tokens = tokenizer.prompt_tokens(&Prompt::Text(r.prompt.clone()), PromptMode::Chat).unwrap();
-            let prompt_len = tokens.len();
-            tokens.extend(tokenizer.response_tokens(&r.response, PromptMode::Chat).unwrap());
-            Example { tokens, prompt_len }
-        })
+        .map(|r| example(&tokenizer, &Prompt::Text(r.prompt.clone()), &r.response, PromptMode::Chat).unwrap())
         .collect();
     let model = Llama::load(&trained, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
     let teacher_forced = greedy_exact(&model, &examples, 16, 128).unwrap();
