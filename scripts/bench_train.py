@@ -38,7 +38,7 @@ import torch
 import transformers
 from transformers import LlamaForCausalLM
 
-from benchlib import (bench_dirs, fmt_table, machine_line, report_head, run_child, save_report, tail,
+from benchlib import (MIB, bench_dirs, fmt_table, machine_line, report_head, run_child, save_report, tail,
                       usable_cores, whet_binary, whet_version)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -70,9 +70,13 @@ def whet_train(whet: Path, args, folder: Path, data: Path, out: Path, method: st
             "process_s": res["seconds"]}
 
 
-def torch_train(args, folder: Path, method: str) -> dict:
+def torch_train(args, folder: Path, method: str, device: str = "cpu", dtype=torch.float32,
+                attention: str = "eager") -> dict:
+    """PyTorch's side: the folder in `dtype` on `device` (+ PEFT's LoRA with the same settings), AdamW, `args.steps`
+    steps of `args.batch` × `args.max_len` random token ids; a step is timed up to its loss on the host (which
+    waits for a GPU), from step 3 on. On a GPU, peak_gpu_mib is torch's peak allocation."""
     torch.manual_seed(0)
-    model = LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32, attn_implementation="eager")
+    model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attention).to(device)
     if method == "lora":
         config = peft.LoraConfig(r=args.rank, lora_alpha=2 * args.rank, lora_dropout=0.0, target_modules=TARGETS,
                                  task_type="CAUSAL_LM")
@@ -83,7 +87,9 @@ def torch_train(args, folder: Path, method: str) -> dict:
     vocab = model.config.vocab_size
     gen = torch.Generator().manual_seed(0)
     # A fixed pool of batches, so the loss can fall (as on the real rows).
-    pool = [torch.randint(0, vocab, (args.batch, args.max_len), generator=gen) for _ in range(4)]
+    pool = [torch.randint(0, vocab, (args.batch, args.max_len), generator=gen).to(device) for _ in range(4)]
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
     losses, timed_tokens, timed_s = [], 0, 0.0
     for step in range(args.steps):
         ids = pool[step % len(pool)]
@@ -93,14 +99,15 @@ def torch_train(args, folder: Path, method: str) -> dict:
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        elapsed = time.perf_counter() - start
         losses.append(loss.item())
+        elapsed = time.perf_counter() - start
         if step >= 2:
             timed_tokens += ids.numel()
             timed_s += elapsed
     return {"rc": 0, "tokens_per_s": timed_tokens / timed_s, "tokens_per_step": args.batch * args.max_len,
             "first_loss": losses[0], "last_loss": losses[-1],
-            "trainable": sum(p.numel() for p in params)}
+            "trainable": sum(p.numel() for p in params),
+            "peak_gpu_mib": torch.cuda.max_memory_allocated() / MIB if device == "cuda" else None}
 
 
 def main() -> int:

@@ -9,6 +9,11 @@
 # 3. The link wants libcuda, libcudart, libnvrtc, libcurand, libcublas, libcublasLt: empty stub libraries
 #    with the real sonames stand in for them here (the binary loads the real ones on the GPU machine, from
 #    the driver and the CUDA 13 runtime that PyTorch cu130 carries), and the link keeps them as NEEDED.
+# 4. mistral.rs 0.8.1 patched for batched generation (scripts/patches/mistralrs-core-0.8.1.patch, two changes
+#    that keep every result the same): a batch's logits reach the host in one copy, not one copy of the whole
+#    batch per sequence (256 sequences × 32k vocabulary: 4 GB a step); sequences at one position get their
+#    rotary embedding in one call, not two per sequence and layer. The CPU build is not patched: it decodes
+#    one sequence at a time. The patched crate is a copy in .cache/cuda; Cargo.lock is put back afterwards.
 # Where nvcc cannot be had it says so and exits 1. Recipe: ../shared/notes/cuda-build.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,9 +48,25 @@ for pair in "${libs[@]}"; do
     link+=(-C "link-arg=-l$name")
 done
 
+patch_file=$PWD/scripts/patches/mistralrs-core-0.8.1.patch
+patched=$cache/mistralrs-core-0.8.1
+stamp=$(sha256sum "$patch_file" | cut -d' ' -f1)
+if [[ "$(cat "$patched/.whetstone-patch" 2>/dev/null)" != "$stamp" ]]; then
+    original=$(cargo metadata --format-version 1 | python3 -c 'import json, sys
+print(next(p["manifest_path"] for p in json.load(sys.stdin)["packages"] if p["name"] == "mistralrs-core" and p["version"] == "0.8.1"))')
+    rm -rf "$patched" "$patched.part"
+    cp -r "$(dirname "$original")" "$patched.part"
+    (cd "$patched.part" && patch -p1 --quiet --forward <"$patch_file")
+    echo "$stamp" >"$patched.part/.whetstone-patch"
+    mv "$patched.part" "$patched"
+fi
+cp Cargo.lock "$cache/Cargo.lock.saved"
+trap 'cp "$cache/Cargo.lock.saved" Cargo.lock' EXIT
+
 export CARGO_TARGET_DIR=$PWD/target/cuda
-cargo rustc --release --features cuda --bin whet -- -L "native=$stubs" \
-    -C link-arg=-Wl,--unresolved-symbols=ignore-in-object-files -C link-arg=-Wl,--no-as-needed "${link[@]}"
+cargo rustc --release --features cuda --bin whet --config "patch.crates-io.mistralrs-core.path=\"$patched\"" -- \
+    -L "native=$stubs" -C link-arg=-Wl,--unresolved-symbols=ignore-in-object-files -C link-arg=-Wl,--no-as-needed \
+    "${link[@]}"
 bin=$CARGO_TARGET_DIR/release/whet
 needed=$(readelf -d "$bin" | grep NEEDED)
 for pair in "${libs[@]}"; do

@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# The GPU run, on a machine with an NVIDIA GPU, its driver, PyTorch (cu130) and transformers, and no Rust:
+# The GPU run, on a machine with an NVIDIA GPU, its driver, PyTorch (cu130), transformers and PEFT, and no Rust:
 #
-#   scripts/gpu-bench.sh KIT OUT
+#   scripts/gpu-bench.sh KIT OUT              the run (the device tool: see README, "GPU")
+#   scripts/gpu-bench.sh KIT OUT --rehearse   the same steps on this machine's CPU, small shapes, with the CPU
+#                                             build of whet ($WHET or target/release/whet): tries the script out
 #
-# KIT (made here by scripts/gpu-kit.sh): whet.gz (scripts/build-cuda.sh), gsm8k-train.jsonl (a tokenizer
-# corpus), questions.jsonl (GSM8K test questions), tok32k/ (a 32k BPE tokenizer from `whet model tiny`).
-# Writes OUT/results.json (every step's result or error) and OUT/log.txt. Steps go on after a failure, so
-# one broken step does not cost the others.
+# KIT (made here by scripts/gpu-kit.sh): whet.gz (scripts/build-cuda.sh), gsm8k-train.jsonl (rows and a
+# tokenizer corpus), questions.jsonl (GSM8K test questions), tok32k/ (a 32k BPE tokenizer from `whet model tiny`).
+# Writes OUT/results.json (every step's result or error, and the checks) and OUT/log.txt. Steps go on after a
+# failure, so one broken step does not cost the others; each has a time limit, so the run fits the device's
+# time. Exits 1 when a step failed or a check did not pass.
 set -uo pipefail
 kit=$(realpath "${1:?KIT folder}")
 out=$(realpath -m "${2:?OUT folder}")
+rehearse=${3:-}
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$out"
 work=$(mktemp -d)
 log=$out/log.txt
 results=$out/results.json
+: >"$log"
 echo '{}' >"$results"
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+py=${PYTHON:-python3}
 
 note() { echo "== $*" | tee -a "$log" >&2; }
 # record KEY JSON: adds one result.
-record() { python3 - "$results" "$1" "$2" <<'PY'
+record() { "$py" - "$results" "$1" "$2" <<'PY'
 import json, sys
 path, key, value = sys.argv[1:]
 data = json.load(open(path))
@@ -31,30 +37,50 @@ except ValueError:
 json.dump(data, open(path, "w"), indent=1)
 PY
 }
-# step KEY COMMAND...: runs it, records the last line of its stdout (JSON) or its error.
+# The whole run ends within $GPU_BENCH_SECONDS (default 540: the device tool's 600 s a command, less a margin).
+deadline=${GPU_BENCH_SECONDS:-540}
+# step KEY SECONDS COMMAND...: runs it (at most SECONDS, and never past the deadline), records the last line of
+# its stdout (JSON) or its error; a step with no time left is recorded as skipped.
 step() {
-    local key=$1
-    shift
+    local key=$1 limit=$2
+    shift 2
+    local left=$((deadline - SECONDS - 10))
+    if ((left < 10)); then
+        note "$key: skipped, the run's $deadline s are spent"
+        record "$key" '{"skipped": "the run'"'"'s time was spent"}'
+        return
+    fi
+    ((limit > left)) && limit=$left
     note "$key: $*"
     local t0=$SECONDS
-    if "$@" >"$work/$key.out" 2>"$work/$key.err"; then
+    if timeout "$limit" "$@" >"$work/$key.out" 2>"$work/$key.err"; then
         record "$key" "$(tail -n 1 "$work/$key.out")"
     else
+        local rc=$?
+        [[ $rc == 124 ]] && echo "timed out after $limit s" >>"$work/$key.err"
         record "$key" "$(tail -c 2000 "$work/$key.err")"
     fi
     cat "$work/$key.out" "$work/$key.err" >>"$log"
     note "$key: $((SECONDS - t0)) s"
 }
 
-note "machine"
-record gpu "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | python3 -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')"
-site=$(python3 -c 'import site; print(site.getsitepackages()[0])')
-libs=$(find "$site" -name 'libcublas.so.13*' -o -name 'libcudart.so.13*' -o -name 'libnvrtc.so.13*' -o -name 'libcurand.so.10*' -o -name 'libcublasLt.so.13*' | xargs -r -n1 dirname | sort -u | paste -sd:)
-export LD_LIBRARY_PATH=$libs:${LD_LIBRARY_PATH:-}
-gunzip -c "$kit/whet.gz" >"$work/whet" && chmod +x "$work/whet"
-whet=$work/whet
-missing=$(ldd "$whet" | grep 'not found')
-[[ -z "$missing" ]] || note "missing libraries: $missing"
+if [[ $rehearse == --rehearse ]]; then
+    whet=$(realpath "${WHET:-$here/../target/release/whet}")
+    shape=small new_tokens=32 train_steps=6 train_len=128
+    record gpu '"none: a rehearsal on the CPU"'
+else
+    note "machine"
+    record gpu "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | "$py" -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')"
+    site=$("$py" -c 'import site; print(site.getsitepackages()[0])')
+    libs=$(find "$site" -name 'libcublas.so.13*' -o -name 'libcudart.so.13*' -o -name 'libnvrtc.so.13*' -o -name 'libcurand.so.10*' -o -name 'libcublasLt.so.13*' | xargs -r -n1 dirname | sort -u | paste -sd:)
+    export LD_LIBRARY_PATH=$libs:${LD_LIBRARY_PATH:-}
+    gunzip -c "$kit/whet.gz" >"$work/whet" && chmod +x "$work/whet"
+    whet=$work/whet
+    missing=$(ldd "$whet" | grep 'not found')
+    [[ -z "$missing" ]] && note "all libraries found" || note "missing libraries: $missing"
+    shape=tinyllama new_tokens=256 train_steps=12 train_len=512
+fi
+record versions "$("$py" -c 'import json, torch, transformers, peft; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__, "peft": peft.__version__}))' 2>&1)"
 record whet_version "\"$("$whet" --version 2>&1)\""
 
 # whet_stage OUTPUT ARGS...: runs `whet ARGS` (which writes OUTPUT), then prints its manifest's results.
@@ -62,37 +88,90 @@ whet_stage() {
     local output=$1
     shift
     "$whet" "$@" >&2 || return 1
-    python3 -c "import json,sys; m=json.load(open(sys.argv[1])); print(json.dumps({**m['results'], 'parameters': m['parameters']}))" "$output.manifest.json"
+    "$py" -c "import json,sys; m=json.load(open(sys.argv[1])); print(json.dumps({**m['results'], 'parameters': m['parameters']}))" "$output.manifest.json"
+}
+# whet_train OUT ARGS...: `whet train --out OUT ARGS`, watched for GPU memory, then what it did.
+whet_train() {
+    local dir=$1
+    shift
+    local watched
+    watched=$("$py" "$here/gpu_bench.py" watch "$whet" train --out "$dir" "$@") || return 1
+    "$py" "$here/gpu_bench.py" train-summary "$dir" "$watched"
 }
 
-# Correctness, on a tiny model: samples distinct; generation's log-probs equal a transformers forward (f32);
-# whet score on the GPU equals whet score on the CPU.
 cd "$work"
-step tiny_model "$whet" model tiny tiny --corpus "$kit/gsm8k-train.jsonl"
+# --- Correctness, on a tiny model (0.8 M parameters) -------------------------------------------------------
+# Generation: samples distinct; generation's log-probs, 160 sequences in flight, equal a transformers forward
+# (f32 and bf16); whet score on the GPU equals whet score on the CPU. One key/value head for two query heads,
+# as in the benchmark's model: grouped-query attention takes its own rotary-embedding path in mistral.rs.
+step tiny_model 120 "$whet" model tiny tiny --corpus "$kit/gsm8k-train.jsonl" --kv-heads 1
 head -n 40 "$kit/questions.jsonl" >q40.jsonl
-step generate_f32 whet_stage gen.parquet generate tiny q40.jsonl gen.parquet -n 4 --max-tokens 64 --mode raw --dtype f32
-step parity_f32 python3 "$here/gpu_bench.py" parity tiny gen.parquet
-step score_gpu whet_stage score-gpu.parquet score tiny gen.parquet score-gpu.parquet --mode raw --dtype f32
-step score_cpu whet_stage score-cpu.parquet score tiny gen.parquet score-cpu.parquet --mode raw --cpu
-step scores_gpu_vs_cpu python3 "$here/gpu_bench.py" scores score-gpu.parquet score-cpu.parquet
-step generate_bf16 whet_stage gen16.parquet generate tiny q40.jsonl gen16.parquet -n 4 --max-tokens 64 --mode raw
-step parity_bf16 python3 "$here/gpu_bench.py" parity tiny gen16.parquet
+step generate_f32 120 whet_stage gen.parquet generate tiny q40.jsonl gen.parquet -n 4 --max-tokens 64 --mode raw --dtype f32
+step parity_f32 120 "$py" "$here/gpu_bench.py" parity tiny gen.parquet
+step score_gpu 120 whet_stage score-gpu.parquet score tiny gen.parquet score-gpu.parquet --mode raw --dtype f32
+step score_cpu 120 whet_stage score-cpu.parquet score tiny gen.parquet score-cpu.parquet --mode raw --cpu
+step scores_gpu_vs_cpu 60 "$py" "$here/gpu_bench.py" scores score-gpu.parquet score-cpu.parquet
+step generate_bf16 120 whet_stage gen16.parquet generate tiny q40.jsonl gen16.parquet -n 4 --max-tokens 64 --mode raw
+step parity_bf16 120 "$py" "$here/gpu_bench.py" parity tiny gen16.parquet
 
-# Throughput: a TinyLlama-1.1B-shaped model (random bf16 weights made here), 64 prompts x 4 samples x 256
-# new tokens, whetstone (mistral.rs) and transformers generate, one after the other on the same GPU.
+# Training (candle): one LoRA run on the CPU (f32) and on the GPU (f32, bf16), same rows, seed and steps. The
+# held-out loss before training is one forward of each; train_check compares them. The bf16 adapter is
+# then merged, loaded in mistral.rs to generate, and PEFT (base + adapter, not merged) scores what it drew.
+head -n 2000 "$kit/gsm8k-train.jsonl" >rows.jsonl
+tail -n 200 "$kit/questions.jsonl" >held-out.jsonl
+lora=(--base tiny --data rows.jsonl --eval held-out.jsonl --method lora --rank 8 --alpha 16 --steps 40
+    --batch 8 --max-len 256 --lr 3e-3 --schedule constant --mode raw)
+step train_cpu 180 whet_train lora-cpu "${lora[@]}" --cpu
+step train_gpu_f32 180 whet_train lora-f32 "${lora[@]}" --dtype f32
+step train_gpu_bf16 180 whet_train lora-bf16 "${lora[@]}" --dtype bf16
+step train_check 30 "$py" "$here/gpu_bench.py" train-check "$results"
+step merge 60 "$whet" model merge tiny lora-bf16 merged
+step generate_merged 120 whet_stage genm.parquet generate merged q40.jsonl genm.parquet -n 2 --max-tokens 64 --mode raw --dtype f32
+step peft_parity 120 "$py" "$here/gpu_bench.py" parity tiny genm.parquet lora-bf16
+
+# --- Benchmarks: a TinyLlama-1.1B-shaped model, random bf16 weights made here -----------------------------
+step make_model 300 "$py" "$here/gpu_bench.py" make-model "$kit/tok32k" big "$shape"
+# LoRA SFT steps: rank 16 on every projection, alpha 32, batch 8 × train_len tokens, AdamW lr 1e-3, bf16.
+step whet_train_big 300 whet_train lora-big --base big --data "$kit/gsm8k-train.jsonl" --method lora --rank 16 \
+    --alpha 32 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --steps "$train_steps" --batch 8 \
+    --max-len "$train_len" --lr 1e-3 --schedule constant --mode raw
+step hf_train_big 300 "$py" "$here/gpu_bench.py" watch "$py" "$here/gpu_bench.py" hf-train big 16 8 "$train_len" "$train_steps"
+# Generation: 64 prompts × 4 samples, sampling at temperature 1: first 32 new tokens with the defaults, then
+# new_tokens (the comparison with transformers), then 32 under other engine settings (which one is fastest is
+# measured, not assumed).
 head -n 64 "$kit/questions.jsonl" >q64.jsonl
-step make_model python3 "$here/gpu_bench.py" make-model "$kit/tok32k" big
-step whet_generate whet_stage big.parquet generate big q64.jsonl big.parquet -n 4 --max-tokens 256 --mode raw --batch 256
-step whet_generate_again whet_stage big2.parquet generate big q64.jsonl big2.parquet -n 4 --max-tokens 256 --mode raw --batch 256
-step hf_generate python3 "$here/gpu_bench.py" hf-generate big q64.jsonl 4 256 64
-python3 - "$results" <<'PY'
+whet_generate_32() {
+    local name=$1
+    shift
+    step "whet_generate_32_$name" 90 whet_stage "s-$name.parquet" generate big q64.jsonl "s-$name.parquet" -n 4 \
+        --max-tokens 32 --mode raw "$@"
+}
+whet_generate_32 default
+step whet_generate 240 whet_stage big.parquet generate big q64.jsonl big.parquet -n 4 --max-tokens "$new_tokens" --mode raw
+step hf_generate 180 "$py" "$here/gpu_bench.py" hf-generate big q64.jsonl 4 "$new_tokens" 64
+whet_generate_32 batch64 --batch 64
+whet_generate_32 batch16 --batch 16
+[[ $rehearse == --rehearse ]] || whet_generate_32 batch256_paged --paged-attention
+
+"$py" - "$results" <<'PY'
 import json, sys
-r = json.load(open(sys.argv[1]))
-try:
-    w = max(r["whet_generate"]["response_tokens_per_second"], r["whet_generate_again"]["response_tokens_per_second"])
-    r["generation_ratio_whet_over_transformers"] = w / r["hf_generate"]["tokens_per_second"]
-except (KeyError, TypeError):
-    pass
-json.dump(r, open(sys.argv[1], "w"), indent=1)
+path = sys.argv[1]
+r = json.load(open(path))
+def ratio(key, ours, theirs):
+    try:
+        r[key] = ours() / theirs()
+    except (KeyError, TypeError, ZeroDivisionError):
+        pass
+ratio("generation_ratio_whet_over_transformers", lambda: r["whet_generate"]["response_tokens_per_second"],
+      lambda: r["hf_generate"]["tokens_per_second"])
+ratio("lora_train_ratio_whet_over_peft", lambda: r["whet_train_big"]["tokens_per_s"],
+      lambda: r["hf_train_big"]["tokens_per_s"])
+ratio("lora_train_memory_ratio_whet_over_peft", lambda: r["whet_train_big"]["peak_gpu_mib"],
+      lambda: r["hf_train_big"]["peak_gpu_mib"])
+failed = [k for k, v in r.items() if isinstance(v, dict) and ("error" in v or "skipped" in v)]
+failed += [k for k in ("train_check",) if r.get(k, {}).get("all_passed") is False]
+r["failed"] = failed
+json.dump(r, open(path, "w"), indent=1)
 print(json.dumps(r, indent=1))
+sys.exit(1 if failed else 0)
 PY

@@ -1,17 +1,27 @@
 """The Python half of scripts/gpu-bench.sh, run on the GPU machine (PyTorch, transformers, pyarrow there).
 
-  gpu_bench.py parity MODEL GENERATED.parquet        whet's generation log-probs vs a transformers forward
+  gpu_bench.py parity MODEL GENERATED.parquet [ADAPTER]  whet's generation log-probs vs a transformers forward
+                                                      (of MODEL with the PEFT adapter ADAPTER applied, if given)
   gpu_bench.py scores A.parquet B.parquet             two `whet score` outputs, row by row
-  gpu_bench.py make-model TOKENIZER_DIR OUT           a TinyLlama-1.1B-shaped folder, random bf16 weights
+  gpu_bench.py make-model TOKENIZER_DIR OUT [SHAPE]   a model folder of SHAPE (tinyllama: TinyLlama-1.1B's;
+                                                      small: for a rehearsal on a CPU), random bf16 weights
   gpu_bench.py hf-generate MODEL PROMPTS.jsonl N NEW BATCH   transformers generate, tokens/s
+  gpu_bench.py watch COMMAND...                       runs COMMAND; adds the GPU memory it took at most
+  gpu_bench.py train-summary OUT [WATCHED_JSON]       a `whet train` run: tokens/s, losses, device
+  gpu_bench.py train-check RESULTS.json               CPU vs GPU training runs of one model, compared
+  gpu_bench.py hf-train MODEL RANK BATCH MAX_LEN STEPS   transformers + PEFT LoRA steps, tokens/s, memory
 
 Each prints one JSON object on its last line.
 """
 
 import json
+import os
 import shutil
+import subprocess
 import sys
+import threading
 import time
+from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import torch
@@ -20,25 +30,36 @@ import torch
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def parity(model_dir, generated):
+def parity(model_dir, generated, adapter=None):
     """Sum of natural-log probabilities of each sample's drawn tokens after its (raw) prompt, from one
-    transformers forward in f32, against the `log_likelihood` whet recorded while generating."""
+    transformers forward in f32, against the `log_likelihood` whet recorded while generating. With ADAPTER,
+    the forward is PEFT's (MODEL with the adapter applied, not merged), and the result also says how far the
+    base alone is (which shows the adapter matters)."""
     from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     tok = PreTrainedTokenizerFast(tokenizer_file=f"{model_dir}/tokenizer.json")
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(DEVICE).eval()
+    if adapter:
+        import peft
+
+        model = peft.PeftModel.from_pretrained(model, adapter).to(DEVICE).eval()
     rows = pq.read_table(generated).to_pylist()
-    per_token, worst = [], 0.0
+
+    def diff(r):
+        prompt = tok(r["prompt"]).input_ids
+        ids = r["response_token_ids"]
+        x = torch.tensor([prompt + ids], device=DEVICE)
+        logp = torch.log_softmax(model(x).logits[0].double(), -1)
+        picked = logp[len(prompt) - 1 : len(prompt) - 1 + len(ids)].gather(1, torch.tensor(ids, device=DEVICE)[:, None])
+        return abs(picked.sum().item() - r["log_likelihood"]) / max(len(ids), 1)
+
     with torch.no_grad():
-        for r in rows:
-            prompt = tok(r["prompt"]).input_ids
-            ids = r["response_token_ids"]
-            x = torch.tensor([prompt + ids], device=DEVICE)
-            logp = torch.log_softmax(model(x).logits[0].double(), -1)
-            picked = logp[len(prompt) - 1 : len(prompt) - 1 + len(ids)].gather(1, torch.tensor(ids, device=DEVICE)[:, None])
-            diff = abs(picked.sum().item() - r["log_likelihood"]) / max(len(ids), 1)
-            per_token.append(diff)
-            worst = max(worst, diff)
+        per_token = [diff(r) for r in rows]
+        worst = max(per_token)
+        base = None
+        if adapter:
+            with model.disable_adapter():
+                base = sum(diff(r) for r in rows) / len(rows)
     groups = {}
     for r in rows:
         groups.setdefault(r["prompt_id"], set()).add(r["response"])
@@ -49,6 +70,8 @@ def parity(model_dir, generated):
         "max_abs_diff_per_token": worst,
         "prompts": len(groups),
         "prompts_all_distinct": sum(len(g) == n for g in groups.values()),
+        **({"adapter": adapter, "peft": __import__("peft").__version__,
+            "mean_abs_diff_per_token_without_adapter": base} if adapter else {}),
     }
 
 
@@ -58,9 +81,19 @@ def scores(a, b):
     return {"rows": len(diffs), "max_abs_diff_mean_log_prob": max(diffs), "mean_abs_diff": sum(diffs) / len(diffs)}
 
 
-def make_model(tokenizer_dir, out):
-    """TinyLlama-1.1B's shape (22 layers, hidden 2048, 32 heads of 64, 4 KV heads, MLP 5632) with the
-    vocabulary of the tokenizer given; random weights (std 0.02) made on the GPU, saved as bf16."""
+# Model shapes: TinyLlama-1.1B's (22 layers, hidden 2048, 32 heads of 64, 4 KV heads, MLP 5632), and a small
+# one of the same make for rehearsing the GPU run on a CPU.
+SHAPES = {
+    "tinyllama": dict(hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+                      num_key_value_heads=4),
+    "small": dict(hidden_size=256, intermediate_size=688, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2),
+}
+
+
+def make_model(tokenizer_dir, out, shape="tinyllama"):
+    """A Llama of SHAPE with the vocabulary of the tokenizer given; random weights (std 0.02) made on the
+    GPU, saved as bf16."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = json.load(open(f"{tokenizer_dir}/tokenizer.json"))
@@ -71,11 +104,7 @@ def make_model(tokenizer_dir, out):
         "architectures": ["LlamaForCausalLM"],
         "model_type": "llama",
         "vocab_size": max(ids) + 1,
-        "hidden_size": 2048,
-        "intermediate_size": 5632,
-        "num_hidden_layers": 22,
-        "num_attention_heads": 32,
-        "num_key_value_heads": 4,
+        **SHAPES[shape],
         "head_dim": 64,
         "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-5,
@@ -97,7 +126,7 @@ def make_model(tokenizer_dir, out):
     for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]:
         shutil.copy(f"{tokenizer_dir}/{f}", f"{out}/{f}")
     params = sum(p.numel() for p in model.parameters())
-    return {"parameters": params, "vocab": config.vocab_size, "seconds": time.time() - started}
+    return {"shape": shape, "parameters": params, "vocab": config.vocab_size, "seconds": time.time() - started}
 
 
 def hf_generate(model_dir, prompts_path, n, new, batch):
@@ -138,7 +167,124 @@ def hf_generate(model_dir, prompts_path, n, new, batch):
     }
 
 
+def gpu_memory_used():
+    """MiB in use on GPU 0 (nvidia-smi), or None where there is no nvidia-smi."""
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits", "-i", "0"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return float(out.split()[0])
+
+
+def watch(*argv):
+    """Runs argv. Its stdout but the last line goes to stderr; the last line, when it is a JSON object, is the
+    result, with peak_gpu_mib added: the most GPU memory in use while it ran, above what was in use before
+    (nvidia-smi every 100 ms; the process's whole footprint: CUDA context, allocator caches). The same
+    measure for every program, whatever its framework reports of itself. Fails when argv fails."""
+    before = gpu_memory_used()
+    peak = [before]
+    done = threading.Event()
+
+    def poll():
+        while not done.wait(0.1):
+            used = gpu_memory_used()
+            if used is not None:
+                peak[0] = max(peak[0], used)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    if before is not None:
+        poller.start()
+    child = subprocess.run(argv, stdout=subprocess.PIPE, text=True)
+    done.set()
+    if before is not None:
+        poller.join()
+    lines = child.stdout.splitlines()
+    sys.stderr.write("\n".join(lines[:-1]) + "\n")
+    if child.returncode != 0:
+        sys.stderr.write((lines[-1] if lines else "") + "\n")
+        sys.exit(f"{argv[0]} exited with {child.returncode}")
+    try:
+        result = json.loads(lines[-1]) if lines else {}
+        assert isinstance(result, dict)
+    except (ValueError, AssertionError):
+        sys.stderr.write(lines[-1] + "\n")
+        result = {}
+    result["peak_gpu_mib"] = peak[0] - before if before is not None else None
+    return result
+
+
+def train_summary(out, watched="{}"):
+    """What a `whet train` run in OUT did: from its record (whetstone-adapter.json or whetstone-trained.json)
+    and metrics.jsonl; tokens/s over steps 3 on (the first two are warm-up), as the PyTorch side is timed."""
+    name = "whetstone-adapter.json" if os.path.exists(f"{out}/whetstone-adapter.json") else "whetstone-trained.json"
+    record = json.load(open(f"{out}/{name}"))
+    report, config = record["report"], record["config"]
+    steps = [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
+    timed = steps[2:] or steps
+    tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
+    return {
+        "device": "cpu" if config["cpu"] else "gpu",
+        "dtype": config["dtype"],
+        "steps": len(steps),
+        "tokens_per_step": tokens / len(timed),
+        "tokens_per_s": tokens / seconds,
+        "first_loss": steps[0]["loss"],
+        "last_loss": steps[-1]["loss"],
+        "eval_loss_before": report["eval_loss_before"],
+        "eval_loss_after": report["eval_loss_after"],
+        "trainable": report["trainable_parameters"],
+        **json.loads(watched),
+    }
+
+
+def train_check(results):
+    """The same LoRA run of one model on the CPU (f32) and on the GPU (f32 and bf16), from RESULTS.json:
+    the forward agrees (held-out loss before training, same weights and tokens), and training lowers the loss
+    on the GPU as on the CPU."""
+    r = json.load(open(results))
+    cpu, f32, bf16 = r["train_cpu"], r["train_gpu_f32"], r["train_gpu_bf16"]
+
+    def rel(a, b):
+        return abs(a - b) / abs(b)
+
+    drop = {k: v["eval_loss_before"] - v["eval_loss_after"] for k, v in
+            [("cpu", cpu), ("gpu_f32", f32), ("gpu_bf16", bf16)]}
+    checks = {
+        # One forward over the held-out rows, the same weights: f32 up to summation order, bf16 up to rounding.
+        "forward_f32_rel_diff": (rel(f32["eval_loss_before"], cpu["eval_loss_before"]), 1e-4),
+        "forward_bf16_rel_diff": (rel(bf16["eval_loss_before"], cpu["eval_loss_before"]), 2e-2),
+        "first_step_loss_f32_rel_diff": (rel(f32["first_loss"], cpu["first_loss"]), 1e-4),
+        # After training: f32 on the GPU follows the CPU's run; bf16 lowers the loss at least half as much.
+        "trained_f32_rel_diff": (rel(f32["eval_loss_after"], cpu["eval_loss_after"]), 1e-2),
+        "bf16_drop_over_cpu_drop": (drop["gpu_bf16"] / drop["cpu"], None),
+    }
+    passed = {
+        **{k: v <= limit for k, (v, limit) in checks.items() if limit is not None},
+        "loss_falls_everywhere": all(d > 0 for d in drop.values()),
+        "bf16_drop_at_least_half": checks["bf16_drop_over_cpu_drop"][0] >= 0.5,
+    }
+    return {"values": {k: v for k, (v, _) in checks.items()}, "held_out_drop": drop, "passed": passed,
+            "all_passed": all(passed.values())}
+
+
+def hf_train(model_dir, rank, batch, max_len, steps):
+    """transformers + PEFT LoRA steps on the folder (bf16 on a GPU, f32 on a CPU; SDPA attention), with the
+    settings `whet train` gets in scripts/gpu-bench.sh: scripts/bench_train.py's PyTorch side."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench_train import torch_train
+
+    args = SimpleNamespace(rank=int(rank), batch=int(batch), max_len=int(max_len), steps=int(steps))
+    dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
+    result = torch_train(args, model_dir, "lora", device=DEVICE, dtype=dtype, attention="sdpa")
+    return {**result, "dtype": str(dtype), "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
+            "torch": torch.__version__, "transformers": __import__("transformers").__version__,
+            "peft": __import__("peft").__version__}
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    result = {"parity": parity, "scores": scores, "make-model": make_model, "hf-generate": hf_generate}[command](*args)
+    result = {"parity": parity, "scores": scores, "make-model": make_model, "hf-generate": hf_generate,
+              "watch": watch, "train-summary": train_summary, "train-check": train_check,
+              "hf-train": hf_train}[command](*args)
     print(json.dumps(result))

@@ -45,12 +45,23 @@ pub struct EngineOptions {
     pub dtype: String,
     /// Let mistral.rs log what it does (loading, device, memory) to stderr.
     pub log: bool,
+    /// Paged attention (GPU only): the KV cache in fixed blocks. Off by default: mistral.rs 0.8.1's paged
+    /// scheduler runs only the sequences of the shortest length at each step and preempts the others,
+    /// freeing their cache (paged_attention/scheduler.rs, `bucket_and_preempt_sequences`), so prompts of
+    /// different lengths are recomputed again and again. Its default scheduler lets the others wait instead.
+    pub paged_attention: bool,
 }
 
 impl Default for EngineOptions {
     fn default() -> Self {
         let cpu = !cfg!(feature = "cuda");
-        EngineOptions { cpu, max_batch: if cpu { 1 } else { 256 }, dtype: "auto".into(), log: false }
+        EngineOptions {
+            cpu,
+            max_batch: if cpu { 1 } else { 256 },
+            dtype: "auto".into(),
+            log: false,
+            paged_attention: false,
+        }
     }
 }
 
@@ -126,6 +137,9 @@ impl Engine {
         if options.max_batch == 0 {
             return Err(Error::Invalid("the engine's batch size must be at least 1".into()));
         }
+        if options.paged_attention && options.cpu {
+            return Err(Error::Invalid("paged attention runs on a GPU only; leave it off on the CPU".into()));
+        }
         if !options.cpu && !cfg!(feature = "cuda") {
             return Err(Error::Invalid(
                 "this whetstone was built without the `cuda` feature, so it runs on the CPU only; rebuild with \
@@ -148,8 +162,8 @@ impl Engine {
         }
         if options.cpu {
             builder = builder.with_force_cpu();
-        } else {
-            // Paged attention on the GPU: the KV cache of a whole batch in fixed blocks, in most of the memory.
+        } else if options.paged_attention {
+            // The KV cache of a whole batch in fixed blocks, in most of the GPU's memory.
             let paged = PagedAttentionMetaBuilder::default()
                 .with_gpu_memory(MemoryGpuConfig::Utilization(0.85))
                 .build()
@@ -207,6 +221,9 @@ impl Engine {
                     SamplingParams {
                         max_len: Some(job.max_tokens),
                         stop_toks: (!sampling.stop.is_empty()).then(|| StopTokens::Seqs(sampling.stop.clone())),
+                        // The draw leaves one token possible; temperature 0 makes mistral.rs take it by argmax
+                        // rather than by its softmax, partial sort and weighted draw (its default is 1).
+                        temperature: Some(0.0),
                         ..SamplingParams::deterministic()
                     },
                     tx,

@@ -87,6 +87,10 @@ struct EngineArgs {
     /// Show mistral.rs's own log (loading, device, memory) on stderr.
     #[arg(long)]
     engine_log: bool,
+    /// Paged attention on the GPU (off: mistral.rs 0.8.1's paged scheduler recomputes sequences whose
+    /// length differs from the shortest one's at every step).
+    #[arg(long)]
+    paged_attention: bool,
 }
 
 #[derive(Subcommand)]
@@ -977,7 +981,13 @@ mod llm {
     fn load(model: &Path, args: &EngineArgs) -> Result<(Engine, PromptMode)> {
         let folder = ModelFolder::open(model)?;
         let cpu = args.cpu || EngineOptions::default().cpu;
-        let options = EngineOptions { cpu, max_batch: args.batch, dtype: args.dtype.clone(), log: args.engine_log };
+        let options = EngineOptions {
+            cpu,
+            max_batch: args.batch,
+            dtype: args.dtype.clone(),
+            log: args.engine_log,
+            paged_attention: args.paged_attention,
+        };
         let spinner = ProgressBar::new_spinner();
         spinner.set_message(format!("loading {}", model.display()));
         spinner.enable_steady_tick(Duration::from_millis(200));

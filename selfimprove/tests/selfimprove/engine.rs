@@ -39,7 +39,7 @@ fn tiny(dir: &Path) -> PathBuf {
 fn engine(folder: &Path, max_batch: usize) -> Engine {
     Engine::load(
         ModelFolder::open(folder).unwrap(),
-        EngineOptions { cpu: true, max_batch, dtype: "auto".into(), log: false },
+        EngineOptions { cpu: true, max_batch, dtype: "auto".into(), log: false, paged_attention: false },
     )
     .unwrap()
 }
