@@ -23,17 +23,21 @@ results=$out/results.json
 echo '{}' >"$results"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 py=${PYTHON:-python3}
+[[ $py == */* ]] && py=$(cd "$(dirname "$py")" && pwd)/$(basename "$py")
 
 note() { echo "== $*" | tee -a "$log" >&2; }
-# record KEY JSON: adds one result.
-record() { "$py" - "$results" "$1" "$2" <<'PY'
+# record KEY TEXT [error]: adds one result: TEXT when it is JSON, else {"output": TEXT}, or {"error": TEXT}.
+record() { "$py" - "$results" "$1" "$2" "${3:-}" <<'PY'
 import json, sys
-path, key, value = sys.argv[1:]
+path, key, value, error = sys.argv[1:]
 data = json.load(open(path))
-try:
-    data[key] = json.loads(value)
-except ValueError:
+if error:
     data[key] = {"error": value[-2000:]}
+else:
+    try:
+        data[key] = json.loads(value)
+    except ValueError:
+        data[key] = {"output": value[-2000:]}
 json.dump(data, open(path, "w"), indent=1)
 PY
 }
@@ -53,12 +57,13 @@ step() {
     ((limit > left)) && limit=$left
     note "$key: $*"
     local t0=$SECONDS
-    if timeout "$limit" "$@" >"$work/$key.out" 2>"$work/$key.err"; then
+    # bash -c: the command may be one of the functions below (exported).
+    if timeout "$limit" bash -c '"$@"' step "$@" >"$work/$key.out" 2>"$work/$key.err"; then
         record "$key" "$(tail -n 1 "$work/$key.out")"
     else
         local rc=$?
         [[ $rc == 124 ]] && echo "timed out after $limit s" >>"$work/$key.err"
-        record "$key" "$(tail -c 2000 "$work/$key.err")"
+        record "$key" "$(tail -c 2000 "$work/$key.err")" error
     fi
     cat "$work/$key.out" "$work/$key.err" >>"$log"
     note "$key: $((SECONDS - t0)) s"
@@ -99,6 +104,8 @@ whet_train() {
     "$py" "$here/gpu_bench.py" train-summary "$dir" "$watched"
 }
 
+export whet py here
+export -f whet_stage whet_train
 cd "$work"
 # --- Correctness, on a tiny model (0.8 M parameters) -------------------------------------------------------
 # Generation: samples distinct; generation's log-probs, 160 sequences in flight, equal a transformers forward
@@ -120,21 +127,23 @@ step parity_bf16 120 "$py" "$here/gpu_bench.py" parity tiny gen16.parquet
 head -n 2000 "$kit/gsm8k-train.jsonl" >rows.jsonl
 tail -n 200 "$kit/questions.jsonl" >held-out.jsonl
 lora=(--base tiny --data rows.jsonl --eval held-out.jsonl --method lora --rank 8 --alpha 16 --steps 40
-    --batch 8 --max-len 256 --lr 3e-3 --schedule constant --mode raw)
+    --batch 8 --max-len 256 --lr 3e-3 --schedule constant --mode raw --on-error skip)
 step train_cpu 180 whet_train lora-cpu "${lora[@]}" --cpu
 step train_gpu_f32 180 whet_train lora-f32 "${lora[@]}" --dtype f32
-step train_gpu_bf16 180 whet_train lora-bf16 "${lora[@]}" --dtype bf16
+adapter=lora-bf16
+# candle's CPU matmul has no bf16: a rehearsal goes on with the f32 adapter.
+[[ $rehearse == --rehearse ]] && adapter=lora-f32 || step train_gpu_bf16 180 whet_train lora-bf16 "${lora[@]}" --dtype bf16
 step train_check 30 "$py" "$here/gpu_bench.py" train-check "$results"
-step merge 60 "$whet" model merge tiny lora-bf16 merged
+step merge 60 "$whet" model merge tiny "$adapter" merged
 step generate_merged 120 whet_stage genm.parquet generate merged q40.jsonl genm.parquet -n 2 --max-tokens 64 --mode raw --dtype f32
-step peft_parity 120 "$py" "$here/gpu_bench.py" parity tiny genm.parquet lora-bf16
+step peft_parity 120 "$py" "$here/gpu_bench.py" parity tiny genm.parquet "$adapter"
 
 # --- Benchmarks: a TinyLlama-1.1B-shaped model, random bf16 weights made here -----------------------------
 step make_model 300 "$py" "$here/gpu_bench.py" make-model "$kit/tok32k" big "$shape"
 # LoRA SFT steps: rank 16 on every projection, alpha 32, batch 8 × train_len tokens, AdamW lr 1e-3, bf16.
 step whet_train_big 300 whet_train lora-big --base big --data "$kit/gsm8k-train.jsonl" --method lora --rank 16 \
     --alpha 32 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --steps "$train_steps" --batch 8 \
-    --max-len "$train_len" --lr 1e-3 --schedule constant --mode raw
+    --max-len "$train_len" --lr 1e-3 --schedule constant --mode raw --on-error skip
 step hf_train_big 300 "$py" "$here/gpu_bench.py" watch "$py" "$here/gpu_bench.py" hf-train big 16 8 "$train_len" "$train_steps"
 # Generation: 64 prompts × 4 samples, sampling at temperature 1: first 32 new tokens with the defaults, then
 # new_tokens (the comparison with transformers), then 32 under other engine settings (which one is fastest is

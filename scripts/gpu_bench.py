@@ -241,31 +241,33 @@ def train_summary(out, watched="{}"):
 def train_check(results):
     """The same LoRA run of one model on the CPU (f32) and on the GPU (f32 and bf16), from RESULTS.json:
     the forward agrees (held-out loss before training, same weights and tokens), and training lowers the loss
-    on the GPU as on the CPU."""
+    on the GPU as on the CPU. A run that is not there (bf16 in a rehearsal on a CPU) is not checked."""
     r = json.load(open(results))
-    cpu, f32, bf16 = r["train_cpu"], r["train_gpu_f32"], r["train_gpu_bf16"]
+    runs = {k: r[f"train_{k}"] for k in ("cpu", "gpu_f32", "gpu_bf16") if f"train_{k}" in r}
+    cpu = runs["cpu"]
 
     def rel(a, b):
         return abs(a - b) / abs(b)
 
-    drop = {k: v["eval_loss_before"] - v["eval_loss_after"] for k, v in
-            [("cpu", cpu), ("gpu_f32", f32), ("gpu_bf16", bf16)]}
-    checks = {
-        # One forward over the held-out rows, the same weights: f32 up to summation order, bf16 up to rounding.
-        "forward_f32_rel_diff": (rel(f32["eval_loss_before"], cpu["eval_loss_before"]), 1e-4),
-        "forward_bf16_rel_diff": (rel(bf16["eval_loss_before"], cpu["eval_loss_before"]), 2e-2),
-        "first_step_loss_f32_rel_diff": (rel(f32["first_loss"], cpu["first_loss"]), 1e-4),
-        # After training: f32 on the GPU follows the CPU's run; bf16 lowers the loss at least half as much.
-        "trained_f32_rel_diff": (rel(f32["eval_loss_after"], cpu["eval_loss_after"]), 1e-2),
-        "bf16_drop_over_cpu_drop": (drop["gpu_bf16"] / drop["cpu"], None),
-    }
-    passed = {
-        **{k: v <= limit for k, (v, limit) in checks.items() if limit is not None},
-        "loss_falls_everywhere": all(d > 0 for d in drop.values()),
-        "bf16_drop_at_least_half": checks["bf16_drop_over_cpu_drop"][0] >= 0.5,
-    }
-    return {"values": {k: v for k, (v, _) in checks.items()}, "held_out_drop": drop, "passed": passed,
-            "all_passed": all(passed.values())}
+    drop = {k: v["eval_loss_before"] - v["eval_loss_after"] for k, v in runs.items()}
+    # (value, largest allowed): one forward over the held-out rows, the same weights: f32 up to summation
+    # order, bf16 up to rounding; after training, f32 on the GPU follows the CPU's run.
+    checks = {"loss_falls_everywhere": (min(drop.values()), None)}
+    if "gpu_f32" in runs:
+        f32 = runs["gpu_f32"]
+        checks["forward_f32_rel_diff"] = (rel(f32["eval_loss_before"], cpu["eval_loss_before"]), 1e-4)
+        checks["first_step_loss_f32_rel_diff"] = (rel(f32["first_loss"], cpu["first_loss"]), 1e-4)
+        checks["trained_f32_rel_diff"] = (rel(f32["eval_loss_after"], cpu["eval_loss_after"]), 1e-2)
+    if "gpu_bf16" in runs:
+        checks["forward_bf16_rel_diff"] = (rel(runs["gpu_bf16"]["eval_loss_before"], cpu["eval_loss_before"]), 2e-2)
+        # bf16 lowers the held-out loss at least half as much as f32 on the CPU.
+        checks["bf16_drop_over_cpu_drop"] = (drop["gpu_bf16"] / drop["cpu"], None)
+    passed = {k: v <= limit for k, (v, limit) in checks.items() if limit is not None}
+    passed["loss_falls_everywhere"] = min(drop.values()) > 0
+    if "gpu_bf16" in runs:
+        passed["bf16_drop_at_least_half"] = checks["bf16_drop_over_cpu_drop"][0] >= 0.5
+    return {"runs": sorted(runs), "values": {k: v for k, (v, _) in checks.items()}, "held_out_drop": drop,
+            "passed": passed, "all_passed": all(passed.values())}
 
 
 def hf_train(model_dir, rank, batch, max_len, steps):

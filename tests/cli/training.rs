@@ -124,4 +124,17 @@ fn whet_trains_from_scratch_then_lora_then_merges_into_a_folder_mistral_rs_gener
     assert!(err.contains("already exists"), "{err}");
     let err = whet_fails(&["train", &p("nowhere.toml")]);
     assert!(err.contains("nowhere.toml"), "{err}");
+    let err = whet_fails(&[
+        "train",
+        "--base",
+        &p("base"),
+        "--data",
+        &p("train.jsonl"),
+        "--out",
+        &p("y"),
+        "--dtype",
+        "bf16",
+        "--cpu",
+    ]);
+    assert!(err.contains("bf16 trains on a GPU only") && !dir.join("y").exists(), "{err}");
 }

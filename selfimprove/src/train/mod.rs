@@ -232,6 +232,9 @@ impl TrainConfig {
             // Full training keeps f32 weights: a bf16 weight rounds away updates smaller than its spacing (norm
             // gains near 1 would not move below a rate of about 4e-3). LoRA keeps its adapters in f32 anyway.
             "auto" if self.cpu || self.method == Method::Full => Ok(DType::F32),
+            "bf16" if self.cpu => Err(Error::Invalid(
+                "dtype bf16 trains on a GPU only (candle's CPU matrix product has no bf16): use f32 on the CPU".into(),
+            )),
             "auto" | "bf16" => Ok(DType::BF16),
             "f32" => Ok(DType::F32),
             other => Err(Error::Invalid(format!("dtype {other:?}: use auto, f32 or bf16"))),
