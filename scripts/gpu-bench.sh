@@ -162,25 +162,4 @@ whet_generate_32 batch64 --batch 64
 whet_generate_32 batch16 --batch 16
 [[ $rehearse == --rehearse ]] || whet_generate_32 batch256_paged --paged-attention
 
-"$py" - "$results" <<'PY'
-import json, sys
-path = sys.argv[1]
-r = json.load(open(path))
-def ratio(key, ours, theirs):
-    try:
-        r[key] = ours() / theirs()
-    except (KeyError, TypeError, ZeroDivisionError):
-        pass
-ratio("generation_ratio_whet_over_transformers", lambda: r["whet_generate"]["response_tokens_per_second"],
-      lambda: r["hf_generate"]["tokens_per_second"])
-ratio("lora_train_ratio_whet_over_peft", lambda: r["whet_train_big"]["tokens_per_s"],
-      lambda: r["hf_train_big"]["tokens_per_s"])
-ratio("lora_train_memory_ratio_whet_over_peft", lambda: r["whet_train_big"]["peak_gpu_mib"],
-      lambda: r["hf_train_big"]["peak_gpu_mib"])
-failed = [k for k, v in r.items() if isinstance(v, dict) and ("error" in v or "skipped" in v)]
-failed += [k for k in ("train_check",) if r.get(k, {}).get("all_passed") is False]
-r["failed"] = failed
-json.dump(r, open(path, "w"), indent=1)
-print(json.dumps(r, indent=1))
-sys.exit(1 if failed else 0)
-PY
+"$py" "$here/gpu_bench.py" summary "$results"

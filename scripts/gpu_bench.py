@@ -10,6 +10,8 @@
   gpu_bench.py train-summary OUT [WATCHED_JSON]       a `whet train` run: tokens/s, losses, device
   gpu_bench.py train-check RESULTS.json               CPU vs GPU training runs of one model, compared
   gpu_bench.py hf-train MODEL RANK BATCH MAX_LEN STEPS   transformers + PEFT LoRA steps, tokens/s, memory
+  gpu_bench.py summary RESULTS.json                   adds the ratios and the failed steps; prints tables;
+                                                      exits 1 when a step failed or a check did not pass
 
 Each prints one JSON object on its last line.
 """
@@ -284,9 +286,67 @@ def hf_train(model_dir, rank, batch, max_len, steps):
             "peft": __import__("peft").__version__}
 
 
+def table(header, rows):
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
+    return "\n".join([line(header), line("-" * w for w in widths), *map(line, rows)])
+
+
+def summary(path):
+    """Adds the ratios (whetstone ÷ transformers) and the failed steps to RESULTS.json and prints a table of
+    the checks and one of the benchmarks."""
+    r = json.load(open(path))
+
+    def get(*keys):
+        value = r
+        for k in keys:
+            value = value.get(k) if isinstance(value, dict) else None
+        return value
+
+    def ratio(ours, theirs):
+        a, b = get(*ours), get(*theirs)
+        return a / b if isinstance(a, (int, float)) and isinstance(b, (int, float)) and b else None
+
+    r["generation_ratio_whet_over_transformers"] = ratio(("whet_generate", "response_tokens_per_second"),
+                                                         ("hf_generate", "tokens_per_second"))
+    r["lora_train_ratio_whet_over_peft"] = ratio(("whet_train_big", "tokens_per_s"), ("hf_train_big", "tokens_per_s"))
+    r["lora_train_memory_ratio_whet_over_peft"] = ratio(("whet_train_big", "peak_gpu_mib"),
+                                                        ("hf_train_big", "peak_gpu_mib"))
+    failed = [k for k, v in r.items() if isinstance(v, dict) and ("error" in v or "skipped" in v)]
+    failed += [k for k in ("train_check",) if get(k, "all_passed") is False]
+    r["failed"] = failed
+    json.dump(r, open(path, "w"), indent=1)
+
+    fmt = lambda x, spec: "–" if x is None else format(x, spec)
+    checks = [
+        ["generation log-probs vs transformers, f32 (per token)", fmt(get("parity_f32", "mean_abs_diff_per_token"), ".1e")],
+        ["generation log-probs vs transformers, bf16 (per token)", fmt(get("parity_bf16", "mean_abs_diff_per_token"), ".1e")],
+        ["whet score GPU vs CPU (mean log-prob, largest)", fmt(get("scores_gpu_vs_cpu", "max_abs_diff_mean_log_prob"), ".1e")],
+        ["merged adapter in mistral.rs vs PEFT (per token)", fmt(get("peft_parity", "mean_abs_diff_per_token"), ".1e")],
+        ["  the base without the adapter (per token)", fmt(get("peft_parity", "mean_abs_diff_per_token_without_adapter"), ".1e")],
+        *[[f"training: {k}", fmt(v, ".3g")] for k, v in (get("train_check", "values") or {}).items()],
+        ["training checks passed", str(get("train_check", "all_passed"))],
+    ]
+    benchmarks = [
+        ["generation, new tokens/s", fmt(get("whet_generate", "response_tokens_per_second"), ",.0f"),
+         fmt(get("hf_generate", "tokens_per_second"), ",.0f"), fmt(r["generation_ratio_whet_over_transformers"], ".2f")],
+        ["LoRA SFT, tokens/s", fmt(get("whet_train_big", "tokens_per_s"), ",.0f"),
+         fmt(get("hf_train_big", "tokens_per_s"), ",.0f"), fmt(r["lora_train_ratio_whet_over_peft"], ".2f")],
+        ["LoRA SFT, peak GPU MiB", fmt(get("whet_train_big", "peak_gpu_mib"), ",.0f"),
+         fmt(get("hf_train_big", "peak_gpu_mib"), ",.0f"), fmt(r["lora_train_memory_ratio_whet_over_peft"], ".2f")],
+        *[[f"generation, 32 new tokens, {k.removeprefix('whet_generate_32_')}",
+           fmt(get(k, "response_tokens_per_second"), ",.0f"), "", ""] for k in r if k.startswith("whet_generate_32_")],
+    ]
+    print(f"GPU: {r.get('gpu')}; {json.dumps(r.get('versions'))}; {r.get('whet_version')}\n")
+    print(table(["check", "value"], checks) + "\n")
+    print(table(["benchmark", "whetstone", "transformers", "ratio"], benchmarks) + "\n")
+    print(f"failed: {', '.join(failed) or 'none'}")
+    sys.exit(1 if failed else 0)
+
+
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
     result = {"parity": parity, "scores": scores, "make-model": make_model, "hf-generate": hf_generate,
               "watch": watch, "train-summary": train_summary, "train-check": train_check,
-              "hf-train": hf_train}[command](*args)
+              "hf-train": hf_train, "summary": summary}[command](*args)
     print(json.dumps(result))
