@@ -74,7 +74,7 @@ def torch_train(args, folder: Path, method: str, device: str = "cpu", dtype=torc
                 attention: str = "eager") -> dict:
     """PyTorch's side: the folder in `dtype` on `device` (+ PEFT's LoRA with the same settings), AdamW, `args.steps`
     steps of `args.batch` × `args.max_len` random token ids; a step is timed up to its loss on the host (which
-    waits for a GPU), from step 3 on. On a GPU, peak_gpu_mib is torch's peak allocation."""
+    waits for a GPU), from step 3 on. On a GPU, torch_peak_allocated_mib is torch's own peak allocation."""
     torch.manual_seed(0)
     model = LlamaForCausalLM.from_pretrained(folder, dtype=dtype, attn_implementation=attention).to(device)
     if method == "lora":
@@ -107,7 +107,7 @@ def torch_train(args, folder: Path, method: str, device: str = "cpu", dtype=torc
     return {"rc": 0, "tokens_per_s": timed_tokens / timed_s, "tokens_per_step": args.batch * args.max_len,
             "first_loss": losses[0], "last_loss": losses[-1],
             "trainable": sum(p.numel() for p in params),
-            "peak_gpu_mib": torch.cuda.max_memory_allocated() / MIB if device == "cuda" else None}
+            "torch_peak_allocated_mib": torch.cuda.max_memory_allocated() / MIB if device == "cuda" else None}
 
 
 def main() -> int:

@@ -9,11 +9,13 @@
 # 3. The link wants libcuda, libcudart, libnvrtc, libcurand, libcublas, libcublasLt: empty stub libraries
 #    with the real sonames stand in for them here (the binary loads the real ones on the GPU machine, from
 #    the driver and the CUDA 13 runtime that PyTorch cu130 carries), and the link keeps them as NEEDED.
-# 4. mistral.rs 0.8.1 patched for batched generation (scripts/patches/mistralrs-core-0.8.1.patch, two changes
-#    that keep every result the same): a batch's logits reach the host in one copy, not one copy of the whole
-#    batch per sequence (256 sequences × 32k vocabulary: 4 GB a step); sequences at one position get their
-#    rotary embedding in one call, not two per sequence and layer. The CPU build is not patched: it decodes
-#    one sequence at a time. The patched crate is a copy in .cache/cuda; Cargo.lock is put back afterwards.
+# 4. mistral.rs 0.8.1 patched (scripts/patches/mistralrs-core-0.8.1.patch; every result stays the same): a
+#    batch's logits reach the host in one copy, not one copy of the whole batch per sequence (256 sequences ×
+#    32k vocabulary: 4 GB a step); sequences at one position get their rotary embedding in one call, not a
+#    loop over the sequences in every layer; the fused rotary kernel, which takes CUDA tensors only, is not
+#    called on the CPU (`--cpu` in this build failed with "query must be a cuda tensor"). The CPU build is
+#    not patched: it decodes one sequence at a time. The patched crate is a copy in .cache/cuda; Cargo.lock
+#    is put back afterwards.
 # Where nvcc cannot be had it says so and exits 1. Recipe: ../shared/notes/cuda-build.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."

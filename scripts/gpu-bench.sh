@@ -14,6 +14,7 @@ set -uo pipefail
 kit=$(realpath "${1:?KIT folder}")
 out=$(realpath -m "${2:?OUT folder}")
 rehearse=${3:-}
+[[ -z $rehearse || $rehearse == --rehearse ]] || { echo "gpu-bench: unknown option $rehearse (only --rehearse)" >&2; exit 2; }
 here=$(dirname "$(realpath "$0")")
 mkdir -p "$out"
 work=$(mktemp -d)
@@ -58,7 +59,7 @@ step() {
     note "$key: $*"
     local t0=$SECONDS
     # bash -c: the command may be one of the functions below (exported).
-    if timeout "$limit" bash -c '"$@"' step "$@" >"$work/$key.out" 2>"$work/$key.err"; then
+    if timeout -k 10 "$limit" bash -c '"$@"' step "$@" >"$work/$key.out" 2>"$work/$key.err"; then
         record "$key" "$(tail -n 1 "$work/$key.out")"
     else
         local rc=$?
@@ -78,7 +79,7 @@ else
     record gpu "$(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | "$py" -c 'import json,sys; print(json.dumps(sys.stdin.read().strip()))')"
     site=$("$py" -c 'import site; print(site.getsitepackages()[0])')
     libs=$(find "$site" -name 'libcublas.so.13*' -o -name 'libcudart.so.13*' -o -name 'libnvrtc.so.13*' -o -name 'libcurand.so.10*' -o -name 'libcublasLt.so.13*' | xargs -r -n1 dirname | sort -u | paste -sd:)
-    export LD_LIBRARY_PATH=$libs:${LD_LIBRARY_PATH:-}
+    export LD_LIBRARY_PATH=$libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     gunzip -c "$kit/whet.gz" >"$work/whet" && chmod +x "$work/whet"
     whet=$work/whet
     missing=$(ldd "$whet" | grep 'not found')
@@ -118,6 +119,10 @@ step parity_f32 120 "$py" "$here/gpu_bench.py" parity tiny gen.parquet
 step score_gpu 120 whet_stage score-gpu.parquet score tiny gen.parquet score-gpu.parquet --mode raw --dtype f32
 step score_cpu 120 whet_stage score-cpu.parquet score tiny gen.parquet score-cpu.parquet --mode raw --cpu
 step scores_gpu_vs_cpu 60 "$py" "$here/gpu_bench.py" scores score-gpu.parquet score-cpu.parquet
+# As many key/value heads as query heads: mistral.rs's fused rotary kernel, which a CUDA build ran on the CPU
+# too ("query must be a cuda tensor") until the patch.
+step tiny_model_mha 60 "$whet" model tiny tiny-mha --corpus "$kit/gsm8k-train.jsonl"
+step score_cpu_mha 60 whet_stage score-mha.parquet score tiny-mha gen.parquet score-mha.parquet --mode raw --cpu
 step generate_bf16 120 whet_stage gen16.parquet generate tiny q40.jsonl gen16.parquet -n 4 --max-tokens 64 --mode raw
 step parity_bf16 120 "$py" "$here/gpu_bench.py" parity tiny gen16.parquet
 
@@ -156,6 +161,16 @@ whet_generate_32() {
         --max-tokens 32 --mode raw "$@"
 }
 whet_generate_32 default
+# The comparison's length: new_tokens, or fewer (a multiple of 32) where the rate just measured would not make
+# them in 150 s; transformers gets the same.
+new_tokens=$("$py" - "$results" "$new_tokens" <<'PY'
+import json, sys
+rate = json.load(open(sys.argv[1])).get("whet_generate_32_default", {}).get("response_tokens_per_second")
+fits = int(rate * 150 / 256) // 32 * 32 if rate else 32
+print(max(32, min(int(sys.argv[2]), fits)))
+PY
+)
+record new_tokens "$new_tokens"
 step whet_generate 240 whet_stage big.parquet generate big q64.jsonl big.parquet -n 4 --max-tokens "$new_tokens" --mode raw
 step hf_generate 180 "$py" "$here/gpu_bench.py" hf-generate big q64.jsonl 4 "$new_tokens" 64
 whet_generate_32 batch64 --batch 64
