@@ -193,6 +193,8 @@ fn whet_generate_refuses_bad_models_and_prompts_with_errors_that_say_what_to_do(
     let err = whet_fails(&["generate", s(&model), s(&long), s(&out)]);
     assert!(err.contains("long.jsonl: row 1 (id q1), field prompt") && err.contains("context is 64"), "{err}");
     assert!(err.contains("--on-error skip"), "{err}");
+    let err = whet_fails(&["generate", s(&model), s(&questions), s(&out), "--paged-attention", "--cpu"]);
+    assert!(err.contains("paged attention runs on a GPU only"), "{err}");
 
     let tokenizer = model.join("tokenizer.json");
     let mut json: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&tokenizer).unwrap()).unwrap();
