@@ -39,7 +39,7 @@ import transformers
 from transformers import LlamaForCausalLM
 
 from benchlib import (MIB, bench_dirs, fmt_table, machine_line, report_head, run_child, save_report, tail,
-                      usable_cores, whet_binary, whet_version)
+                      usable_cores, whet_binary, whet_train_metrics, whet_version)
 
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
@@ -62,12 +62,7 @@ def whet_train(whet: Path, args, folder: Path, data: Path, out: Path, method: st
     res = run_child(argv, log)
     if res["rc"] != 0:
         return {"rc": res["rc"], "error": tail(log)}
-    steps = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
-    timed = steps[2:]
-    tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
-    return {"rc": 0, "tokens_per_s": tokens / seconds, "tokens_per_step": tokens / len(timed),
-            "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"], "rss_mib": res["rss_mib"],
-            "process_s": res["seconds"]}
+    return {"rc": 0, **whet_train_metrics(out), "rss_mib": res["rss_mib"], "process_s": res["seconds"]}
 
 
 def torch_train(args, folder: Path, method: str, device: str = "cpu", dtype=torch.float32,

@@ -167,6 +167,16 @@ def fmt_table(header: list[str], rows: list[list[str]], left: set[int]) -> list[
     return [fmt(header), fmt(["-" * w for w in widths])] + [fmt(r) for r in rows]
 
 
+def whet_train_metrics(out: Path) -> dict:
+    """A `whet train` run's steps (OUT/metrics.jsonl): tokens/s and tokens a step over steps 3 on (the first
+    two are warm-up, and the PyTorch side is timed the same way), the first and last step's loss."""
+    steps = [json.loads(line) for line in (Path(out) / "metrics.jsonl").read_text().splitlines()]
+    timed = steps[2:] or steps
+    tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
+    return {"steps": len(steps), "tokens_per_s": tokens / seconds, "tokens_per_step": tokens / len(timed),
+            "first_loss": steps[0]["loss"], "last_loss": steps[-1]["loss"]}
+
+
 def write_json(path: Path, obj) -> None:
     """obj as indented JSON and a newline, replacing path at once (through path.tmp)."""
     tmp = path.with_name(path.name + ".tmp")

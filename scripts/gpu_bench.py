@@ -28,7 +28,9 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import torch
 
-MIB = 1 << 20
+# scripts/ is on sys.path: this file is run as a script from there.
+from benchlib import MIB, fmt_table, whet_train_metrics
+
 # The GPU when there is one; the CPU lets the script be tried out where it is written.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -234,21 +236,14 @@ def watch(*argv):
 
 def train_summary(out, watched="{}"):
     """What a `whet train` run in OUT did: from its record (whetstone-adapter.json or whetstone-trained.json)
-    and metrics.jsonl; tokens/s over steps 3 on (the first two are warm-up), as the PyTorch side is timed."""
+    and its steps (benchlib.whet_train_metrics)."""
     name = "whetstone-adapter.json" if os.path.exists(f"{out}/whetstone-adapter.json") else "whetstone-trained.json"
     record = json.load(open(f"{out}/{name}"))
     report, config = record["report"], record["config"]
-    steps = [json.loads(line) for line in open(f"{out}/metrics.jsonl")]
-    timed = steps[2:] or steps
-    tokens, seconds = sum(s["tokens"] for s in timed), sum(s["seconds"] for s in timed)
     return {
         "device": "cpu" if config["cpu"] else "gpu",
         "dtype": config["dtype"],
-        "steps": len(steps),
-        "tokens_per_step": tokens / len(timed),
-        "tokens_per_s": tokens / seconds,
-        "first_loss": steps[0]["loss"],
-        "last_loss": steps[-1]["loss"],
+        **whet_train_metrics(out),
         "eval_loss_before": report["eval_loss_before"],
         "eval_loss_after": report["eval_loss_after"],
         "trainable": report["trainable_parameters"],
@@ -294,8 +289,7 @@ def train_check(results):
 def hf_train(model_dir, rank, batch, max_len, steps):
     """transformers + PEFT LoRA steps on the folder (bf16 on a GPU, f32 on a CPU; SDPA attention), with the
     settings `whet train` gets in scripts/gpu-bench.sh: scripts/bench_train.py's PyTorch side."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from bench_train import torch_train
+    from bench_train import torch_train  # imports PEFT and transformers: only here
 
     args = SimpleNamespace(rank=int(rank), batch=int(batch), max_len=int(max_len), steps=int(steps))
     dtype = torch.bfloat16 if DEVICE == "cuda" else torch.float32
@@ -303,12 +297,6 @@ def hf_train(model_dir, rank, batch, max_len, steps):
     return {**result, "dtype": str(dtype), "device": torch.cuda.get_device_name() if DEVICE == "cuda" else "cpu",
             "torch": torch.__version__, "transformers": __import__("transformers").__version__,
             "peft": __import__("peft").__version__}
-
-
-def table(header, rows):
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))
-    return "\n".join([line(header), line("-" * w for w in widths), *map(line, rows)])
 
 
 def summary(path):
@@ -370,8 +358,8 @@ def summary(path):
            fmt(get(k, "response_tokens_per_second"), ",.0f"), "", ""] for k in r if k.startswith("whet_generate_32_")],
     ]
     print(f"GPU: {r.get('gpu')}; {json.dumps(r.get('versions'))}; {r.get('whet_version')}\n")
-    print(table(["check", "value", "limit"], checks) + "\n")
-    print(table(["benchmark", "whetstone", "transformers", "ratio"], benchmarks) + "\n")
+    print("\n".join(fmt_table(["check", "value", "limit"], checks, {0})) + "\n")
+    print("\n".join(fmt_table(["benchmark", "whetstone", "transformers", "ratio"], benchmarks, {0})) + "\n")
     print(f"failed: {', '.join(failed) or 'none'}")
     sys.exit(1 if failed else 0)
 
