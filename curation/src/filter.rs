@@ -247,7 +247,7 @@ pub fn dedup_exact(
         }
         let (kept, mut dropped) = split(batch, verdicts)?;
         for (d, of) in dropped.iter_mut().zip(dup_of) {
-            d.row[schema::stage::DUP_OF] = of.into();
+            d.row[schema::columns::DUP_OF] = of.into();
         }
         Ok((kept, dropped))
     })
@@ -326,11 +326,16 @@ pub fn decontaminate(
     })?;
     let hits = hits.into_inner().expect("not poisoned");
     let mut manifest = manifest;
-    manifest.results = serde_json::json!({
-        "contaminated_by_eval_set": names.iter().zip(&hits).map(|(n, h)| (n.clone(), (*h).into())).collect::<serde_json::Map<_, _>>(),
-    });
+    manifest.set_results(&DecontamResults { contaminated_by_eval_set: names.into_iter().zip(hits).collect() });
     manifest.write_beside(output)?;
     Ok(manifest)
+}
+
+/// What decontamination found: its manifest's `results`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DecontamResults {
+    /// Rows dropped, by the evaluation set whose n-gram they shared first.
+    pub contaminated_by_eval_set: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]

@@ -158,7 +158,7 @@ pub fn dedup_minhash(
         let kept_rows = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(keep))?;
         let mut dropped = Dropped::rows(&batch, dropped)?;
         for (d, of) in dropped.iter_mut().zip(dup_of) {
-            d.row[schema::stage::DUP_OF] = of.into();
+            d.row[schema::columns::DUP_OF] = of.into();
         }
         Ok((kept_rows, dropped))
     })?)

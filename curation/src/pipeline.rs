@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Deserializer, Serialize};
 use whetstone_datasets::write::{manifest_path, write_atomic};
-use whetstone_datasets::{Manifest, Progress, ReadOptions};
+use whetstone_datasets::{Manifest, OnError, Progress, ReadOptions};
 
 use crate::cluster::{KMeans, KMeansOptions};
 use crate::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
@@ -48,7 +48,7 @@ use crate::minhash::{dedup_minhash, MinHashOptions};
 use crate::select::{Budget, Method, WeightUpdate};
 use crate::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
 use crate::stages::{
-    cluster_dataset, cluster_dataset_streaming, select_dataset, SelectOptions, DEFAULT_KMQ_TEMPERATURE,
+    cluster_dataset, cluster_dataset_streaming, select_dataset, SelectOptions, SelectResults, DEFAULT_KMQ_TEMPERATURE,
 };
 
 /// One curation stage and its parameters.
@@ -121,6 +121,11 @@ pub enum DedupMethod {
     Minhash,
     /// Embedding cosine similarity through an HNSW index (needs an `embedding` column).
     Semantic,
+}
+
+impl DedupMethod {
+    /// The names a pipeline file and `whet dedup --method` take.
+    pub const NAMES: [&'static str; 3] = ["exact", "minhash", "semantic"];
 }
 
 /// Drops duplicates; each dropped row names the kept row it duplicates.
@@ -335,17 +340,16 @@ impl SelectStep {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Error::Invalid(format!("{}: cannot read it ({e})", path.display())))?;
-                let m: serde_json::Value = serde_json::from_str(&text)
+                let m: Manifest = serde_json::from_str(&text)
                     .map_err(|e| Error::Invalid(format!("{}: not a manifest ({e})", path.display())))?;
-                let w = &m["results"]["cluster_weights"];
-                if w.is_null() {
+                let results: SelectResults =
+                    m.results().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
+                let Some(w) = results.cluster_weights else {
                     return Err(Error::Invalid(format!(
                         "{}: no cluster_weights in its results (a manifest of `whet select --method iterative`?)",
                         path.display()
                     )));
-                }
-                let w: BTreeMap<u32, f64> = serde_json::from_value(w.clone())
-                    .map_err(|e| Error::Invalid(format!("{}: cluster_weights: {e}", path.display())))?;
+                };
                 Some(w)
             }
         };
@@ -458,17 +462,9 @@ pub struct Pipeline {
     #[serde(default)]
     pub map: BTreeMap<String, String>,
     #[serde(default)]
-    pub on_error: OnErrorSetting,
+    pub on_error: OnError,
     #[serde(rename = "stage")]
     pub stages: Vec<Step>,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnErrorSetting {
-    #[default]
-    Fail,
-    Skip,
 }
 
 /// One step of a finished pipeline: its stage and where its manifest is.
@@ -512,10 +508,7 @@ impl Pipeline {
         let pairs: Vec<String> = self.map.iter().map(|(role, field)| format!("{role}={field}")).collect();
         Ok(ReadOptions {
             map: whetstone_datasets::FieldMap::parse(&pairs)?,
-            on_error: match self.on_error {
-                OnErrorSetting::Fail => whetstone_datasets::OnError::Fail,
-                OnErrorSetting::Skip => whetstone_datasets::OnError::Skip,
-            },
+            on_error: self.on_error,
         })
     }
 
@@ -527,47 +520,74 @@ impl Pipeline {
         }
         let mut dir = self.output.clone().into_os_string();
         dir.push(".stages");
-        PathBuf::from(dir).join(format!("{:02}-{}.parquet", i + 1, self.stages[i].name()))
+        step_file(&PathBuf::from(dir), i, &self.stages[i])
     }
 
     /// Runs the steps in order. `on_step(i, step)` is called as step `i` starts, with its progress.
-    pub fn run(&self, mut on_step: impl FnMut(usize, &Step, Progress)) -> Result<PipelineReport> {
+    pub fn run(&self, on_step: impl FnMut(usize, &Step, Progress)) -> Result<PipelineReport> {
         let started = std::time::Instant::now();
-        let mut steps: Vec<PipelineStep> = Vec::new();
-        let mut input = self.input.clone();
-        let mut previous: Option<Manifest> = None;
-        for (i, step) in self.stages.iter().enumerate() {
-            let output = self.step_output(i);
-            if let Some(dir) = output.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| Error::Invalid(format!("{}: cannot create it ({e})", dir.display())))?;
-            }
-            // The first step reads the input as the pipeline says; later ones read whetstone Parquet.
-            let read = if i == 0 { self.read_options()? } else { ReadOptions::default() };
-            let manifest = step
-                .run(&input, &output, read, self.seed, |p| on_step(i, step, p))
-                .map_err(|e| Error::Invalid(format!("stage {} ({}): {e}", i + 1, step.name())))?;
-            if let Some(prev) = &previous {
-                check_link(prev, &manifest)?;
-            }
-            steps.push(PipelineStep {
-                stage: manifest.stage.clone(),
-                output: output.clone(),
-                manifest: manifest_path(&output),
-                rows_in: manifest.rows.rows_in,
-                rows_out: manifest.rows.rows_out,
-                rows_rejected: manifest.rows.rows_rejected,
-                seconds: manifest.seconds,
-            });
-            input = output;
-            previous = Some(manifest);
-        }
+        let steps = run_steps(
+            &self.stages,
+            &self.input,
+            self.read_options()?,
+            self.seed,
+            |i| self.step_output(i),
+            on_step,
+        )?;
         let report = PipelineReport { pipeline: self.clone(), steps, seconds: started.elapsed().as_secs_f64() };
         let mut text = serde_json::to_vec_pretty(&report).expect("serialisable");
         text.push(b'\n');
         write_atomic(&pipeline_report_path(&self.output), &text)?;
         Ok(report)
     }
+}
+
+/// `DIR/NN-<stage>.parquet`: where step `i` of a run of steps writes inside a folder.
+pub fn step_file(dir: &Path, i: usize, step: &Step) -> PathBuf {
+    dir.join(format!("{:02}-{}.parquet", i + 1, step.name()))
+}
+
+/// Runs `steps` in order from `input` (read with `read`; later steps read the whetstone Parquet the step
+/// before wrote), step `i` writing `output_of(i)`, and checks that every step read exactly what the one before
+/// it wrote. `seed` serves the steps that take one and set none of their own. What `whet curate` and the
+/// rounds' curation both run.
+pub fn run_steps(
+    steps: &[Step],
+    input: &Path,
+    read: ReadOptions,
+    seed: u64,
+    output_of: impl Fn(usize) -> PathBuf,
+    mut on_step: impl FnMut(usize, &Step, Progress),
+) -> Result<Vec<PipelineStep>> {
+    let mut done: Vec<PipelineStep> = Vec::new();
+    let mut input = input.to_path_buf();
+    let mut read = Some(read);
+    let mut previous: Option<Manifest> = None;
+    for (i, step) in steps.iter().enumerate() {
+        let output = output_of(i);
+        if let Some(dir) = output.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Invalid(format!("{}: cannot create it ({e})", dir.display())))?;
+        }
+        let manifest = step
+            .run(&input, &output, read.take().unwrap_or_default(), seed, |p| on_step(i, step, p))
+            .map_err(|e| Error::Invalid(format!("stage {} ({}): {e}", i + 1, step.name())))?;
+        if let Some(prev) = &previous {
+            check_link(prev, &manifest)?;
+        }
+        done.push(PipelineStep {
+            stage: manifest.stage.clone(),
+            output: output.clone(),
+            manifest: manifest_path(&output),
+            rows_in: manifest.rows.rows_in,
+            rows_out: manifest.rows.rows_out,
+            rows_rejected: manifest.rows.rows_rejected,
+            seconds: manifest.seconds,
+        });
+        input = output;
+        previous = Some(manifest);
+    }
+    Ok(done)
 }
 
 /// `OUTPUT.pipeline.json`.

@@ -67,6 +67,10 @@ pub enum Method {
 impl Method {
     pub const NAMES: [&'static str; 6] = ["random", "rs2", "kmq", "kcenter", "deita", "iterative"];
 
+    pub fn name(self) -> &'static str {
+        Self::NAMES[self as usize]
+    }
+
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "random" => Ok(Method::Random),
@@ -263,6 +267,10 @@ pub enum WeightUpdate {
     Paper,
     /// The public code's variant: w_j = softmax(s)_j, ignoring the previous weights.
     Softmax,
+}
+
+impl WeightUpdate {
+    pub const NAMES: [&'static str; 2] = ["paper", "softmax"];
 }
 
 /// The next round's cluster weights from the previous weights (uniform when `None`) and the mean score of

@@ -19,6 +19,15 @@ use crate::embed::embeddings_concat;
 use crate::error::{Error, Result};
 use crate::vector::dot;
 
+/// What semantic dedup found: its manifest's `results`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SemanticResults {
+    /// Pairs at or above the threshold.
+    pub similar_pairs: u64,
+    /// Groups of near-copies (one row of each kept).
+    pub groups_with_duplicates: u64,
+}
+
 /// How similar pairs are found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -29,6 +38,10 @@ pub enum SemanticIndex {
     /// An HNSW graph (hnsw_rs), built row by row (so the same rows give the same graph) and searched for
     /// each row's `neighbours` nearest rows.
     Hnsw,
+}
+
+impl SemanticIndex {
+    pub const NAMES: [&'static str; 2] = ["clusters", "hnsw"];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -191,7 +204,7 @@ pub fn dedup_semantic(
         format: None,
         read,
     };
-    let columns = [schema::stage::EMBEDDING, schema::ID, schema::stage::QUALITY];
+    let columns = [schema::columns::EMBEDDING, schema::ID, schema::columns::QUALITY];
     Ok(run.whole_columns(&columns, on_progress, |batches| {
         let (vectors, dim, batch) = embeddings_concat(batches)?;
         let n = batch.num_rows();
@@ -201,7 +214,7 @@ pub fn dedup_semantic(
             groups.join(a, b);
         }
         // Each group's keeper: the highest quality, else the first row.
-        let quality = batch.column_by_name(schema::stage::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
+        let quality = batch.column_by_name(schema::columns::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
         let mut keeper: Vec<u32> = (0..n as u32).collect();
         for row in 0..n as u32 {
             let root = groups.root(row) as usize;
@@ -234,7 +247,10 @@ pub fn dedup_semantic(
         Ok(Selection {
             keep,
             rejected,
-            results: serde_json::json!({"similar_pairs": pairs.len(), "groups_with_duplicates": groups_with_duplicates}),
+            results: serde_json::to_value(SemanticResults {
+                similar_pairs: pairs.len() as u64,
+                groups_with_duplicates: groups_with_duplicates as u64,
+            })?,
             ..Default::default()
         })
     })?)

@@ -20,6 +20,42 @@ use crate::select::{
     Within,
 };
 
+/// What the cluster stage found: its manifest's `results`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClusterResults {
+    pub inertia: f64,
+    pub iterations: usize,
+    pub converged: bool,
+    pub fit_seconds: f64,
+    pub rows: u64,
+    pub dim: usize,
+    pub sizes: Vec<u64>,
+}
+
+impl ClusterResults {
+    fn of(model: &KMeans, fit_seconds: f64, rows: u64, dim: usize) -> Self {
+        ClusterResults {
+            inertia: model.inertia,
+            iterations: model.iterations,
+            converged: model.converged,
+            fit_seconds,
+            rows,
+            dim,
+            sizes: model.sizes.clone(),
+        }
+    }
+}
+
+/// What the select stage found: its manifest's `results`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SelectResults {
+    #[serde(flatten)]
+    pub coverage: Coverage,
+    /// iterative: the weights this round gave each cluster, which the next round updates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_weights: Option<BTreeMap<u32, f64>>,
+}
+
 /// The cluster stage for datasets larger than memory: mini-batch k-means over the embeddings read in passes
 /// (see [`kmeans_minibatch`]), then one more pass that labels every row and measures the inertia.
 pub fn cluster_dataset_streaming(
@@ -61,30 +97,22 @@ pub fn cluster_dataset_streaming(
             let (labels, dists) = assign(data, dim, &model.centroids)?;
             labels.iter().for_each(|&l| sizes[l as usize] += 1);
             inertia += dists.iter().map(|&d| d as f64).sum::<f64>();
-            Ok(with_column(&batch, stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(labels)))?)
+            Ok(with_column(&batch, stage_field(schema::columns::CLUSTER), Arc::new(UInt32Array::from(labels)))?)
         },
     )?;
     (model.sizes, model.inertia) = (sizes, inertia);
-    manifest.results = json!({
-        "inertia": model.inertia,
-        "iterations": model.iterations,
-        "converged": model.converged,
-        "fit_seconds": fit_seconds,
-        "rows": manifest.rows.rows_out,
-        "dim": model.dim,
-        "sizes": model.sizes,
-    });
+    manifest.set_results(&ClusterResults::of(&model, fit_seconds, manifest.rows.rows_out, model.dim));
     manifest.write_beside(output)?;
     Ok((manifest, model))
 }
 
 fn stage_field(name: &str) -> Field {
-    schema::stage::field(name, 0).expect("a stage column")
+    schema::columns::field(name, 0).expect("a stage column")
 }
 
 /// The `cluster` column, if the dataset has one.
 fn clusters_of(batch: &RecordBatch) -> Result<Option<Vec<u32>>> {
-    let Some(c) = batch.column_by_name(schema::stage::CLUSTER) else { return Ok(None) };
+    let Some(c) = batch.column_by_name(schema::columns::CLUSTER) else { return Ok(None) };
     let c = c
         .as_primitive_opt::<UInt32Type>()
         .ok_or_else(|| Error::Invalid(format!("the `cluster` column is {}, not UInt32", c.data_type())))?;
@@ -122,24 +150,16 @@ pub fn cluster_dataset(
         format: None,
         read,
     };
-    let manifest = run.whole_columns(&[schema::stage::EMBEDDING], on_progress, |batches| {
+    let manifest = run.whole_columns(&[schema::columns::EMBEDDING], on_progress, |batches| {
         let (data, dim, batch) = embeddings_concat(batches)?;
         let fit = std::time::Instant::now();
         let (model, labels) = kmeans(&data, dim, opts)?;
         let fit_seconds = fit.elapsed().as_secs_f64();
-        let results = json!({
-            "inertia": model.inertia,
-            "iterations": model.iterations,
-            "converged": model.converged,
-            "fit_seconds": fit_seconds,
-            "rows": batch.num_rows(),
-            "dim": dim,
-            "sizes": model.sizes,
-        });
+        let results = serde_json::to_value(ClusterResults::of(&model, fit_seconds, batch.num_rows() as u64, dim))?;
         fitted = Some(model);
         Ok(Selection {
             keep: (0..labels.len() as u32).collect(),
-            columns: vec![(stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(labels)))],
+            columns: vec![(stage_field(schema::columns::CLUSTER), Arc::new(UInt32Array::from(labels)))],
             results,
             ..Default::default()
         })
@@ -276,11 +296,11 @@ pub fn select_dataset(
         read,
     };
     let score = opts.score.as_deref().unwrap_or(match opts.method {
-        Method::Iterative => schema::stage::REWARD,
-        _ => schema::stage::QUALITY,
+        Method::Iterative => schema::columns::REWARD,
+        _ => schema::columns::QUALITY,
     });
     let mut columns =
-        vec![schema::stage::EMBEDDING, schema::stage::CLUSTER, schema::stage::QUALITY, schema::stage::ROUND, score];
+        vec![schema::columns::EMBEDDING, schema::columns::CLUSTER, schema::columns::QUALITY, schema::columns::ROUND, score];
     columns.extend(opts.label.as_deref());
     let manifest = run.whole_columns(&columns, on_progress, |batches| {
         let (data, dim, batch) = embeddings_concat(batches)?;
@@ -324,7 +344,7 @@ pub fn select_dataset(
                     weights.entry(c).or_insert(0.0); // a cluster unknown to last round's weights gets none
                 }
                 // Rows chosen in an earlier round (a non-null `round`) are not chosen again.
-                let available: Vec<bool> = match batch.column_by_name(schema::stage::ROUND) {
+                let available: Vec<bool> = match batch.column_by_name(schema::columns::ROUND) {
                     Some(r) => (0..rows).map(|i| r.is_null(i)).collect(),
                     None => vec![true; rows],
                 };
@@ -334,7 +354,7 @@ pub fn select_dataset(
             }
             Method::Kmq => {
                 let quality =
-                    batch.column_by_name(schema::stage::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
+                    batch.column_by_name(schema::columns::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
                 let quality = quality.map(|q| q.values().to_vec());
                 let within = if opts.kmq_random {
                     Within::Random
@@ -351,18 +371,15 @@ pub fn select_dataset(
         let mut added: Vec<(Field, ArrayRef)> = Vec::new();
         if let Some(c) = &clusters {
             let picked: Vec<u32> = rows_picked.iter().map(|&r| c[r]).collect();
-            added.push((stage_field(schema::stage::CLUSTER), Arc::new(UInt32Array::from(picked))));
+            added.push((stage_field(schema::columns::CLUSTER), Arc::new(UInt32Array::from(picked))));
         }
         if opts.method == Method::Iterative {
             let round = UInt32Array::from(vec![opts.round as u32; picks.len()]);
-            added.push((stage_field(schema::stage::ROUND), Arc::new(round)));
+            added.push((stage_field(schema::columns::ROUND), Arc::new(round)));
         }
         let reasons = StringArray::from(picks.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>());
-        added.push((stage_field(schema::stage::SELECTED_BY), Arc::new(reasons)));
-        let mut results = serde_json::to_value(&metrics).expect("serialisable");
-        if let Some(w) = new_weights {
-            results["cluster_weights"] = serde_json::to_value(w).expect("serialisable");
-        }
+        added.push((stage_field(schema::columns::SELECTED_BY), Arc::new(reasons)));
+        let results = serde_json::to_value(SelectResults { coverage: metrics.clone(), cluster_weights: new_weights })?;
         measured = Some(metrics);
         Ok(Selection {
             keep: rows_picked.iter().map(|&r| r as u32).collect(),

@@ -84,6 +84,9 @@ pub enum Error {
     /// The request itself is wrong (bad path, bad option); the message says what to do.
     #[error("{0}")]
     Usage(String),
+    /// Our own bug: an invariant whetstone keeps did not hold.
+    #[error("internal error: {0}; please report this")]
+    Internal(String),
     /// A stage's own error (embedding, selection, …), as that stage said it.
     #[error("{0}")]
     Stage(Box<dyn std::error::Error + Send + Sync>),

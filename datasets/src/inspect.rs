@@ -108,7 +108,7 @@ pub fn inspect(
         let batch = batch?;
         rows += batch.num_rows() as u64;
         if sample_rows.len() < samples {
-            sample_rows.extend(batch_rows_json(&batch.slice(0, batch.num_rows().min(samples - sample_rows.len())))?);
+            sample_rows.extend(crate::write::batch_rows_json(&batch.slice(0, batch.num_rows().min(samples - sample_rows.len())))?);
         }
         let p = batch.column_by_name(schema::PROMPT).expect("core column").as_string::<i32>();
         let r = batch.column_by_name(schema::RESPONSE).expect("core column").as_string::<i32>();
@@ -144,13 +144,4 @@ pub fn inspect(
         rejected: reader.rejections().clone(),
         inputs: reader.reports().to_vec(),
     })
-}
-
-/// Rows as JSON objects (`meta` inlined), as the `jsonl` writer writes them.
-pub fn batch_rows_json(batch: &RecordBatch) -> Result<Vec<Value>> {
-    let text = crate::write::jsonl_rows(batch)?;
-    text.split(|&b| b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(|l| serde_json::from_slice(l).map_err(Into::into))
-        .collect()
 }

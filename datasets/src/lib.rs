@@ -28,7 +28,7 @@ pub use error::{Error, Position, Result, RowError};
 pub use format::{FieldMap, SourceFormat};
 pub use inspect::{inspect, Inspection};
 pub use manifest::Manifest;
-pub use read::{read_all, row_count, DatasetReader, OnError, Progress, ReadOptions};
+pub use read::{count_rows, read_all, row_count, DatasetReader, OnError, Progress, ReadOptions};
 pub use record::{content_id, messages_at, Message, Record};
 pub use stage::{Dropped, RowProgress, Selection, StageError, StageRun};
 pub use write::{DatasetWriter, OutputFormat};

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -84,8 +85,8 @@ impl Manifest {
             || !rows.rows_out.is_multiple_of(per_row)
             || rows.rows_in != rows.rows_out / per_row + rows.rows_rejected
         {
-            return Err(Error::Usage(format!(
-                "internal error: {} rows in but {} out ({per_row} per row kept) and {} rejected; please report this",
+            return Err(Error::Internal(format!(
+                "{} rows in but {} out ({per_row} per row kept) and {} rejected",
                 rows.rows_in, rows.rows_out, rows.rows_rejected
             )));
         }
@@ -101,6 +102,22 @@ impl Manifest {
             started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
         })
+    }
+
+    /// What the stage found, as the type it wrote them with (`manifest.results::<RewardResults>()?`): a
+    /// renamed or missing field is an error here, never a silent zero.
+    pub fn results<T: DeserializeOwned>(&self) -> Result<T> {
+        T::deserialize(&self.results).map_err(|e| {
+            Error::Usage(format!(
+                "the results of this {} manifest (whetstone {}) are not what this whetstone reads: {e}",
+                self.stage, self.whetstone
+            ))
+        })
+    }
+
+    /// Records what the stage found.
+    pub fn set_results(&mut self, results: &impl Serialize) {
+        self.results = serde_json::to_value(results).expect("stage results serialise to JSON");
     }
 
     /// Writes `<data>.manifest.json` beside the dataset, atomically.

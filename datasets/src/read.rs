@@ -34,6 +34,10 @@ pub enum OnError {
     Skip,
 }
 
+impl OnError {
+    pub const NAMES: [&'static str; 2] = ["fail", "skip"];
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
     pub map: FieldMap,
@@ -115,12 +119,6 @@ impl Rejections {
         }
         let room = Self::EXAMPLES.saturating_sub(self.examples.len());
         self.examples.extend(other.examples.into_iter().take(room));
-    }
-
-    /// Counts a row a stage dropped.
-    pub fn add_dropped(&mut self, d: &crate::stage::Dropped) {
-        let id = d.row.get("id").and_then(|v| v.as_str()).unwrap_or("?");
-        self.add_reason(&d.reason, || format!("{id}: {}: {}", d.reason, d.detail));
     }
 
     /// Counts a row not used for `reason`; `example` describes it (kept for the first few).
@@ -850,6 +848,15 @@ pub fn read_all(spec: impl AsRef<Path>, opts: ReadOptions) -> Result<(Vec<Record
         batches.push(b?);
     }
     Ok((batches, reader))
+}
+
+/// The rows an input yields (read through once, nothing kept): a progress bar's total.
+pub fn count_rows(spec: impl AsRef<Path>, opts: &ReadOptions) -> Result<u64> {
+    let mut rows = 0;
+    for batch in DatasetReader::open(spec, opts.clone())? {
+        rows += batch?.num_rows() as u64;
+    }
+    Ok(rows)
 }
 
 /// The number of rows in batches.

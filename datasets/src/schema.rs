@@ -24,7 +24,7 @@ pub const META: &str = "meta";
 pub const CORE_COLUMNS: [&str; 6] = [ID, SOURCE, PROMPT, RESPONSE, MESSAGES, META];
 
 /// Stage columns: added by later stages, typed, named once here so every stage agrees.
-pub mod stage {
+pub mod columns {
     use super::*;
 
     /// Sentence embedding, `FixedSizeList<Float32, dim>` (curation: embed).

@@ -59,7 +59,7 @@ impl StageRun<'_> {
             let n = batch.num_rows();
             let out = f(batch)?;
             if out.num_rows() != n {
-                return Err(format!("internal error: stage {stage} turned {n} rows into {}", out.num_rows()).into());
+                return Err(Error::Internal(format!("stage {stage} turned {n} rows into {}", out.num_rows())).into());
             }
             Ok((out, Vec::new()))
         })
@@ -137,11 +137,17 @@ impl Dropped {
         }
         let indices = arrow::array::UInt32Array::from_iter_values(picks.iter().map(|p| p.0 as u32));
         let mut taken = arrow::compute::take_record_batch(batch, &indices)?;
-        if let Ok(i) = taken.schema().index_of(crate::schema::stage::EMBEDDING) {
+        if let Ok(i) = taken.schema().index_of(crate::schema::columns::EMBEDDING) {
             taken.remove_column(i);
         }
-        let rows = crate::inspect::batch_rows_json(&taken)?;
+        let rows = crate::write::batch_rows_json(&taken)?;
         Ok(picks.into_iter().zip(rows).map(|((_, reason, detail), row)| Dropped { reason, detail, row }).collect())
+    }
+
+    /// How the manifest's examples show it: `id: reason: detail`.
+    pub fn example(&self) -> String {
+        let id = self.row.get("id").and_then(|v| v.as_str()).unwrap_or("?");
+        format!("{id}: {}: {}", self.reason, self.detail)
     }
 
     pub fn to_json(&self) -> serde_json::Value {
@@ -196,9 +202,8 @@ impl StageRun<'_> {
         let (kept, dropped) = (decided.keep.len() as u64, decided.dropped.values().sum::<u64>());
         let strictly_ascending = decided.keep.windows(2).all(|w| w[0] < w[1]);
         if !strictly_ascending || kept + dropped + decided.rejected.len() as u64 != rows_in {
-            return Err(Error::Usage(format!(
-                "internal error: stage {} kept {kept}, dropped {dropped} and rejected {} of {rows_in} rows; please \
-                 report this",
+            return Err(Error::Internal(format!(
+                "stage {} kept {kept}, dropped {dropped} and rejected {} of {rows_in} rows",
                 self.stage,
                 decided.rejected.len()
             )));
@@ -231,7 +236,7 @@ impl StageRun<'_> {
             )?;
             for (d, (_, _, _, of)) in rows.iter_mut().zip(gone) {
                 if let Some(of) = of {
-                    d.row[crate::schema::stage::DUP_OF] = of.clone().into();
+                    d.row[crate::schema::columns::DUP_OF] = of.clone().into();
                 }
             }
             offset = end;
@@ -324,7 +329,7 @@ pub fn write_stream(
             let sent = rejected.write(&reader.take_rejected()).and(batch).and_then(&mut *f).and_then(|(b, gone)| {
                 let lines: Vec<serde_json::Value> = gone.iter().map(Dropped::to_json).collect();
                 rejected.write_values(&lines)?;
-                gone.iter().for_each(|d| dropped.add_dropped(d));
+                gone.iter().for_each(|d| dropped.add_reason(&d.reason, || d.example()));
                 Ok(b)
             });
             match sent {
@@ -343,7 +348,7 @@ pub fn write_stream(
         if failure.is_none() {
             failure = rejected.write(&reader.take_rejected()).err();
         }
-        let written = writer.join().map_err(|_| Error::Usage("internal error: the writer thread panicked".into()))?;
+        let written = writer.join().map_err(|_| Error::Internal("the writer thread panicked".into()))?;
         if let Some(e) = failure {
             return Err(e); // dropping the unfinished writer removes its temporary file
         }

@@ -247,10 +247,10 @@ impl DatasetWriter {
                     .set_dictionary_enabled(false);
                 for column in [
                     schema::SOURCE,
-                    schema::stage::SPLIT,
-                    schema::stage::GENERATOR,
-                    schema::stage::SAMPLING,
-                    schema::stage::FINISH_REASON,
+                    schema::columns::SPLIT,
+                    schema::columns::GENERATOR,
+                    schema::columns::SAMPLING,
+                    schema::columns::FINISH_REASON,
                 ] {
                     props = props.set_column_dictionary_enabled(column.into(), true);
                 }
@@ -393,7 +393,7 @@ impl ParquetEncoder {
 
     fn append_oldest(&mut self) -> Result<()> {
         let Some(done) = self.in_flight.pop_front() else { return Ok(()) };
-        let chunks = done.recv().map_err(|_| Error::Usage("internal error: a Parquet encoder panicked".into()))??;
+        let chunks = done.recv().map_err(|_| Error::Internal("a Parquet encoder panicked".into()))??;
         let mut group = self.file.next_row_group()?;
         for chunk in chunks {
             chunk.append_to_row_group(&mut group)?;
@@ -521,4 +521,13 @@ fn alpaca_row(t: Turns) -> Value {
         row.insert("history".into(), history.into());
     }
     Value::Object(row)
+}
+
+/// Rows as JSON objects (`meta` inlined), as the `jsonl` writer writes them.
+pub fn batch_rows_json(batch: &RecordBatch) -> Result<Vec<serde_json::Value>> {
+    let text = jsonl_rows(batch)?;
+    text.split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).map_err(Into::into))
+        .collect()
 }

@@ -19,7 +19,7 @@ use arrow::array::{
     Array, ArrayRef, AsArray, Float32Builder, Float64Array, ListBuilder, RecordBatch, StringArray, UInt32Array,
     UInt32Builder,
 };
-use whetstone_datasets::schema::{self, stage};
+use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{
     messages_at, Dropped, Manifest, Message, OnError, Progress, ReadOptions, Record, RowProgress, StageRun,
@@ -30,6 +30,33 @@ use crate::error::{Error, Result};
 use crate::logprob::SequenceScore;
 use crate::prompt::{prompt_turns, row_prompt};
 use crate::sampling::Sampling;
+
+/// What `whet generate` measured: its manifest's `results`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GenerateResults {
+    pub prompts: u64,
+    pub samples: u64,
+    pub prompt_tokens: u64,
+    pub response_tokens: u64,
+    pub seconds: f64,
+    pub response_tokens_per_second: f64,
+    /// Distinct sample texts, summed over prompts.
+    pub distinct_samples: u64,
+    pub prompts_with_all_samples_distinct: u64,
+    pub samples_per_prompt: usize,
+    pub finish_reasons: std::collections::BTreeMap<String, u64>,
+}
+
+/// What `whet score` measured: its manifest's `results`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ScoreResults {
+    pub rows_scored: u64,
+    pub response_tokens: u64,
+    /// `None` when no row was scored.
+    pub median_mean_log_prob: Option<f64>,
+    pub median_perplexity: Option<f64>,
+    pub seconds: f64,
+}
 
 /// Samples and tokens finished so far, for a progress bar with a rate.
 #[derive(Debug, Default)]
@@ -176,7 +203,7 @@ fn engine_stage<'a>(
 }
 
 fn column(name: &str, array: ArrayRef) -> (arrow::datatypes::Field, ArrayRef) {
-    (stage::field(name, 0).expect("a stage column"), array)
+    (columns::field(name, 0).expect("a stage column"), array)
 }
 
 impl GenerateStep {
@@ -224,7 +251,7 @@ impl GenerateStep {
             let out = self.sample_rows(&batch, &prompts.kept, &samples, &generator, &sampling_json)?;
             Ok((out, prompts.dropped))
         })?;
-        manifest.results = totals.results(started.elapsed().as_secs_f64(), n);
+        manifest.set_results(&totals.results(started.elapsed().as_secs_f64(), n));
         manifest.write_beside(output)?;
         Ok(manifest)
     }
@@ -262,41 +289,41 @@ impl GenerateStep {
         let mut out = rows_with_records(batch, &rows, &records)?;
         let each = |f: &dyn Fn(&Sample) -> u32| UInt32Array::from_iter_values(samples.iter().map(f));
         let mut columns = vec![
-            column(stage::PROMPT_ID, Arc::new(StringArray::from(prompt_ids))),
-            column(stage::SAMPLE, Arc::new(UInt32Array::from_iter_values((0..samples.len()).map(|i| (i % n) as u32)))),
+            column(columns::PROMPT_ID, Arc::new(StringArray::from(prompt_ids))),
+            column(columns::SAMPLE, Arc::new(UInt32Array::from_iter_values((0..samples.len()).map(|i| (i % n) as u32)))),
             column(
-                stage::PROMPT_TOKENS,
+                columns::PROMPT_TOKENS,
                 Arc::new(UInt32Array::from_iter_values(
                     kept.iter().flat_map(|(_, t)| std::iter::repeat_n(t.len() as u32, n)),
                 )),
             ),
-            column(stage::RESPONSE_TOKENS, Arc::new(each(&|s| s.tokens.len() as u32))),
-            column(stage::RESPONSE_TOKEN_IDS, {
+            column(columns::RESPONSE_TOKENS, Arc::new(each(&|s| s.tokens.len() as u32))),
+            column(columns::RESPONSE_TOKEN_IDS, {
                 let mut ids = ListBuilder::new(UInt32Builder::new());
                 samples.iter().for_each(|s| ids.append_value(s.tokens.iter().map(|&t| Some(t))));
                 Arc::new(ids.finish())
             }),
             column(
-                stage::FINISH_REASON,
+                columns::FINISH_REASON,
                 Arc::new(StringArray::from_iter_values(samples.iter().map(|s| s.finish_reason.as_str()))),
             ),
             column(
-                stage::LOG_LIKELIHOOD,
+                columns::LOG_LIKELIHOOD,
                 Arc::new(Float64Array::from_iter_values(samples.iter().map(|s| s.log_probs.iter().sum::<f64>()))),
             ),
             column(
-                stage::GENERATOR,
+                columns::GENERATOR,
                 Arc::new(StringArray::from_iter_values(std::iter::repeat_n(generator, samples.len()))),
             ),
             column(
-                stage::SAMPLING,
+                columns::SAMPLING,
                 Arc::new(StringArray::from_iter_values(std::iter::repeat_n(sampling_json, samples.len()))),
             ),
         ];
-        if batch.column_by_name(stage::REFERENCE).is_none() {
+        if batch.column_by_name(columns::REFERENCE).is_none() {
             let gold = strings(batch, schema::RESPONSE);
             let taken = arrow::compute::take(gold, &UInt32Array::from(rows.clone()), None)?;
-            columns.insert(0, column(stage::REFERENCE, taken));
+            columns.insert(0, column(columns::REFERENCE, taken));
         }
         for (field, array) in columns {
             out = with_column(&out, field, array)?;
@@ -333,19 +360,19 @@ impl Totals {
         }
     }
 
-    fn results(&self, seconds: f64, n: usize) -> serde_json::Value {
-        serde_json::json!({
-            "prompts": self.prompts,
-            "samples": self.samples,
-            "prompt_tokens": self.prompt_tokens,
-            "response_tokens": self.response_tokens,
-            "seconds": seconds,
-            "response_tokens_per_second": self.response_tokens as f64 / seconds.max(1e-9),
-            "distinct_samples": self.distinct,
-            "prompts_with_all_samples_distinct": self.all_distinct,
-            "samples_per_prompt": n,
-            "finish_reasons": self.finish,
-        })
+    fn results(&self, seconds: f64, n: usize) -> GenerateResults {
+        GenerateResults {
+            prompts: self.prompts,
+            samples: self.samples,
+            prompt_tokens: self.prompt_tokens,
+            response_tokens: self.response_tokens,
+            seconds,
+            response_tokens_per_second: self.response_tokens as f64 / seconds.max(1e-9),
+            distinct_samples: self.distinct,
+            prompts_with_all_samples_distinct: self.all_distinct,
+            samples_per_prompt: n,
+            finish_reasons: self.finish.clone(),
+        }
     }
 }
 
@@ -410,28 +437,29 @@ impl ScoreStep {
             let mut out = arrow::compute::take_record_batch(&batch, &UInt32Array::from(kept))?;
             let f64s = |f: fn(&SequenceScore) -> f64| Arc::new(Float64Array::from_iter_values(scores.iter().map(f)));
             for (field, array) in [
-                column(stage::PROMPT_TOKENS, Arc::new(UInt32Array::from(prompt_lengths)) as ArrayRef),
+                column(columns::PROMPT_TOKENS, Arc::new(UInt32Array::from(prompt_lengths)) as ArrayRef),
                 column(
-                    stage::RESPONSE_TOKENS,
+                    columns::RESPONSE_TOKENS,
                     Arc::new(UInt32Array::from_iter_values(scores.iter().map(|s| s.tokens as u32))),
                 ),
-                column(stage::LOG_LIKELIHOOD, f64s(|s| s.log_likelihood)),
-                column(stage::MEAN_LOG_PROB, f64s(|s| s.mean_log_prob)),
-                column(stage::PERPLEXITY, f64s(|s| s.perplexity)),
-                column(stage::TOKEN_LOG_PROBS, Arc::new(token_lists.finish())),
+                column(columns::LOG_LIKELIHOOD, f64s(|s| s.log_likelihood)),
+                column(columns::MEAN_LOG_PROB, f64s(|s| s.mean_log_prob)),
+                column(columns::PERPLEXITY, f64s(|s| s.perplexity)),
+                column(columns::TOKEN_LOG_PROBS, Arc::new(token_lists.finish())),
             ] {
                 out = with_column(&out, field, array)?;
             }
             Ok((out, dropped))
         })?;
         let seconds = started.elapsed().as_secs_f64();
-        manifest.results = serde_json::json!({
-            "rows_scored": manifest.rows.rows_out,
-            "response_tokens": tokens_scored,
-            "median_mean_log_prob": median(&mut mean_log_probs),
-            "median_perplexity": median(&mut perplexities),
-            "seconds": seconds,
-        });
+        let results = ScoreResults {
+            rows_scored: manifest.rows.rows_out,
+            response_tokens: tokens_scored,
+            median_mean_log_prob: median(&mut mean_log_probs),
+            median_perplexity: median(&mut perplexities),
+            seconds,
+        };
+        manifest.set_results(&results);
         manifest.write_beside(output)?;
         Ok(manifest)
     }

@@ -27,7 +27,7 @@ fn jsonl(rows: &[Value]) -> String {
 fn read(path: &Path, opts: ReadOptions) -> (Option<SourceFormat>, Vec<Value>) {
     let (batches, reader) = read_all(path, opts).unwrap();
     let batch = concat_batches(&reader.schema(), &batches).unwrap();
-    let rows = whetstone::datasets::inspect::batch_rows_json(&batch).unwrap();
+    let rows = whetstone::datasets::write::batch_rows_json(&batch).unwrap();
     (reader.reports()[0].format, rows)
 }
 

@@ -169,6 +169,8 @@ pub enum TextField {
 }
 
 impl TextField {
+    pub const NAMES: [&'static str; 3] = ["prompt", "response", "both"];
+
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "prompt" => Ok(TextField::Prompt),
@@ -218,12 +220,12 @@ fn get(a: &StringArray, i: usize) -> &str {
 
 /// Sets (or replaces) the `embedding` column: `FixedSizeList<Float32, dim>`, one vector per row.
 pub fn with_embedding(batch: RecordBatch, vectors: Vec<f32>, dim: usize) -> Result<RecordBatch> {
-    let field = schema::stage::field(schema::stage::EMBEDDING, dim as i32).expect("a stage column");
+    let field = schema::columns::field(schema::columns::EMBEDDING, dim as i32).expect("a stage column");
     let DataType::FixedSizeList(item, _) = field.data_type() else { unreachable!("embedding is a fixed-size list") };
     let column = FixedSizeListArray::try_new(item.clone(), dim as i32, Arc::new(Float32Array::from(vectors)), None)?;
     let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
     let mut columns = batch.columns().to_vec();
-    match fields.iter().position(|f| f.name() == schema::stage::EMBEDDING) {
+    match fields.iter().position(|f| f.name() == schema::columns::EMBEDDING) {
         Some(i) => {
             fields[i] = field;
             columns[i] = Arc::new(column);
@@ -261,7 +263,7 @@ pub fn embeddings_concat(
         vectors.extend_from_slice(values);
         let schema = batch.schema();
         let keep: Vec<usize> =
-            (0..schema.fields().len()).filter(|&i| schema.field(i).name() != schema::stage::EMBEDDING).collect();
+            (0..schema.fields().len()).filter(|&i| schema.field(i).name() != schema::columns::EMBEDDING).collect();
         // A deep copy of the small columns, so no batch keeps its decoded row group alive.
         let small = batch.project(&keep)?;
         others.push(arrow::compute::concat_batches(&small.schema(), [&small])?);
@@ -274,7 +276,7 @@ pub fn embeddings_concat(
 /// [`embeddings_of`] for a batch whose first row is row `offset` of the dataset (for the row numbers in errors).
 fn embeddings_at(batch: &RecordBatch, offset: usize) -> Result<(&[f32], usize)> {
     let column = batch
-        .column_by_name(schema::stage::EMBEDDING)
+        .column_by_name(schema::columns::EMBEDDING)
         .ok_or_else(|| Error::Invalid("the dataset has no `embedding` column: run `whet embed` on it first".into()))?;
     let list = column.as_fixed_size_list_opt().ok_or_else(|| {
         Error::Invalid(format!("the `embedding` column is {}, not a fixed-size list of floats", column.data_type()))

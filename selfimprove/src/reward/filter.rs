@@ -21,7 +21,7 @@ use std::path::Path;
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{Float32Type, Float64Type, UInt32Type};
 use serde::{Deserialize, Serialize};
-use whetstone_datasets::schema::{self, stage};
+use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::Selection;
 use whetstone_datasets::{Manifest, ReadOptions, StageRun};
 
@@ -93,15 +93,15 @@ fn read_samples(batches: &mut dyn Iterator<Item = whetstone_datasets::Result<Rec
     let mut samples = Vec::new();
     for batch in batches {
         let batch = batch?;
-        let reward = batch.column_by_name(stage::REWARD).ok_or_else(|| {
+        let reward = batch.column_by_name(columns::REWARD).ok_or_else(|| {
             Error::Invalid("the input has no `reward` column: score the samples first (whet reward)".into())
         })?;
         let reward = reward
             .as_primitive_opt::<Float32Type>()
             .ok_or_else(|| Error::Invalid(format!("column `reward` is {}, not Float32", reward.data_type())))?;
         let ids = batch.column_by_name(schema::ID).expect("core column").as_string::<i32>();
-        let index = batch.column_by_name(stage::SAMPLE).and_then(|c| c.as_primitive_opt::<UInt32Type>().cloned());
-        let ll = batch.column_by_name(stage::LOG_LIKELIHOOD).and_then(|c| c.as_primitive_opt::<Float64Type>().cloned());
+        let index = batch.column_by_name(columns::SAMPLE).and_then(|c| c.as_primitive_opt::<UInt32Type>().cloned());
+        let ll = batch.column_by_name(columns::LOG_LIKELIHOOD).and_then(|c| c.as_primitive_opt::<Float64Type>().cloned());
         for i in 0..batch.num_rows() {
             let row = samples.len() as u32;
             if reward.is_null(i) || !reward.value(i).is_finite() {
@@ -114,7 +114,7 @@ fn read_samples(batches: &mut dyn Iterator<Item = whetstone_datasets::Result<Rec
             samples.push(Sample {
                 row,
                 // Without a prompt id (column or JSONL field) every row is its own prompt.
-                group: column_or_meta(&batch, stage::PROMPT_ID, i).unwrap_or_else(|| ids.value(i).to_string()),
+                group: column_or_meta(&batch, columns::PROMPT_ID, i).unwrap_or_else(|| ids.value(i).to_string()),
                 sample: index.as_ref().map_or(0, |s| s.value(i)),
                 reward: reward.value(i) as f64,
                 log_likelihood: ll.as_ref().filter(|l| !l.is_null(i)).map_or(0.0, |l| l.value(i)),
@@ -174,7 +174,7 @@ impl KeepStep {
         }
         let run =
             StageRun { stage: "keep", parameters: serde_json::to_value(self)?, input, output, format: None, read };
-        let columns = [schema::ID, schema::META, stage::PROMPT_ID, stage::SAMPLE, stage::REWARD, stage::LOG_LIKELIHOOD];
+        let columns = [schema::ID, schema::META, columns::PROMPT_ID, columns::SAMPLE, columns::REWARD, columns::LOG_LIKELIHOOD];
         Ok(run.whole_columns(
             &columns,
             |_| {},
@@ -200,20 +200,35 @@ impl KeepStep {
                     .map(|s| &s.group)
                     .collect::<std::collections::BTreeSet<_>>()
                     .len();
-                selection.results = serde_json::json!({
-                    "samples": samples.len(),
-                    "kept": kept,
-                    "kept_fraction": kept as f64 / samples.len().max(1) as f64,
-                    "prompts": prompts,
-                    "prompts_with_a_kept_sample": prompts_kept,
-                    "mean_reward_kept": kept_reward / kept.max(1) as f64,
-                    "mean_reward_all": samples.iter().map(|s| s.reward).sum::<f64>() / samples.len().max(1) as f64,
-                "at_least_min_reward": samples.iter().filter(|s| s.reward >= self.min_reward).count(),
-                });
+                let results = KeepResults {
+                    samples: samples.len() as u64,
+                    kept: kept as u64,
+                    kept_fraction: kept as f64 / samples.len().max(1) as f64,
+                    prompts: prompts as u64,
+                    prompts_with_a_kept_sample: prompts_kept as u64,
+                    mean_reward_kept: kept_reward / kept.max(1) as f64,
+                    mean_reward_all: samples.iter().map(|s| s.reward).sum::<f64>() / samples.len().max(1) as f64,
+                    at_least_min_reward: samples.iter().filter(|s| s.reward >= self.min_reward).count() as u64,
+                };
+                selection.results = serde_json::to_value(results)?;
                 Ok(selection)
             },
         )?)
     }
+}
+
+/// What `whet keep` found: its manifest's `results`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeepResults {
+    pub samples: u64,
+    pub kept: u64,
+    pub kept_fraction: f64,
+    pub prompts: u64,
+    pub prompts_with_a_kept_sample: u64,
+    pub mean_reward_kept: f64,
+    pub mean_reward_all: f64,
+    /// Samples whose reward reaches `min_reward`: the pass rate's numerator, whatever the filter kept.
+    pub at_least_min_reward: u64,
 }
 
 /// A preference pair of one prompt.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{Float32Array, StringArray};
 use serde::Serialize;
-use whetstone_datasets::schema::{self, stage};
+use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{Manifest, ReadOptions, StageRun};
 
@@ -20,6 +20,15 @@ use crate::sampling::Sampling;
 /// nothing) are filled in per row.
 pub const DEFAULT_TEMPLATE: &str = "Rate the answer to the question from 1 (wrong or useless) to 10 (correct and \
 complete).\n\nQuestion: {prompt}\n\nAnswer: {response}\n{reference}\nReply with the number only.";
+
+/// What `whet judge` found: its manifest's `results`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct JudgeResults {
+    pub rows_scored: u64,
+    /// Rows never put to the judge, and replies without a score.
+    pub rows_without_a_score: u64,
+    pub mean_reward_scored: f64,
+}
 
 /// The judge's settings.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -100,7 +109,7 @@ impl JudgeStep {
                         continue;
                     };
                     let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
-                    let reference = column_or_meta(&batch, stage::REFERENCE, row);
+                    let reference = column_or_meta(&batch, columns::REFERENCE, row);
                     let text = self.judge_prompt(&prompt, &response, reference.as_deref());
                     let tokens = engine.prompt_tokens(&Prompt::Text(text), self.mode)?;
                     if tokens.len() + self.max_tokens > context {
@@ -129,17 +138,17 @@ impl JudgeStep {
                 }
                 // Rows never put to the judge, and replies without a score.
                 unscored += n as u64 - (scored - scored_before);
-                let reward = stage::field(stage::REWARD, 0).expect("a stage column");
-                let reason = stage::field(stage::REWARD_REASON, 0).expect("a stage column");
+                let reward = columns::field(columns::REWARD, 0).expect("a stage column");
+                let reason = columns::field(columns::REWARD_REASON, 0).expect("a stage column");
                 let out = with_column(&batch, reward, Arc::new(Float32Array::from(rewards)))?;
                 let why: Vec<String> = reasons.into_iter().map(Option::unwrap_or_default).collect();
                 Ok(with_column(&out, reason, Arc::new(StringArray::from(why)))?)
             },
         )?;
-        manifest.results = serde_json::json!({
-            "rows_scored": scored,
-            "rows_without_a_score": unscored,
-            "mean_reward_scored": total / scored.max(1) as f64,
+        manifest.set_results(&JudgeResults {
+            rows_scored: scored,
+            rows_without_a_score: unscored,
+            mean_reward_scored: total / scored.max(1) as f64,
         });
         manifest.write_beside(output)?;
         Ok(manifest)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use arrow::array::{Array, AsArray, Float32Array, StringArray};
 use serde::{Deserialize, Serialize};
-use whetstone_datasets::schema::{self, stage};
+use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{Manifest, ReadOptions, StageRun};
 
@@ -95,6 +95,17 @@ fn reason_kind(reason: &str) -> String {
     out.chars().take(120).collect()
 }
 
+/// What `whet reward` found: its manifest's `results`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RewardResults {
+    pub rows: u64,
+    pub mean_reward: f64,
+    /// Rows with a reward of 1 or more.
+    pub full_reward: u64,
+    /// Rows by the kind of their reason (numbers masked: "answer N matches the reference N").
+    pub reasons: BTreeMap<String, u64>,
+}
+
 impl RewardStep {
     fn reward(&self) -> Result<Box<dyn Reward>> {
         if self.rewards.is_empty() {
@@ -107,6 +118,11 @@ impl RewardStep {
         }
         let parts = self.rewards.iter().map(|s| Ok((s.weight, s.build()?))).collect::<Result<Vec<_>>>()?;
         Ok(Box::new(Weighted { parts }))
+    }
+
+    /// The reward as its manifest names it (`gsm8k`, or a weighted sum of several).
+    pub fn name(&self) -> Result<String> {
+        Ok(self.reward()?.name())
     }
 
     /// Scores every row of `input` (its response, or its conversation's last assistant turn, against its
@@ -129,13 +145,13 @@ impl RewardStep {
                 let mut scores = Vec::with_capacity(batch.num_rows());
                 let mut why = Vec::with_capacity(batch.num_rows());
                 let log_probs = batch
-                    .column_by_name(stage::MEAN_LOG_PROB)
+                    .column_by_name(columns::MEAN_LOG_PROB)
                     .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>().cloned());
                 for row in 0..batch.num_rows() {
                     let response = row_response(&batch, row);
                     let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
                     // The `reference` column (as `whet generate` writes it), else a JSONL file's `reference` field.
-                    let reference = column_or_meta(&batch, stage::REFERENCE, row);
+                    let reference = column_or_meta(&batch, columns::REFERENCE, row);
                     let mean_log_prob = log_probs.as_ref().filter(|c| c.is_valid(row)).map(|c| c.value(row));
                     let score = match &response {
                         Some(response) => reward.score(&Candidate {
@@ -151,18 +167,18 @@ impl RewardStep {
                     *reasons.entry(reason_kind(&score.reason)).or_default() += 1;
                     why.push(score.reason);
                 }
-                let reward_field = stage::field(stage::REWARD, 0).expect("a stage column");
-                let reason_field = stage::field(stage::REWARD_REASON, 0).expect("a stage column");
+                let reward_field = columns::field(columns::REWARD, 0).expect("a stage column");
+                let reason_field = columns::field(columns::REWARD_REASON, 0).expect("a stage column");
                 let out = with_column(&batch, reward_field, Arc::new(Float32Array::from(scores)))?;
                 Ok(with_column(&out, reason_field, Arc::new(StringArray::from(why)))?)
             },
         )?;
         let n = values.len().max(1) as f64;
-        manifest.results = serde_json::json!({
-            "rows": values.len(),
-            "mean_reward": values.iter().sum::<f64>() / n,
-            "full_reward": values.iter().filter(|&&v| v >= 1.0).count(),
-            "reasons": reasons,
+        manifest.set_results(&RewardResults {
+            rows: values.len() as u64,
+            mean_reward: values.iter().sum::<f64>() / n,
+            full_reward: values.iter().filter(|&&v| v >= 1.0).count() as u64,
+            reasons,
         });
         manifest.write_beside(output)?;
         Ok(manifest)

@@ -7,10 +7,10 @@ use std::time::Instant;
 
 use arrow::array::{Array, AsArray, Float32Array, UInt32Array};
 use arrow::datatypes::Float32Type;
-use whetstone_curation::pipeline::{ClusterStep, EmbedStep, Step as CurationStep};
+use whetstone_curation::pipeline::{run_steps, step_file, ClusterStep, EmbedStep, Step as CurationStep};
 use whetstone_curation::select::{Budget, Method as SelectMethod};
-use whetstone_curation::stages::{select_dataset, SelectOptions};
-use whetstone_datasets::schema::{self, stage};
+use whetstone_curation::stages::{select_dataset, SelectOptions, SelectResults};
+use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{read_all, Manifest, ReadOptions, StageRun};
 
@@ -18,10 +18,10 @@ use super::{curve, report, Event, RoundMetrics, RoundsConfig, RoundsReport, Trai
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::folder::{read_json, write_folder};
-use crate::generate::{Counter, GenerateStep};
+use crate::generate::{Counter, GenerateResults, GenerateStep};
 use crate::prompt::{column_or_meta, row_response, text_at};
-use crate::reward::filter::{pairs, Keep, KeepStep};
-use crate::reward::stage::{RewardSpec, RewardStep};
+use crate::reward::filter::{pairs, Keep, KeepResults, KeepStep};
+use crate::reward::stage::{RewardResults, RewardSpec, RewardStep};
 use crate::sampling::Sampling;
 use crate::train::{lora, train, Method, TrainConfig};
 use crate::ModelFolder;
@@ -72,10 +72,6 @@ fn manifest(path: &Path) -> Result<Manifest> {
     Ok(Manifest::read_beside(path)?)
 }
 
-fn number(m: &Manifest, key: &str) -> f64 {
-    m.results[key].as_f64().unwrap_or(0.0)
-}
-
 impl Runner<'_> {
     /// Runs `fill` into `OUT/round-<r>/<step>/` unless an earlier run finished it.
     fn step(
@@ -122,9 +118,8 @@ impl Runner<'_> {
             runner.rewards()?.run(&answers, &dir.join("scored.parquet"), read_options())?;
             Ok(())
         })?;
-        let m = manifest(&dir.join("scored.parquet"))?;
-        let rows = m.results["rows"].as_u64().unwrap_or(0).max(1) as f64;
-        Ok((m.results["full_reward"].as_u64().unwrap_or(0) as f64 / rows, number(&m, "mean_reward")))
+        let r: RewardResults = manifest(&dir.join("scored.parquet"))?.results()?;
+        Ok((r.full_reward as f64 / r.rows.max(1) as f64, r.mean_reward))
     }
 
     /// The pool with embeddings and clusters, made once for the whole run.
@@ -168,7 +163,7 @@ impl Runner<'_> {
                 let last = round_dir(config, round - 1);
                 let selected = last.join("select/prompts.parquet");
                 mark_pool(&previous_pool, Some((&selected, &last.join("reward/scored.parquet"))), &marked, round - 1)?;
-                weights = serde_json::from_value(manifest(&selected)?.results["cluster_weights"].clone()).ok();
+                weights = manifest(&selected)?.results::<SelectResults>()?.cluster_weights;
             }
             let method = if config.select.method == "random" { SelectMethod::Random } else { SelectMethod::Iterative };
             let mut opts = SelectOptions::new(method, Budget::Count(config.select.prompts), config.seed_of(round, 1));
@@ -214,14 +209,10 @@ impl Runner<'_> {
         let pairs_written = std::fs::read_to_string(dir.join("pairs.jsonl")).map_or(0, |t| t.lines().count() as u64);
 
         let dir = self.step(round, "curate", |_, dir| {
-            let mut input = kept.clone();
             // Nothing kept: nothing to curate (the stages' reader refuses an empty input).
             let stages = if kept_manifest.rows.rows_out == 0 { &[][..] } else { &config.curate[..] };
-            for (i, step) in stages.iter().enumerate() {
-                let output = dir.join(format!("{:02}-{}.parquet", i + 1, step.name()));
-                step.run(&input, &output, read_options(), config.seed_of(round, 3), |_| {})?;
-                input = output;
-            }
+            let seed = config.seed_of(round, 3);
+            run_steps(stages, &kept, read_options(), seed, |i| step_file(dir, i, &stages[i]), |_, _, _| {})?;
             Ok(())
         })?;
         let curated = curated_of(config, round, &dir)?;
@@ -308,17 +299,18 @@ impl Runner<'_> {
         let samples_n = generated.rows.rows_out;
         let n = config.generate.n.max(1) as f64;
         let prompts_n = generated.rows.rows_in - generated.rows.rows_rejected;
-        let pass = kept_manifest.results["at_least_min_reward"].as_u64().unwrap_or(0);
+        let pass = kept_manifest.results::<KeepResults>()?.at_least_min_reward;
+        let distinct = generated.results::<GenerateResults>()?.distinct_samples;
         Ok(RoundMetrics {
             round,
             model,
             prompts: prompts_n,
             samples: samples_n,
-            reward_mean: number(&rewarded, "mean_reward"),
+            reward_mean: rewarded.results::<RewardResults>()?.mean_reward,
             pass_rate: pass as f64 / samples_n.max(1) as f64,
             kept: kept_manifest.rows.rows_out,
             kept_fraction: kept_manifest.rows.rows_out as f64 / samples_n.max(1) as f64,
-            distinct: generated.results["distinct_samples"].as_f64().unwrap_or(0.0) / (prompts_n.max(1) as f64 * n),
+            distinct: distinct as f64 / (prompts_n.max(1) as f64 * n),
             diversity: cluster_coverage(&kept, config.select.clusters)?,
             pairs: pairs_written,
             replay_rows,
@@ -338,9 +330,7 @@ impl Runner<'_> {
 fn curated_of(config: &RoundsConfig, round: usize, curate_dir: &Path) -> Result<PathBuf> {
     let kept = round_dir(config, round).join("keep/kept.parquet");
     match config.curate.last() {
-        Some(last) if manifest(&kept)?.rows.rows_out > 0 => {
-            Ok(curate_dir.join(format!("{:02}-{}.parquet", config.curate.len(), last.name())))
-        }
+        Some(last) if manifest(&kept)?.rows.rows_out > 0 => Ok(step_file(curate_dir, config.curate.len() - 1, last)),
         _ => Ok(kept),
     }
 }
@@ -360,7 +350,7 @@ fn cluster_coverage(kept: &Path, clusters: usize) -> Result<f64> {
     let mut seen = BTreeSet::new();
     for b in &batches {
         if let Some(c) =
-            b.column_by_name(stage::CLUSTER).and_then(|c| c.as_primitive_opt::<arrow::datatypes::UInt32Type>().cloned())
+            b.column_by_name(columns::CLUSTER).and_then(|c| c.as_primitive_opt::<arrow::datatypes::UInt32Type>().cloned())
         {
             seen.extend(c.iter().flatten());
         }
@@ -394,9 +384,9 @@ fn mark_pool(previous: &Path, last: Option<(&Path, &Path)>, output: &Path, round
             chosen.extend(ids.iter().flatten().map(str::to_owned));
         }
         for b in rows_of(scored)? {
-            let reward = b.column_by_name(stage::REWARD).expect("scored").as_primitive::<Float32Type>().clone();
+            let reward = b.column_by_name(columns::REWARD).expect("scored").as_primitive::<Float32Type>().clone();
             for row in 0..b.num_rows() {
-                let id = column_or_meta(&b, stage::PROMPT_ID, row).unwrap_or_default();
+                let id = column_or_meta(&b, columns::PROMPT_ID, row).unwrap_or_default();
                 let e = sums.entry(id).or_default();
                 (e.0, e.1) = (e.0 + reward.value(row) as f64, e.1 + 1);
             }
@@ -415,8 +405,8 @@ fn mark_pool(previous: &Path, last: Option<(&Path, &Path)>, output: &Path, round
         |batch| {
             let ids = batch.column_by_name(schema::ID).expect("core column").as_string::<i32>().clone();
             let old_round =
-                batch.column_by_name(stage::ROUND).map(|c| c.as_primitive::<arrow::datatypes::UInt32Type>().clone());
-            let old_reward = batch.column_by_name(stage::REWARD).map(|c| c.as_primitive::<Float32Type>().clone());
+                batch.column_by_name(columns::ROUND).map(|c| c.as_primitive::<arrow::datatypes::UInt32Type>().clone());
+            let old_reward = batch.column_by_name(columns::REWARD).map(|c| c.as_primitive::<Float32Type>().clone());
             let mut rounds = Vec::with_capacity(ids.len());
             let mut rewards = Vec::with_capacity(ids.len());
             for row in 0..ids.len() {
@@ -431,12 +421,12 @@ fn mark_pool(previous: &Path, last: Option<(&Path, &Path)>, output: &Path, round
             }
             let out = with_column(
                 &batch,
-                stage::field(stage::ROUND, 0).expect("a stage column"),
+                columns::field(columns::ROUND, 0).expect("a stage column"),
                 Arc::new(UInt32Array::from(rounds)),
             )?;
             Ok(with_column(
                 &out,
-                stage::field(stage::REWARD, 0).expect("a stage column"),
+                columns::field(columns::REWARD, 0).expect("a stage column"),
                 Arc::new(Float32Array::from(rewards)),
             )?)
         },

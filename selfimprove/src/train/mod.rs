@@ -48,6 +48,10 @@ pub enum Method {
     Full,
 }
 
+impl Method {
+    pub const NAMES: [&'static str; 2] = ["lora", "full"];
+}
+
 /// LoRA's settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

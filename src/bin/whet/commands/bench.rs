@@ -1,0 +1,99 @@
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use comfy_table::Cell;
+use whetstone::selfimprove::bench::selection::{self, BenchEvent, BenchSize, MeanSd};
+
+use crate::progress::Bar;
+use crate::table::table;
+
+/// Benchmarks that measure what the stages do to a model.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    command: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// Does diversity selection pay? Selects the same number of rows from a synthetic multi-skill pool
+    /// (imbalanced skills, near-copies) with random, rs2, kmq, kmq-random, iterative, kcenter, dedup+kmq and
+    /// by-skill (an even split over the skill labels: the headroom); trains the same tiny model on each subset
+    /// the same way; prints macro, worst-skill and rare-skill accuracy over seeds, and each method's difference
+    /// from random at the same seed. Writes selection.md, selection.svg and results.parquet.
+    Selection {
+        /// Where everything goes (kept between runs: finished results are read back).
+        #[arg(long, default_value = "out/bench-selection")]
+        out: PathBuf,
+        /// A short version (about a minute): every row of the table, too small to tell methods apart.
+        #[arg(long)]
+        quick: bool,
+        /// Seeds (default: 3, or 1 with --quick).
+        #[arg(long)]
+        seeds: Option<usize>,
+        /// `minilm` (all-MiniLM-L6-v2: run scripts/fetch-minilm.sh), `hashing`, or a BERT model folder.
+        #[arg(long, default_value = "minilm")]
+        embedder: String,
+    },
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let Bench::Selection { out, quick, seeds, embedder } = a.command;
+    let mut size = if quick { BenchSize::quick() } else { BenchSize::full() };
+    size.seeds = seeds.unwrap_or(size.seeds);
+    let bar = Bar::steps("");
+    let report = selection::run(&out, &size, &embedder, &mut |e| match e {
+        BenchEvent::Part(part) => {
+            bar.reset();
+            bar.line(format!("bench selection · {part}"))
+        }
+        BenchEvent::Train { seed, method, metrics, steps } => {
+            bar.train_step(Some(format!("seed {seed} · {method} · training")), &metrics, steps)
+        }
+        BenchEvent::Result(r) => bar.line(format!(
+            "seed {} · {}: macro {:.1}% · worst {:.1}% ({}) · rare {:.1}%",
+            r.seed,
+            r.method,
+            100.0 * r.macro_accuracy,
+            100.0 * r.worst_accuracy,
+            r.worst_skill,
+            100.0 * r.rare_accuracy
+        )),
+    });
+    bar.finish();
+    let report = report?;
+    let spread = |m: MeanSd| Cell::new(format!("{:.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.sd));
+    let points = |m: MeanSd| Cell::new(format!("{:+.1} ± {:.1}", 100.0 * m.mean, 100.0 * m.sd));
+    let mut t = table(&[
+        "method",
+        "macro accuracy (%)",
+        "worst skill (%)",
+        "rare skills (%)",
+        "macro vs random (pts)",
+        "rare vs random (pts)",
+    ]);
+    for m in &report.summary {
+        t.add_row(vec![
+            Cell::new(&m.method),
+            spread(m.macro_accuracy),
+            spread(m.worst_accuracy),
+            spread(m.rare_accuracy),
+            points(m.macro_vs_random),
+            points(m.rare_vs_random),
+        ]);
+    }
+    outln!("{t}");
+    outln!(
+        "mean ± sd over {} seed(s); vs random: the difference at the same seed · {} rows selected of {} · {:.0} s · \
+         report: {} · chart: {} · raw: {}",
+        report.size.seeds,
+        (report.size.pool as f64 * report.size.budget).round(),
+        report.size.pool,
+        report.seconds,
+        out.join("selection.md").display(),
+        out.join("selection.svg").display(),
+        out.join("results.parquet").display()
+    );
+    Ok(())
+}
