@@ -294,7 +294,9 @@ pub fn update_weights(
         return Err(Error::Invalid("no cluster has a score: nothing to update the weights from".into()));
     }
     let prior = |c: u32| previous.and_then(|p| p.get(&c).copied()).unwrap_or(1.0 / clusters.len() as f64);
-    let mean_score = scores.values().sum::<f64>() / scores.len().max(1) as f64;
+    // With no score at all (a first round) every cluster counts as average: the weights stay as they were
+    // (paper) or even (softmax), instead of 0 / 0.
+    let mean_score = if scores.is_empty() { 1.0 } else { scores.values().sum::<f64>() / scores.len() as f64 };
     let raw: Vec<(u32, f64)> = match update {
         WeightUpdate::Paper => {
             if let Some((c, s)) = scores.iter().find(|(_, s)| **s <= 0.0 || !s.is_finite()) {
@@ -306,7 +308,7 @@ pub fn update_weights(
             clusters.iter().map(|&c| (c, prior(c) * scores.get(&c).copied().unwrap_or(mean_score))).collect()
         }
         WeightUpdate::Softmax => {
-            let max = scores.values().copied().fold(f64::NEG_INFINITY, f64::max);
+            let max = scores.values().copied().fold(mean_score, f64::max);
             clusters.iter().map(|&c| (c, (scores.get(&c).copied().unwrap_or(mean_score) - max).exp())).collect()
         }
     };
@@ -553,6 +555,12 @@ mod tests {
         assert!((w2[&1] - 0.9).abs() < 1e-12, "{w2:?}");
         let s = update_weights(Some(&w), &scores, WeightUpdate::Softmax).unwrap();
         assert!((s[&1] - 1.0 / (1.0 + (-2f64).exp())).abs() < 1e-12, "softmax ignores the previous weights");
+        // A first round scores nothing yet: the weights stay as they were (paper) or even (softmax), never NaN.
+        let prior: BTreeMap<u32, f64> = [(0, 0.2), (1, 0.8)].into();
+        let none = BTreeMap::new();
+        assert_eq!(update_weights(Some(&prior), &none, WeightUpdate::Paper).unwrap(), prior);
+        let even = update_weights(Some(&prior), &none, WeightUpdate::Softmax).unwrap();
+        assert_eq!(even, [(0, 0.5), (1, 0.5)].into());
         assert!(update_weights(None, &[(0, -1.0)].into(), WeightUpdate::Paper)
             .unwrap_err()
             .to_string()

@@ -23,7 +23,8 @@ pub struct ModelFolder {
     pub vocab: usize,
     /// Tokens that end a response: generation_config.json's `eos_token_id`, else config.json's.
     pub eos: Vec<u32>,
-    /// xxh3-128 over the folder's file names and contents, in name order.
+    /// xxh3-128 over the folder's file names and contents, in name order, but for [`RUN_RECORDS`]: the same
+    /// weights, tokenizer and config are the same model however long they took to train.
     pub xxh3: String,
     pub tokenizer: tokenizers::Tokenizer,
 }
@@ -36,6 +37,10 @@ fn token_ids(v: &Value) -> Vec<u32> {
         _ => Vec::new(),
     }
 }
+
+/// What a training run writes beside the weights about itself (timings included): not part of the model, so
+/// neither hashed as it nor copied into a model made from it.
+pub const RUN_RECORDS: [&str; 3] = ["metrics.jsonl", "loss.svg", "whetstone-trained.json"];
 
 impl ModelFolder {
     /// Checks and hashes the folder at `path`.
@@ -65,7 +70,7 @@ impl ModelFolder {
         let mut files: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Error::io(path, e))?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file())
+            .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| RUN_RECORDS.iter().any(|r| n == *r)))
             .collect();
         files.sort();
         if !files.iter().any(|p| p.extension().is_some_and(|e| e == "safetensors")) {

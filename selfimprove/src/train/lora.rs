@@ -16,6 +16,7 @@ use serde_json::json;
 use super::llama::{Llama, Trainable};
 use crate::error::{Error, Result};
 use crate::folder::{save_tensors, write_folder, write_json};
+use crate::model::RUN_RECORDS;
 
 /// The key prefix PEFT gives a causal language model's modules.
 pub const PEFT_PREFIX: &str = "base_model.model.";
@@ -151,9 +152,8 @@ pub fn write_model_files(model: &Llama, base: &Path, dir: &Path) -> Result<()> {
         let path = entry.map_err(|e| Error::io(base, e))?.path();
         let name = path.file_name().unwrap_or_default().to_string_lossy().to_string();
         // The weights are written anew; a training run's own records stay with that run.
-        let own = ["model.safetensors.index.json", "metrics.jsonl", "loss.svg", "whetstone-trained.json"];
-        let weights = [".safetensors", ".bin", ".bin.index.json", ".pt", ".pth", ".gguf"];
-        if !path.is_file() || weights.iter().any(|w| name.ends_with(w)) || own.contains(&name.as_str()) {
+        let weights = [".safetensors", ".safetensors.index.json", ".bin", ".bin.index.json", ".pt", ".pth", ".gguf"];
+        if !path.is_file() || weights.iter().any(|w| name.ends_with(w)) || RUN_RECORDS.contains(&name.as_str()) {
             continue;
         }
         std::fs::copy(&path, dir.join(&name)).map_err(|e| Error::io(&path, e))?;
