@@ -8,7 +8,9 @@ use std::sync::Mutex;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
 use rayon::prelude::*;
-use whetstone_datasets::{schema, DatasetReader, Dropped, Manifest, Progress, ReadOptions, RowProgress, StageRun};
+use whetstone_datasets::{
+    run_stage, schema, DatasetReader, Dropped, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage,
+};
 
 use crate::error::{Error, Result};
 
@@ -178,19 +180,6 @@ fn split(batch: RecordBatch, verdicts: Vec<Option<(&'static str, String)>>) -> R
     Ok((kept, dropped))
 }
 
-fn run_filter(
-    stage: &str,
-    parameters: serde_json::Value,
-    input: &Path,
-    output: &Path,
-    read: ReadOptions,
-    on_progress: impl FnOnce(Progress, RowProgress),
-    mut f: impl FnMut(RecordBatch) -> Result<(RecordBatch, Vec<Dropped>)>,
-) -> Result<Manifest> {
-    let run = StageRun { stage, parameters, input, output, format: None, read };
-    Ok(run.filter(on_progress, |batch| Ok(f(batch)?))?)
-}
-
 /// The filter stage: heuristic quality filters, each named in the rejection reasons.
 pub fn filter_dataset(
     input: &Path,
@@ -200,7 +189,29 @@ pub fn filter_dataset(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress, RowProgress),
 ) -> Result<Manifest> {
-    run_filter("filter", parameters, input, output, read, on_progress, |batch| filter_batch(batch, filters))
+    Ok(run_stage(&Heuristics { filters, parameters }, input, output, read, on_progress)?.manifest)
+}
+
+struct Heuristics<'a> {
+    filters: &'a [Box<dyn Filter>],
+    parameters: serde_json::Value,
+}
+
+impl Stage for Heuristics<'_> {
+    type Results = ();
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "filter"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        self.parameters.clone()
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<()> {
+        Ok(rows.filter(|batch| Ok(filter_batch(batch, self.filters)?))?)
+    }
 }
 
 /// Text normalised for exact matching: lower case, whitespace runs collapsed, ends trimmed.
@@ -216,41 +227,59 @@ pub fn dedup_exact(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress, RowProgress),
 ) -> Result<Manifest> {
-    let mut first: HashMap<u128, String> = HashMap::new();
-    let parameters = serde_json::json!({"method": "exact", "normalisation": "lower case, whitespace collapsed"});
-    run_filter("dedup", parameters, input, output, read, on_progress, |batch| {
-        let (ids, prompts, responses) = text_columns(&batch)?;
-        let keys: Vec<u128> = (0..batch.num_rows())
-            .into_par_iter()
-            .map(|i| {
-                let r = if responses.is_valid(i) { normalise(responses.value(i)) } else { String::new() };
-                let mut h = xxhash_rust::xxh3::Xxh3::new();
-                h.update(normalise(prompts.value(i)).as_bytes());
-                h.update(&[0xff]);
-                h.update(r.as_bytes());
-                h.digest128()
-            })
-            .collect();
-        let mut verdicts = Vec::with_capacity(keys.len());
-        let mut dup_of = Vec::new();
-        for (i, key) in keys.into_iter().enumerate() {
-            match first.get(&key) {
-                Some(kept) => {
-                    verdicts.push(Some(("exact_duplicate", format!("same text as {kept}"))));
-                    dup_of.push(kept.clone());
-                }
-                None => {
-                    first.insert(key, ids.value(i).to_string());
-                    verdicts.push(None);
+    Ok(run_stage(&ExactDedup, input, output, read, on_progress)?.manifest)
+}
+
+struct ExactDedup;
+
+impl Stage for ExactDedup {
+    type Results = ();
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "dedup"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({"method": "exact", "normalisation": "lower case, whitespace collapsed"})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<()> {
+        let mut first: HashMap<u128, String> = HashMap::new();
+        Ok(rows.filter(|batch| {
+            let (ids, prompts, responses) = text_columns(&batch)?;
+            let keys: Vec<u128> = (0..batch.num_rows())
+                .into_par_iter()
+                .map(|i| {
+                    let r = if responses.is_valid(i) { normalise(responses.value(i)) } else { String::new() };
+                    let mut h = xxhash_rust::xxh3::Xxh3::new();
+                    h.update(normalise(prompts.value(i)).as_bytes());
+                    h.update(&[0xff]);
+                    h.update(r.as_bytes());
+                    h.digest128()
+                })
+                .collect();
+            let mut verdicts = Vec::with_capacity(keys.len());
+            let mut dup_of = Vec::new();
+            for (i, key) in keys.into_iter().enumerate() {
+                match first.get(&key) {
+                    Some(kept) => {
+                        verdicts.push(Some(("exact_duplicate", format!("same text as {kept}"))));
+                        dup_of.push(kept.clone());
+                    }
+                    None => {
+                        first.insert(key, ids.value(i).to_string());
+                        verdicts.push(None);
+                    }
                 }
             }
-        }
-        let (kept, mut dropped) = split(batch, verdicts)?;
-        for (d, of) in dropped.iter_mut().zip(dup_of) {
-            d.row[schema::columns::DUP_OF] = of.into();
-        }
-        Ok((kept, dropped))
-    })
+            let (kept, mut dropped) = split(batch, verdicts)?;
+            for (d, of) in dropped.iter_mut().zip(dup_of) {
+                d.row[schema::columns::DUP_OF] = of.into();
+            }
+            Ok((kept, dropped))
+        })?)
+    }
 }
 
 /// Lower-cased word n-grams of a text, hashed.
@@ -276,59 +305,76 @@ pub fn decontaminate(
     if eval_sets.is_empty() {
         return Err(Error::Invalid("name at least one evaluation set to decontaminate against".into()));
     }
-    // n-gram → the evaluation set it came from.
-    let mut grams: HashMap<u64, usize> = HashMap::new();
-    let mut eval_rows = Vec::new();
-    for (set, path) in eval_sets.iter().enumerate() {
-        let mut rows = 0u64;
-        for batch in DatasetReader::open(path, ReadOptions::default())? {
-            let batch = batch?;
-            let (_, prompts, responses) = text_columns(&batch)?;
-            for i in 0..batch.num_rows() {
-                rows += 1;
-                let mut texts = vec![prompts.value(i)];
-                if responses.is_valid(i) {
-                    texts.push(responses.value(i));
-                }
-                for t in texts {
-                    for g in ngram_hashes(t, n) {
-                        grams.entry(g).or_insert(set);
+    Ok(run_stage(&Decontaminate { eval_sets, n }, input, output, read, on_progress)?.manifest)
+}
+
+struct Decontaminate<'a> {
+    eval_sets: &'a [PathBuf],
+    n: usize,
+}
+
+impl Stage for Decontaminate<'_> {
+    type Results = DecontamResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "decontaminate"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let names: Vec<String> = self.eval_sets.iter().map(|p| p.display().to_string()).collect();
+        serde_json::json!({"n": self.n, "eval_sets": names})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<DecontamResults> {
+        let (eval_sets, n) = (self.eval_sets, self.n);
+        // n-gram → the evaluation set it came from.
+        let mut grams: HashMap<u64, usize> = HashMap::new();
+        let mut eval_rows = Vec::new();
+        for (set, path) in eval_sets.iter().enumerate() {
+            let mut read = 0u64;
+            for batch in DatasetReader::open(path, ReadOptions::default())? {
+                let batch = batch?;
+                let (_, prompts, responses) = text_columns(&batch)?;
+                for i in 0..batch.num_rows() {
+                    read += 1;
+                    let mut texts = vec![prompts.value(i)];
+                    if responses.is_valid(i) {
+                        texts.push(responses.value(i));
+                    }
+                    for t in texts {
+                        for g in ngram_hashes(t, n) {
+                            grams.entry(g).or_insert(set);
+                        }
                     }
                 }
             }
+            eval_rows.push(read);
         }
-        eval_rows.push(rows);
-    }
-    let names: Vec<String> = eval_sets.iter().map(|p| p.display().to_string()).collect();
-    let hits = Mutex::new(vec![0u64; eval_sets.len()]);
-    let parameters = serde_json::json!({
-        "n": n,
-        "eval_sets": names,
-        "eval_rows": eval_rows,
-        "eval_ngrams": grams.len(),
-    });
-    let manifest = run_filter("decontaminate", parameters, input, output, read, on_progress, |batch| {
-        let (_, prompts, responses) = text_columns(&batch)?;
-        let verdicts = (0..batch.num_rows())
-            .into_par_iter()
-            .map(|i| {
-                let response = if responses.is_valid(i) { responses.value(i) } else { "" };
-                let found = [prompts.value(i), response]
-                    .into_iter()
-                    .find_map(|t| ngram_hashes(t, n).into_iter().find_map(|g| grams.get(&g).copied()));
-                found.map(|set| {
-                    hits.lock().expect("not poisoned")[set] += 1;
-                    ("contaminated", format!("shares a {n}-gram with {}", names[set]))
+        let names: Vec<String> = eval_sets.iter().map(|p| p.display().to_string()).collect();
+        let hits = Mutex::new(vec![0u64; eval_sets.len()]);
+        rows.parameters["eval_rows"] = eval_rows.into();
+        rows.parameters["eval_ngrams"] = grams.len().into();
+        rows.filter(|batch| {
+            let (_, prompts, responses) = text_columns(&batch)?;
+            let verdicts = (0..batch.num_rows())
+                .into_par_iter()
+                .map(|i| {
+                    let response = if responses.is_valid(i) { responses.value(i) } else { "" };
+                    let found = [prompts.value(i), response]
+                        .into_iter()
+                        .find_map(|t| ngram_hashes(t, n).into_iter().find_map(|g| grams.get(&g).copied()));
+                    found.map(|set| {
+                        hits.lock().expect("not poisoned")[set] += 1;
+                        ("contaminated", format!("shares a {n}-gram with {}", names[set]))
+                    })
                 })
-            })
-            .collect();
-        split(batch, verdicts)
-    })?;
-    let hits = hits.into_inner().expect("not poisoned");
-    let mut manifest = manifest;
-    manifest.set_results(&DecontamResults { contaminated_by_eval_set: names.into_iter().zip(hits).collect() });
-    manifest.write_beside(output)?;
-    Ok(manifest)
+                .collect();
+            Ok(split(batch, verdicts)?)
+        })?;
+        let hits = hits.into_inner().expect("not poisoned");
+        Ok(DecontamResults { contaminated_by_eval_set: names.into_iter().zip(hits).collect() })
+    }
 }
 
 /// What decontamination found: its manifest's `results`.

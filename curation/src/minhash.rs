@@ -9,7 +9,7 @@ use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use whetstone_datasets::{schema, Dropped, Manifest, Progress, ReadOptions, RowProgress, StageRun};
+use whetstone_datasets::{run_stage, schema, Dropped, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage};
 
 use crate::error::{Error, Result};
 use crate::filter::{normalise, text_columns};
@@ -103,65 +103,77 @@ pub fn dedup_minhash(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress, RowProgress),
 ) -> Result<Manifest> {
-    opts.check()?;
-    let perms = Permutations::new(opts.bands * opts.rows, opts.seed);
-    // Kept rows: id and signature; band buckets point into them.
-    let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
-    let mut buckets: Vec<HashMap<u64, Vec<u32>>> = vec![HashMap::new(); opts.bands];
-    let run = StageRun {
-        stage: "dedup",
-        parameters: serde_json::json!({"method": "minhash", "options": opts}),
-        input,
-        output,
-        format: None,
-        read,
-    };
-    Ok(run.filter(on_progress, |batch: RecordBatch| {
-        let (ids, prompts, responses) = text_columns(&batch)?;
-        let signatures: Vec<Vec<u32>> = (0..batch.num_rows())
-            .into_par_iter()
-            .map(|i| {
-                let response = if responses.is_valid(i) { responses.value(i) } else { "" };
-                perms.signature(&normalise(&format!("{} {response}", prompts.value(i))), opts.shingle)
-            })
-            .collect();
-        let mut keep = Vec::new();
-        let mut dropped = Vec::new();
-        let mut dup_of = Vec::new();
-        for (i, sig) in signatures.into_iter().enumerate() {
-            let keys: Vec<u64> = sig.chunks(opts.rows).map(|band| xxhash_rust::xxh3::xxh3_64(bytes_of(band))).collect();
-            let mut best: Option<(f64, u32)> = None;
-            for (band, key) in keys.iter().enumerate() {
-                for &candidate in buckets[band].get(key).map(Vec::as_slice).unwrap_or_default() {
-                    let j = estimated_jaccard(&sig, &kept[candidate as usize].1);
-                    if j >= opts.threshold && best.is_none_or(|(bj, _)| j > bj) {
-                        best = Some((j, candidate));
+    Ok(run_stage(opts, input, output, read, on_progress)?.manifest)
+}
+
+impl Stage for MinHashOptions {
+    type Results = ();
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "dedup"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({"method": "minhash", "options": self})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<()> {
+        self.check()?;
+        let opts = self;
+        let perms = Permutations::new(opts.bands * opts.rows, opts.seed);
+        // Kept rows: id and signature; band buckets point into them.
+        let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
+        let mut buckets: Vec<HashMap<u64, Vec<u32>>> = vec![HashMap::new(); opts.bands];
+        rows.filter(|batch: RecordBatch| {
+            let (ids, prompts, responses) = text_columns(&batch)?;
+            let signatures: Vec<Vec<u32>> = (0..batch.num_rows())
+                .into_par_iter()
+                .map(|i| {
+                    let response = if responses.is_valid(i) { responses.value(i) } else { "" };
+                    perms.signature(&normalise(&format!("{} {response}", prompts.value(i))), opts.shingle)
+                })
+                .collect();
+            let mut keep = Vec::new();
+            let mut dropped = Vec::new();
+            let mut dup_of = Vec::new();
+            for (i, sig) in signatures.into_iter().enumerate() {
+                let keys: Vec<u64> =
+                    sig.chunks(opts.rows).map(|band| xxhash_rust::xxh3::xxh3_64(bytes_of(band))).collect();
+                let mut best: Option<(f64, u32)> = None;
+                for (band, key) in keys.iter().enumerate() {
+                    for &candidate in buckets[band].get(key).map(Vec::as_slice).unwrap_or_default() {
+                        let j = estimated_jaccard(&sig, &kept[candidate as usize].1);
+                        if j >= opts.threshold && best.is_none_or(|(bj, _)| j > bj) {
+                            best = Some((j, candidate));
+                        }
+                    }
+                }
+                match best {
+                    Some((j, of)) => {
+                        let of = &kept[of as usize].0;
+                        dropped.push((i, "near_duplicate".to_string(), format!("estimated Jaccard {j:.2} with {of}")));
+                        dup_of.push(of.clone());
+                    }
+                    None => {
+                        let index = kept.len() as u32;
+                        for (band, key) in keys.into_iter().enumerate() {
+                            buckets[band].entry(key).or_default().push(index);
+                        }
+                        kept.push((ids.value(i).to_string(), sig));
+                        keep.push(i as u32);
                     }
                 }
             }
-            match best {
-                Some((j, of)) => {
-                    let of = &kept[of as usize].0;
-                    dropped.push((i, "near_duplicate".to_string(), format!("estimated Jaccard {j:.2} with {of}")));
-                    dup_of.push(of.clone());
-                }
-                None => {
-                    let index = kept.len() as u32;
-                    for (band, key) in keys.into_iter().enumerate() {
-                        buckets[band].entry(key).or_default().push(index);
-                    }
-                    kept.push((ids.value(i).to_string(), sig));
-                    keep.push(i as u32);
-                }
+            let kept_rows = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(keep))?;
+            let mut dropped = Dropped::rows(&batch, dropped)?;
+            for (d, of) in dropped.iter_mut().zip(dup_of) {
+                d.row[schema::columns::DUP_OF] = of.into();
             }
-        }
-        let kept_rows = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(keep))?;
-        let mut dropped = Dropped::rows(&batch, dropped)?;
-        for (d, of) in dropped.iter_mut().zip(dup_of) {
-            d.row[schema::columns::DUP_OF] = of.into();
-        }
-        Ok((kept_rows, dropped))
-    })?)
+            Ok((kept_rows, dropped))
+        })?;
+        Ok(())
+    }
 }
 
 fn bytes_of(values: &[u32]) -> &[u8] {

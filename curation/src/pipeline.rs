@@ -506,10 +506,7 @@ impl Pipeline {
 
     fn read_options(&self) -> Result<ReadOptions> {
         let pairs: Vec<String> = self.map.iter().map(|(role, field)| format!("{role}={field}")).collect();
-        Ok(ReadOptions {
-            map: whetstone_datasets::FieldMap::parse(&pairs)?,
-            on_error: self.on_error,
-        })
+        Ok(ReadOptions { map: whetstone_datasets::FieldMap::parse(&pairs)?, on_error: self.on_error })
     }
 
     /// Where step `i` writes: the last step writes the pipeline's output, the others a numbered file in
@@ -526,14 +523,8 @@ impl Pipeline {
     /// Runs the steps in order. `on_step(i, step)` is called as step `i` starts, with its progress.
     pub fn run(&self, on_step: impl FnMut(usize, &Step, Progress)) -> Result<PipelineReport> {
         let started = std::time::Instant::now();
-        let steps = run_steps(
-            &self.stages,
-            &self.input,
-            self.read_options()?,
-            self.seed,
-            |i| self.step_output(i),
-            on_step,
-        )?;
+        let steps =
+            run_steps(&self.stages, &self.input, self.read_options()?, self.seed, |i| self.step_output(i), on_step)?;
         let report = PipelineReport { pipeline: self.clone(), steps, seconds: started.elapsed().as_secs_f64() };
         let mut text = serde_json::to_vec_pretty(&report).expect("serialisable");
         text.push(b'\n');

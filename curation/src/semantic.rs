@@ -10,7 +10,7 @@ use arrow::datatypes::Float32Type;
 use hnsw_rs::prelude::{Distance, Hnsw};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use whetstone_datasets::{schema, Manifest, Progress, ReadOptions, Selection, StageRun};
+use whetstone_datasets::{run_stage, schema, Manifest, Progress, ReadOptions, Rows, Selection, Stage};
 
 use candle_core::{Device, Tensor};
 
@@ -193,67 +193,75 @@ pub fn dedup_semantic(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress),
 ) -> Result<Manifest> {
-    if !(opts.threshold > 0.0 && opts.threshold <= 1.0) {
-        return Err(Error::Invalid(format!("threshold {}: give a cosine similarity in (0, 1]", opts.threshold)));
+    Ok(run_stage(opts, input, output, read, |bytes, _| on_progress(bytes))?.manifest)
+}
+
+impl Stage for SemanticOptions {
+    type Results = SemanticResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "dedup"
     }
-    let run = StageRun {
-        stage: "dedup",
-        parameters: serde_json::json!({"method": "semantic", "options": opts}),
-        input,
-        output,
-        format: None,
-        read,
-    };
-    let columns = [schema::columns::EMBEDDING, schema::ID, schema::columns::QUALITY];
-    Ok(run.whole_columns(&columns, on_progress, |batches| {
-        let (vectors, dim, batch) = embeddings_concat(batches)?;
-        let n = batch.num_rows();
-        let pairs = similar_pairs(&vectors, dim, opts)?;
-        let mut groups = Groups((0..n as u32).collect());
-        for &(a, b) in &pairs {
-            groups.join(a, b);
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({"method": "semantic", "options": self})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<SemanticResults> {
+        let opts = self;
+        if !(opts.threshold > 0.0 && opts.threshold <= 1.0) {
+            return Err(Error::Invalid(format!("threshold {}: give a cosine similarity in (0, 1]", opts.threshold)));
         }
-        // Each group's keeper: the highest quality, else the first row.
-        let quality = batch.column_by_name(schema::columns::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
-        let mut keeper: Vec<u32> = (0..n as u32).collect();
-        for row in 0..n as u32 {
-            let root = groups.root(row) as usize;
-            let current = keeper[root];
-            let better = match quality {
-                Some(q) => q.value(row as usize) > q.value(current as usize),
-                None => false,
-            };
-            if better {
-                keeper[root] = row;
+        let columns = [schema::columns::EMBEDDING, schema::ID, schema::columns::QUALITY];
+        let mut found = SemanticResults::default();
+        rows.whole_columns(&columns, |batches| {
+            let (vectors, dim, batch) = embeddings_concat(batches)?;
+            let n = batch.num_rows();
+            let pairs = similar_pairs(&vectors, dim, opts)?;
+            let mut groups = Groups((0..n as u32).collect());
+            for &(a, b) in &pairs {
+                groups.join(a, b);
             }
-        }
-        let ids: &StringArray = batch.column_by_name(schema::ID).expect("core column").as_string();
-        let mut keep = Vec::new();
-        let mut rejected = Vec::new();
-        let mut group_sizes = std::collections::HashMap::<u32, u32>::new();
-        for row in 0..n as u32 {
-            let root = groups.root(row);
-            *group_sizes.entry(root).or_default() += 1;
-            let kept = keeper[root as usize];
-            if kept == row {
-                keep.push(row);
-            } else {
-                let of = ids.value(kept as usize).to_string();
-                let detail = format!("cosine ≥ {} with {of}", opts.threshold);
-                rejected.push((row, "semantic_duplicate".to_string(), detail, Some(of)));
+            // Each group's keeper: the highest quality, else the first row.
+            let quality =
+                batch.column_by_name(schema::columns::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
+            let mut keeper: Vec<u32> = (0..n as u32).collect();
+            for row in 0..n as u32 {
+                let root = groups.root(row) as usize;
+                let current = keeper[root];
+                let better = match quality {
+                    Some(q) => q.value(row as usize) > q.value(current as usize),
+                    None => false,
+                };
+                if better {
+                    keeper[root] = row;
+                }
             }
-        }
-        let groups_with_duplicates = group_sizes.values().filter(|&&s| s > 1).count();
-        Ok(Selection {
-            keep,
-            rejected,
-            results: serde_json::to_value(SemanticResults {
+            let ids: &StringArray = batch.column_by_name(schema::ID).expect("core column").as_string();
+            let mut keep = Vec::new();
+            let mut rejected = Vec::new();
+            let mut group_sizes = std::collections::HashMap::<u32, u32>::new();
+            for row in 0..n as u32 {
+                let root = groups.root(row);
+                *group_sizes.entry(root).or_default() += 1;
+                let kept = keeper[root as usize];
+                if kept == row {
+                    keep.push(row);
+                } else {
+                    let of = ids.value(kept as usize).to_string();
+                    let detail = format!("cosine ≥ {} with {of}", opts.threshold);
+                    rejected.push((row, "semantic_duplicate".to_string(), detail, Some(of)));
+                }
+            }
+            found = SemanticResults {
                 similar_pairs: pairs.len() as u64,
-                groups_with_duplicates: groups_with_duplicates as u64,
-            })?,
-            ..Default::default()
-        })
-    })?)
+                groups_with_duplicates: group_sizes.values().filter(|&&s| s > 1).count() as u64,
+            };
+            Ok(Selection { keep, rejected, ..Default::default() })
+        })?;
+        Ok(found)
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray, UInt32Arr
 use arrow::datatypes::{Field, Float32Type, UInt32Type};
 use serde_json::json;
 use whetstone_datasets::stage::with_column;
-use whetstone_datasets::{schema, DatasetReader, Manifest, Progress, ReadOptions, Selection, StageRun};
+use whetstone_datasets::{run_stage, schema, DatasetReader, Manifest, Progress, ReadOptions, Rows, Selection, Stage};
 
 use crate::cluster::{assign, kmeans, kmeans_minibatch, KMeans, KMeansOptions};
 use crate::embed::{embeddings_concat, embeddings_of};
@@ -66,30 +66,53 @@ pub fn cluster_dataset_streaming(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress),
 ) -> Result<(Manifest, KMeans)> {
-    let fit = std::time::Instant::now();
-    let pass = || -> Result<_> {
-        let reader = DatasetReader::open(input, read.clone())?;
-        Ok(reader.map(|b| -> Result<(Vec<f32>, usize)> {
-            let b = b?;
-            let (data, dim) = embeddings_of(&b)?;
-            Ok((data.to_vec(), dim))
-        }))
-    };
-    let mut model = kmeans_minibatch(pass, opts, batch)?;
-    let fit_seconds = fit.elapsed().as_secs_f64();
-    let run = StageRun {
-        stage: "cluster",
-        parameters: json!({"algorithm": "kmeans++/mini-batch", "k": opts.k, "max_iter": opts.max_iter, "tol": opts.tol,
-            "seed": opts.seed, "mini_batch": batch}),
-        input,
-        output,
-        format: None,
-        read,
-    };
-    let (mut sizes, mut inertia) = (vec![0u64; opts.k], 0f64);
-    let mut manifest = run.map(
-        |p, _| on_progress(p),
-        |batch| {
+    let done = run_stage(&MiniBatchClustering { opts, batch }, input, output, read, |p, _| on_progress(p))?;
+    Ok((done.manifest, done.results.model))
+}
+
+/// A clustering: what the manifest keeps of it, and the model itself for the caller.
+#[derive(serde::Serialize)]
+struct Clustered {
+    #[serde(flatten)]
+    results: ClusterResults,
+    #[serde(skip)]
+    model: KMeans,
+}
+
+struct MiniBatchClustering<'a> {
+    opts: &'a KMeansOptions,
+    batch: usize,
+}
+
+impl Stage for MiniBatchClustering<'_> {
+    type Results = Clustered;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "cluster"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let o = self.opts;
+        json!({"algorithm": "kmeans++/mini-batch", "k": o.k, "max_iter": o.max_iter, "tol": o.tol, "seed": o.seed,
+            "mini_batch": self.batch})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<Clustered> {
+        let (input, read) = (rows.input(), rows.read_options().clone());
+        let fit = std::time::Instant::now();
+        let pass = || -> Result<_> {
+            let reader = DatasetReader::open(input, read.clone())?;
+            Ok(reader.map(|b| -> Result<(Vec<f32>, usize)> {
+                let b = b?;
+                let (data, dim) = embeddings_of(&b)?;
+                Ok((data.to_vec(), dim))
+            }))
+        };
+        let mut model = kmeans_minibatch(pass, self.opts, self.batch)?;
+        let fit_seconds = fit.elapsed().as_secs_f64();
+        let (mut sizes, mut inertia) = (vec![0u64; self.opts.k], 0f64);
+        rows.map(|batch| {
             let (data, dim) = embeddings_of(&batch)?;
             if dim != model.dim {
                 return Err(format!("embeddings of dimension {dim}, but the model was fitted on {}", model.dim).into());
@@ -98,12 +121,11 @@ pub fn cluster_dataset_streaming(
             labels.iter().for_each(|&l| sizes[l as usize] += 1);
             inertia += dists.iter().map(|&d| d as f64).sum::<f64>();
             Ok(with_column(&batch, stage_field(schema::columns::CLUSTER), Arc::new(UInt32Array::from(labels)))?)
-        },
-    )?;
-    (model.sizes, model.inertia) = (sizes, inertia);
-    manifest.set_results(&ClusterResults::of(&model, fit_seconds, manifest.rows.rows_out, model.dim));
-    manifest.write_beside(output)?;
-    Ok((manifest, model))
+        })?;
+        (model.sizes, model.inertia) = (sizes, inertia);
+        let labelled = model.sizes.iter().sum();
+        Ok(Clustered { results: ClusterResults::of(&model, fit_seconds, labelled, model.dim), model })
+    }
 }
 
 fn stage_field(name: &str) -> Field {
@@ -141,30 +163,41 @@ pub fn cluster_dataset(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress),
 ) -> Result<(Manifest, KMeans)> {
-    let mut fitted = None;
-    let run = StageRun {
-        stage: "cluster",
-        parameters: json!({"algorithm": "kmeans++/lloyd", "k": opts.k, "max_iter": opts.max_iter, "tol": opts.tol, "seed": opts.seed}),
-        input,
-        output,
-        format: None,
-        read,
-    };
-    let manifest = run.whole_columns(&[schema::columns::EMBEDDING], on_progress, |batches| {
-        let (data, dim, batch) = embeddings_concat(batches)?;
-        let fit = std::time::Instant::now();
-        let (model, labels) = kmeans(&data, dim, opts)?;
-        let fit_seconds = fit.elapsed().as_secs_f64();
-        let results = serde_json::to_value(ClusterResults::of(&model, fit_seconds, batch.num_rows() as u64, dim))?;
-        fitted = Some(model);
-        Ok(Selection {
-            keep: (0..labels.len() as u32).collect(),
-            columns: vec![(stage_field(schema::columns::CLUSTER), Arc::new(UInt32Array::from(labels)))],
-            results,
-            ..Default::default()
-        })
-    })?;
-    Ok((manifest, fitted.expect("the stage ran")))
+    let done = run_stage(&Clustering(opts), input, output, read, |p, _| on_progress(p))?;
+    Ok((done.manifest, done.results.model))
+}
+
+struct Clustering<'a>(&'a KMeansOptions);
+
+impl Stage for Clustering<'_> {
+    type Results = Clustered;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "cluster"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let o = self.0;
+        json!({"algorithm": "kmeans++/lloyd", "k": o.k, "max_iter": o.max_iter, "tol": o.tol, "seed": o.seed})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<Clustered> {
+        let mut fitted = None;
+        rows.whole_columns(&[schema::columns::EMBEDDING], |batches| {
+            let (data, dim, batch) = embeddings_concat(batches)?;
+            let fit = std::time::Instant::now();
+            let (model, labels) = kmeans(&data, dim, self.0)?;
+            let results = ClusterResults::of(&model, fit.elapsed().as_secs_f64(), batch.num_rows() as u64, dim);
+            fitted = Some(Clustered { results, model });
+            Ok(Selection {
+                keep: (0..labels.len() as u32).collect(),
+                columns: vec![(stage_field(schema::columns::CLUSTER), Arc::new(UInt32Array::from(labels)))],
+                ..Default::default()
+            })
+        })?;
+        Ok(fitted.expect("the stage ran"))
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -271,123 +304,138 @@ pub fn select_dataset(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress),
 ) -> Result<(Manifest, Coverage)> {
-    if let Some(label) = &opts.label {
-        // Checked up front, against every column (the stage itself reads only the ones it needs).
-        let mut reader = DatasetReader::open(input, read.clone())?;
-        let columns = match reader.next() {
-            Some(first) => first?.schema(),
-            None => reader.schema(),
-        };
-        if columns.index_of(label).is_err() {
-            let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
-            return Err(Error::Invalid(format!(
-                "no column {label:?} to use as a label (columns: {})",
-                names.join(", ")
-            )));
-        }
+    let done = run_stage(opts, input, output, read, |p, _| on_progress(p))?;
+    Ok((done.manifest, done.results.coverage))
+}
+
+impl Stage for SelectOptions {
+    type Results = SelectResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "select"
     }
-    let mut measured = None;
-    let run = StageRun {
-        stage: "select",
-        parameters: serde_json::to_value(opts).expect("serialisable"),
-        input,
-        output,
-        format: None,
-        read,
-    };
-    let score = opts.score.as_deref().unwrap_or(match opts.method {
-        Method::Iterative => schema::columns::REWARD,
-        _ => schema::columns::QUALITY,
-    });
-    let mut columns =
-        vec![schema::columns::EMBEDDING, schema::columns::CLUSTER, schema::columns::QUALITY, schema::columns::ROUND, score];
-    columns.extend(opts.label.as_deref());
-    let manifest = run.whole_columns(&columns, on_progress, |batches| {
-        let (data, dim, batch) = embeddings_concat(batches)?;
-        let data = data.as_slice();
-        let rows = batch.num_rows();
-        let budget = opts.budget.rows(rows)?;
-        let labels = opts.label.as_deref().map(|l| labels_of(&batch, l)).transpose()?;
-        let mut clusters = clusters_of(&batch)?;
-        if opts.method == Method::Kmq && (clusters.is_none() || opts.k.is_some()) {
-            let k = opts.k.unwrap_or(budget).min(rows);
-            clusters = Some(kmeans(data, dim, &KMeansOptions::new(k, opts.seed))?.1);
-        }
-        let mut new_weights = None;
-        let picks = match opts.method {
-            Method::Random => random(rows, budget, opts.seed),
-            Method::Rs2 => rs2(rows, budget, opts.round, opts.seed),
-            Method::Deita => {
-                let scores = scores_of(&batch, score)?;
-                deita(data, dim, &scores, budget, opts.max_similarity)
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("serialisable")
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<SelectResults> {
+        let opts = self;
+        if let Some(label) = &opts.label {
+            // Checked up front, against every column (the stage itself reads only the ones it needs).
+            let mut reader = DatasetReader::open(rows.input(), rows.read_options().clone())?;
+            let columns = match reader.next() {
+                Some(first) => first?.schema(),
+                None => reader.schema(),
+            };
+            if columns.index_of(label).is_err() {
+                let names: Vec<&str> = columns.fields().iter().map(|f| f.name().as_str()).collect();
+                return Err(Error::Invalid(format!(
+                    "no column {label:?} to use as a label (columns: {})",
+                    names.join(", ")
+                )));
             }
-            Method::Kcenter => kcenter(data, dim, budget, opts.seed),
-            Method::Iterative => {
-                let clusters = clusters.as_deref().ok_or_else(|| {
-                    Error::Invalid("iterative selection needs a `cluster` column: run `whet cluster` first".into())
-                })?;
-                let scores = scores_of_nullable(&batch, score)?;
-                let mut sums: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
-                for (row, s) in scores.iter().enumerate() {
-                    if let Some(s) = s {
-                        let e = sums.entry(clusters[row]).or_default();
-                        (e.0, e.1) = (e.0 + *s as f64, e.1 + 1);
+        }
+        let mut measured = None;
+        let score = opts.score.as_deref().unwrap_or(match opts.method {
+            Method::Iterative => schema::columns::REWARD,
+            _ => schema::columns::QUALITY,
+        });
+        let mut columns = vec![
+            schema::columns::EMBEDDING,
+            schema::columns::CLUSTER,
+            schema::columns::QUALITY,
+            schema::columns::ROUND,
+            score,
+        ];
+        columns.extend(opts.label.as_deref());
+        rows.whole_columns(&columns, |batches| {
+            let (data, dim, batch) = embeddings_concat(batches)?;
+            let data = data.as_slice();
+            let rows = batch.num_rows();
+            let budget = opts.budget.rows(rows)?;
+            let labels = opts.label.as_deref().map(|l| labels_of(&batch, l)).transpose()?;
+            let mut clusters = clusters_of(&batch)?;
+            if opts.method == Method::Kmq && (clusters.is_none() || opts.k.is_some()) {
+                let k = opts.k.unwrap_or(budget).min(rows);
+                clusters = Some(kmeans(data, dim, &KMeansOptions::new(k, opts.seed))?.1);
+            }
+            let mut new_weights = None;
+            let picks = match opts.method {
+                Method::Random => random(rows, budget, opts.seed),
+                Method::Rs2 => rs2(rows, budget, opts.round, opts.seed),
+                Method::Deita => {
+                    let scores = scores_of(&batch, score)?;
+                    deita(data, dim, &scores, budget, opts.max_similarity)
+                }
+                Method::Kcenter => kcenter(data, dim, budget, opts.seed),
+                Method::Iterative => {
+                    let clusters = clusters.as_deref().ok_or_else(|| {
+                        Error::Invalid("iterative selection needs a `cluster` column: run `whet cluster` first".into())
+                    })?;
+                    let scores = scores_of_nullable(&batch, score)?;
+                    let mut sums: BTreeMap<u32, (f64, u64)> = BTreeMap::new();
+                    for (row, s) in scores.iter().enumerate() {
+                        if let Some(s) = s {
+                            let e = sums.entry(clusters[row]).or_default();
+                            (e.0, e.1) = (e.0 + *s as f64, e.1 + 1);
+                        }
                     }
+                    let means: BTreeMap<u32, f64> = sums.into_iter().map(|(c, (s, n))| (c, s / n as f64)).collect();
+                    // Round one starts from uniform weights over every cluster (an unscored one counts as average).
+                    let all: std::collections::BTreeSet<u32> = clusters.iter().copied().collect();
+                    let uniform: BTreeMap<u32, f64> = all.iter().map(|&c| (c, 1.0 / all.len() as f64)).collect();
+                    let mut weights =
+                        update_weights(Some(opts.previous_weights.as_ref().unwrap_or(&uniform)), &means, opts.update)?;
+                    for &c in clusters {
+                        weights.entry(c).or_insert(0.0); // a cluster unknown to last round's weights gets none
+                    }
+                    // Rows chosen in an earlier round (a non-null `round`) are not chosen again.
+                    let available: Vec<bool> = match batch.column_by_name(schema::columns::ROUND) {
+                        Some(r) => (0..rows).map(|i| r.is_null(i)).collect(),
+                        None => vec![true; rows],
+                    };
+                    let picks = iterative(clusters, &available, &weights, budget, opts.seed);
+                    new_weights = Some(weights);
+                    picks
                 }
-                let means: BTreeMap<u32, f64> = sums.into_iter().map(|(c, (s, n))| (c, s / n as f64)).collect();
-                // Round one starts from uniform weights over every cluster (an unscored one counts as average).
-                let all: std::collections::BTreeSet<u32> = clusters.iter().copied().collect();
-                let uniform: BTreeMap<u32, f64> = all.iter().map(|&c| (c, 1.0 / all.len() as f64)).collect();
-                let mut weights =
-                    update_weights(Some(opts.previous_weights.as_ref().unwrap_or(&uniform)), &means, opts.update)?;
-                for &c in clusters {
-                    weights.entry(c).or_insert(0.0); // a cluster unknown to last round's weights gets none
+                Method::Kmq => {
+                    let quality = batch
+                        .column_by_name(schema::columns::QUALITY)
+                        .and_then(|q| q.as_primitive_opt::<Float32Type>());
+                    let quality = quality.map(|q| q.values().to_vec());
+                    let within = if opts.kmq_random {
+                        Within::Random
+                    } else {
+                        Within::Central { embeddings: data, dim, temperature: opts.kmq_temperature }
+                    };
+                    kmq(clusters.as_deref().expect("clustered above"), budget, quality.as_deref(), within, opts.seed)?
                 }
-                // Rows chosen in an earlier round (a non-null `round`) are not chosen again.
-                let available: Vec<bool> = match batch.column_by_name(schema::columns::ROUND) {
-                    Some(r) => (0..rows).map(|i| r.is_null(i)).collect(),
-                    None => vec![true; rows],
-                };
-                let picks = iterative(clusters, &available, &weights, budget, opts.seed);
-                new_weights = Some(weights);
-                picks
+            };
+            let mut picks = picks;
+            picks.sort_by_key(|p| p.row); // written in input order
+            let rows_picked: Vec<usize> = picks.iter().map(|p| p.row).collect();
+            let metrics = coverage(data, dim, &rows_picked, clusters.as_deref(), labels.as_deref(), opts.seed)?;
+            let mut added: Vec<(Field, ArrayRef)> = Vec::new();
+            if let Some(c) = &clusters {
+                let picked: Vec<u32> = rows_picked.iter().map(|&r| c[r]).collect();
+                added.push((stage_field(schema::columns::CLUSTER), Arc::new(UInt32Array::from(picked))));
             }
-            Method::Kmq => {
-                let quality =
-                    batch.column_by_name(schema::columns::QUALITY).and_then(|q| q.as_primitive_opt::<Float32Type>());
-                let quality = quality.map(|q| q.values().to_vec());
-                let within = if opts.kmq_random {
-                    Within::Random
-                } else {
-                    Within::Central { embeddings: data, dim, temperature: opts.kmq_temperature }
-                };
-                kmq(clusters.as_deref().expect("clustered above"), budget, quality.as_deref(), within, opts.seed)?
+            if opts.method == Method::Iterative {
+                let round = UInt32Array::from(vec![opts.round as u32; picks.len()]);
+                added.push((stage_field(schema::columns::ROUND), Arc::new(round)));
             }
-        };
-        let mut picks = picks;
-        picks.sort_by_key(|p| p.row); // written in input order
-        let rows_picked: Vec<usize> = picks.iter().map(|p| p.row).collect();
-        let metrics = coverage(data, dim, &rows_picked, clusters.as_deref(), labels.as_deref(), opts.seed)?;
-        let mut added: Vec<(Field, ArrayRef)> = Vec::new();
-        if let Some(c) = &clusters {
-            let picked: Vec<u32> = rows_picked.iter().map(|&r| c[r]).collect();
-            added.push((stage_field(schema::columns::CLUSTER), Arc::new(UInt32Array::from(picked))));
-        }
-        if opts.method == Method::Iterative {
-            let round = UInt32Array::from(vec![opts.round as u32; picks.len()]);
-            added.push((stage_field(schema::columns::ROUND), Arc::new(round)));
-        }
-        let reasons = StringArray::from(picks.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>());
-        added.push((stage_field(schema::columns::SELECTED_BY), Arc::new(reasons)));
-        let results = serde_json::to_value(SelectResults { coverage: metrics.clone(), cluster_weights: new_weights })?;
-        measured = Some(metrics);
-        Ok(Selection {
-            keep: rows_picked.iter().map(|&r| r as u32).collect(),
-            columns: added,
-            dropped: [("not_selected".to_string(), (rows - rows_picked.len()) as u64)].into(),
-            rejected: Vec::new(),
-            results,
-        })
-    })?;
-    Ok((manifest, measured.expect("the stage ran")))
+            let reasons = StringArray::from(picks.iter().map(|p| p.reason.as_str()).collect::<Vec<_>>());
+            added.push((stage_field(schema::columns::SELECTED_BY), Arc::new(reasons)));
+            measured = Some(SelectResults { coverage: metrics, cluster_weights: new_weights });
+            Ok(Selection {
+                keep: rows_picked.iter().map(|&r| r as u32).collect(),
+                columns: added,
+                dropped: [("not_selected".to_string(), (rows - rows_picked.len()) as u64)].into(),
+                rejected: Vec::new(),
+            })
+        })?;
+        Ok(measured.expect("the stage ran"))
+    }
 }

@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::format::FieldMap;
 use crate::manifest::Manifest;
 use crate::read::{OnError, Progress, ReadOptions};
-use crate::stage::StageRun;
+use crate::stage::{run_stage, Rows, Stage};
 use crate::write::OutputFormat;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -27,19 +27,40 @@ pub fn convert(
     opts: &ConvertOptions,
     on_progress: impl FnOnce(Progress),
 ) -> Result<Manifest> {
-    let run = StageRun {
-        stage: "convert",
-        parameters: serde_json::json!({
-            "input": input,
-            "output": output,
-            "format": opts.format,
-            "map": opts.map,
-            "on_error": opts.on_error,
-        }),
-        input,
-        output,
-        format: opts.format,
-        read: ReadOptions { map: opts.map.clone(), on_error: opts.on_error },
-    };
-    run.map(|bytes, _| on_progress(bytes), Ok)
+    let stage = Convert { opts, input, output };
+    let read = ReadOptions { map: opts.map.clone(), on_error: opts.on_error };
+    Ok(run_stage(&stage, input, output, read, |bytes, _| on_progress(bytes))?.manifest)
+}
+
+struct Convert<'a> {
+    opts: &'a ConvertOptions,
+    input: &'a Path,
+    output: &'a Path,
+}
+
+impl Stage for Convert<'_> {
+    type Results = ();
+    type Error = crate::Error;
+
+    fn name(&self) -> &str {
+        "convert"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({
+            "input": self.input,
+            "output": self.output,
+            "format": self.opts.format,
+            "map": self.opts.map,
+            "on_error": self.opts.on_error,
+        })
+    }
+
+    fn format(&self) -> Option<OutputFormat> {
+        self.opts.format
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<()> {
+        rows.map(Ok)
+    }
 }

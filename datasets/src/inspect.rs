@@ -108,7 +108,9 @@ pub fn inspect(
         let batch = batch?;
         rows += batch.num_rows() as u64;
         if sample_rows.len() < samples {
-            sample_rows.extend(crate::write::batch_rows_json(&batch.slice(0, batch.num_rows().min(samples - sample_rows.len())))?);
+            sample_rows.extend(crate::write::batch_rows_json(
+                &batch.slice(0, batch.num_rows().min(samples - sample_rows.len())),
+            )?);
         }
         let p = batch.column_by_name(schema::PROMPT).expect("core column").as_string::<i32>();
         let r = batch.column_by_name(schema::RESPONSE).expect("core column").as_string::<i32>();

@@ -6,7 +6,8 @@
 //! - [`read`]: streaming readers for JSONL (plain, gzip), JSON arrays, Parquet, Arrow IPC and CSV;
 //! - [`write`](mod@write): atomic writers for Parquet, Arrow IPC and the JSONL layouts trainers read;
 //! - [`manifest`]: lineage and row accounting beside every dataset;
-//! - [`stage`]: the code that runs every stage (reading, writing, rejected rows, manifests);
+//! - [`stage`]: the one shape of a stage ([`Stage`]) and the code that runs every stage ([`run_stage`]:
+//!   reading, writing, rejected rows, counting, manifests);
 //! - [`convert()`] and [`inspect()`]: the stages behind `whet convert` and `whet inspect`.
 
 // A RowError names file, position, field and reason; rows fail rarely, so its size on the error path is fine.
@@ -30,5 +31,5 @@ pub use inspect::{inspect, Inspection};
 pub use manifest::Manifest;
 pub use read::{count_rows, read_all, row_count, DatasetReader, OnError, Progress, ReadOptions};
 pub use record::{content_id, messages_at, Message, Record};
-pub use stage::{Dropped, RowProgress, Selection, StageError, StageRun};
+pub use stage::{run_stage, Done, Dropped, RowProgress, Rows, Selection, Stage, StageError};
 pub use write::{DatasetWriter, OutputFormat};

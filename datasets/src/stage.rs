@@ -1,6 +1,8 @@
-//! Running a stage, written once for every stage: read the input, apply the stage batch by batch, write
-//! the output atomically with the rejected rows beside it, and account for every row in the manifest.
-//! Reading, the stage and writing overlap: the writer runs on its own thread behind a short queue.
+//! The one shape of a stage ([`Stage`]) and the code that runs every stage, written once ([`run_stage`]):
+//! read the input, apply the stage batch by batch (or decide over whole columns), write the output
+//! atomically with the rejected rows beside it, account for every row, and write the manifest with the
+//! stage's typed results. Reading, the stage and writing overlap: the writer runs on its own thread behind a
+//! short queue.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,8 +13,10 @@ use std::time::SystemTime;
 use arrow::array::RecordBatch;
 
 use crate::error::{Error, Result};
+use serde::Serialize;
+
 use crate::manifest::Manifest;
-use crate::read::{DatasetReader, Progress, ReadOptions, Rejections};
+use crate::read::{DatasetReader, InputReport, Progress, ReadOptions, Rejections};
 use crate::write::{DatasetWriter, OutputFormat, OutputReport, RejectedWriter};
 
 /// A stage's error, whatever crate it comes from.
@@ -28,34 +32,128 @@ impl RowProgress {
     }
 }
 
-/// What a stage is called, how it was set up, and where it reads and writes.
-pub struct StageRun<'a> {
-    pub stage: &'a str,
-    pub parameters: serde_json::Value,
-    pub input: &'a Path,
-    pub output: &'a Path,
-    /// Output layout; `None` takes it from the output's file name.
-    pub format: Option<OutputFormat>,
-    pub read: ReadOptions,
+/// A dataset → dataset stage, in one shape for every crate: a name and parameters (recorded in the manifest)
+/// and a `run` that does the stage's work through [`Rows`] — once, by [`Rows::map`], [`Rows::filter`],
+/// [`Rows::expand`] or [`Rows::whole_columns`] — and returns what it found. [`run_stage`] does the rest once
+/// for all: reading, writing atomically, the rejected rows, counting every row, and the manifest.
+pub trait Stage {
+    /// What the stage found: its manifest's `results`, read back typed with [`Manifest::results`].
+    type Results: Serialize;
+    /// The error of the stage's own crate, which the datasets crate's errors convert into.
+    type Error: From<Error>;
+
+    /// The name its manifest records.
+    fn name(&self) -> &str;
+    /// How it was set up, as its manifest records it.
+    fn parameters(&self) -> serde_json::Value;
+    /// The output's layout; `None` (the default) takes it from the output's file name.
+    fn format(&self) -> Option<OutputFormat> {
+        None
+    }
+    fn run(&self, rows: &mut Rows) -> std::result::Result<Self::Results, Self::Error>;
 }
 
-impl StageRun<'_> {
-    fn output_format(&self) -> Result<OutputFormat> {
-        match self.format {
-            Some(f) => Ok(f),
-            None => OutputFormat::from_path(self.output),
+/// A finished stage: its manifest (written beside the output) and what it found.
+#[derive(Debug)]
+pub struct Done<R> {
+    pub manifest: Manifest,
+    pub results: R,
+}
+
+/// Runs `stage` from `input` to `output` and writes the manifest beside the output, once, with the stage's
+/// results. `on_progress` gets the reader's byte progress and the stage's row progress as reading starts.
+pub fn run_stage<S: Stage + ?Sized>(
+    stage: &S,
+    input: &Path,
+    output: &Path,
+    read: ReadOptions,
+    on_progress: impl FnOnce(Progress, RowProgress),
+) -> std::result::Result<Done<S::Results>, S::Error> {
+    let started = SystemTime::now();
+    let mut rows = Rows {
+        stage: stage.name().to_string(),
+        input,
+        output,
+        format: stage.format(),
+        read,
+        parameters: stage.parameters(),
+        on_progress: Some(Box::new(on_progress)),
+        written: None,
+    };
+    let results = stage.run(&mut rows)?;
+    let Some(w) = rows.written else {
+        return Err(Error::Internal(format!("stage {} wrote no output", rows.stage)).into());
+    };
+    let mut manifest =
+        Manifest::new_expanding(&rows.stage, rows.parameters, w.inputs, w.output, w.rejected, started, w.per_row)?;
+    manifest.set_results(&results);
+    manifest.write_beside(output)?;
+    Ok(Done { manifest, results })
+}
+
+/// What a stage's run gets: where it reads and writes, and the ways to go through the rows, each of which
+/// writes the output and counts every row for the manifest.
+pub struct Rows<'a> {
+    stage: String,
+    input: &'a Path,
+    output: &'a Path,
+    format: Option<OutputFormat>,
+    read: ReadOptions,
+    /// The parameters the manifest records: a stage may add what it learns setting itself up (the sizes of
+    /// the evaluation sets it reads, say).
+    pub parameters: serde_json::Value,
+    on_progress: Option<Box<dyn FnOnce(Progress, RowProgress) + 'a>>,
+    written: Option<Written>,
+}
+
+/// What going through the rows wrote, for the manifest.
+struct Written {
+    inputs: Vec<InputReport>,
+    output: OutputReport,
+    rejected: Rejections,
+    per_row: u64,
+}
+
+impl<'a> Rows<'a> {
+    pub fn input(&self) -> &'a Path {
+        self.input
+    }
+
+    pub fn output(&self) -> &'a Path {
+        self.output
+    }
+
+    /// How the input is read (the field map and what to do with a bad row).
+    pub fn read_options(&self) -> &ReadOptions {
+        &self.read
+    }
+
+    fn open(&mut self) -> Result<(DatasetReader, OutputFormat)> {
+        if self.written.is_some() {
+            return Err(Error::Internal(format!("stage {} went through its rows twice", self.stage)));
+        }
+        let format = match self.format {
+            Some(f) => f,
+            None => OutputFormat::from_path(self.output)?,
+        };
+        let reader = DatasetReader::open(self.input, self.read.clone())?;
+        refuse_overwriting_an_input(&reader, self.output)?;
+        Ok((reader, format))
+    }
+
+    fn progress(&mut self, reader: &DatasetReader, rows: &RowProgress) {
+        if let Some(report) = self.on_progress.take() {
+            report(reader.progress(), rows.clone());
         }
     }
 
-    /// Runs a stage that maps every batch to a batch of the same rows (adding or changing columns).
-    /// `on_progress` gets the reader's byte progress and the stage's row progress once, at the start.
+    /// Maps every batch to a batch of the same rows (adding or changing columns).
     pub fn map(
-        self,
-        on_progress: impl FnOnce(Progress, RowProgress),
+        &mut self,
         mut f: impl FnMut(RecordBatch) -> std::result::Result<RecordBatch, StageError>,
-    ) -> Result<Manifest> {
-        let stage = self.stage;
-        self.filter(on_progress, |batch| {
+    ) -> Result<()> {
+        let stage = self.stage.clone();
+        self.filter(|batch| {
             let n = batch.num_rows();
             let out = f(batch)?;
             if out.num_rows() != n {
@@ -65,30 +163,25 @@ impl StageRun<'_> {
         })
     }
 
-    /// Runs a stage that keeps some rows of every batch and drops the others, each with its reason:
-    /// dropped rows go to `<output>.rejected.jsonl` and are counted by reason in the manifest.
+    /// Keeps some rows of every batch and drops the others, each with its reason: dropped rows go to
+    /// `<output>.rejected.jsonl` and are counted by reason in the manifest.
     pub fn filter(
-        self,
-        on_progress: impl FnOnce(Progress, RowProgress),
+        &mut self,
         f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
-    ) -> Result<Manifest> {
-        self.expand(1, on_progress, f)
+    ) -> Result<()> {
+        self.expand(1, f)
     }
 
-    /// Runs a stage that writes `per_row` rows for every input row it keeps (generation: N samples per
-    /// prompt) and drops the others, each with its reason; the manifest records `per_row`.
+    /// Writes `per_row` rows for every input row it keeps (generation: N samples per prompt) and drops the
+    /// others, each with its reason; the manifest records `per_row`.
     pub fn expand(
-        self,
+        &mut self,
         per_row: u64,
-        on_progress: impl FnOnce(Progress, RowProgress),
         mut f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
-    ) -> Result<Manifest> {
-        let started = SystemTime::now();
-        let format = self.output_format()?;
-        let mut reader = DatasetReader::open(self.input, self.read.clone())?;
-        refuse_overwriting_an_input(&reader, self.output)?;
+    ) -> Result<()> {
+        let (mut reader, format) = self.open()?;
         let rows = RowProgress::default();
-        on_progress(reader.progress(), rows.clone());
+        self.progress(&reader, &rows);
         let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
             let n = batch.num_rows() as u64;
             let out = f(batch).map_err(Error::Stage)?;
@@ -96,21 +189,12 @@ impl StageRun<'_> {
             Ok(out)
         };
         let mut dropped = Rejections::default();
-        let (output_report, rejected_file) = write_stream(&mut reader, self.output, format, &mut apply, &mut dropped)?;
+        let (output, rejected_file) = write_stream(&mut reader, self.output, format, &mut apply, &mut dropped)?;
         let mut rejected = reader.rejections().clone();
         rejected.file = rejected_file;
         rejected.merge(dropped);
-        let manifest = Manifest::new_expanding(
-            self.stage,
-            self.parameters,
-            reader.reports().to_vec(),
-            output_report,
-            rejected,
-            started,
-            per_row,
-        )?;
-        manifest.write_beside(self.output)?;
-        Ok(manifest)
+        self.written = Some(Written { inputs: reader.reports().to_vec(), output, rejected, per_row });
+        Ok(())
     }
 }
 
@@ -167,24 +251,19 @@ pub struct Selection {
     pub dropped: std::collections::BTreeMap<String, u64>,
     /// Rows left out and written to the rejected-rows file: (position, reason, detail, the row it duplicates).
     pub rejected: Vec<(u32, String, String, Option<String>)>,
-    pub results: serde_json::Value,
 }
 
-impl StageRun<'_> {
-    /// Runs a stage that needs every row at once, reading only `columns` of them (those the input has): pass
+impl Rows<'_> {
+    /// For a stage that needs every row at once, reading only `columns` of them (those the input has): pass
     /// one streams those columns to `f`, batch by batch, and `f` decides; pass two streams the input again
     /// and writes the rows kept, with `f`'s columns added. Memory holds what `f` keeps, not the text.
     pub fn whole_columns(
-        self,
+        &mut self,
         columns: &[&str],
-        on_progress: impl FnOnce(Progress),
         f: impl FnOnce(&mut dyn Iterator<Item = Result<RecordBatch>>) -> std::result::Result<Selection, StageError>,
-    ) -> Result<Manifest> {
-        let started = SystemTime::now();
-        let format = self.output_format()?;
-        let mut reader = DatasetReader::open(self.input, self.read.clone())?;
-        refuse_overwriting_an_input(&reader, self.output)?;
-        on_progress(reader.progress());
+    ) -> Result<()> {
+        let (mut reader, format) = self.open()?;
+        self.progress(&reader, &RowProgress::default());
         let mut rows_in = 0u64;
         let mut projected = reader.by_ref().map(|batch| -> Result<RecordBatch> {
             let batch = batch?;
@@ -243,8 +322,7 @@ impl StageRun<'_> {
             Ok((out, rows))
         };
         let mut rejected_rows = Rejections::default();
-        let (output_report, rejected_file) =
-            write_stream(&mut reader, self.output, format, &mut apply, &mut rejected_rows)?;
+        let (output, rejected_file) = write_stream(&mut reader, self.output, format, &mut apply, &mut rejected_rows)?;
         let second_pass: Vec<String> = reader.reports().iter().map(|r| r.xxh3_128.clone()).collect();
         if second_pass != first_pass {
             return Err(Error::Usage(format!(
@@ -256,11 +334,8 @@ impl StageRun<'_> {
         rejected.file = rejected_file;
         rejected.merge(rejected_rows);
         rejected.merge(Rejections { by_reason: decided.dropped, ..Default::default() });
-        let mut manifest =
-            Manifest::new(self.stage, self.parameters, reader.reports().to_vec(), output_report, rejected, started)?;
-        manifest.results = decided.results;
-        manifest.write_beside(self.output)?;
-        Ok(manifest)
+        self.written = Some(Written { inputs: reader.reports().to_vec(), output, rejected, per_row: 1 });
+        Ok(())
     }
 }
 

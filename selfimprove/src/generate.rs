@@ -22,7 +22,8 @@ use arrow::array::{
 use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{
-    messages_at, Dropped, Manifest, Message, OnError, Progress, ReadOptions, Record, RowProgress, StageRun,
+    messages_at, run_stage, Dropped, Manifest, Message, OnError, Progress, ReadOptions, Record, RowProgress, Rows,
+    Stage,
 };
 
 use crate::engine::{Engine, Job, PromptMode, Sample};
@@ -180,26 +181,17 @@ fn record_of(batch: &RecordBatch, row: usize) -> Record {
     }
 }
 
-/// A stage run by a model: its parameters name the model folder, its hash, the prompt mode and the engine.
-fn engine_stage<'a>(
-    stage: &'a str,
-    engine: &Engine,
-    mode: PromptMode,
-    input: &'a Path,
-    output: &'a Path,
-    read: ReadOptions,
-) -> StageRun<'a> {
+/// A stage run by a model (generation, scoring): the step, the engine, and the counter a progress bar reads.
+struct OnEngine<'a, S> {
+    step: &'a S,
+    engine: &'a Engine,
+    counter: &'a Counter,
+}
+
+/// What every model-run stage's parameters say: the model folder, its hash, the prompt mode and the engine.
+fn engine_parameters(engine: &Engine, mode: PromptMode) -> serde_json::Value {
     let folder = engine.folder();
-    StageRun {
-        stage,
-        parameters: serde_json::json!({
-            "model": folder.path, "model_xxh3": folder.xxh3, "mode": mode, "engine": engine.options(),
-        }),
-        input,
-        output,
-        format: None,
-        read,
-    }
+    serde_json::json!({"model": folder.path, "model_xxh3": folder.xxh3, "mode": mode, "engine": engine.options()})
 }
 
 fn column(name: &str, array: ArrayRef) -> (arrow::datatypes::Field, ArrayRef) {
@@ -217,43 +209,7 @@ impl GenerateStep {
         counter: &Counter,
         on_progress: impl FnOnce(Progress, RowProgress),
     ) -> Result<Manifest> {
-        self.sampling.check()?;
-        let on_error = read.on_error;
-        let n = self.sampling.n;
-        let generator = engine.folder().generator();
-        let sampling_json = serde_json::to_string(&self.sampling)?;
-        let mut totals = Totals::default();
-        let mut run = engine_stage("generate", engine, self.mode, input, output, read);
-        run.parameters["sampling"] = serde_json::to_value(&self.sampling)?;
-        let started = Instant::now();
-        let mut rows_before = 0u64;
-        let mut manifest = run.expand(n as u64, on_progress, |batch| {
-            let prompts = tokenize_prompts(engine, &batch, self.mode, 1, on_error, input, rows_before)?;
-            rows_before += batch.num_rows() as u64;
-            let context = engine.folder().context;
-            let ids = strings(&batch, schema::ID);
-            let jobs: Vec<Job> = prompts
-                .kept
-                .iter()
-                .flat_map(|(row, tokens)| {
-                    (0..n as u32).map(move |k| Job {
-                        prompt_tokens: tokens.clone(),
-                        stream: self.sampling.stream(ids.value(*row), k),
-                        max_tokens: self.sampling.max_tokens.min(context - tokens.len()),
-                    })
-                })
-                .collect();
-            let samples = engine.generate(jobs, &self.sampling, &|tokens| {
-                counter.samples.fetch_add(1, Ordering::Relaxed);
-                counter.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
-            })?;
-            totals.add(&prompts.kept, &samples, n);
-            let out = self.sample_rows(&batch, &prompts.kept, &samples, &generator, &sampling_json)?;
-            Ok((out, prompts.dropped))
-        })?;
-        manifest.set_results(&totals.results(started.elapsed().as_secs_f64(), n));
-        manifest.write_beside(output)?;
-        Ok(manifest)
+        Ok(run_stage(&OnEngine { step: self, engine, counter }, input, output, read, on_progress)?.manifest)
     }
 
     fn sample_rows(
@@ -290,7 +246,10 @@ impl GenerateStep {
         let each = |f: &dyn Fn(&Sample) -> u32| UInt32Array::from_iter_values(samples.iter().map(f));
         let mut columns = vec![
             column(columns::PROMPT_ID, Arc::new(StringArray::from(prompt_ids))),
-            column(columns::SAMPLE, Arc::new(UInt32Array::from_iter_values((0..samples.len()).map(|i| (i % n) as u32)))),
+            column(
+                columns::SAMPLE,
+                Arc::new(UInt32Array::from_iter_values((0..samples.len()).map(|i| (i % n) as u32))),
+            ),
             column(
                 columns::PROMPT_TOKENS,
                 Arc::new(UInt32Array::from_iter_values(
@@ -387,16 +346,85 @@ impl ScoreStep {
         counter: &Counter,
         on_progress: impl FnOnce(Progress, RowProgress),
     ) -> Result<Manifest> {
-        let on_error = read.on_error;
+        Ok(run_stage(&OnEngine { step: self, engine, counter }, input, output, read, on_progress)?.manifest)
+    }
+}
+
+impl Stage for OnEngine<'_, GenerateStep> {
+    type Results = GenerateResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "generate"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let mut parameters = engine_parameters(self.engine, self.step.mode);
+        parameters["sampling"] = serde_json::to_value(&self.step.sampling).expect("serialisable");
+        parameters
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<GenerateResults> {
+        let (step, engine, counter, input) = (self.step, self.engine, self.counter, rows.input());
+        step.sampling.check()?;
+        let on_error = rows.read_options().on_error;
+        let n = step.sampling.n;
+        let generator = engine.folder().generator();
+        let sampling_json = serde_json::to_string(&step.sampling)?;
+        let mut totals = Totals::default();
+        let started = Instant::now();
+        let mut rows_before = 0u64;
+        rows.expand(n as u64, |batch| {
+            let prompts = tokenize_prompts(engine, &batch, step.mode, 1, on_error, input, rows_before)?;
+            rows_before += batch.num_rows() as u64;
+            let context = engine.folder().context;
+            let ids = strings(&batch, schema::ID);
+            let jobs: Vec<Job> = prompts
+                .kept
+                .iter()
+                .flat_map(|(row, tokens)| {
+                    (0..n as u32).map(move |k| Job {
+                        prompt_tokens: tokens.clone(),
+                        stream: step.sampling.stream(ids.value(*row), k),
+                        max_tokens: step.sampling.max_tokens.min(context - tokens.len()),
+                    })
+                })
+                .collect();
+            let samples = engine.generate(jobs, &step.sampling, &|tokens| {
+                counter.samples.fetch_add(1, Ordering::Relaxed);
+                counter.tokens.fetch_add(tokens as u64, Ordering::Relaxed);
+            })?;
+            totals.add(&prompts.kept, &samples, n);
+            let out = step.sample_rows(&batch, &prompts.kept, &samples, &generator, &sampling_json)?;
+            Ok((out, prompts.dropped))
+        })?;
+        Ok(totals.results(started.elapsed().as_secs_f64(), n))
+    }
+}
+
+impl Stage for OnEngine<'_, ScoreStep> {
+    type Results = ScoreResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "score"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        engine_parameters(self.engine, self.step.mode)
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<ScoreResults> {
+        let (step, engine, counter, input) = (self.step, self.engine, self.counter, rows.input());
+        let on_error = rows.read_options().on_error;
         let context = engine.folder().context;
-        let run = engine_stage("score", engine, self.mode, input, output, read);
         let mut rows_before = 0u64;
         let mut tokens_scored = 0u64;
         let (mut mean_log_probs, mut perplexities) = (Vec::new(), Vec::new());
         let started = Instant::now();
-        let mut manifest = run.filter(on_progress, |batch| {
+        rows.filter(|batch| {
             let responses = strings(&batch, schema::RESPONSE);
-            let prompts = tokenize_prompts(engine, &batch, self.mode, 0, on_error, input, rows_before)?;
+            let prompts = tokenize_prompts(engine, &batch, step.mode, 0, on_error, input, rows_before)?;
             let mut kept = Vec::with_capacity(prompts.kept.len());
             let mut dropped = prompts.dropped;
             let mut scores = Vec::new();
@@ -411,7 +439,7 @@ impl ScoreStep {
                     dropped.push(refuse(*row, "no_response", "the row has no response to score".to_string())?);
                     continue;
                 }
-                let response = engine.response_tokens(responses.value(*row), self.mode)?;
+                let response = engine.response_tokens(responses.value(*row), step.mode)?;
                 if prompt.len() + response.len() > context {
                     let detail = format!(
                         "prompt and response are {} + {} tokens; the model's context is {context}",
@@ -451,17 +479,13 @@ impl ScoreStep {
             }
             Ok((out, dropped))
         })?;
-        let seconds = started.elapsed().as_secs_f64();
-        let results = ScoreResults {
-            rows_scored: manifest.rows.rows_out,
+        Ok(ScoreResults {
+            rows_scored: mean_log_probs.len() as u64,
             response_tokens: tokens_scored,
             median_mean_log_prob: median(&mut mean_log_probs),
             median_perplexity: median(&mut perplexities),
-            seconds,
-        };
-        manifest.set_results(&results);
-        manifest.write_beside(output)?;
-        Ok(manifest)
+            seconds: started.elapsed().as_secs_f64(),
+        })
     }
 }
 

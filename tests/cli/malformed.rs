@@ -147,18 +147,19 @@ fn skip_counts_and_records_every_rejected_row() {
     bytes.extend_from_slice(bad_utf8);
     let p = file(dir.path(), "mixed.jsonl", &bytes);
     let out = dir.path().join("out.parquet");
-    let stderr = String::from_utf8(whet(&["convert", s(&p), s(&out), "--on-error", "skip"]).stderr).unwrap();
+    // The table a person reads is on stdout.
+    let stdout = String::from_utf8(whet(&["convert", s(&p), s(&out), "--on-error", "skip"]).stdout).unwrap();
     let m = Manifest::read_beside(&out).unwrap();
-    assert_eq!((m.rows.rows_in, m.rows.rows_out, m.rows.rows_rejected), (8, 3, 5), "{stderr}");
+    assert_eq!((m.rows.rows_in, m.rows.rows_out, m.rows.rows_rejected), (8, 3, 5), "{stdout}");
     let reasons: Vec<(&str, u64)> = m.rejected.by_reason.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(reasons, [("invalid_json", 1), ("invalid_utf8", 1), ("missing_field", 1), ("wrong_type", 2)]);
     assert!(m.rejected.examples.iter().any(|e| e.contains("mixed.jsonl: line 2")));
     assert!(m.rejected.examples.iter().any(|e| e.contains("line 8") && e.contains("UTF-8")));
-    assert!(stderr.contains("rejected because"), "{stderr}");
+    assert!(stdout.contains("rejected because"), "{stdout}");
 
     // Every rejected row is in the rejected-rows file, with where it was, why, and the row as it was.
     let rejected_file = m.rejected.file.clone().expect("a rejected-rows file");
-    assert!(stderr.contains(rejected_file.file_name().unwrap().to_str().unwrap()), "{stderr}");
+    assert!(stdout.contains(rejected_file.file_name().unwrap().to_str().unwrap()), "{stdout}");
     let rejected: Vec<serde_json::Value> =
         std::fs::read_to_string(&rejected_file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let lines: Vec<u64> = rejected.iter().map(|r| r["line"].as_u64().unwrap()).collect();

@@ -14,7 +14,7 @@ use arrow::datatypes::{DataType, Field, Float32Type, Schema};
 use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 use tokenizers::{Tokenizer, TruncationParams};
-use whetstone_datasets::{schema, DatasetReader, Manifest, Progress, ReadOptions, RowProgress, StageRun};
+use whetstone_datasets::{run_stage, schema, DatasetReader, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage};
 
 pub use bert::{Bert, BertConfig};
 pub use hashing::HashingEmbedder;
@@ -309,20 +309,34 @@ pub fn embed_dataset(
     read: ReadOptions,
     on_progress: impl FnOnce(Progress, RowProgress),
 ) -> Result<Manifest> {
-    let dim = embedder.dim();
-    let run = StageRun {
-        stage: "embed",
-        parameters: serde_json::json!({"embedder": embedder.name(), "dim": dim, "text": text}),
-        input,
-        output,
-        format: None,
-        read,
-    };
-    Ok(run.map(on_progress, |batch| {
-        let texts = text.texts(&batch)?;
-        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-        Ok(with_embedding(batch, embedder.embed(&refs)?, dim)?)
-    })?)
+    Ok(run_stage(&Embedding { embedder, text }, input, output, read, on_progress)?.manifest)
+}
+
+struct Embedding<'a> {
+    embedder: &'a dyn Embedder,
+    text: TextField,
+}
+
+impl Stage for Embedding<'_> {
+    type Results = ();
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "embed"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::json!({"embedder": self.embedder.name(), "dim": self.embedder.dim(), "text": self.text})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<()> {
+        let dim = self.embedder.dim();
+        Ok(rows.map(|batch| {
+            let texts = self.text.texts(&batch)?;
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            Ok(with_embedding(batch, self.embedder.embed(&refs)?, dim)?)
+        })?)
+    }
 }
 
 impl HashingEmbedder {

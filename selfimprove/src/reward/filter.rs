@@ -23,7 +23,7 @@ use arrow::datatypes::{Float32Type, Float64Type, UInt32Type};
 use serde::{Deserialize, Serialize};
 use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::Selection;
-use whetstone_datasets::{Manifest, ReadOptions, StageRun};
+use whetstone_datasets::{run_stage, Manifest, ReadOptions, Rows, Stage};
 
 use crate::error::{Error, Result};
 use crate::prompt::{column_or_meta, text_at};
@@ -101,7 +101,8 @@ fn read_samples(batches: &mut dyn Iterator<Item = whetstone_datasets::Result<Rec
             .ok_or_else(|| Error::Invalid(format!("column `reward` is {}, not Float32", reward.data_type())))?;
         let ids = batch.column_by_name(schema::ID).expect("core column").as_string::<i32>();
         let index = batch.column_by_name(columns::SAMPLE).and_then(|c| c.as_primitive_opt::<UInt32Type>().cloned());
-        let ll = batch.column_by_name(columns::LOG_LIKELIHOOD).and_then(|c| c.as_primitive_opt::<Float64Type>().cloned());
+        let ll =
+            batch.column_by_name(columns::LOG_LIKELIHOOD).and_then(|c| c.as_primitive_opt::<Float64Type>().cloned());
         for i in 0..batch.num_rows() {
             let row = samples.len() as u32;
             if reward.is_null(i) || !reward.value(i).is_finite() {
@@ -169,51 +170,64 @@ impl KeepStep {
 
     /// Filters `input` into `output` (with its manifest); the dropped samples go to the rejected-rows file.
     pub fn run(&self, input: &Path, output: &Path, read: ReadOptions) -> Result<Manifest> {
+        Ok(run_stage(self, input, output, read, |_, _| {})?.manifest)
+    }
+}
+
+impl Stage for KeepStep {
+    type Results = KeepResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "keep"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("serialisable")
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<KeepResults> {
         if !self.min_reward.is_finite() {
             return Err(Error::Invalid(format!("min_reward {} must be a finite number", self.min_reward)));
         }
-        let run =
-            StageRun { stage: "keep", parameters: serde_json::to_value(self)?, input, output, format: None, read };
-        let columns = [schema::ID, schema::META, columns::PROMPT_ID, columns::SAMPLE, columns::REWARD, columns::LOG_LIKELIHOOD];
-        Ok(run.whole_columns(
-            &columns,
-            |_| {},
-            |batches| {
-                let samples = read_samples(batches)?;
-                let fate = self.decide(&samples);
-                let mut selection = Selection::default();
-                let mut kept_reward = 0.0;
-                for (s, fate) in samples.iter().zip(fate) {
-                    match fate {
-                        None => {
-                            selection.keep.push(s.row);
-                            kept_reward += s.reward;
-                        }
-                        Some((reason, detail)) => selection.rejected.push((s.row, reason, detail, None)),
+        let columns =
+            [schema::ID, schema::META, columns::PROMPT_ID, columns::SAMPLE, columns::REWARD, columns::LOG_LIKELIHOOD];
+        let mut found = None;
+        rows.whole_columns(&columns, |batches| {
+            let samples = read_samples(batches)?;
+            let fate = self.decide(&samples);
+            let mut selection = Selection::default();
+            let mut kept_reward = 0.0;
+            for (s, fate) in samples.iter().zip(fate) {
+                match fate {
+                    None => {
+                        selection.keep.push(s.row);
+                        kept_reward += s.reward;
                     }
+                    Some((reason, detail)) => selection.rejected.push((s.row, reason, detail, None)),
                 }
-                let kept = selection.keep.len();
-                let prompts = groups(&samples).len();
-                let prompts_kept = samples
-                    .iter()
-                    .filter(|s| selection.keep.binary_search(&s.row).is_ok())
-                    .map(|s| &s.group)
-                    .collect::<std::collections::BTreeSet<_>>()
-                    .len();
-                let results = KeepResults {
-                    samples: samples.len() as u64,
-                    kept: kept as u64,
-                    kept_fraction: kept as f64 / samples.len().max(1) as f64,
-                    prompts: prompts as u64,
-                    prompts_with_a_kept_sample: prompts_kept as u64,
-                    mean_reward_kept: kept_reward / kept.max(1) as f64,
-                    mean_reward_all: samples.iter().map(|s| s.reward).sum::<f64>() / samples.len().max(1) as f64,
-                    at_least_min_reward: samples.iter().filter(|s| s.reward >= self.min_reward).count() as u64,
-                };
-                selection.results = serde_json::to_value(results)?;
-                Ok(selection)
-            },
-        )?)
+            }
+            let kept = selection.keep.len();
+            let prompts = groups(&samples).len();
+            let prompts_kept = samples
+                .iter()
+                .filter(|s| selection.keep.binary_search(&s.row).is_ok())
+                .map(|s| &s.group)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len();
+            found = Some(KeepResults {
+                samples: samples.len() as u64,
+                kept: kept as u64,
+                kept_fraction: kept as f64 / samples.len().max(1) as f64,
+                prompts: prompts as u64,
+                prompts_with_a_kept_sample: prompts_kept as u64,
+                mean_reward_kept: kept_reward / kept.max(1) as f64,
+                mean_reward_all: samples.iter().map(|s| s.reward).sum::<f64>() / samples.len().max(1) as f64,
+                at_least_min_reward: samples.iter().filter(|s| s.reward >= self.min_reward).count() as u64,
+            });
+            Ok(selection)
+        })?;
+        Ok(found.expect("the stage ran"))
     }
 }
 

@@ -9,7 +9,7 @@ use arrow::array::{Float32Array, StringArray};
 use serde::Serialize;
 use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
-use whetstone_datasets::{Manifest, ReadOptions, StageRun};
+use whetstone_datasets::{run_stage, Manifest, ReadOptions, Rows, Stage};
 
 use crate::engine::{Engine, Job, Prompt, PromptMode};
 use crate::error::{Error, Result};
@@ -83,75 +83,86 @@ impl JudgeStep {
 
     /// Judges every row of `input` with `engine` and writes `output` with `reward` and `reward_reason`.
     pub fn run(&self, engine: &Engine, input: &Path, output: &Path, read: ReadOptions) -> Result<Manifest> {
-        self.check()?;
-        let sampling = Sampling { temperature: 0.0, max_tokens: self.max_tokens, ..Default::default() };
+        Ok(run_stage(&Judging { step: self, engine }, input, output, read, |_, _| {})?.manifest)
+    }
+}
+
+/// A judge at work: its settings and the engine that runs it.
+struct Judging<'a> {
+    step: &'a JudgeStep,
+    engine: &'a Engine,
+}
+
+impl Stage for Judging<'_> {
+    type Results = JudgeResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "judge"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let folder = self.engine.folder();
+        serde_json::json!({"judge": self.step, "model": folder.path, "model_xxh3": folder.xxh3})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<JudgeResults> {
+        let (step, engine) = (self.step, self.engine);
+        step.check()?;
+        let sampling = Sampling { temperature: 0.0, max_tokens: step.max_tokens, ..Default::default() };
         let context = engine.folder().context;
-        let folder = engine.folder();
-        let run = StageRun {
-            stage: "judge",
-            parameters: serde_json::json!({"judge": self, "model": folder.path, "model_xxh3": folder.xxh3}),
-            input,
-            output,
-            format: None,
-            read,
-        };
         let (mut scored, mut unscored, mut total) = (0u64, 0u64, 0.0f64);
-        let mut manifest = run.map(
-            |_, _| {},
-            |batch| {
-                let n = batch.num_rows();
-                let mut reasons: Vec<Option<String>> = vec![None; n];
-                let mut jobs = Vec::new();
-                let mut asked = Vec::new();
-                for (row, reason) in reasons.iter_mut().enumerate() {
-                    let Some(response) = row_response(&batch, row) else {
-                        *reason = Some("the row has no response".into());
-                        continue;
-                    };
-                    let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
-                    let reference = column_or_meta(&batch, columns::REFERENCE, row);
-                    let text = self.judge_prompt(&prompt, &response, reference.as_deref());
-                    let tokens = engine.prompt_tokens(&Prompt::Text(text), self.mode)?;
-                    if tokens.len() + self.max_tokens > context {
-                        *reason = Some(format!(
-                            "the judge's prompt is {} tokens, too long for its context of {context}",
-                            tokens.len()
-                        ));
-                        continue;
-                    }
-                    jobs.push(Job { prompt_tokens: Arc::new(tokens), stream: 0, max_tokens: self.max_tokens });
-                    asked.push(row);
+        rows.map(|batch| {
+            let n = batch.num_rows();
+            let mut reasons: Vec<Option<String>> = vec![None; n];
+            let mut jobs = Vec::new();
+            let mut asked = Vec::new();
+            for (row, reason) in reasons.iter_mut().enumerate() {
+                let Some(response) = row_response(&batch, row) else {
+                    *reason = Some("the row has no response".into());
+                    continue;
+                };
+                let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
+                let reference = column_or_meta(&batch, columns::REFERENCE, row);
+                let text = step.judge_prompt(&prompt, &response, reference.as_deref());
+                let tokens = engine.prompt_tokens(&Prompt::Text(text), step.mode)?;
+                if tokens.len() + step.max_tokens > context {
+                    *reason = Some(format!(
+                        "the judge's prompt is {} tokens, too long for its context of {context}",
+                        tokens.len()
+                    ));
+                    continue;
                 }
-                let replies = engine.generate(jobs, &sampling, &|_| {})?;
-                let mut rewards = vec![0f32; n];
-                let scored_before = scored;
-                for (row, reply) in asked.into_iter().zip(replies) {
-                    match parse_score(&reply.text, self.scale) {
-                        Ok(v) => {
-                            rewards[row] = v as f32;
-                            reasons[row] = Some(format!("judge: {}", reply.text.trim()));
-                            scored += 1;
-                            total += v;
-                        }
-                        Err(why) => reasons[row] = Some(why),
+                jobs.push(Job { prompt_tokens: Arc::new(tokens), stream: 0, max_tokens: step.max_tokens });
+                asked.push(row);
+            }
+            let replies = engine.generate(jobs, &sampling, &|_| {})?;
+            let mut rewards = vec![0f32; n];
+            let scored_before = scored;
+            for (row, reply) in asked.into_iter().zip(replies) {
+                match parse_score(&reply.text, step.scale) {
+                    Ok(v) => {
+                        rewards[row] = v as f32;
+                        reasons[row] = Some(format!("judge: {}", reply.text.trim()));
+                        scored += 1;
+                        total += v;
                     }
+                    Err(why) => reasons[row] = Some(why),
                 }
-                // Rows never put to the judge, and replies without a score.
-                unscored += n as u64 - (scored - scored_before);
-                let reward = columns::field(columns::REWARD, 0).expect("a stage column");
-                let reason = columns::field(columns::REWARD_REASON, 0).expect("a stage column");
-                let out = with_column(&batch, reward, Arc::new(Float32Array::from(rewards)))?;
-                let why: Vec<String> = reasons.into_iter().map(Option::unwrap_or_default).collect();
-                Ok(with_column(&out, reason, Arc::new(StringArray::from(why)))?)
-            },
-        )?;
-        manifest.set_results(&JudgeResults {
+            }
+            // Rows never put to the judge, and replies without a score.
+            unscored += n as u64 - (scored - scored_before);
+            let reward = columns::field(columns::REWARD, 0).expect("a stage column");
+            let reason = columns::field(columns::REWARD_REASON, 0).expect("a stage column");
+            let out = with_column(&batch, reward, Arc::new(Float32Array::from(rewards)))?;
+            let why: Vec<String> = reasons.into_iter().map(Option::unwrap_or_default).collect();
+            Ok(with_column(&out, reason, Arc::new(StringArray::from(why)))?)
+        })?;
+        Ok(JudgeResults {
             rows_scored: scored,
             rows_without_a_score: unscored,
             mean_reward_scored: total / scored.max(1) as f64,
-        });
-        manifest.write_beside(output)?;
-        Ok(manifest)
+        })
     }
 }
 

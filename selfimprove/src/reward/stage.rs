@@ -8,7 +8,7 @@ use arrow::array::{Array, AsArray, Float32Array, StringArray};
 use serde::{Deserialize, Serialize};
 use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
-use whetstone_datasets::{Manifest, ReadOptions, StageRun};
+use whetstone_datasets::{run_stage, Manifest, ReadOptions, Rows, Stage};
 
 use super::code::PythonTests;
 use super::verify::{ExactMatch, Gsm8k, JsonValid, RegexMatch};
@@ -121,67 +121,72 @@ impl RewardStep {
     }
 
     /// The reward as its manifest names it (`gsm8k`, or a weighted sum of several).
-    pub fn name(&self) -> Result<String> {
+    pub fn reward_name(&self) -> Result<String> {
         Ok(self.reward()?.name())
     }
 
     /// Scores every row of `input` (its response, or its conversation's last assistant turn, against its
     /// `reference` when it has one) and writes `output` with its manifest.
     pub fn run(&self, input: &Path, output: &Path, read: ReadOptions) -> Result<Manifest> {
+        Ok(run_stage(self, input, output, read, |_, _| {})?.manifest)
+    }
+}
+
+impl Stage for RewardStep {
+    type Results = RewardResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "reward"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        // A reward that cannot be built fails in `run`, before any row is read.
+        serde_json::json!({"reward": self.reward_name().unwrap_or_default(), "rewards": self.rewards})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<RewardResults> {
         let reward = self.reward()?;
         let mut values = Vec::new();
         let mut reasons: BTreeMap<String, u64> = BTreeMap::new();
-        let run = StageRun {
-            stage: "reward",
-            parameters: serde_json::json!({"reward": reward.name(), "rewards": self.rewards}),
-            input,
-            output,
-            format: None,
-            read,
-        };
-        let mut manifest = run.map(
-            |_, _| {},
-            |batch| {
-                let mut scores = Vec::with_capacity(batch.num_rows());
-                let mut why = Vec::with_capacity(batch.num_rows());
-                let log_probs = batch
-                    .column_by_name(columns::MEAN_LOG_PROB)
-                    .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>().cloned());
-                for row in 0..batch.num_rows() {
-                    let response = row_response(&batch, row);
-                    let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
-                    // The `reference` column (as `whet generate` writes it), else a JSONL file's `reference` field.
-                    let reference = column_or_meta(&batch, columns::REFERENCE, row);
-                    let mean_log_prob = log_probs.as_ref().filter(|c| c.is_valid(row)).map(|c| c.value(row));
-                    let score = match &response {
-                        Some(response) => reward.score(&Candidate {
-                            prompt: &prompt,
-                            response,
-                            reference: reference.as_deref(),
-                            mean_log_prob,
-                        }),
-                        None => super::Score::fail("the row has no response"),
-                    };
-                    scores.push(score.value as f32);
-                    values.push(score.value);
-                    *reasons.entry(reason_kind(&score.reason)).or_default() += 1;
-                    why.push(score.reason);
-                }
-                let reward_field = columns::field(columns::REWARD, 0).expect("a stage column");
-                let reason_field = columns::field(columns::REWARD_REASON, 0).expect("a stage column");
-                let out = with_column(&batch, reward_field, Arc::new(Float32Array::from(scores)))?;
-                Ok(with_column(&out, reason_field, Arc::new(StringArray::from(why)))?)
-            },
-        )?;
+        rows.map(|batch| {
+            let mut scores = Vec::with_capacity(batch.num_rows());
+            let mut why = Vec::with_capacity(batch.num_rows());
+            let log_probs = batch
+                .column_by_name(columns::MEAN_LOG_PROB)
+                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>().cloned());
+            for row in 0..batch.num_rows() {
+                let response = row_response(&batch, row);
+                let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
+                // The `reference` column (as `whet generate` writes it), else a JSONL file's `reference` field.
+                let reference = column_or_meta(&batch, columns::REFERENCE, row);
+                let mean_log_prob = log_probs.as_ref().filter(|c| c.is_valid(row)).map(|c| c.value(row));
+                let score = match &response {
+                    Some(response) => reward.score(&Candidate {
+                        prompt: &prompt,
+                        response,
+                        reference: reference.as_deref(),
+                        mean_log_prob,
+                    }),
+                    None => super::Score::fail("the row has no response"),
+                };
+                scores.push(score.value as f32);
+                values.push(score.value);
+                *reasons.entry(reason_kind(&score.reason)).or_default() += 1;
+                why.push(score.reason);
+            }
+            let reward_field = columns::field(columns::REWARD, 0).expect("a stage column");
+            let reason_field = columns::field(columns::REWARD_REASON, 0).expect("a stage column");
+            let out = with_column(&batch, reward_field, Arc::new(Float32Array::from(scores)))?;
+            Ok(with_column(&out, reason_field, Arc::new(StringArray::from(why)))?)
+        })?;
         let n = values.len().max(1) as f64;
-        manifest.set_results(&RewardResults {
+        Ok(RewardResults {
             rows: values.len() as u64,
             mean_reward: values.iter().sum::<f64>() / n,
             full_reward: values.iter().filter(|&&v| v >= 1.0).count() as u64,
             reasons,
-        });
-        manifest.write_beside(output)?;
-        Ok(manifest)
+        })
     }
 }
 

@@ -12,7 +12,7 @@ use whetstone_curation::select::{Budget, Method as SelectMethod};
 use whetstone_curation::stages::{select_dataset, SelectOptions, SelectResults};
 use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
-use whetstone_datasets::{read_all, Manifest, ReadOptions, StageRun};
+use whetstone_datasets::{read_all, run_stage, Manifest, ReadOptions, Rows, Stage};
 
 use super::{curve, report, Event, RoundMetrics, RoundsConfig, RoundsReport, TrainFrom};
 use crate::engine::{Engine, EngineOptions};
@@ -349,8 +349,9 @@ fn cluster_coverage(kept: &Path, clusters: usize) -> Result<f64> {
     let batches = rows_of(kept)?;
     let mut seen = BTreeSet::new();
     for b in &batches {
-        if let Some(c) =
-            b.column_by_name(columns::CLUSTER).and_then(|c| c.as_primitive_opt::<arrow::datatypes::UInt32Type>().cloned())
+        if let Some(c) = b
+            .column_by_name(columns::CLUSTER)
+            .and_then(|c| c.as_primitive_opt::<arrow::datatypes::UInt32Type>().cloned())
         {
             seen.extend(c.iter().flatten());
         }
@@ -392,17 +393,35 @@ fn mark_pool(previous: &Path, last: Option<(&Path, &Path)>, output: &Path, round
             }
         }
     }
-    let run = StageRun {
-        stage: "mark-pool",
-        parameters: serde_json::json!({"round": round, "selected": last.map(|l| l.0), "scored": last.map(|l| l.1)}),
-        input: previous,
-        output,
-        format: None,
-        read: read_options(),
-    };
-    run.map(
-        |_, _| {},
-        |batch| {
+    let stage = MarkPool { round, last, chosen, sums };
+    run_stage(&stage, previous, output, read_options(), |_, _| {})?;
+    Ok(())
+}
+
+/// The stage behind [`mark_pool`].
+struct MarkPool<'a> {
+    round: usize,
+    last: Option<(&'a Path, &'a Path)>,
+    chosen: BTreeSet<String>,
+    sums: BTreeMap<String, (f64, u64)>,
+}
+
+impl Stage for MarkPool<'_> {
+    type Results = ();
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "mark-pool"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let last = self.last;
+        serde_json::json!({"round": self.round, "selected": last.map(|l| l.0), "scored": last.map(|l| l.1)})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<()> {
+        let (round, chosen, sums) = (self.round, &self.chosen, &self.sums);
+        rows.map(|batch| {
             let ids = batch.column_by_name(schema::ID).expect("core column").as_string::<i32>().clone();
             let old_round =
                 batch.column_by_name(columns::ROUND).map(|c| c.as_primitive::<arrow::datatypes::UInt32Type>().clone());
@@ -429,9 +448,9 @@ fn mark_pool(previous: &Path, last: Option<(&Path, &Path)>, output: &Path, round
                 columns::field(columns::REWARD, 0).expect("a stage column"),
                 Arc::new(Float32Array::from(rewards)),
             )?)
-        },
-    )?;
-    Ok(())
+        })?;
+        Ok(())
+    }
 }
 
 /// One training row as JSON: the conversation when the row has one, else prompt and response; `None` for a

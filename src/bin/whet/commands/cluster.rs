@@ -39,15 +39,8 @@ pub fn run(a: Args) -> Result<()> {
     bar.finish();
     let mut sizes = model.sizes.clone();
     sizes.sort_unstable();
-    let mut t = table(&[
-        "rows",
-        "k",
-        "iterations",
-        "converged",
-        "inertia",
-        "cluster sizes min / median / max",
-        "seconds",
-    ]);
+    let mut t =
+        table(&["rows", "k", "iterations", "converged", "inertia", "cluster sizes min / median / max", "seconds"]);
     t.add_row(vec![
         num(m.rows.rows_out),
         num(a.k as u64),

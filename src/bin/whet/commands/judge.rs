@@ -32,7 +32,8 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let [low, high] = a.scale[..] else { anyhow::bail!("--scale takes two numbers, LOW,HIGH (e.g. 1,10)") };
-    let mut step = JudgeStep { scale: (low, high), max_tokens: a.max_tokens, mode: a.engine.mode, ..Default::default() };
+    let mut step =
+        JudgeStep { scale: (low, high), max_tokens: a.max_tokens, mode: a.engine.mode, ..Default::default() };
     if let Some(path) = &a.template {
         step.template = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read it", path.display()))?;
     }

@@ -32,7 +32,7 @@ pub fn run(a: Args) -> Result<()> {
         num(r.rows),
         Cell::new(format!("{:.3}", r.mean_reward)),
         num(r.full_reward),
-        Cell::new(step.name()?),
+        Cell::new(step.reward_name()?),
     ]);
     outln!("{t}");
     let mut reasons: Vec<(&String, &u64)> = r.reasons.iter().collect();

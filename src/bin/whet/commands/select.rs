@@ -76,19 +76,11 @@ pub fn run(a: Args) -> Result<()> {
         seed: Some(a.seed),
     };
     let bar = Bar::bytes("reading");
-    let (m, c) = select_dataset(&a.input, &a.output, &step.options(a.seed)?, a.read.options()?, |p| {
-        bar.follow_bytes(p)
-    })?;
+    let (m, c) =
+        select_dataset(&a.input, &a.output, &step.options(a.seed)?, a.read.options()?, |p| bar.follow_bytes(p))?;
     bar.finish();
-    let mut t = table(&[
-        "method",
-        "selected",
-        "of rows",
-        "mean distance",
-        "max distance",
-        "cluster entropy",
-        "labels covered",
-    ]);
+    let mut t =
+        table(&["method", "selected", "of rows", "mean distance", "max distance", "cluster entropy", "labels covered"]);
     t.add_row(vec![
         Cell::new(a.method.name()),
         num(c.selected as u64),

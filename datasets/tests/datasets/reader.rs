@@ -1,0 +1,75 @@
+use whetstone_datasets::{read_all, Error, OnError, Position, ReadOptions, SourceFormat};
+
+use crate::{alpaca_lines, shared_data};
+
+#[test]
+fn gsm8k_train_reads_whole_with_its_layout_recognised() {
+    let Some(data) = shared_data() else { return };
+    let (batches, reader) = read_all(data.join("gsm8k/train.jsonl"), ReadOptions::default()).unwrap();
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(rows, 7473);
+    let report = &reader.reports()[0];
+    assert_eq!((report.rows_in, report.rows_out, report.rows_rejected), (7473, 7473, 0));
+    assert_eq!(report.format, Some(SourceFormat::QuestionAnswer));
+    let prompts = whetstone_datasets::schema::PROMPT;
+    for b in &batches {
+        let p = arrow::array::AsArray::as_string::<i32>(b.column_by_name(prompts).unwrap());
+        assert!(p.iter().all(|t| t.is_some_and(|t| !t.trim().is_empty())), "every question is a prompt");
+    }
+}
+
+#[test]
+fn a_bad_line_stops_the_read_naming_file_line_and_field_or_is_counted_when_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mixed.jsonl");
+    let mut text = alpaca_lines(0..3);
+    text.push_str("{\"instruction\": 7, \"output\": \"x\"}\n"); // line 4: a number where text belongs
+    text.push_str("{\"instruction\": \"no closing brace\"\n"); // line 5: not JSON
+    text.push_str(&alpaca_lines(3..5));
+    std::fs::write(&path, text).unwrap();
+
+    let Err(Error::Row(e)) = read_all(&path, ReadOptions::default()) else { panic!("a bad row must stop the read") };
+    assert_eq!((e.path.as_path(), e.position), (path.as_path(), Position::Line(4)));
+    assert_eq!(e.field.as_deref(), Some("instruction"));
+
+    let skip = ReadOptions { on_error: OnError::Skip, ..Default::default() };
+    let (batches, reader) = read_all(&path, skip).unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 5);
+    let r = &reader.reports()[0];
+    assert_eq!((r.rows_in, r.rows_out, r.rows_rejected), (7, 5, 2), "rows in = rows out + rows rejected");
+    assert_eq!(reader.rejections().total(), 2);
+    assert_eq!(
+        reader.rejections().by_reason.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["invalid_json", "wrong_type"]
+    );
+}
+
+#[test]
+fn the_same_rows_read_alike_from_every_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    let layouts = [
+        ("alpaca.jsonl", r#"{"instruction": "Add 2 and 3.", "output": "5"}"#, SourceFormat::Alpaca),
+        ("completion.jsonl", r#"{"prompt": "Add 2 and 3.", "completion": "5"}"#, SourceFormat::PromptCompletion),
+        ("gsm8k.jsonl", r#"{"question": "Add 2 and 3.", "answer": "5"}"#, SourceFormat::QuestionAnswer),
+        (
+            "messages.jsonl",
+            r#"{"messages": [{"role": "user", "content": "Add 2 and 3."}, {"role": "assistant", "content": "5"}]}"#,
+            SourceFormat::Messages,
+        ),
+        (
+            "sharegpt.jsonl",
+            r#"{"conversations": [{"from": "human", "value": "Add 2 and 3."}, {"from": "gpt", "value": "5"}]}"#,
+            SourceFormat::ShareGpt,
+        ),
+    ];
+    for (name, line, format) in layouts {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{line}\n")).unwrap();
+        let (batches, reader) = read_all(&path, ReadOptions::default()).unwrap();
+        assert_eq!(reader.reports()[0].format, Some(format), "{name}");
+        let rows = whetstone_datasets::write::batch_rows_json(&batches[0]).unwrap();
+        assert_eq!(rows.len(), 1, "{name}");
+        assert_eq!(rows[0]["prompt"], "Add 2 and 3.", "{name}: {}", rows[0]);
+        assert_eq!(rows[0]["response"], "5", "{name}: {}", rows[0]);
+    }
+}
