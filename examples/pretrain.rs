@@ -6,8 +6,9 @@
 
 use std::time::Instant;
 
+use whetstone::selfimprove::engine::greedy_answers;
 use whetstone::selfimprove::engine::{Engine, EngineOptions};
-use whetstone::selfimprove::tasks::{addition, exact_match, greedy_answers, write_jsonl};
+use whetstone::selfimprove::tasks::{addition, exact_match, write_jsonl};
 use whetstone::selfimprove::train::llama::TARGET_MODULES;
 use whetstone::selfimprove::train::schedule::{Schedule, Shape};
 use whetstone::selfimprove::train::{train, LoraConfig, Method, TrainConfig};
@@ -15,7 +16,7 @@ use whetstone::selfimprove::{make_tiny_model, ModelFolder, TinyLlama};
 
 fn accuracy(folder: &std::path::Path, rows: &[whetstone::selfimprove::tasks::TaskRow]) -> f64 {
     let engine = Engine::load(ModelFolder::open(folder).unwrap(), EngineOptions::default()).unwrap();
-    exact_match(rows, &greedy_answers(&engine, rows, 6).unwrap())
+    exact_match(rows, &greedy_answers(&engine, rows.iter().map(|r| r.prompt.as_str()), 6).unwrap())
 }
 
 fn main() {

@@ -4,7 +4,7 @@
     scripts/module-cycles.py [CRATE_SRC ...]   # default: every crate's src/ in the workspace
 
 A module depends on another when its code names `crate::<other>` (or `super::<other>` from a file directly
-below the crate root); tests (`#[cfg(test)] mod tests` at the end of a file) are left out. Prints each crate's
+below the crate root); tests (`#[cfg(test)] mod tests` at the end of a file) and comments are left out. Prints each crate's
 edges and every cycle (strongly connected component of more than one module); exits 1 if there is one.
 """
 
@@ -22,9 +22,11 @@ def top_module(src: Path, file: Path) -> str:
     return rel.parts[0].removesuffix(".rs") if rel.parts[0] not in ("lib.rs", "main.rs") else ""
 
 
-def without_tests(text: str) -> str:
+def code_of(text: str) -> str:
+    """The file without its tests and comments (doc links name modules without depending on them)."""
     at = text.find("#[cfg(test)]\nmod tests")
-    return text if at < 0 else text[:at]
+    text = text if at < 0 else text[:at]
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
 
 
 def graph(src: Path):
@@ -33,7 +35,7 @@ def graph(src: Path):
         me = top_module(src, file)
         if not me:
             continue
-        text = without_tests(file.read_text())
+        text = code_of(file.read_text())
         names = set(USE.findall(text))
         for group in GROUP.findall(text):
             names |= {g.strip().split("::")[0] for g in group.split(",") if g.strip()}
@@ -75,7 +77,10 @@ def cycles(edges):
 
 
 def main():
-    crates = [Path(a) for a in sys.argv[1:]] or sorted(p.parent for p in ROOT.glob("*/src/lib.rs")) + [ROOT / "src"]
+    crates = [Path(a) for a in sys.argv[1:]] or sorted(p.parent for p in ROOT.glob("*/src/lib.rs")) + [
+        ROOT / "src",
+        ROOT / "src/bin/whet",
+    ]
     found = False
     for src in crates:
         edges = graph(src)

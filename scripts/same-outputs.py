@@ -6,7 +6,8 @@
 Every file in either folder is compared:
 - byte-identical: the same bytes;
 - same but timings: JSON, JSONL, Parquet, Markdown or SVG equal once what measures time is taken out
-  (keys and columns named *seconds*, *_per_s*, *per_second*, started_unix; "N s" and "N.N s" in text);
+  (keys and columns named *seconds*, *_per_s*, *per_second*, started_unix; "N s" and "N.N s" in text) and
+  the process id in the name of a step's temporary folder (`.eval.partial-8047`) is masked;
 - DIFFERENT, or only in one folder: listed with the first difference.
 Manifests' row counts (in, out, rejected by reason) are also listed side by side. Parquet needs pyarrow
 (python3 -m venv .venv && .venv/bin/pip install pyarrow). Exits 1 when anything differs.
@@ -14,11 +15,15 @@ Manifests' row counts (in, out, rejected by reason) are also listed side by side
 
 import json
 import re
+import signal
 import sys
 from pathlib import Path
 
 TIMING_KEY = re.compile(r"seconds|_per_s\b|per_s$|per_second|started_unix|elapsed")
 TIMING_TEXT = re.compile(r"\b\d+(?:[.,]\d+)*(?:\.\d+)? ?(?:s|seconds|tokens/s|rows/s)\b")
+# A whole-or-nothing step writes into `.<step>.partial-<process id>/` and renames it when done; manifests
+# record the path they were written at.
+PARTIAL_DIR = re.compile(r"\.partial-\d+")
 
 
 def strip_json(v):
@@ -26,6 +31,8 @@ def strip_json(v):
         return {k: strip_json(x) for k, x in v.items() if not TIMING_KEY.search(k)}
     if isinstance(v, list):
         return [strip_json(x) for x in v]
+    if isinstance(v, str):
+        return PARTIAL_DIR.sub(".partial-<pid>", v)
     return v
 
 
@@ -80,6 +87,7 @@ def counts(path: Path):
 
 
 def main():
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends it quietly
     before, after = Path(sys.argv[1]), Path(sys.argv[2])
     files = sorted({p.relative_to(before) for p in before.rglob("*") if p.is_file()}
                    | {p.relative_to(after) for p in after.rglob("*") if p.is_file()})
@@ -102,9 +110,10 @@ def main():
     print(f"{'same but timings':<34}{len(timings):>6}")
     print(f"{'different':<34}{len(different):>6}")
     print(f"{'manifests with the same counts':<34}{len(manifests) - len(count_mismatch):>6} of {len(manifests)}")
-    data = [r for r in files if r.suffix in (".parquet", ".jsonl", ".arrow")]
+    # A stage's output is the file its manifest sits beside.
+    data = [r for r in files if (before / r.parent / f"{r.name}.manifest.json").exists()]
     data_same = [r for r in data if r in same]
-    print(f"{'datasets byte-identical':<34}{len(data_same):>6} of {len(data)}")
+    print(f"{'stage outputs byte-identical':<34}{len(data_same):>6} of {len(data)}")
     for rel in timings:
         print(f"  timings only: {rel}")
     for rel, why in different:

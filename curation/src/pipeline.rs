@@ -38,17 +38,16 @@ use serde::{Deserialize, Deserializer, Serialize};
 use whetstone_datasets::write::{manifest_path, write_atomic};
 use whetstone_datasets::{Manifest, OnError, Progress, ReadOptions};
 
-use crate::cluster::{KMeans, KMeansOptions};
+use crate::cluster::{cluster_dataset, cluster_dataset_streaming, KMeans, KMeansOptions};
+use crate::decontam::decontaminate;
+use crate::dedup::exact::dedup_exact;
+use crate::dedup::minhash::{dedup_minhash, MinHashOptions};
+use crate::dedup::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
 use crate::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
 use crate::error::{Error, Result};
-use crate::filter::{
-    decontaminate, dedup_exact, filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams,
-};
-use crate::minhash::{dedup_minhash, MinHashOptions};
-use crate::select::{Budget, Method, WeightUpdate};
-use crate::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
-use crate::stages::{
-    cluster_dataset, cluster_dataset_streaming, select_dataset, SelectOptions, SelectResults, DEFAULT_KMQ_TEMPERATURE,
+use crate::filters::{filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams};
+use crate::select::{
+    select_dataset, Budget, Method, SelectOptions, SelectResults, WeightUpdate, DEFAULT_KMQ_TEMPERATURE,
 };
 
 /// One curation stage and its parameters.

@@ -243,7 +243,7 @@ impl PromptTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tiny::{make_tiny_model, TinyLlama};
+    use crate::model::tiny::{make_tiny_model, TinyLlama};
 
     #[test]
     fn chat_responses_end_with_the_token_the_template_closes_a_turn_with() {

@@ -110,21 +110,6 @@ pub fn exact_match(rows: &[TaskRow], answers: &[String]) -> f64 {
     right / rows.len().max(1) as f64
 }
 
-/// The model's greedy answer to each row's prompt (chat mode), at most `max_tokens` tokens.
-#[cfg(feature = "llm")]
-pub fn greedy_answers(engine: &crate::engine::Engine, rows: &[TaskRow], max_tokens: usize) -> Result<Vec<String>> {
-    use crate::engine::{Job, Prompt, PromptMode};
-    let sampling = crate::Sampling { temperature: 0.0, max_tokens, ..Default::default() };
-    let jobs = rows
-        .iter()
-        .map(|r| {
-            let tokens = engine.prompt_tokens(&Prompt::Text(r.prompt.clone()), PromptMode::Chat)?;
-            Ok(Job { prompt_tokens: std::sync::Arc::new(tokens), stream: 0, max_tokens })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok(engine.generate(jobs, &sampling, &|_| {})?.into_iter().map(|s| s.text).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

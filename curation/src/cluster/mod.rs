@@ -13,10 +13,12 @@ use yinyang::Bounds;
 
 mod linfa_api;
 mod minibatch;
+pub mod stage;
 mod yinyang;
 
 use crate::vector::{sq_distance, sq_norm};
 pub use minibatch::kmeans_minibatch;
+pub use stage::{cluster_dataset, cluster_dataset_streaming, ClusterResults};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KMeansOptions {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use arrow::array::{AsArray, FixedSizeListArray, RecordBatch};
 use arrow::datatypes::{DataType, Field, UInt32Type};
+use whetstone_curation::cluster::cluster_dataset;
 use whetstone_curation::cluster::KMeansOptions;
 use whetstone_curation::embed::{embed_dataset, embeddings_of, with_embedding, HashingEmbedder, TextField};
-use whetstone_curation::select::{Budget, Method};
-use whetstone_curation::stages::{cluster_dataset, select_dataset, SelectOptions};
+use whetstone_curation::select::{select_dataset, Budget, Method, SelectOptions};
 use whetstone_datasets::{read_all, DatasetWriter, OutputFormat, ReadOptions};
 
 fn gsm8k_test() -> Option<PathBuf> {
@@ -104,7 +104,7 @@ fn embed_cluster_select_on_gsm8k() {
 
 #[test]
 fn semantic_dedup_groups_near_identical_embeddings() {
-    use whetstone_curation::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
+    use whetstone_curation::dedup::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
     let dir = tempfile::tempdir().unwrap();
     let Some(emb) = embedded(dir.path()) else { return };
     // Plant duplicates: rows 10..20 get the embeddings of rows 0..10 (as paraphrases would).
@@ -256,7 +256,8 @@ fn rejected_lines(m: &whetstone_datasets::Manifest) -> Vec<serde_json::Value> {
 
 #[test]
 fn dedup_and_decontamination_counts_add_up_on_real_data() {
-    use whetstone_curation::filter::{decontaminate, dedup_exact};
+    use whetstone_curation::decontam::decontaminate;
+    use whetstone_curation::dedup::exact::dedup_exact;
     let Some(data) = shared() else { return };
     let dir = tempfile::tempdir().unwrap();
 
@@ -274,7 +275,7 @@ fn dedup_and_decontamination_counts_add_up_on_real_data() {
     let exact = m.rows.rows_rejected;
 
     // Near duplicates include the exact ones (T0 asks many questions about one passage: those are near).
-    use whetstone_curation::minhash::{dedup_minhash, MinHashOptions};
+    use whetstone_curation::dedup::minhash::{dedup_minhash, MinHashOptions};
     let out = dir.path().join("t0-near.parquet");
     let opts = MinHashOptions::for_threshold(0.8, 1).unwrap();
     let m = dedup_minhash(&data.join("t0-templates"), &out, &opts, ReadOptions::default(), |_, _| {}).unwrap();
@@ -318,7 +319,7 @@ fn dedup_and_decontamination_counts_add_up_on_real_data() {
 
 #[test]
 fn filters_drop_bad_rows_with_named_reasons() {
-    use whetstone_curation::filter::{filter_dataset, EmptyOrRefused, Filter, Length, RepeatedNgrams};
+    use whetstone_curation::filters::{filter_dataset, EmptyOrRefused, Filter, Length, RepeatedNgrams};
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("rows.jsonl");
     let rows = [

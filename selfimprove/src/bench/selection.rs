@@ -28,8 +28,7 @@ use serde::{Deserialize, Serialize};
 use whetstone_curation::cluster::{kmeans, KMeansOptions};
 use whetstone_curation::embed::embeddings_concat;
 use whetstone_curation::pipeline::{DedupMethod, DedupStep, EmbedStep, Step};
-use whetstone_curation::select::{self, update_weights, WeightUpdate, Within};
-use whetstone_curation::stages::DEFAULT_KMQ_TEMPERATURE;
+use whetstone_curation::select::{self, update_weights, WeightUpdate, Within, DEFAULT_KMQ_TEMPERATURE};
 use whetstone_datasets::{schema, DatasetReader, ReadOptions};
 
 use super::skills::{self, SkillRow};

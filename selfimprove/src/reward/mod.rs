@@ -4,10 +4,9 @@
 //! [`Score`]: a value and a reason a person can read ("answer 540 matches the reference", "no final answer
 //! found"). Verifiers ([`verify`]) check final answers exactly, [`code`] runs code against tests in a sandbox,
 //! [`Likelihood`] reads a model's confidence, `judge` (feature `llm`) asks a model; [`Weighted`] combines
-//! rewards. [`filter`] keeps samples by reward and pairs them; the rounds of self-training build on these.
+//! rewards. [`crate::keep`] keeps samples by reward and pairs them; the rounds of self-training build on these.
 
 pub mod code;
-pub mod filter;
 #[cfg(feature = "llm")]
 pub mod judge;
 pub mod stage;

@@ -38,8 +38,8 @@ use whetstone_curation::pipeline::{DedupMethod, DedupStep, Step as CurationStep}
 use whetstone_curation::select::WeightUpdate;
 
 use crate::error::{Error, Result};
+use crate::keep::Keep;
 use crate::prompt::PromptMode;
-use crate::reward::filter::Keep;
 use crate::reward::stage::RewardSpec;
 use crate::sampling::Sampling;
 use crate::train::{StepMetrics, TrainConfig};

@@ -543,7 +543,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         None => None,
     };
 
-    let pad = tokenizer.tokenizer.token_to_id(crate::tiny::PAD).or(tokenizer.eos_id).unwrap_or(0);
+    let pad = tokenizer.tokenizer.token_to_id(crate::model::tiny::PAD).or(tokenizer.eos_id).unwrap_or(0);
     for (step, planned) in plan.iter().enumerate().skip(resumed_at) {
         let step_started = Instant::now();
         let batches: Vec<data::Batch> = planned

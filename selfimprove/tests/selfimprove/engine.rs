@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use whetstone_selfimprove::engine::generate::{Counter, GenerateStep};
 use whetstone_selfimprove::engine::{Engine, EngineOptions, Job, Prompt, PromptMode, Sample};
-use whetstone_selfimprove::generate::{Counter, GenerateStep};
 use whetstone_selfimprove::{make_tiny_model, ModelFolder, Sampling, TinyLlama};
 
 fn corpus(dir: &Path) -> PathBuf {
@@ -202,7 +202,7 @@ fn scores_equal_a_hand_computed_log_likelihood() {
     std::fs::write(&input, "{\"prompt\": \"Tom has 3 apples.\", \"response\": \"He has 3 + 4 = 7 apples.\"}\n")
         .unwrap();
     let out = dir.path().join("scored.parquet");
-    let step = whetstone_selfimprove::generate::ScoreStep { mode: PromptMode::Chat };
+    let step = whetstone_selfimprove::engine::generate::ScoreStep { mode: PromptMode::Chat };
     step.run(&engine, &input, &out, Default::default(), &Counter::default(), |_, _| {}).unwrap();
     let (batches, _) = whetstone_datasets::read_all(&out, Default::default()).unwrap();
     let column = |name: &str| {

@@ -136,9 +136,10 @@ fn a_qwen2_folder_with_attention_biases_and_tied_embeddings_gives_mistral_rs_s_l
 #[test]
 fn teacher_forced_exact_match_agrees_with_mistral_rs_greedy_answers() {
     use whetstone_selfimprove::bench::skills;
+    use whetstone_selfimprove::engine::greedy_answers;
     use whetstone_selfimprove::prompt::PromptTokenizer;
     use whetstone_selfimprove::reward::{verify::ExactMatch, Candidate, Reward};
-    use whetstone_selfimprove::tasks::{greedy_answers, TaskRow};
+    use whetstone_selfimprove::tasks::TaskRow;
     use whetstone_selfimprove::train::data::example;
     use whetstone_selfimprove::train::greedy_exact;
     use whetstone_selfimprove::train::schedule::Shape;
@@ -183,7 +184,7 @@ fn teacher_forced_exact_match_agrees_with_mistral_rs_greedy_answers() {
     let model = Llama::load(&trained, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
     let teacher_forced = greedy_exact(&model, &examples, 16, 128).unwrap();
 
-    let answers = greedy_answers(&engine(&trained), &rows, 24).unwrap();
+    let answers = greedy_answers(&engine(&trained), rows.iter().map(|r| r.prompt.as_str()), 24).unwrap();
     let verifier = ExactMatch { case_sensitive: true };
     let generated: Vec<bool> = rows
         .iter()

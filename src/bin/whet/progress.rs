@@ -75,7 +75,7 @@ impl Bar {
     }
 
     /// Follows the engine's samples and tokens until the bar is finished.
-    pub fn follow_samples(&self, counter: std::sync::Arc<whetstone::selfimprove::generate::Counter>) {
+    pub fn follow_samples(&self, counter: std::sync::Arc<whetstone::selfimprove::engine::generate::Counter>) {
         use std::sync::atomic::Ordering::Relaxed;
         let started = Instant::now();
         self.poll(move |bar| {

@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use whetstone::curation::dedup::semantic::SemanticIndex;
 use whetstone::curation::pipeline::{DedupMethod, DedupStep, Step};
-use whetstone::curation::semantic::SemanticIndex;
 
 use crate::args::{one_of, ReadArgs};
 use crate::progress::Bar;

@@ -5,7 +5,7 @@ use anyhow::Result;
 use comfy_table::Cell;
 use whetstone::datasets;
 use whetstone::notebook::thousands;
-use whetstone::selfimprove::generate::{Counter, GenerateResults, GenerateStep};
+use whetstone::selfimprove::engine::generate::{Counter, GenerateResults, GenerateStep};
 use whetstone::selfimprove::Sampling;
 
 use crate::args::{EngineArgs, ReadArgs};

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use comfy_table::Cell;
-use whetstone::selfimprove::reward::filter::{pairs as write_pairs, Keep, KeepResults, KeepStep};
+use whetstone::selfimprove::keep::{pairs as write_pairs, Keep, KeepResults, KeepStep};
 
 use crate::args::ReadArgs;
 use crate::table::{drops, num, table};

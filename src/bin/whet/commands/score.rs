@@ -4,7 +4,7 @@ use std::sync::Arc;
 use anyhow::Result;
 use comfy_table::Cell;
 use whetstone::datasets;
-use whetstone::selfimprove::generate::{Counter, ScoreResults, ScoreStep};
+use whetstone::selfimprove::engine::generate::{Counter, ScoreResults, ScoreStep};
 
 use crate::args::{EngineArgs, ReadArgs};
 use crate::progress::Bar;

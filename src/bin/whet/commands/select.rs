@@ -3,8 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use comfy_table::Cell;
 use whetstone::curation::pipeline::SelectStep;
-use whetstone::curation::select::{Budget, Method, WeightUpdate};
-use whetstone::curation::stages::select_dataset;
+use whetstone::curation::select::{select_dataset, Budget, Method, WeightUpdate};
 use whetstone::datasets;
 
 use crate::args::{one_of, ReadArgs};

@@ -1,16 +1,14 @@
 //! Row filters, datatrove-style: each is one method that keeps a row or says why not; counting, writing
-//! the rejected rows and the manifest live once, in the stage runner. Exact deduplication and n-gram
-//! decontamination are filters too (with state: what was seen, what the evaluation sets hold).
+//! the rejected rows and the manifest live once, in the stage runner. Exact deduplication
+//! ([`crate::dedup::exact`]) and n-gram decontamination ([`crate::decontam`]) keep or drop rows the same way
+//! (with state: what was seen, what the evaluation sets hold), through [`split`].
 
-use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::collections::HashSet;
+use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
 use rayon::prelude::*;
-use whetstone_datasets::{
-    run_stage, schema, DatasetReader, Dropped, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage,
-};
+use whetstone_datasets::{run_stage, schema, Dropped, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage};
 
 use crate::error::{Error, Result};
 
@@ -166,7 +164,10 @@ pub fn filter_batch(batch: RecordBatch, filters: &[Box<dyn Filter>]) -> Result<(
 }
 
 /// Keeps the rows without a verdict; the others become [`Dropped`] rows.
-fn split(batch: RecordBatch, verdicts: Vec<Option<(&'static str, String)>>) -> Result<(RecordBatch, Vec<Dropped>)> {
+pub(crate) fn split(
+    batch: RecordBatch,
+    verdicts: Vec<Option<(&'static str, String)>>,
+) -> Result<(RecordBatch, Vec<Dropped>)> {
     let mut keep = Vec::with_capacity(batch.num_rows());
     let mut dropped = Vec::new();
     for (i, verdict) in verdicts.into_iter().enumerate() {
@@ -214,176 +215,6 @@ impl Stage for Heuristics<'_> {
     }
 }
 
-/// Text normalised for exact matching: lower case, whitespace runs collapsed, ends trimmed.
-pub fn normalise(text: &str) -> String {
-    text.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
-}
-
-/// The exact-dedup stage: a row whose normalised prompt and response equal an earlier row's is dropped
-/// (reason `exact_duplicate`); its rejected-rows entry names the kept row in `dup_of`.
-pub fn dedup_exact(
-    input: &Path,
-    output: &Path,
-    read: ReadOptions,
-    on_progress: impl FnOnce(Progress, RowProgress),
-) -> Result<Manifest> {
-    Ok(run_stage(&ExactDedup, input, output, read, on_progress)?.manifest)
-}
-
-struct ExactDedup;
-
-impl Stage for ExactDedup {
-    type Results = ();
-    type Error = Error;
-
-    fn name(&self) -> &str {
-        "dedup"
-    }
-
-    fn parameters(&self) -> serde_json::Value {
-        serde_json::json!({"method": "exact", "normalisation": "lower case, whitespace collapsed"})
-    }
-
-    fn run(&self, rows: &mut Rows) -> Result<()> {
-        let mut first: HashMap<u128, String> = HashMap::new();
-        Ok(rows.filter(|batch| {
-            let (ids, prompts, responses) = text_columns(&batch)?;
-            let keys: Vec<u128> = (0..batch.num_rows())
-                .into_par_iter()
-                .map(|i| {
-                    let r = if responses.is_valid(i) { normalise(responses.value(i)) } else { String::new() };
-                    let mut h = xxhash_rust::xxh3::Xxh3::new();
-                    h.update(normalise(prompts.value(i)).as_bytes());
-                    h.update(&[0xff]);
-                    h.update(r.as_bytes());
-                    h.digest128()
-                })
-                .collect();
-            let mut verdicts = Vec::with_capacity(keys.len());
-            let mut dup_of = Vec::new();
-            for (i, key) in keys.into_iter().enumerate() {
-                match first.get(&key) {
-                    Some(kept) => {
-                        verdicts.push(Some(("exact_duplicate", format!("same text as {kept}"))));
-                        dup_of.push(kept.clone());
-                    }
-                    None => {
-                        first.insert(key, ids.value(i).to_string());
-                        verdicts.push(None);
-                    }
-                }
-            }
-            let (kept, mut dropped) = split(batch, verdicts)?;
-            for (d, of) in dropped.iter_mut().zip(dup_of) {
-                d.row[schema::columns::DUP_OF] = of.into();
-            }
-            Ok((kept, dropped))
-        })?)
-    }
-}
-
-/// Lower-cased word n-grams of a text, hashed.
-fn ngram_hashes(text: &str, n: usize) -> Vec<u64> {
-    let words: Vec<String> =
-        text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
-    words.windows(n).map(|w| xxhash_rust::xxh3::xxh3_64(w.join(" ").as_bytes())).collect()
-}
-
-/// The decontamination stage: drops rows sharing any word `n`-gram (default 13, as GPT-3 and Llama
-/// reports do) with a row of an evaluation set (its prompt or response); reason `contaminated`.
-pub fn decontaminate(
-    input: &Path,
-    output: &Path,
-    eval_sets: &[PathBuf],
-    n: usize,
-    read: ReadOptions,
-    on_progress: impl FnOnce(Progress, RowProgress),
-) -> Result<Manifest> {
-    if n == 0 {
-        return Err(Error::Invalid("n-gram length must be at least 1".into()));
-    }
-    if eval_sets.is_empty() {
-        return Err(Error::Invalid("name at least one evaluation set to decontaminate against".into()));
-    }
-    Ok(run_stage(&Decontaminate { eval_sets, n }, input, output, read, on_progress)?.manifest)
-}
-
-struct Decontaminate<'a> {
-    eval_sets: &'a [PathBuf],
-    n: usize,
-}
-
-impl Stage for Decontaminate<'_> {
-    type Results = DecontamResults;
-    type Error = Error;
-
-    fn name(&self) -> &str {
-        "decontaminate"
-    }
-
-    fn parameters(&self) -> serde_json::Value {
-        let names: Vec<String> = self.eval_sets.iter().map(|p| p.display().to_string()).collect();
-        serde_json::json!({"n": self.n, "eval_sets": names})
-    }
-
-    fn run(&self, rows: &mut Rows) -> Result<DecontamResults> {
-        let (eval_sets, n) = (self.eval_sets, self.n);
-        // n-gram → the evaluation set it came from.
-        let mut grams: HashMap<u64, usize> = HashMap::new();
-        let mut eval_rows = Vec::new();
-        for (set, path) in eval_sets.iter().enumerate() {
-            let mut read = 0u64;
-            for batch in DatasetReader::open(path, ReadOptions::default())? {
-                let batch = batch?;
-                let (_, prompts, responses) = text_columns(&batch)?;
-                for i in 0..batch.num_rows() {
-                    read += 1;
-                    let mut texts = vec![prompts.value(i)];
-                    if responses.is_valid(i) {
-                        texts.push(responses.value(i));
-                    }
-                    for t in texts {
-                        for g in ngram_hashes(t, n) {
-                            grams.entry(g).or_insert(set);
-                        }
-                    }
-                }
-            }
-            eval_rows.push(read);
-        }
-        let names: Vec<String> = eval_sets.iter().map(|p| p.display().to_string()).collect();
-        let hits = Mutex::new(vec![0u64; eval_sets.len()]);
-        rows.parameters["eval_rows"] = eval_rows.into();
-        rows.parameters["eval_ngrams"] = grams.len().into();
-        rows.filter(|batch| {
-            let (_, prompts, responses) = text_columns(&batch)?;
-            let verdicts = (0..batch.num_rows())
-                .into_par_iter()
-                .map(|i| {
-                    let response = if responses.is_valid(i) { responses.value(i) } else { "" };
-                    let found = [prompts.value(i), response]
-                        .into_iter()
-                        .find_map(|t| ngram_hashes(t, n).into_iter().find_map(|g| grams.get(&g).copied()));
-                    found.map(|set| {
-                        hits.lock().expect("not poisoned")[set] += 1;
-                        ("contaminated", format!("shares a {n}-gram with {}", names[set]))
-                    })
-                })
-                .collect();
-            Ok(split(batch, verdicts)?)
-        })?;
-        let hits = hits.into_inner().expect("not poisoned");
-        Ok(DecontamResults { contaminated_by_eval_set: names.into_iter().zip(hits).collect() })
-    }
-}
-
-/// What decontamination found: its manifest's `results`.
-#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DecontamResults {
-    /// Rows dropped, by the evaluation set whose n-gram they shared first.
-    pub contaminated_by_eval_set: std::collections::BTreeMap<String, u64>,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,11 +242,5 @@ mod tests {
         assert_eq!(refused.0, "empty_or_refused");
         assert!(refused.1.contains("refusal"));
         assert_eq!(verdict(&row("Say nothing", Some("  "))).unwrap().1, "empty response");
-    }
-
-    #[test]
-    fn ngrams_ignore_case_and_punctuation() {
-        assert_eq!(ngram_hashes("The cat, the HAT.", 2), ngram_hashes("the cat the hat", 2));
-        assert!(ngram_hashes("too short", 3).is_empty());
     }
 }

@@ -31,6 +31,8 @@ use crate::error::{Error, Result};
 use crate::model::ModelFolder;
 use crate::sampling::Sampling;
 
+pub mod generate;
+
 pub use crate::prompt::{Prompt, PromptMode};
 
 /// Where and how a model runs.
@@ -343,4 +345,21 @@ impl CustomLogitsProcessor for SeededDraw {
         only[choice.token as usize] = 0.0;
         Tensor::from_vec(only, values.len(), logits.device())
     }
+}
+
+/// The model's greedy answer to each prompt (chat mode), at most `max_tokens` tokens.
+pub fn greedy_answers<'a>(
+    engine: &Engine,
+    prompts: impl IntoIterator<Item = &'a str>,
+    max_tokens: usize,
+) -> Result<Vec<String>> {
+    let sampling = crate::Sampling { temperature: 0.0, max_tokens, ..Default::default() };
+    let jobs = prompts
+        .into_iter()
+        .map(|p| {
+            let tokens = engine.prompt_tokens(&Prompt::Text(p.to_string()), PromptMode::Chat)?;
+            Ok(Job { prompt_tokens: std::sync::Arc::new(tokens), stream: 0, max_tokens })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(engine.generate(jobs, &sampling, &|_| {})?.into_iter().map(|s| s.text).collect())
 }

@@ -11,8 +11,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use whetstone_datasets::{run_stage, schema, Dropped, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage};
 
+use crate::dedup::exact::normalise;
 use crate::error::{Error, Result};
-use crate::filter::{normalise, text_columns};
+use crate::filters::text_columns;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MinHashOptions {

@@ -12,6 +12,8 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::folder::read_json;
 
+pub mod tiny;
+
 /// A model folder that passed the checks.
 #[derive(Debug, Clone)]
 pub struct ModelFolder {
@@ -153,7 +155,7 @@ impl ModelFolder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tiny::{make_tiny_model, TinyLlama};
+    use crate::model::tiny::{make_tiny_model, TinyLlama};
 
     fn tiny(dir: &Path) -> PathBuf {
         let corpus = dir.join("corpus.jsonl");
@@ -172,7 +174,7 @@ mod tests {
         let folder = tiny(dir.path());
         let model = ModelFolder::open(&folder).unwrap();
         assert_eq!((model.context, model.architecture.as_str()), (64, "LlamaForCausalLM"));
-        assert_eq!(model.eos, vec![model.tokenizer.token_to_id(crate::tiny::EOS).unwrap()]);
+        assert_eq!(model.eos, vec![model.tokenizer.token_to_id(crate::model::tiny::EOS).unwrap()]);
         let before = model.xxh3.clone();
         let weights = folder.join("model.safetensors");
         let mut bytes = std::fs::read(&weights).unwrap();

@@ -1,6 +1,6 @@
 //! Choosing a subset under a budget: random (the honest baseline), kMQ (Diversify and Conquer's
 //! cluster-balanced sampling) and k-center (greedy farthest-point coverage); and the metrics that say
-//! how well a subset covers the whole.
+//! how well a subset covers the whole. The stage that runs them over a dataset is [`stage`].
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -12,6 +12,10 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+
+pub mod stage;
+
+pub use stage::{select_dataset, SelectOptions, SelectResults, DEFAULT_KMQ_TEMPERATURE};
 
 /// How many rows to select: a count, or a fraction of the rows.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,125 @@
+//! Decontamination: rows that share a word n-gram with an evaluation set are dropped.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use arrow::array::Array;
+use rayon::prelude::*;
+use whetstone_datasets::{run_stage, DatasetReader, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage};
+
+use crate::error::{Error, Result};
+use crate::filters::{split, text_columns};
+
+/// Lower-cased word n-grams of a text, hashed.
+fn ngram_hashes(text: &str, n: usize) -> Vec<u64> {
+    let words: Vec<String> =
+        text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase).collect();
+    words.windows(n).map(|w| xxhash_rust::xxh3::xxh3_64(w.join(" ").as_bytes())).collect()
+}
+
+/// The decontamination stage: drops rows sharing any word `n`-gram (default 13, as GPT-3 and Llama
+/// reports do) with a row of an evaluation set (its prompt or response); reason `contaminated`.
+pub fn decontaminate(
+    input: &Path,
+    output: &Path,
+    eval_sets: &[PathBuf],
+    n: usize,
+    read: ReadOptions,
+    on_progress: impl FnOnce(Progress, RowProgress),
+) -> Result<Manifest> {
+    if n == 0 {
+        return Err(Error::Invalid("n-gram length must be at least 1".into()));
+    }
+    if eval_sets.is_empty() {
+        return Err(Error::Invalid("name at least one evaluation set to decontaminate against".into()));
+    }
+    Ok(run_stage(&Decontaminate { eval_sets, n }, input, output, read, on_progress)?.manifest)
+}
+
+struct Decontaminate<'a> {
+    eval_sets: &'a [PathBuf],
+    n: usize,
+}
+
+impl Stage for Decontaminate<'_> {
+    type Results = DecontamResults;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "decontaminate"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        let names: Vec<String> = self.eval_sets.iter().map(|p| p.display().to_string()).collect();
+        serde_json::json!({"n": self.n, "eval_sets": names})
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<DecontamResults> {
+        let (eval_sets, n) = (self.eval_sets, self.n);
+        // n-gram → the evaluation set it came from.
+        let mut grams: HashMap<u64, usize> = HashMap::new();
+        let mut eval_rows = Vec::new();
+        for (set, path) in eval_sets.iter().enumerate() {
+            let mut read = 0u64;
+            for batch in DatasetReader::open(path, ReadOptions::default())? {
+                let batch = batch?;
+                let (_, prompts, responses) = text_columns(&batch)?;
+                for i in 0..batch.num_rows() {
+                    read += 1;
+                    let mut texts = vec![prompts.value(i)];
+                    if responses.is_valid(i) {
+                        texts.push(responses.value(i));
+                    }
+                    for t in texts {
+                        for g in ngram_hashes(t, n) {
+                            grams.entry(g).or_insert(set);
+                        }
+                    }
+                }
+            }
+            eval_rows.push(read);
+        }
+        let names: Vec<String> = eval_sets.iter().map(|p| p.display().to_string()).collect();
+        let hits = Mutex::new(vec![0u64; eval_sets.len()]);
+        rows.parameters["eval_rows"] = eval_rows.into();
+        rows.parameters["eval_ngrams"] = grams.len().into();
+        rows.filter(|batch| {
+            let (_, prompts, responses) = text_columns(&batch)?;
+            let verdicts = (0..batch.num_rows())
+                .into_par_iter()
+                .map(|i| {
+                    let response = if responses.is_valid(i) { responses.value(i) } else { "" };
+                    let found = [prompts.value(i), response]
+                        .into_iter()
+                        .find_map(|t| ngram_hashes(t, n).into_iter().find_map(|g| grams.get(&g).copied()));
+                    found.map(|set| {
+                        hits.lock().expect("not poisoned")[set] += 1;
+                        ("contaminated", format!("shares a {n}-gram with {}", names[set]))
+                    })
+                })
+                .collect();
+            Ok(split(batch, verdicts)?)
+        })?;
+        let hits = hits.into_inner().expect("not poisoned");
+        Ok(DecontamResults { contaminated_by_eval_set: names.into_iter().zip(hits).collect() })
+    }
+}
+
+/// What decontamination found: its manifest's `results`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DecontamResults {
+    /// Rows dropped, by the evaluation set whose n-gram they shared first.
+    pub contaminated_by_eval_set: std::collections::BTreeMap<String, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ngrams_ignore_case_and_punctuation() {
+        assert_eq!(ngram_hashes("The cat, the HAT.", 2), ngram_hashes("the cat the hat", 2));
+        assert!(ngram_hashes("too short", 3).is_empty());
+    }
+}
