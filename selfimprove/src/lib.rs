@@ -10,10 +10,12 @@
 //! - [`train`]: the trainer on candle: LoRA adapters (PEFT layout) or all weights, schedules, merging.
 //! - [`bench`]: `whet bench selection`, the evidence that diversity selection pays (or not), measured.
 //! - [`rounds`]: self-improvement rounds, resumable step by step, and `whet demo` (the loop needs `llm`).
+//! - [`chart`]: the one place the crate draws (SVG line charts written beside runs).
 //!
 //! The `llm` feature (mistral.rs, a large build) gates whole modules, never lines inside them.
 
 pub mod bench;
+pub mod chart;
 #[cfg(feature = "llm")]
 pub mod engine;
 pub mod error;

@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::chart::{self, Axes, Line};
 use crate::error::{Error, Result};
 
 use super::{curve, RoundMetrics, RoundsConfig};
@@ -40,58 +41,27 @@ pub fn chart(title: &str, y: &str, series: &[(String, Vec<(usize, f64)>)]) -> Re
 
 /// [`chart`] over named points on the x axis (`x_names[i]` labels x = i) instead of rounds.
 pub fn chart_over(title: &str, y: &str, x_names: &[String], series: &[(String, Vec<(usize, f64)>)]) -> Result<String> {
-    use plotters::prelude::*;
     let last = series.iter().flat_map(|(_, p)| p.iter().map(|p| p.0)).max().unwrap_or(1).max(1);
     let x_label = |x: &f64| match x_names.get(x.round() as usize) {
         Some(name) => name.clone(),
         None => format!("{x:.0}"),
     };
-    let mut svg = String::new();
-    let failed = |e: &dyn std::fmt::Debug| Error::Invalid(format!("drawing the rounds chart: {e:?}"));
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| failed(&e))?;
-        let mut c = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(56)
-            .build_cartesian_2d(-0.2f64..last as f64 + 0.2, 0f64..100.0)
-            .map_err(|e| failed(&e))?;
-        c.configure_mesh()
-            .x_desc(if x_names.is_empty() { "round" } else { "" })
-            .y_desc(y)
-            .x_labels(last + 1)
-            .x_label_formatter(&x_label)
-            .draw()
-            .map_err(|e| failed(&e))?;
-        let colours = [
-            RGBColor(31, 119, 180),
-            RGBColor(255, 127, 14),
-            RGBColor(44, 160, 44),
-            RGBColor(214, 39, 40),
-            RGBColor(148, 103, 189),
-            RGBColor(140, 86, 75),
-            RGBColor(227, 119, 194),
-            RGBColor(127, 127, 127),
-        ];
-        for (i, (name, points)) in series.iter().enumerate() {
-            let colour = colours[i % colours.len()];
-            let points: Vec<(f64, f64)> = points.iter().map(|&(r, v)| (r as f64, 100.0 * v)).collect();
-            c.draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
-                .map_err(|e| failed(&e))?
-                .label(name.as_str())
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-            c.draw_series(points.iter().map(|&p| Circle::new(p, 4, colour.filled()))).map_err(|e| failed(&e))?;
-        }
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| failed(&e))?;
-        root.present().map_err(|e| failed(&e))?;
-    }
-    Ok(svg)
+    let axes = Axes {
+        x: -0.2..last as f64 + 0.2,
+        y: 0.0..100.0,
+        x_desc: if x_names.is_empty() { "round" } else { "" },
+        y_desc: y,
+        x_ticks: Some((last + 1, &x_label)),
+    };
+    let lines: Vec<Line> = series
+        .iter()
+        .map(|(name, points)| Line {
+            name: name.clone(),
+            points: points.iter().map(|&(r, v)| (r as f64, 100.0 * v)).collect(),
+            dots: Some(4),
+        })
+        .collect();
+    chart::lines(title, &axes, &lines)
 }
 
 fn percent(v: f64) -> String {

@@ -28,6 +28,7 @@ use serde_json::json;
 use whetstone_datasets::read::Rejections;
 pub use whetstone_datasets::OnError;
 
+use crate::chart::{self, Axes, Line};
 use crate::error::{Error, Result};
 use crate::folder::{load_tensors, save_tensors, write_folder, write_json};
 use crate::prompt::{PromptMode, PromptTokenizer};
@@ -673,53 +674,22 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
 
 /// The loss curve as SVG: training loss per step, and the held-out loss where it was measured.
 pub fn loss_chart(metrics: &[StepMetrics]) -> Result<String> {
-    use plotters::prelude::*;
     let train: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.loss)).filter(|p| p.1.is_finite()).collect();
     let eval: Vec<(f64, f64)> = metrics.iter().filter_map(|m| Some((m.step as f64, m.eval_loss?))).collect();
     let all = train.iter().chain(&eval);
     let (x1, y0, y1) =
         all.fold((1f64, f64::INFINITY, f64::NEG_INFINITY), |(x, lo, hi), p| (x.max(p.0), lo.min(p.1), hi.max(p.1)));
     let (y0, y1) = if y0.is_finite() { (y0.min(y1 - 1e-3) * 0.95, y1 * 1.05) } else { (0.0, 1.0) };
-    let mut svg = String::new();
-    let failed = |e: &dyn std::fmt::Debug| Error::Invalid(format!("drawing the loss curve: {e:?}"));
-    {
-        let root = SVGBackend::with_string(&mut svg, (760, 420)).into_drawing_area();
-        root.fill(&WHITE).map_err(|e| failed(&e))?;
-        let mut chart = ChartBuilder::on(&root)
-            .caption("training loss", ("sans-serif", 18))
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(56)
-            .build_cartesian_2d(0f64..x1.max(1.0), y0..y1)
-            .map_err(|e| failed(&e))?;
-        chart
-            .configure_mesh()
-            .x_desc("optimizer step")
-            .y_desc("cross-entropy (nats/token)")
-            .draw()
-            .map_err(|e| failed(&e))?;
-        let blue = RGBColor(31, 119, 180);
-        let orange = RGBColor(255, 127, 14);
-        chart
-            .draw_series(LineSeries::new(train, blue.stroke_width(2)))
-            .map_err(|e| failed(&e))?
-            .label("training")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], blue.stroke_width(2)));
-        if !eval.is_empty() {
-            chart
-                .draw_series(LineSeries::new(eval.clone(), orange.stroke_width(2)))
-                .map_err(|e| failed(&e))?
-                .label("held out")
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], orange.stroke_width(2)));
-            chart.draw_series(eval.iter().map(|&p| Circle::new(p, 3, orange.filled()))).map_err(|e| failed(&e))?;
-        }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| failed(&e))?;
-        root.present().map_err(|e| failed(&e))?;
+    let axes = Axes {
+        x: 0.0..x1.max(1.0),
+        y: y0..y1,
+        x_desc: "optimizer step",
+        y_desc: "cross-entropy (nats/token)",
+        x_ticks: None,
+    };
+    let mut lines = vec![Line { name: "training".into(), points: train, dots: None }];
+    if !eval.is_empty() {
+        lines.push(Line { name: "held out".into(), points: eval, dots: Some(3) });
     }
-    Ok(svg)
+    chart::lines("training loss", &axes, &lines)
 }

@@ -3,25 +3,31 @@
 //!
 //! JSON text is read by a background thread in blocks of whole lines, parsed in parallel with rayon and
 //! turned into batches; nothing holds more than a few blocks at a time, so a file larger than memory streams.
+//! `inputs` finds the files and hashes them, `json` reads JSON text, `columnar` Parquet, Arrow IPC and CSV.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fs::File;
-use std::io::{BufReader, Read, Seek};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use rayon::prelude::*;
+use arrow::datatypes::{Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::{Error, Position, Result, RowError};
 use crate::format::{detect, FieldMap, Roles, SourceFormat};
-use crate::record::{records_from_json, RecordBatchBuilder, RowContext};
 use crate::schema;
+
+mod columnar;
+mod inputs;
+mod json;
+
+use columnar::open_arrow;
+use inputs::{container_of, hash_file};
+pub use inputs::{file_stem, resolve_inputs};
+use json::{parse_rows, read_json_file, split_lines, Parsed, Piece, RowText, IN_FLIGHT};
 
 /// What to do with a row that cannot be read.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,269 +134,6 @@ impl Rejections {
             self.examples.push(example());
         }
     }
-}
-
-const INPUT_EXTENSIONS: [&str; 10] =
-    ["jsonl", "json", "ndjson", "gz", "parquet", "arrow", "ipc", "feather", "csv", "tsv"];
-
-/// Expands an input: a file, a directory (every data file in it, sorted) or a glob pattern.
-pub fn resolve_inputs(spec: &Path) -> Result<Vec<PathBuf>> {
-    let is_data = |p: &Path| {
-        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        !name.starts_with('.')
-            && !name.ends_with(".manifest.json")
-            && p.extension().and_then(|e| e.to_str()).is_some_and(|e| INPUT_EXTENSIONS.contains(&e))
-    };
-    if spec.is_file() {
-        return Ok(vec![spec.to_path_buf()]);
-    }
-    let mut files: Vec<PathBuf> = if spec.is_dir() {
-        std::fs::read_dir(spec)
-            .map_err(|e| Error::io(spec, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && is_data(p))
-            .collect()
-    } else {
-        let pattern = spec.to_string_lossy();
-        if !pattern.contains(['*', '?', '[']) {
-            return Err(Error::Usage(format!("{}: no such file or directory", spec.display())));
-        }
-        glob::glob(&pattern)
-            .map_err(|e| Error::Usage(format!("{pattern}: not a valid glob pattern: {e}")))?
-            .filter_map(|p| p.ok())
-            .filter(|p| p.is_file() && is_data(p))
-            .collect()
-    };
-    files.sort();
-    if files.is_empty() {
-        return Err(Error::Usage(format!(
-            "{}: no data files found (looked for .{})",
-            spec.display(),
-            INPUT_EXTENSIONS.join(", .")
-        )));
-    }
-    Ok(files)
-}
-
-/// The source name a file gives its rows: its name without data extensions (`train.jsonl.gz` → `train`).
-pub fn file_stem(path: &Path) -> String {
-    let mut name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_string();
-    while let Some((head, ext)) = name.rsplit_once('.') {
-        if !INPUT_EXTENSIONS.contains(&ext) || head.is_empty() {
-            break;
-        }
-        name = head.to_string();
-    }
-    name
-}
-
-fn container_of(path: &Path) -> Result<(Container, bool)> {
-    let mut magic = [0u8; 4];
-    let n = File::open(path).and_then(|mut f| f.read(&mut magic)).map_err(|e| Error::io(path, e))?;
-    let magic = &magic[..n];
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    Ok(if magic.starts_with(&[0x1f, 0x8b]) || ext == "gz" {
-        (Container::Json, true)
-    } else if magic == b"PAR1" || ext == "parquet" {
-        (Container::Parquet, false)
-    } else if magic == b"ARRO" || matches!(ext, "arrow" | "ipc" | "feather") {
-        (Container::Arrow, false)
-    } else if matches!(ext, "csv" | "tsv") {
-        (Container::Csv, false)
-    } else {
-        (Container::Json, false)
-    })
-}
-
-/// Counts and hashes the bytes read through it.
-struct HashingReader<R> {
-    inner: R,
-    hasher: xxhash_rust::xxh3::Xxh3,
-    bytes: u64,
-    progress: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for HashingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
-        self.progress.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-fn hash_file(path: &Path, progress: Arc<AtomicU64>) -> Result<(u64, String)> {
-    let mut r = HashingReader {
-        inner: File::open(path).map_err(|e| Error::io(path, e))?,
-        hasher: Default::default(),
-        bytes: 0,
-        progress,
-    };
-    std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| Error::io(path, e))?;
-    Ok((r.bytes, format!("{:032x}", r.hasher.digest128())))
-}
-
-/// What the JSON reading thread sends: blocks of whole lines, or a whole JSON array, then the file's hash.
-enum Piece {
-    Lines { data: Vec<u8>, first_line: u64 },
-    Array(Vec<u8>),
-    End { bytes: u64, xxh3_128: String },
-    Failed(Error),
-}
-
-const BLOCK: usize = 8 << 20;
-
-fn read_json_file(path: PathBuf, gzip: bool, progress: Arc<AtomicU64>, tx: SyncSender<Piece>) {
-    let fail = |tx: &SyncSender<Piece>, e: Error| {
-        let _ = tx.send(Piece::Failed(e));
-    };
-    let file = match File::open(&path) {
-        Ok(f) => f,
-        Err(e) => return fail(&tx, Error::io(&path, e)),
-    };
-    let hashing = HashingReader { inner: file, hasher: Default::default(), bytes: 0, progress };
-    enum Decoded<R: Read> {
-        Plain(R),
-        Gzip(Box<flate2::read::MultiGzDecoder<BufReader<R>>>),
-    }
-    let mut reader = if gzip {
-        Decoded::Gzip(Box::new(flate2::read::MultiGzDecoder::new(BufReader::with_capacity(1 << 20, hashing))))
-    } else {
-        Decoded::Plain(hashing)
-    };
-    let mut next_line = 1u64;
-    let mut carry = Vec::new();
-    let mut first = true;
-    loop {
-        let mut buf = std::mem::take(&mut carry);
-        let want = (BLOCK.saturating_sub(buf.len()) as u64).max(1 << 16);
-        let got = match &mut reader {
-            Decoded::Plain(r) => r.take(want).read_to_end(&mut buf),
-            Decoded::Gzip(r) => r.take(want).read_to_end(&mut buf),
-        };
-        let n = match got {
-            Ok(n) => n,
-            Err(e) if gzip => {
-                // read_to_end keeps what it read before the error: name the line the damage starts in.
-                let line = next_line + memchr::memchr_iter(b'\n', &buf).count() as u64;
-                return fail(&tx, Error::file(&path, format!("corrupt gzip data at line {line}: {e}")));
-            }
-            Err(e) => return fail(&tx, Error::io(&path, e)),
-        };
-        let eof = n == 0;
-        if first {
-            if buf.starts_with(b"\xEF\xBB\xBF") {
-                buf.drain(..3);
-            }
-            match buf.iter().find(|b| !b.is_ascii_whitespace()) {
-                None if !eof => {
-                    carry = buf;
-                    continue;
-                }
-                Some(b'[') => {
-                    let read = match &mut reader {
-                        Decoded::Plain(r) => r.read_to_end(&mut buf),
-                        Decoded::Gzip(r) => r.read_to_end(&mut buf),
-                    };
-                    if let Err(e) = read {
-                        return fail(&tx, Error::file(&path, format!("read failed: {e}")));
-                    }
-                    if tx.send(Piece::Array(buf)).is_err() {
-                        return;
-                    }
-                    break;
-                }
-                _ => first = false,
-            }
-        }
-        if eof {
-            if !buf.is_empty() && tx.send(Piece::Lines { data: buf, first_line: next_line }).is_err() {
-                return;
-            }
-            break;
-        }
-        let Some(last_nl) = memchr::memrchr(b'\n', &buf) else {
-            carry = buf; // one line longer than a block: keep reading
-            continue;
-        };
-        carry = buf.split_off(last_nl + 1);
-        let lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
-        if tx.send(Piece::Lines { data: buf, first_line: next_line }).is_err() {
-            return;
-        }
-        next_line += lines;
-    }
-    let hashing = match reader {
-        Decoded::Plain(r) => r,
-        Decoded::Gzip(r) => r.into_inner().into_inner(),
-    };
-    let _ = tx.send(Piece::End { bytes: hashing.bytes, xxh3_128: format!("{:032x}", hashing.hasher.digest128()) });
-}
-
-/// One source row as JSON text (not yet checked to be UTF-8) with its position.
-type RowText<'a> = (Position, &'a [u8]);
-
-/// Parsed rows: batches with the errors of the rows left out of them, in input order.
-type Parsed = Vec<(RecordBatch, Vec<RowError>)>;
-
-/// Blocks parsed at once; each is at most [`BLOCK`] bytes.
-const IN_FLIGHT: usize = 3;
-
-/// The non-blank lines of a block, numbered.
-fn split_lines(data: &[u8], first_line: u64) -> Vec<RowText<'_>> {
-    let mut texts = Vec::new();
-    let mut start = 0;
-    for (line, end) in (first_line..).zip(memchr::memchr_iter(b'\n', data).chain(std::iter::once(data.len()))) {
-        let raw = &data[start..end.max(start)];
-        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
-        if !raw.iter().all(u8::is_ascii_whitespace) {
-            texts.push((Position::Line(line), raw));
-        }
-        start = end + 1;
-    }
-    texts
-}
-
-/// Parses rows and maps them by `roles`, in parallel chunks; a row that fails becomes a [`RowError`].
-fn parse_rows(texts: &[RowText], roles: Option<&Roles>, path: &Path, stem: &str) -> Parsed {
-    const ROWS_PER_TASK: usize = 4096;
-    texts
-        .par_chunks(ROWS_PER_TASK)
-        .map(|chunk| {
-            let mut builder = RecordBatchBuilder::with_capacity(chunk.len());
-            let mut errors = Vec::new();
-            let mut records = Vec::with_capacity(1);
-            for (position, text) in chunk {
-                let cx = RowContext { path, position: *position, stem };
-                let error = |kind, message| RowError {
-                    path: path.to_path_buf(),
-                    position: *position,
-                    field: None,
-                    kind,
-                    message,
-                    row: None,
-                };
-                let row = std::str::from_utf8(text)
-                    .map_err(|e| {
-                        error("invalid_utf8", format!("invalid UTF-8 at byte {} of the row", e.valid_up_to() + 1))
-                    })
-                    .and_then(|t| serde_json::from_str::<Value>(t).map_err(|e| error("invalid_json", json_error(&e))))
-                    .and_then(|value| match roles {
-                        Some(roles) => records_from_json(value, roles, &cx, &mut records),
-                        None => Err(error("wrong_type", "expected a JSON object per row".into())),
-                    });
-                match row {
-                    Ok(()) => records.drain(..).for_each(|r| builder.push(&r)),
-                    Err(mut e) => {
-                        e.row = Some(String::from_utf8_lossy(text).into_owned());
-                        errors.push(e)
-                    }
-                }
-            }
-            (builder.finish(), errors)
-        })
-        .collect()
 }
 
 enum Source {
@@ -751,11 +494,6 @@ impl DatasetReader {
 }
 
 /// serde_json's message without its "at line 1 column N" (a row is one line): the column, said once.
-fn json_error(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    let what = text.rsplit_once(" at line ").map(|(w, _)| w).unwrap_or(&text);
-    format!("invalid JSON at column {}: {what}", e.column())
-}
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {
     a.fields().len() == b.fields().len()
@@ -785,59 +523,6 @@ impl Iterator for DatasetReader {
             }
         }
     }
-}
-
-type BatchIter = Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
-
-fn open_arrow(path: &Path, container: Container) -> Result<BatchIter> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    Ok(match container {
-        Container::Parquet => {
-            let builder = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-                .map_err(|e| Error::file(path, format!("not a readable Parquet file: {e}")))?;
-            Box::new(
-                builder
-                    .with_batch_size(8192)
-                    .build()
-                    .map_err(|e| Error::file(path, format!("not a readable Parquet file: {e}")))?,
-            )
-        }
-        Container::Arrow => {
-            let mut file = file;
-            match arrow::ipc::reader::FileReader::try_new(&mut file, None) {
-                Ok(_) => {
-                    file.rewind().map_err(|e| Error::io(path, e))?;
-                    Box::new(arrow::ipc::reader::FileReader::try_new(file, None)?)
-                }
-                Err(_) => {
-                    file.rewind().map_err(|e| Error::io(path, e))?;
-                    Box::new(
-                        arrow::ipc::reader::StreamReader::try_new(BufReader::new(file), None)
-                            .map_err(|e| Error::file(path, format!("not a readable Arrow IPC file or stream: {e}")))?,
-                    )
-                }
-            }
-        }
-        Container::Csv => {
-            let delimiter = if path.extension().is_some_and(|e| e == "tsv") { b'\t' } else { b',' };
-            let format = arrow::csv::reader::Format::default().with_header(true).with_delimiter(delimiter);
-            let (inferred, _) = format
-                .infer_schema(BufReader::new(file), Some(1))
-                .map_err(|e| Error::file(path, format!("cannot read the CSV header: {e}")))?;
-            // Every CSV field is text: a field that looks like a number stays the text it was.
-            let schema = Arc::new(Schema::new(
-                inferred.fields().iter().map(|f| Field::new(f.name(), DataType::Utf8, true)).collect::<Vec<_>>(),
-            ));
-            let file = File::open(path).map_err(|e| Error::io(path, e))?;
-            Box::new(
-                arrow::csv::ReaderBuilder::new(schema)
-                    .with_format(format)
-                    .with_batch_size(8192)
-                    .build(BufReader::new(file))?,
-            )
-        }
-        Container::Json => unreachable!("JSON is read as text"),
-    })
 }
 
 /// Reads a whole input into memory: for tests, small files and notebooks.
