@@ -7,6 +7,7 @@ mod bench;
 mod curation_cli;
 mod formats;
 mod malformed;
+mod manners;
 mod models;
 mod notebook_api;
 mod real_data;

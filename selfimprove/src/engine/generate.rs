@@ -21,10 +21,7 @@ use arrow::array::{
 };
 use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
-use whetstone_datasets::{
-    messages_at, run_stage, Dropped, Manifest, Message, OnError, Progress, ReadOptions, Record, RowProgress, Rows,
-    Stage,
-};
+use whetstone_datasets::{messages_at, Dropped, Message, OnError, Record, Rows, Stage};
 
 use crate::engine::{Engine, Job, PromptMode, Sample};
 use crate::error::{Error, Result};
@@ -181,11 +178,12 @@ fn record_of(batch: &RecordBatch, row: usize) -> Record {
     }
 }
 
-/// A stage run by a model (generation, scoring): the step, the engine, and the counter a progress bar reads.
-struct OnEngine<'a, S> {
-    step: &'a S,
-    engine: &'a Engine,
-    counter: &'a Counter,
+/// A step run by a model ([`GenerateStep`], [`ScoreStep`]) with the engine that runs it and the counter a
+/// progress bar reads: the [`Stage`] that `run_stage` runs.
+pub struct OnEngine<'a, S> {
+    pub step: &'a S,
+    pub engine: &'a Engine,
+    pub counter: &'a Counter,
 }
 
 /// What every model-run stage's parameters say: the model folder, its hash, the prompt mode and the engine.
@@ -199,19 +197,6 @@ fn column(name: &str, array: ArrayRef) -> (arrow::datatypes::Field, ArrayRef) {
 }
 
 impl GenerateStep {
-    /// Generates for every row of `input` and writes the samples to `output` with its manifest.
-    pub fn run(
-        &self,
-        engine: &Engine,
-        input: &Path,
-        output: &Path,
-        read: ReadOptions,
-        counter: &Counter,
-        on_progress: impl FnOnce(Progress, RowProgress),
-    ) -> Result<Manifest> {
-        Ok(run_stage(&OnEngine { step: self, engine, counter }, input, output, read, on_progress)?.manifest)
-    }
-
     fn sample_rows(
         &self,
         batch: &RecordBatch,
@@ -332,21 +317,6 @@ impl Totals {
             samples_per_prompt: n,
             finish_reasons: self.finish.clone(),
         }
-    }
-}
-
-impl ScoreStep {
-    /// Scores every row's response given its prompt and writes the rows with the score columns added.
-    pub fn run(
-        &self,
-        engine: &Engine,
-        input: &Path,
-        output: &Path,
-        read: ReadOptions,
-        counter: &Counter,
-        on_progress: impl FnOnce(Progress, RowProgress),
-    ) -> Result<Manifest> {
-        Ok(run_stage(&OnEngine { step: self, engine, counter }, input, output, read, on_progress)?.manifest)
     }
 }
 

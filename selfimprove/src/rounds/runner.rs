@@ -14,7 +14,7 @@ use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{read_all, run_stage, Manifest, ReadOptions, Rows, Stage};
 
 use super::{curve, report, Event, RoundMetrics, RoundsConfig, RoundsReport, TrainFrom};
-use crate::engine::generate::{Counter, GenerateResults, GenerateStep};
+use crate::engine::generate::{Counter, GenerateResults, GenerateStep, OnEngine};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::folder::{read_json, write_folder};
@@ -113,7 +113,8 @@ impl Runner<'_> {
             let step = GenerateStep { sampling, mode: runner.config.prompt_mode };
             let eval = runner.config.eval.clone();
             let answers = dir.join("answers.parquet");
-            step.run(runner.engine(model)?, &eval, &answers, read_options(), &Counter::default(), |_, _| {})?;
+            let generation = OnEngine { step: &step, engine: runner.engine(model)?, counter: &Counter::default() };
+            run_stage(&generation, &eval, &answers, read_options(), |_, _| {})?;
             runner.rewards()?.run(&answers, &dir.join("scored.parquet"), read_options())?;
             Ok(())
         })?;
@@ -184,7 +185,8 @@ impl Runner<'_> {
             let sampling = Sampling { seed: config.seed_of(round, 2), ..config.generate.clone() };
             let step = GenerateStep { sampling, mode: config.prompt_mode };
             let out = dir.join("samples.parquet");
-            step.run(runner.engine(&generator)?, &prompts, &out, read_options(), &Counter::default(), |_, _| {})?;
+            let generation = OnEngine { step: &step, engine: runner.engine(&generator)?, counter: &Counter::default() };
+            run_stage(&generation, &prompts, &out, read_options(), |_, _| {})?;
             Ok(())
         })?;
         let samples = dir.join("samples.parquet");

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
-use whetstone_selfimprove::engine::generate::{Counter, GenerateStep};
+use whetstone_datasets::run_stage;
+use whetstone_selfimprove::engine::generate::{Counter, GenerateStep, OnEngine};
 use whetstone_selfimprove::engine::{Engine, EngineOptions, Job, Prompt, PromptMode, Sample};
 use whetstone_selfimprove::{make_tiny_model, ModelFolder, Sampling, TinyLlama};
 
@@ -143,13 +144,13 @@ fn a_prompt_longer_than_the_context_is_an_error_naming_the_row_or_a_counted_skip
     let step =
         GenerateStep { sampling: Sampling { n: 2, max_tokens: 8, ..Default::default() }, mode: PromptMode::Chat };
     let out = dir.path().join("out.parquet");
-    let err =
-        step.run(&engine, &input, &out, Default::default(), &Counter::default(), |_, _| {}).unwrap_err().to_string();
+    let generation = OnEngine { step: &step, engine: &engine, counter: &Counter::default() };
+    let err = run_stage(&generation, &input, &out, Default::default(), |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("prompts.jsonl: row 2 (id b), field prompt") && err.contains("context is 96"), "{err}");
     assert!(!out.exists(), "no partial output");
 
     let skip = whetstone_datasets::ReadOptions { on_error: whetstone_datasets::OnError::Skip, ..Default::default() };
-    let m = step.run(&engine, &input, &out, skip, &Counter::default(), |_, _| {}).unwrap();
+    let m = run_stage(&generation, &input, &out, skip, |_, _| {}).unwrap().manifest;
     assert_eq!((m.rows.rows_in, m.rows.rows_out, m.rows.rows_rejected, m.rows.per_row), (3, 4, 1, 2));
     assert_eq!(m.rejected.by_reason.get("prompt_too_long"), Some(&1));
     assert_eq!(m.results["samples"], 4);
@@ -203,7 +204,14 @@ fn scores_equal_a_hand_computed_log_likelihood() {
         .unwrap();
     let out = dir.path().join("scored.parquet");
     let step = whetstone_selfimprove::engine::generate::ScoreStep { mode: PromptMode::Chat };
-    step.run(&engine, &input, &out, Default::default(), &Counter::default(), |_, _| {}).unwrap();
+    run_stage(
+        &OnEngine { step: &step, engine: &engine, counter: &Counter::default() },
+        &input,
+        &out,
+        Default::default(),
+        |_, _| {},
+    )
+    .unwrap();
     let (batches, _) = whetstone_datasets::read_all(&out, Default::default()).unwrap();
     let column = |name: &str| {
         use arrow::array::AsArray;

@@ -3,9 +3,9 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use comfy_table::Cell;
-use whetstone::datasets;
+use whetstone::datasets::{count_rows, run_stage, Done};
 use whetstone::notebook::thousands;
-use whetstone::selfimprove::engine::generate::{Counter, GenerateResults, GenerateStep};
+use whetstone::selfimprove::engine::generate::{Counter, GenerateStep, OnEngine};
 use whetstone::selfimprove::Sampling;
 
 use crate::args::{EngineArgs, ReadArgs};
@@ -63,12 +63,12 @@ pub fn run(a: Args) -> Result<()> {
     let engine = a.engine.load(&a.model)?;
     let step = GenerateStep { sampling, mode: a.engine.mode };
     let counter = Arc::new(Counter::default());
-    let bar = Bar::samples("generating", datasets::count_rows(&a.input, &read)? * step.sampling.n as u64);
+    let bar = Bar::samples("generating", count_rows(&a.input, &read)? * step.sampling.n as u64);
     bar.follow_samples(counter.clone());
-    let m = step.run(&engine, &a.input, &a.output, read, &counter, |_, _| {});
+    let done =
+        run_stage(&OnEngine { step: &step, engine: &engine, counter: &counter }, &a.input, &a.output, read, |_, _| {});
     bar.finish();
-    let m = m?;
-    let r: GenerateResults = m.results()?;
+    let Done { manifest: m, results: r } = done?;
     let mut t = table(&["prompts", "samples", "all distinct", "new tokens", "tokens/s", "finish", "seconds"]);
     let finish: Vec<String> = r.finish_reasons.iter().map(|(k, v)| format!("{k} {v}")).collect();
     t.add_row(vec![

@@ -3,8 +3,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use comfy_table::Cell;
-use whetstone::datasets;
-use whetstone::selfimprove::engine::generate::{Counter, ScoreResults, ScoreStep};
+use whetstone::datasets::{count_rows, run_stage, Done};
+use whetstone::selfimprove::engine::generate::{Counter, OnEngine, ScoreStep};
 
 use crate::args::{EngineArgs, ReadArgs};
 use crate::progress::Bar;
@@ -29,12 +29,13 @@ pub fn run(a: Args) -> Result<()> {
     let read = a.read.options()?;
     let engine = a.engine.load(&a.model)?;
     let counter = Arc::new(Counter::default());
-    let bar = Bar::samples("scoring", datasets::count_rows(&a.input, &read)?);
+    let bar = Bar::samples("scoring", count_rows(&a.input, &read)?);
     bar.follow_samples(counter.clone());
-    let m = ScoreStep { mode: a.engine.mode }.run(&engine, &a.input, &a.output, read, &counter, |_, _| {});
+    let step = ScoreStep { mode: a.engine.mode };
+    let done =
+        run_stage(&OnEngine { step: &step, engine: &engine, counter: &counter }, &a.input, &a.output, read, |_, _| {});
     bar.finish();
-    let m = m?;
-    let r: ScoreResults = m.results()?;
+    let Done { manifest: m, results: r } = done?;
     let mut t = table(&["rows scored", "tokens", "median mean log-prob", "median perplexity", "seconds"]);
     t.add_row(vec![
         num(m.rows.rows_out),
