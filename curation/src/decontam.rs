@@ -110,12 +110,53 @@ impl Stage for Decontaminate<'_> {
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DecontamResults {
     /// Rows dropped, by the evaluation set whose n-gram they shared first.
-    pub contaminated_by_eval_set: std::collections::BTreeMap<String, u64>,
+    #[serde(with = "in_given_order")]
+    pub contaminated_by_eval_set: Vec<(String, u64)>,
+}
+
+/// Pairs written as a JSON object in the order the evaluation sets were given (a map would sort them).
+mod in_given_order {
+    use serde::de::{Deserializer, MapAccess, Visitor};
+    use serde::ser::{SerializeMap, Serializer};
+
+    pub fn serialize<S: Serializer>(pairs: &[(String, u64)], s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(pairs.len()))?;
+        for (k, v) in pairs {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, u64)>, D::Error> {
+        struct Pairs;
+        impl<'de> Visitor<'de> for Pairs {
+            type Value = Vec<(String, u64)>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a map of evaluation sets to row counts")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(pair) = map.next_entry()? {
+                    pairs.push(pair);
+                }
+                Ok(pairs)
+            }
+        }
+        d.deserialize_map(Pairs)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn results_keep_the_evaluation_sets_in_the_order_given() {
+        let r = DecontamResults { contaminated_by_eval_set: vec![("b.jsonl".into(), 1), ("a.jsonl".into(), 2)] };
+        let text = serde_json::to_string(&r).unwrap();
+        assert_eq!(text, r#"{"contaminated_by_eval_set":{"b.jsonl":1,"a.jsonl":2}}"#);
+        assert_eq!(serde_json::from_str::<DecontamResults>(&text).unwrap(), r);
+    }
 
     #[test]
     fn ngrams_ignore_case_and_punctuation() {

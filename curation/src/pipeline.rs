@@ -341,9 +341,8 @@ impl SelectStep {
                     .map_err(|e| Error::Invalid(format!("{}: cannot read it ({e})", path.display())))?;
                 let m: Manifest = serde_json::from_str(&text)
                     .map_err(|e| Error::Invalid(format!("{}: not a manifest ({e})", path.display())))?;
-                let results: SelectResults =
-                    m.results().map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))?;
-                let Some(w) = results.cluster_weights else {
+                let results: Option<SelectResults> = (m.stage == "select").then(|| m.results()).transpose()?;
+                let Some(w) = results.and_then(|r| r.cluster_weights) else {
                     return Err(Error::Invalid(format!(
                         "{}: no cluster_weights in its results (a manifest of `whet select --method iterative`?)",
                         path.display()

@@ -52,21 +52,9 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Builds a manifest and checks that rows in = rows out + rows rejected.
+    /// Builds the manifest of a stage that writes `per_row` rows for each input row it keeps (1 but for
+    /// generation), and checks that rows in = rows out / per_row + rows rejected.
     pub fn new(
-        stage: &str,
-        parameters: serde_json::Value,
-        inputs: Vec<InputReport>,
-        output: OutputReport,
-        rejected: Rejections,
-        started: SystemTime,
-    ) -> Result<Self> {
-        Self::new_expanding(stage, parameters, inputs, output, rejected, started, 1)
-    }
-
-    /// Builds the manifest of a stage that writes `per_row` rows for each input row it keeps, and checks
-    /// that rows in = rows out / per_row + rows rejected.
-    pub fn new_expanding(
         stage: &str,
         parameters: serde_json::Value,
         inputs: Vec<InputReport>,

@@ -84,8 +84,7 @@ pub fn run_stage<S: Stage + ?Sized>(
     let Some(w) = rows.written else {
         return Err(Error::Internal(format!("stage {} wrote no output", rows.stage)).into());
     };
-    let mut manifest =
-        Manifest::new_expanding(&rows.stage, rows.parameters, w.inputs, w.output, w.rejected, started, w.per_row)?;
+    let mut manifest = Manifest::new(&rows.stage, rows.parameters, w.inputs, w.output, w.rejected, started, w.per_row)?;
     manifest.set_results(&results);
     manifest.write_beside(output)?;
     Ok(Done { manifest, results })
@@ -117,10 +116,6 @@ struct Written {
 impl<'a> Rows<'a> {
     pub fn input(&self) -> &'a Path {
         self.input
-    }
-
-    pub fn output(&self) -> &'a Path {
-        self.output
     }
 
     /// How the input is read (the field map and what to do with a bad row).
@@ -184,7 +179,8 @@ impl<'a> Rows<'a> {
         self.progress(&reader, &rows);
         let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
             let n = batch.num_rows() as u64;
-            let out = f(batch).map_err(Error::Stage)?;
+            // A datasets error the stage passed on (a bad row, our own bug) keeps its kind.
+            let out = f(batch).map_err(|e| e.downcast::<Error>().map_or_else(Error::Stage, |e| *e))?;
             rows.0.fetch_add(n, Ordering::Relaxed);
             Ok(out)
         };

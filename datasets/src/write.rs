@@ -40,22 +40,6 @@ pub enum OutputFormat {
 impl OutputFormat {
     pub const NAMES: [&'static str; 5] = ["parquet", "arrow", "jsonl", "alpaca", "messages"];
 
-    pub fn parse(name: &str) -> Result<Self> {
-        Ok(match name {
-            "parquet" => OutputFormat::Parquet,
-            "arrow" | "ipc" => OutputFormat::Arrow,
-            "jsonl" => OutputFormat::Jsonl,
-            "alpaca" => OutputFormat::Alpaca,
-            "messages" => OutputFormat::Messages,
-            _ => {
-                return Err(Error::Usage(format!(
-                    "unknown output format {name:?} (choose from {})",
-                    Self::NAMES.join(", ")
-                )))
-            }
-        })
-    }
-
     /// The format an output path implies: `.parquet`, `.arrow`/`.ipc`, `.jsonl`/`.json` (+ `.gz`).
     pub fn from_path(path: &Path) -> Result<Self> {
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");

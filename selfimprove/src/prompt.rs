@@ -25,14 +25,6 @@ pub enum PromptMode {
 
 impl PromptMode {
     pub const NAMES: [&'static str; 2] = ["chat", "raw"];
-
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "chat" => Ok(PromptMode::Chat),
-            "raw" => Ok(PromptMode::Raw),
-            _ => Err(Error::Invalid(format!("unknown prompt mode {name:?}: use chat or raw"))),
-        }
-    }
 }
 
 /// What the model is given: the prompt, or a conversation (`(role, content)` turns) ending in a user turn.

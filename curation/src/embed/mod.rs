@@ -171,15 +171,6 @@ pub enum TextField {
 impl TextField {
     pub const NAMES: [&'static str; 3] = ["prompt", "response", "both"];
 
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "prompt" => Ok(TextField::Prompt),
-            "response" => Ok(TextField::Response),
-            "both" => Ok(TextField::Both),
-            _ => Err(Error::Invalid(format!("unknown text field {name:?} (choose prompt, response or both)"))),
-        }
-    }
-
     /// The texts of a batch; a null response is the empty text.
     pub fn texts(self, batch: &RecordBatch) -> Result<Vec<String>> {
         let column = |name: &str| -> Result<&StringArray> {

@@ -74,18 +74,6 @@ impl Method {
     pub fn name(self) -> &'static str {
         Self::NAMES[self as usize]
     }
-
-    pub fn parse(name: &str) -> Result<Self> {
-        match name {
-            "random" => Ok(Method::Random),
-            "rs2" => Ok(Method::Rs2),
-            "kmq" => Ok(Method::Kmq),
-            "kcenter" => Ok(Method::Kcenter),
-            "deita" => Ok(Method::Deita),
-            "iterative" => Ok(Method::Iterative),
-            _ => Err(Error::Invalid(format!("unknown method {name:?} (choose {})", Self::NAMES.join(", ")))),
-        }
-    }
 }
 
 /// A chosen row and why it was chosen.

@@ -163,7 +163,14 @@ impl Runner<'_> {
                 let last = round_dir(config, round - 1);
                 let selected = last.join("select/prompts.parquet");
                 mark_pool(&previous_pool, Some((&selected, &last.join("reward/scored.parquet"))), &marked, round - 1)?;
-                weights = manifest(&selected)?.results::<SelectResults>()?.cluster_weights;
+                // A run folder from before first-round weights were fixed holds NaN (null) weights there.
+                let last_select = manifest(&selected)?.results::<SelectResults>().map_err(|e| {
+                    Error::Invalid(format!(
+                        "{}: {e}; delete that round's select folder to select again",
+                        selected.display()
+                    ))
+                })?;
+                weights = last_select.cluster_weights;
             }
             let method = if config.select.method == "random" { SelectMethod::Random } else { SelectMethod::Iterative };
             let mut opts = SelectOptions::new(method, Budget::Count(config.select.prompts), config.seed_of(round, 1));

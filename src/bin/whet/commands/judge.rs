@@ -37,8 +37,9 @@ pub fn run(a: Args) -> Result<()> {
     if let Some(path) = &a.template {
         step.template = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read it", path.display()))?;
     }
+    let read = a.read.options()?;
     let engine = a.engine.load(&a.model)?;
-    let m = step.run(&engine, &a.input, &a.output, a.read.options()?)?;
+    let m = step.run(&engine, &a.input, &a.output, read)?;
     let r: JudgeResults = m.results()?;
     let mut t = table(&["rows scored", "rows without a score", "mean reward (scored)", "seconds"]);
     t.add_row(vec![

@@ -96,6 +96,6 @@ pub fn run(a: Args) -> Result<()> {
         }),
     ]);
     outln!("{t}");
-    eprintln!("manifest: {}", datasets::write::manifest_path(&m.output.path).display());
+    outln!("manifest: {}", datasets::write::manifest_path(&m.output.path).display());
     Ok(())
 }
