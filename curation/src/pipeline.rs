@@ -46,9 +46,7 @@ use crate::dedup::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
 use crate::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
 use crate::error::{Error, Result};
 use crate::filters::{filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams};
-use crate::select::{
-    select_dataset, Budget, Method, SelectOptions, SelectResults, WeightUpdate, DEFAULT_KMQ_TEMPERATURE,
-};
+use crate::select::{select_dataset, Budget, Method, SelectOptions, SelectResults, WeightUpdate};
 
 /// One curation stage and its parameters.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -297,19 +295,22 @@ pub struct SelectStep {
 }
 
 impl Default for SelectStep {
+    /// The select stage's own defaults ([`SelectOptions::new`]), with nothing to read weights from and the
+    /// pipeline's seed.
     fn default() -> Self {
+        let o = SelectOptions::new(Method::Random, Budget::Fraction(0.01), 0);
         SelectStep {
-            method: Method::Random,
-            budget: Budget::Fraction(0.01),
-            k: None,
-            label: None,
-            kmq_random: false,
-            kmq_temperature: DEFAULT_KMQ_TEMPERATURE,
-            round: 0,
-            score: None,
+            method: o.method,
+            budget: o.budget,
+            k: o.k,
+            label: o.label,
+            kmq_random: o.kmq_random,
+            kmq_temperature: o.kmq_temperature,
+            round: o.round,
+            score: o.score,
             weights_from: None,
-            update: WeightUpdate::Paper,
-            max_similarity: 0.9,
+            update: o.update,
+            max_similarity: o.max_similarity,
             seed: None,
         }
     }

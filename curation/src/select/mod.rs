@@ -252,10 +252,11 @@ pub fn kmq(clusters: &[u32], budget: usize, quality: Option<&[f32]>, within: Wit
 }
 
 /// How cluster weights follow the last round's per-cluster scores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WeightUpdate {
     /// Diversify and Conquer, Eq. 6: w_j ← w_j · s_j / Σ_c s_c, then normalised (scores must be positive).
+    #[default]
     Paper,
     /// The public code's variant: w_j = softmax(s)_j, ignoring the previous weights.
     Softmax,

@@ -71,7 +71,7 @@ pub struct SelectOptions {
     /// iterative: the previous round's cluster weights (uniform when absent) and how they are updated.
     #[serde(default)]
     pub previous_weights: Option<BTreeMap<u32, f64>>,
-    #[serde(default = "default_update")]
+    #[serde(default)]
     pub update: WeightUpdate,
     /// kmq without a quality column: draw at random inside a cluster (the paper's code) instead of taking
     /// the rows nearest the cluster's centre.
@@ -93,10 +93,6 @@ fn default_kmq_temperature() -> f32 {
     DEFAULT_KMQ_TEMPERATURE
 }
 
-fn default_update() -> WeightUpdate {
-    WeightUpdate::Paper
-}
-
 fn default_max_similarity() -> f32 {
     0.9
 }
@@ -111,9 +107,9 @@ impl SelectOptions {
             label: None,
             round: 0,
             score: None,
-            max_similarity: 0.9,
+            max_similarity: default_max_similarity(),
             previous_weights: None,
-            update: WeightUpdate::Paper,
+            update: WeightUpdate::default(),
             kmq_random: false,
             kmq_temperature: DEFAULT_KMQ_TEMPERATURE,
         }
