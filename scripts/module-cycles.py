@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Lists the import cycles between the top-level modules of each crate (a module's file, or its folder).
+"""Lists the import cycles between sibling modules, at every level of each crate: the top-level modules of
+src/, and the modules inside each module folder (e.g. curation/src/cluster/).
 
-    scripts/module-cycles.py [CRATE_SRC ...]   # default: every crate's src/ in the workspace
+    scripts/module-cycles.py [CRATE_SRC ...]   # default: every crate's src/ in the workspace, and whet's
 
-A module depends on another when its code names `crate::<other>` (or `super::<other>` from a file directly
-below the crate root); tests (`#[cfg(test)] mod tests` at the end of a file) and comments are left out. Prints each crate's
-edges and every cycle (strongly connected component of more than one module); exits 1 if there is one.
+A module depends on a sibling when its code names it: `crate::<path>::<sibling>`, or `super::<sibling>` from
+the right depth. Tests (`#[cfg(test)] mod tests` at the end of a file) and comments are left out. Prints every
+cycle (a strongly connected group of more than one module) and exits 1 if there is one.
 """
 
 import re
@@ -17,11 +18,6 @@ USE = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)")
 GROUP = re.compile(r"\bcrate::\{([^}]*)\}")
 
 
-def top_module(src: Path, file: Path) -> str:
-    rel = file.relative_to(src)
-    return rel.parts[0].removesuffix(".rs") if rel.parts[0] not in ("lib.rs", "main.rs") else ""
-
-
 def code_of(text: str) -> str:
     """The file without its tests and comments (doc links name modules without depending on them)."""
     at = text.find("#[cfg(test)]\nmod tests")
@@ -29,21 +25,44 @@ def code_of(text: str) -> str:
     return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
 
 
-def graph(src: Path):
+def child_of(folder: Path, file: Path) -> str:
+    """The module directly inside `folder` that `file` belongs to ("" for the folder's own mod.rs/lib.rs)."""
+    first = file.relative_to(folder).parts[0]
+    return "" if first in ("lib.rs", "main.rs", "mod.rs") else first.removesuffix(".rs")
+
+
+def graph(src: Path, folder: Path):
+    """Edges between the modules directly inside `folder` (a crate's src/, or a module's folder)."""
+    path = "::".join(folder.relative_to(src).parts)
+    prefix = r"\bcrate::" + (path + "::" if path else "")
+    use = re.compile(prefix + r"([a-z_][a-z0-9_]*)")
+    group = re.compile(prefix + r"\{([^}]*)\}")
+    children = {child_of(folder, f) for f in folder.rglob("*.rs")} - {""}
     edges = {}
-    for file in src.rglob("*.rs"):
-        me = top_module(src, file)
+    for file in folder.rglob("*.rs"):
+        if (src / "bin") in file.parents and folder == src:
+            continue  # the binaries are crates of their own
+        me = child_of(folder, file)
         if not me:
             continue
         text = code_of(file.read_text())
-        names = set(USE.findall(text))
-        for group in GROUP.findall(text):
-            names |= {g.strip().split("::")[0] for g in group.split(",") if g.strip()}
-        if file.parent == src:  # super:: from a top-level file is the crate root
-            names |= set(re.findall(r"\bsuper::([a-z_][a-z0-9_]*)", text))
-        names = {n for n in names if (src / f"{n}.rs").exists() or (src / n).is_dir()}
-        edges.setdefault(me, set()).update(n for n in names if n != me)
+        names = set(use.findall(text))
+        for g in group.findall(text):
+            names |= {x.strip().split("::")[0] for x in g.split(",") if x.strip()}
+        depth = len(file.relative_to(folder).parts)  # 1: folder/a.rs; 2: folder/a/b.rs (or a/mod.rs)
+        ups = "super::" * (depth if file.name != "mod.rs" else depth - 1)
+        if ups:
+            names |= set(re.findall(r"\b" + ups + r"([a-z_][a-z0-9_]*)", text))
+        edges.setdefault(me, set()).update(n for n in names if n != me and n in children)
     return edges
+
+
+def module_folders(src: Path):
+    """`src` and every module folder below it (a folder holding mod.rs), but other crates' roots."""
+    yield src
+    for mod in sorted(src.rglob("mod.rs")):
+        if not (src / "bin") in mod.parents:
+            yield mod.parent
 
 
 def cycles(edges):
@@ -76,6 +95,10 @@ def cycles(edges):
     return out
 
 
+def shown(path: Path) -> Path:
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+
+
 def main():
     crates = [Path(a) for a in sys.argv[1:]] or sorted(p.parent for p in ROOT.glob("*/src/lib.rs")) + [
         ROOT / "src",
@@ -83,15 +106,19 @@ def main():
     ]
     found = False
     for src in crates:
-        edges = graph(src)
-        found_here = cycles(edges)
-        print(f"{src.relative_to(ROOT) if src.is_relative_to(ROOT) else src}: {len(edges)} modules, "
-              f"{sum(len(v) for v in edges.values())} edges, {len(found_here)} cycle(s)")
-        for part in found_here:
-            found = True
-            print("  cycle: " + " ↔ ".join(part))
-            for a in part:
-                print(f"    {a} → {', '.join(sorted(b for b in edges[a] if b in part))}")
+        folders = list(module_folders(src))
+        total = [0, 0]
+        for folder in folders:
+            edges = graph(src, folder)
+            total[0] += len(edges)
+            total[1] += sum(len(v) for v in edges.values())
+            for part in cycles(edges):
+                found = True
+                print(f"  cycle in {shown(folder)}: " + " ↔ ".join(part))
+                for a in part:
+                    print(f"    {a} → {', '.join(sorted(b for b in edges[a] if b in part))}")
+        print(f"{shown(src)}: {len(folders)} module folder(s), {total[0]} modules, {total[1]} edges")
+    print("cycles found" if found else "no cycle")
     sys.exit(1 if found else 0)
 
 
