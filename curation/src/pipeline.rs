@@ -338,11 +338,10 @@ impl SelectStep {
         let previous_weights = match &self.weights_from {
             None => None,
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| Error::Invalid(format!("{}: cannot read it ({e})", path.display())))?;
-                let m: Manifest = serde_json::from_str(&text)
-                    .map_err(|e| Error::Invalid(format!("{}: not a manifest ({e})", path.display())))?;
-                let results: Option<SelectResults> = (m.stage == "select").then(|| m.results()).transpose()?;
+                let m = Manifest::read(path)?;
+                let results: Option<SelectResults> = (m.stage == "select")
+                    .then(|| m.results().map_err(|e| Error::Invalid(format!("{}: {e}", path.display()))))
+                    .transpose()?;
                 let Some(w) = results.and_then(|r| r.cluster_weights) else {
                     return Err(Error::Invalid(format!(
                         "{}: no cluster_weights in its results (a manifest of `whet select --method iterative`?)",

@@ -118,8 +118,12 @@ impl Manifest {
 
     /// Reads the manifest beside a dataset file.
     pub fn read_beside(data: &Path) -> Result<Self> {
-        let path = manifest_path(data);
-        let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-        serde_json::from_slice(&text).map_err(|e| Error::file(&path, format!("not a whetstone manifest: {e}")))
+        Self::read(&manifest_path(data))
+    }
+
+    /// Reads a manifest file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        serde_json::from_slice(&text).map_err(|e| Error::file(path, format!("not a whetstone manifest: {e}")))
     }
 }

@@ -12,9 +12,9 @@ use std::time::SystemTime;
 
 use arrow::array::RecordBatch;
 
-use crate::error::{Error, Result};
 use serde::Serialize;
 
+use crate::error::{Error, Result};
 use crate::manifest::Manifest;
 use crate::read::{DatasetReader, InputReport, Progress, ReadOptions, Rejections};
 use crate::write::{DatasetWriter, OutputFormat, OutputReport, RejectedWriter};
@@ -186,11 +186,23 @@ impl<'a> Rows<'a> {
         };
         let mut dropped = Rejections::default();
         let (output, rejected_file) = write_stream(&mut reader, self.output, format, &mut apply, &mut dropped)?;
+        self.wrote(&reader, output, rejected_file, dropped, per_row);
+        Ok(())
+    }
+
+    /// Records what going through the rows wrote: the reader's rejections and the stage's, together.
+    fn wrote(
+        &mut self,
+        reader: &DatasetReader,
+        output: OutputReport,
+        file: Option<PathBuf>,
+        dropped: Rejections,
+        per_row: u64,
+    ) {
         let mut rejected = reader.rejections().clone();
-        rejected.file = rejected_file;
+        rejected.file = file;
         rejected.merge(dropped);
         self.written = Some(Written { inputs: reader.reports().to_vec(), output, rejected, per_row });
-        Ok(())
     }
 }
 
@@ -326,11 +338,8 @@ impl Rows<'_> {
                 self.input.display()
             )));
         }
-        let mut rejected = reader.rejections().clone();
-        rejected.file = rejected_file;
-        rejected.merge(rejected_rows);
-        rejected.merge(Rejections { by_reason: decided.dropped, ..Default::default() });
-        self.written = Some(Written { inputs: reader.reports().to_vec(), output, rejected, per_row: 1 });
+        rejected_rows.merge(Rejections { by_reason: decided.dropped, ..Default::default() });
+        self.wrote(&reader, output, rejected_file, rejected_rows, 1);
         Ok(())
     }
 }

@@ -92,15 +92,19 @@ fn every_row_is_counted_once_and_the_results_read_back_typed() {
     assert_eq!(reasons.iter().filter(|r| r.contains("third")).count(), 5);
 }
 
-/// A stage that loses a row without saying why: a bug the runner refuses to write.
-struct LosesARow;
+/// A stage for a test: its name and what its run does (no parameters, no results).
+struct Named<F>(&'static str, F);
 
-impl Stage for LosesARow {
+fn named<F: Fn(&mut Rows) -> Result<(), Error>>(name: &'static str, run: F) -> Named<F> {
+    Named(name, run)
+}
+
+impl<F: Fn(&mut Rows) -> Result<(), Error>> Stage for Named<F> {
     type Results = ();
     type Error = Error;
 
     fn name(&self) -> &str {
-        "loses-a-row"
+        self.0
     }
 
     fn parameters(&self) -> serde_json::Value {
@@ -108,7 +112,7 @@ impl Stage for LosesARow {
     }
 
     fn run(&self, rows: &mut Rows) -> Result<(), Error> {
-        rows.map(|batch| Ok(batch.slice(1, batch.num_rows() - 1)))
+        (self.1)(rows)
     }
 }
 
@@ -117,66 +121,38 @@ fn a_stage_that_loses_rows_is_an_internal_error_and_leaves_no_output() {
     let dir = tempfile::tempdir().unwrap();
     let input = three_files(dir.path());
     let output = dir.path().join("out.parquet");
-    let err = run_stage(&LosesARow, &input, &output, ReadOptions::default(), |_, _| {}).unwrap_err();
+    // A stage that loses a row without saying why: a bug the runner refuses to write.
+    let loses_a_row = named("loses-a-row", |rows| rows.map(|batch| Ok(batch.slice(1, batch.num_rows() - 1))));
+    let err = run_stage(&loses_a_row, &input, &output, ReadOptions::default(), |_, _| {}).unwrap_err();
     assert!(matches!(err, Error::Internal(_)), "our own bug, not the user's: {err}");
     assert!(err.to_string().contains("internal error: stage loses-a-row turned 5 rows into 4"), "{err}");
     assert!(!output.exists() && !whetstone_datasets::write::manifest_path(&output).exists());
-}
-
-/// Writes two rows per input row, and drops row 0.
-struct Twice;
-
-impl Stage for Twice {
-    type Results = ();
-    type Error = Error;
-
-    fn name(&self) -> &str {
-        "twice"
-    }
-
-    fn parameters(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
-
-    fn run(&self, rows: &mut Rows) -> Result<(), Error> {
-        rows.expand(2, |batch| {
-            let n = numbers(&batch);
-            let keep: Vec<u32> = (0..n.len() as u32).filter(|&i| n[i as usize] != 0).flat_map(|i| [i, i]).collect();
-            let gone = n.iter().position(|&x| x == 0).map(|i| (i, "zero".to_string(), String::new()));
-            Ok((arrow::compute::take_record_batch(&batch, &UInt32Array::from(keep))?, Dropped::rows(&batch, gone)?))
-        })
-    }
 }
 
 #[test]
 fn an_expanding_stage_accounts_for_rows_per_input_row() {
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.parquet");
-    let done = run_stage(&Twice, &three_files(dir.path()), &output, ReadOptions::default(), |_, _| {}).unwrap();
+    // Two rows for every input row but row 0, which is dropped.
+    let twice = named("twice", |rows| {
+        rows.expand(2, |batch| {
+            let n = numbers(&batch);
+            let keep: Vec<u32> = (0..n.len() as u32).filter(|&i| n[i as usize] != 0).flat_map(|i| [i, i]).collect();
+            let gone = n.iter().position(|&x| x == 0).map(|i| (i, "zero".to_string(), String::new()));
+            Ok((arrow::compute::take_record_batch(&batch, &UInt32Array::from(keep))?, Dropped::rows(&batch, gone)?))
+        })
+    });
+    let done = run_stage(&twice, &three_files(dir.path()), &output, ReadOptions::default(), |_, _| {}).unwrap();
     let r = done.manifest.rows;
     assert_eq!((r.rows_in, r.rows_out, r.rows_rejected, r.per_row), (15, 28, 1, 2), "in = out / 2 + rejected");
     assert_eq!(done.manifest.results, serde_json::Value::Null, "a stage that finds nothing records no results");
 }
 
 /// Keeps the rows whose number is odd, decided over the whole column, and adds each kept row's number
-/// times ten as a column: the values must land on their own rows across batches.
-struct OddRows {
-    keep_in_order: bool,
-}
-
-impl Stage for OddRows {
-    type Results = ();
-    type Error = Error;
-
-    fn name(&self) -> &str {
-        "odd-rows"
-    }
-
-    fn parameters(&self) -> serde_json::Value {
-        serde_json::Value::Null
-    }
-
-    fn run(&self, rows: &mut Rows) -> Result<(), Error> {
+/// times ten as a column: the values must land on their own rows across batches. `in_order: false` hands
+/// the kept rows back reversed.
+fn odd_rows(in_order: bool) -> Named<impl Fn(&mut Rows) -> Result<(), Error>> {
+    named("odd-rows", move |rows| {
         rows.whole_columns(&[schema::PROMPT], |batches| {
             let mut all = Vec::new();
             for b in batches {
@@ -185,7 +161,7 @@ impl Stage for OddRows {
                 all.extend(numbers(&b));
             }
             let mut keep: Vec<u32> = (0..all.len() as u32).filter(|&i| all[i as usize] % 2 == 1).collect();
-            if !self.keep_in_order {
+            if !in_order {
                 keep.reverse();
             }
             let tens = UInt32Array::from_iter_values(keep.iter().map(|&i| all[i as usize] as u32 * 10));
@@ -197,7 +173,7 @@ impl Stage for OddRows {
                 ..Default::default()
             })
         })
-    }
+    })
 }
 
 #[test]
@@ -205,7 +181,7 @@ fn a_whole_column_stage_writes_the_rows_it_keeps_in_input_order_with_its_columns
     let dir = tempfile::tempdir().unwrap();
     let input = three_files(dir.path());
     let output = dir.path().join("out.parquet");
-    let done = run_stage(&OddRows { keep_in_order: true }, &input, &output, ReadOptions::default(), |_, _| {}).unwrap();
+    let done = run_stage(&odd_rows(true), &input, &output, ReadOptions::default(), |_, _| {}).unwrap();
     let r = done.manifest.rows;
     assert_eq!((r.rows_in, r.rows_out, r.rows_rejected), (15, 7, 8));
     let (batches, _) = read_all(&output, ReadOptions::default()).unwrap();
@@ -221,8 +197,7 @@ fn a_whole_column_stage_writes_the_rows_it_keeps_in_input_order_with_its_columns
 
     // Kept rows out of order are our bug, not the user's: refused, and nothing written.
     let output = dir.path().join("unordered.parquet");
-    let err =
-        run_stage(&OddRows { keep_in_order: false }, &input, &output, ReadOptions::default(), |_, _| {}).unwrap_err();
+    let err = run_stage(&odd_rows(false), &input, &output, ReadOptions::default(), |_, _| {}).unwrap_err();
     assert!(matches!(err, Error::Internal(_)), "{err}");
     assert!(!output.exists());
 }
@@ -230,23 +205,12 @@ fn a_whole_column_stage_writes_the_rows_it_keeps_in_input_order_with_its_columns
 /// A stage error comes back as the stage said it.
 #[test]
 fn a_stage_error_keeps_its_message() {
-    struct Fails;
-    impl Stage for Fails {
-        type Results = ();
-        type Error = Error;
-        fn name(&self) -> &str {
-            "fails"
-        }
-        fn parameters(&self) -> serde_json::Value {
-            serde_json::Value::Null
-        }
-        fn run(&self, rows: &mut Rows) -> Result<(), Error> {
-            rows.map(|_| Err(StageError::from("the embedder is missing: run scripts/fetch-minilm.sh")))
-        }
-    }
+    let fails = named("fails", |rows| {
+        rows.map(|_| Err(StageError::from("the embedder is missing: run scripts/fetch-minilm.sh")))
+    });
     let dir = tempfile::tempdir().unwrap();
     let output = dir.path().join("out.parquet");
-    let err = run_stage(&Fails, &three_files(dir.path()), &output, ReadOptions::default(), |_, _| {}).unwrap_err();
+    let err = run_stage(&fails, &three_files(dir.path()), &output, ReadOptions::default(), |_, _| {}).unwrap_err();
     assert_eq!(err.to_string(), "the embedder is missing: run scripts/fetch-minilm.sh");
     assert!(!output.exists());
 }

@@ -178,8 +178,8 @@ fn record_of(batch: &RecordBatch, row: usize) -> Record {
     }
 }
 
-/// A step run by a model ([`GenerateStep`], [`ScoreStep`]) with the engine that runs it and the counter a
-/// progress bar reads: the [`Stage`] that `run_stage` runs.
+/// A step run by a model ([`GenerateStep`], [`ScoreStep`], the judge) with the engine that runs it and the
+/// counter a progress bar reads: the [`Stage`] that `run_stage` runs.
 pub struct OnEngine<'a, S> {
     pub step: &'a S,
     pub engine: &'a Engine,

@@ -11,6 +11,7 @@ use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{run_stage, Manifest, ReadOptions, Rows, Stage};
 
+use crate::engine::generate::{Counter, OnEngine};
 use crate::engine::{Engine, Job, Prompt, PromptMode};
 use crate::error::{Error, Result};
 use crate::prompt::{column_or_meta, row_response, text_at};
@@ -83,17 +84,12 @@ impl JudgeStep {
 
     /// Judges every row of `input` with `engine` and writes `output` with `reward` and `reward_reason`.
     pub fn run(&self, engine: &Engine, input: &Path, output: &Path, read: ReadOptions) -> Result<Manifest> {
-        Ok(run_stage(&Judging { step: self, engine }, input, output, read, |_, _| {})?.manifest)
+        let judging = OnEngine { step: self, engine, counter: &Counter::default() };
+        Ok(run_stage(&judging, input, output, read, |_, _| {})?.manifest)
     }
 }
 
-/// A judge at work: its settings and the engine that runs it.
-struct Judging<'a> {
-    step: &'a JudgeStep,
-    engine: &'a Engine,
-}
-
-impl Stage for Judging<'_> {
+impl Stage for OnEngine<'_, JudgeStep> {
     type Results = JudgeResults;
     type Error = Error;
 
@@ -107,7 +103,7 @@ impl Stage for Judging<'_> {
     }
 
     fn run(&self, rows: &mut Rows) -> Result<JudgeResults> {
-        let (step, engine) = (self.step, self.engine);
+        let (step, engine, counter) = (self.step, self.engine, self.counter);
         step.check()?;
         let sampling = Sampling { temperature: 0.0, max_tokens: step.max_tokens, ..Default::default() };
         let context = engine.folder().context;
@@ -136,7 +132,10 @@ impl Stage for Judging<'_> {
                 jobs.push(Job { prompt_tokens: Arc::new(tokens), stream: 0, max_tokens: step.max_tokens });
                 asked.push(row);
             }
-            let replies = engine.generate(jobs, &sampling, &|_| {})?;
+            let replies = engine.generate(jobs, &sampling, &|tokens| {
+                counter.samples.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counter.tokens.fetch_add(tokens as u64, std::sync::atomic::Ordering::Relaxed);
+            })?;
             let mut rewards = vec![0f32; n];
             let scored_before = scored;
             for (row, reply) in asked.into_iter().zip(replies) {
