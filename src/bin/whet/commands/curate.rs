@@ -1,4 +1,3 @@
-use std::cell::RefCell;
 use std::path::PathBuf;
 
 use anyhow::Result;
@@ -21,12 +20,13 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let pipeline = Pipeline::load(&a.pipeline)?;
     let total = pipeline.stages.len();
-    // One bar per stage; the one before is finished when the next starts.
-    let bar = RefCell::new(None::<Bar>);
+    // One bar per stage; the one before is cleared when the next starts.
+    let mut bar = None::<Bar>;
     let report = pipeline.run(|i, step, progress| {
+        drop(bar.take());
         let b = Bar::bytes(format!("{}/{total} {}", i + 1, step.name()));
         b.follow_bytes(progress);
-        *bar.borrow_mut() = Some(b);
+        bar = Some(b);
     });
     drop(bar);
     let report = report?;
