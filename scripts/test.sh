@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 export CARGO_INCREMENTAL=0
 cargo fmt --all -- --check
 ./scripts/fetch-minilm.sh
+./scripts/fetch-smollm2.sh
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 ./scripts/test-notebooks.sh

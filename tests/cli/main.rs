@@ -13,4 +13,5 @@ mod notebook_api;
 mod real_data;
 mod rewards;
 mod rounds;
+mod smollm2;
 mod training;

@@ -109,6 +109,8 @@ pub struct Engine {
     options: EngineOptions,
     prompts: crate::prompt::PromptTokenizer,
     model: Model,
+    /// The folder as mistral.rs reads it, where config.json needed another layout ([`ModelFolder::engine_view`]).
+    _view: Option<tempfile::TempDir>,
     // Declared last: dropped after the model, whose tasks run on it.
     runtime: tokio::runtime::Runtime,
 }
@@ -153,7 +155,8 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| engine_error("starting the async runtime", e))?;
-        let path = folder.path.to_string_lossy().to_string();
+        let view = folder.engine_view()?;
+        let path = view.as_ref().map_or(folder.path.as_path(), |v| v.path()).to_string_lossy().to_string();
         // The prefix cache is off: scoring needs the logits of every position, not a cached prefix's.
         let mut builder = TextModelBuilder::new(&path)
             .with_prefix_cache_n(None)
@@ -176,7 +179,7 @@ impl Engine {
             .block_on(builder.build())
             .map_err(|e| engine_error(&format!("{}: mistral.rs could not load the model", folder.path.display()), e))?;
         let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
-        Ok(Engine { folder, options, prompts, model, runtime })
+        Ok(Engine { folder, options, prompts, model, _view: view, runtime })
     }
 
     pub fn folder(&self) -> &ModelFolder {

@@ -12,7 +12,38 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::folder::read_json;
 
+pub mod gguf;
 pub mod tiny;
+
+/// config.json read and put in the layout mistral.rs 0.8.1 and the trainer read (transformers 4's): a folder
+/// saved by transformers 5 keeps rope θ (and any rope scaling) under `rope_parameters`, and the number format
+/// under `dtype`. Returns the config and whether it changed.
+pub(crate) fn read_config(folder: &Path) -> Result<(Value, bool)> {
+    let mut config = read_json(&folder.join("config.json"))?;
+    let mut changed = false;
+    if let Some(rope) = config.get("rope_parameters").filter(|v| v.is_object()).cloned() {
+        if config.get("rope_theta").is_none_or(Value::is_null) {
+            if let Some(theta) = rope.get("rope_theta").filter(|v| v.is_number()) {
+                config["rope_theta"] = theta.clone();
+                changed = true;
+            }
+        }
+        let scaled = rope.get("rope_type").and_then(Value::as_str).is_some_and(|t| t != "default");
+        if scaled && config.get("rope_scaling").is_none_or(Value::is_null) {
+            let mut scaling = rope.clone();
+            scaling.as_object_mut().expect("an object").remove("rope_theta");
+            config["rope_scaling"] = scaling;
+            changed = true;
+        }
+    }
+    if config.get("torch_dtype").is_none() {
+        if let Some(dtype) = config.get("dtype").cloned() {
+            config["torch_dtype"] = dtype;
+            changed = true;
+        }
+    }
+    Ok((config, changed))
+}
 
 /// A model folder that passed the checks.
 #[derive(Debug, Clone)]
@@ -59,7 +90,7 @@ impl ModelFolder {
         if !config_path.is_file() {
             return Err(Error::Invalid(format!("{shown}: no config.json; is this a Hugging Face model folder?")));
         }
-        let config = read_json(&config_path)?;
+        let (config, _) = read_config(path)?;
         let field = |name: &str| -> Result<usize> {
             config[name].as_u64().map(|n| n as usize).ok_or_else(|| {
                 Error::Invalid(format!("{}: field `{name}` is missing or not a number", config_path.display()))
@@ -144,6 +175,28 @@ impl ModelFolder {
         }
         tokenizers::Tokenizer::from_file(path)
             .map_err(|e| Error::Invalid(format!("{}: not a tokenizer this version can read: {e}", path.display())))
+    }
+
+    /// The folder as mistral.rs should see it: `None` when config.json is already in the layout it reads, else
+    /// a temporary folder of links to this one's files with config.json put in that layout ([`read_config`]);
+    /// the user's folder is never rewritten. Keep it as long as the engine reads from it.
+    #[cfg(feature = "llm")]
+    pub(crate) fn engine_view(&self) -> Result<Option<tempfile::TempDir>> {
+        let (config, changed) = read_config(&self.path)?;
+        if !changed {
+            return Ok(None);
+        }
+        let view = tempfile::Builder::new().prefix("whetstone-model-").tempdir().map_err(|e| Error::io("/tmp", e))?;
+        let source = std::fs::canonicalize(&self.path).map_err(|e| Error::io(&self.path, e))?;
+        for entry in std::fs::read_dir(&source).map_err(|e| Error::io(&source, e))? {
+            let name = entry.map_err(|e| Error::io(&source, e))?.file_name();
+            if name != "config.json" {
+                let link = view.path().join(&name);
+                std::os::unix::fs::symlink(source.join(&name), &link).map_err(|e| Error::io(&link, e))?;
+            }
+        }
+        crate::folder::write_json(&view.path().join("config.json"), &config)?;
+        Ok(Some(view))
     }
 
     /// What the `generator` column records: the folder and its content hash.

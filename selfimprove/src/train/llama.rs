@@ -45,7 +45,7 @@ impl LlamaConfig {
 
     pub fn read(folder: &Path) -> Result<Self> {
         let path = folder.join("config.json");
-        let config = crate::folder::read_json(&path)?;
+        let (config, _) = crate::model::read_config(folder)?;
         let number = |name: &str| -> Result<usize> {
             config[name]
                 .as_u64()
@@ -448,12 +448,12 @@ impl Llama {
 
         // Rotary tables: inverse frequencies θ^(-2i/d), each angle twice (rotate-half layout).
         let half = c.head_dim / 2;
-        let inv: Vec<f32> =
-            (0..half).map(|i| (c.rope_theta.powf(-(2.0 * i as f64) / c.head_dim as f64)) as f32).collect();
+        // In f64, then rounded once: an f32 angle at position p is off by up to p·2⁻²⁴ radians.
+        let inv: Vec<f64> = (0..half).map(|i| c.rope_theta.powf(-(2.0 * i as f64) / c.head_dim as f64)).collect();
         let mut angles = Vec::with_capacity(c.context * c.head_dim);
         for p in 0..c.context {
             for k in 0..c.head_dim {
-                angles.push(p as f32 * inv[k % half]);
+                angles.push(p as f64 * inv[k % half]);
             }
         }
         let angles = Tensor::from_vec(angles, (c.context, c.head_dim), device)?;

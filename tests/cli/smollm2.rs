@@ -1,0 +1,213 @@
+//! A real pretrained model: SmolLM2-135M-Instruct's GGUF file (scripts/fetch-smollm2.sh) imported with
+//! `whet model import`, checked against transformers reading the same file; GGUF files that cannot be
+//! imported, refused with the reason; and folders in transformers 5's layout.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{DType, Device, Tensor};
+use serde_json::{json, Value};
+use whetstone::selfimprove::engine::{Engine, EngineOptions, Prompt, PromptMode};
+use whetstone::selfimprove::logprob::token_log_probs;
+use whetstone::selfimprove::train::llama::{Inputs, Llama, Trainable};
+use whetstone::selfimprove::ModelFolder;
+
+use crate::common::{s, shared_data, whet_fails, whet_ok};
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The fetched GGUF file, or `None` with the reason printed.
+fn smollm2() -> Option<PathBuf> {
+    let path = Path::new(ROOT).join(".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if path.is_file() {
+        Some(path)
+    } else {
+        eprintln!("skipped: no SmolLM2 GGUF at {} (run scripts/fetch-smollm2.sh)", path.display());
+        None
+    }
+}
+
+/// `.venv/bin/python` when it has transformers (scripts/bench-setup.sh makes it), else `None` with the reason.
+fn python_with_transformers() -> Option<PathBuf> {
+    let python = Path::new(ROOT).join(".venv/bin/python");
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import transformers, torch"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Some(python)
+    } else {
+        eprintln!("skipped the transformers comparison: no transformers in {}", python.display());
+        None
+    }
+}
+
+fn jsonl(path: &Path, field: &str, limit: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines()
+        .take(limit)
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()[field].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// 1,000 real texts: GSM8K questions and answers, and T0 prompts and completions from every
+/// eighth template.
+fn texts(data: &Path) -> Vec<String> {
+    let mut texts = jsonl(&data.join("gsm8k/test.jsonl"), "question", 250);
+    texts.extend(jsonl(&data.join("gsm8k/test.jsonl"), "answer", 250));
+    let mut templates: Vec<PathBuf> =
+        std::fs::read_dir(data.join("t0-templates")).unwrap().map(|e| e.unwrap().path()).collect();
+    templates.sort();
+    for file in templates.iter().step_by(8) {
+        texts.extend(jsonl(file, "prompt", 10));
+        texts.extend(jsonl(file, "completion", 10));
+    }
+    texts.truncate(1000);
+    assert_eq!(texts.len(), 1000);
+    texts
+}
+
+#[test]
+fn smollm2_imports_and_matches_transformers_on_ids_and_log_probs() {
+    let (Some(gguf), Some(data)) = (smollm2(), shared_data()) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("smollm2");
+    let shown = whet_ok(&["model", "import", s(&gguf), s(&folder)]);
+    assert!(shown.contains("134,515,008") && shown.contains("210 Q4_1") && shown.contains("1 Q8_0"), "{shown}");
+    let config: Value = serde_json::from_slice(&std::fs::read(folder.join("config.json")).unwrap()).unwrap();
+    assert_eq!((config["rope_theta"].as_f64(), config["num_key_value_heads"].as_u64()), (Some(100_000.0), Some(3)));
+    let record: Value = serde_json::from_slice(&std::fs::read(folder.join("whetstone-import.json")).unwrap()).unwrap();
+    assert_eq!(record["sha256"], "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53");
+
+    let model = ModelFolder::open(&folder).unwrap();
+    let im_end = model.tokenizer.token_to_id("<|im_end|>").unwrap();
+    assert_eq!((model.eos.as_slice(), model.context), ([im_end].as_slice(), 8192));
+    let mut rows = Vec::new();
+    for text in texts(&data) {
+        let ids = model.tokenizer.encode(text.as_str(), false).unwrap().get_ids().to_vec();
+        rows.push(json!({"text": text, "ids": ids}));
+    }
+
+    // Chat prompts with answers, as scoring and training see them: mistral.rs's logits and the trainer's.
+    let options = EngineOptions { cpu: true, max_batch: 1, dtype: "f32".into(), log: false, paged_attention: false };
+    let engine = Engine::load(model, options).unwrap();
+    let trainer = Llama::load(&folder, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
+    let questions = jsonl(&data.join("gsm8k/test.jsonl"), "question", 4);
+    let answers = jsonl(&data.join("gsm8k/test.jsonl"), "answer", 4);
+    for (question, answer) in questions.iter().zip(&answers) {
+        let mut ids = engine.prompt_tokens(&Prompt::Text(question.clone()), PromptMode::Chat).unwrap();
+        ids.extend(engine.response_tokens(answer, PromptMode::Chat).unwrap());
+        let log_probs = |logits: Tensor| {
+            let vocab = logits.dim(1).unwrap();
+            let rows = logits.narrow(0, 0, ids.len() - 1).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            token_log_probs(&rows, vocab, &ids[1..])
+        };
+        let engine_log_probs = log_probs(engine.logits(&ids).unwrap());
+        let inputs = Inputs::causal(std::slice::from_ref(&ids), &Device::Cpu, DType::F32).unwrap();
+        let trainer_log_probs = log_probs(trainer.forward(&inputs, false, None).unwrap().squeeze(0).unwrap());
+        let worst = engine_log_probs.iter().zip(&trainer_log_probs).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        assert!(worst < 1e-4, "mistral.rs and the trainer differ by {worst} in a token's log-prob");
+        // A real model, not noise: the answer is likely under it (mean log-prob above that of a uniform draw).
+        let mean = engine_log_probs.iter().sum::<f64>() / engine_log_probs.len() as f64;
+        assert!(mean > -4.0, "mean log-prob {mean} over {} tokens", ids.len());
+        rows.push(json!({"ids": ids, "log_probs": {"mistral.rs": engine_log_probs, "trainer": trainer_log_probs}}));
+    }
+    let rows_path = dir.path().join("rows.jsonl");
+    std::fs::write(&rows_path, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+
+    let Some(python) = python_with_transformers() else { return };
+    let out = std::process::Command::new(python)
+        .arg(Path::new(ROOT).join("scripts/gguf_parity.py"))
+        .args([&gguf, &rows_path])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or(""));
+    assert!(out.status.success(), "transformers disagrees:\n{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!((result["texts"].as_u64(), result["texts_differing"].as_u64()), (Some(1000), Some(0)));
+}
+
+/// A small Llama GGUF file (F32 tensors, byte-level tokenizer), written with candle, whose header can be
+/// spoiled.
+fn tiny_gguf(path: &Path, architecture: &str) {
+    let device = Device::Cpu;
+    let tensor = |shape: &[usize]| {
+        let t = Tensor::ones(shape, DType::F32, &device).unwrap();
+        QTensor::quantize(&t, GgmlDType::F32).unwrap()
+    };
+    let (hidden, vocab) = (8usize, 4usize);
+    let mut tensors = vec![("token_embd.weight".to_string(), tensor(&[vocab, hidden]))];
+    tensors.push(("output_norm.weight".into(), tensor(&[hidden])));
+    for part in ["attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"] {
+        tensors.push((format!("blk.0.{part}.weight"), tensor(&[hidden, hidden])));
+    }
+    tensors.push(("blk.0.attn_norm.weight".into(), tensor(&[hidden])));
+    tensors.push(("blk.0.ffn_norm.weight".into(), tensor(&[hidden])));
+    let u32_ = |n: u32| gguf_file::Value::U32(n);
+    let strings =
+        |v: &[&str]| gguf_file::Value::Array(v.iter().map(|s| gguf_file::Value::String(s.to_string())).collect());
+    let a = architecture;
+    let metadata = vec![
+        ("general.architecture".to_string(), gguf_file::Value::String(a.into())),
+        (format!("{a}.block_count"), u32_(1)),
+        (format!("{a}.context_length"), u32_(64)),
+        (format!("{a}.embedding_length"), u32_(hidden as u32)),
+        (format!("{a}.feed_forward_length"), u32_(hidden as u32)),
+        (format!("{a}.attention.head_count"), u32_(2)),
+        (format!("{a}.attention.head_count_kv"), u32_(2)),
+        (format!("{a}.attention.layer_norm_rms_epsilon"), gguf_file::Value::F32(1e-5)),
+        ("tokenizer.ggml.model".into(), gguf_file::Value::String("gpt2".into())),
+        ("tokenizer.ggml.tokens".into(), strings(&["<|end|>", "a", "b", "ab"])),
+        ("tokenizer.ggml.merges".into(), strings(&["a b"])),
+        ("tokenizer.ggml.eos_token_id".into(), u32_(0)),
+    ];
+    let mut file = std::fs::File::create(path).unwrap();
+    let metadata: Vec<(&str, &gguf_file::Value)> = metadata.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut file, &metadata, &tensors).unwrap();
+}
+
+#[test]
+fn bad_gguf_files_are_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("tiny.gguf");
+    tiny_gguf(&good, "llama");
+    let out = dir.path().join("out");
+    // The made file imports, so each refusal below is the spoiling's doing.
+    whet_ok(&["model", "import", s(&good), s(&out)]);
+    assert!(ModelFolder::open(&out).is_ok());
+    let bytes = std::fs::read(&good).unwrap();
+
+    let not_gguf = dir.path().join("weights.gguf");
+    std::fs::write(&not_gguf, b"PK\x03\x04 a zip file, not a GGUF file").unwrap();
+    let err = whet_fails(&["model", "import", s(&not_gguf), s(&out)]);
+    assert!(err.contains("weights.gguf: not a GGUF file") && err.contains("\"PK"), "{err}");
+
+    let truncated = dir.path().join("truncated.gguf");
+    std::fs::write(&truncated, &bytes[..bytes.len() - 100]).unwrap();
+    let err = whet_fails(&["model", "import", s(&truncated), s(&out)]);
+    assert!(err.contains("truncated.gguf: truncated: tensor") && err.contains("partial download"), "{err}");
+    std::fs::write(&truncated, &bytes[..200]).unwrap();
+    let err = whet_fails(&["model", "import", s(&truncated), s(&out)]);
+    assert!(err.contains("truncated.gguf: the file ends inside its header"), "{err}");
+
+    // Type 20 (IQ4_NL) for blk.0.attn_q.weight: its type field follows the name, the dimension count and two
+    // dimensions.
+    let name = b"blk.0.attn_q.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap() + name.len() + 4 + 2 * 8;
+    assert_eq!(bytes[at..at + 4], 0u32.to_le_bytes(), "the F32 type id");
+    let mut iq = bytes.clone();
+    iq[at..at + 4].copy_from_slice(&20u32.to_le_bytes());
+    let unsupported = dir.path().join("iq4.gguf");
+    std::fs::write(&unsupported, iq).unwrap();
+    let err = whet_fails(&["model", "import", s(&unsupported), s(&out)]);
+    assert!(err.contains("iq4.gguf: tensor blk.0.attn_q.weight is of type IQ4_NL (20)"), "{err}");
+
+    let gemma = dir.path().join("gemma.gguf");
+    tiny_gguf(&gemma, "gemma2");
+    let err = whet_fails(&["model", "import", s(&gemma), s(&out)]);
+    assert!(err.contains("gemma.gguf: the architecture is \"gemma2\"") && err.contains("llama and qwen2"), "{err}");
+    // The last good import is still whole: a refused one writes nothing.
+    assert!(ModelFolder::open(&out).is_ok());
+}
