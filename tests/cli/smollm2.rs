@@ -211,3 +211,93 @@ fn bad_gguf_files_are_refused_with_the_reason() {
     // The last good import is still whole: a refused one writes nothing.
     assert!(ModelFolder::open(&out).is_ok());
 }
+
+fn read_json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn write_json(path: &Path, value: &Value) {
+    std::fs::write(path, serde_json::to_vec_pretty(value).unwrap()).unwrap()
+}
+
+/// What `whet generate`, `whet score` and `whet train` make of a model folder: the samples, their scores and
+/// the held-out loss before training.
+fn generate_score_train(model: &Path, questions: &Path, dir: &Path) -> (Vec<String>, Vec<String>, String) {
+    let (samples, scored) = (dir.join("samples.parquet"), dir.join("scored.parquet"));
+    whet_ok(&["generate", s(model), s(questions), s(&samples), "-n", "2", "--max-tokens", "16", "--seed", "3"]);
+    whet_ok(&["score", s(model), s(&samples), s(&scored)]);
+    let column = |path: &Path, name: &str| -> Vec<String> {
+        use arrow::array::{Array, AsArray};
+        let (batches, _) = whetstone::datasets::read_all(path, Default::default()).unwrap();
+        batches
+            .iter()
+            .flat_map(|b| {
+                let c =
+                    arrow::compute::cast(b.column_by_name(name).unwrap(), &arrow::datatypes::DataType::Utf8).unwrap();
+                let c = c.as_string::<i32>().clone();
+                (0..c.len()).map(move |i| c.value(i).to_string()).collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let lora = dir.join("lora");
+    let train = ["train", "--base", s(model), "--data", s(questions), "--eval", s(questions), "--out", s(&lora)];
+    let settings = ["--method", "lora", "--steps", "2", "--batch", "4", "--max-len", "512"];
+    let printed = whet_ok(&[&train[..], &settings[..]].concat());
+    let held_out = printed.lines().find(|l| l.contains("held-out loss")).unwrap_or_else(|| panic!("{printed}"));
+    (column(&samples, "response"), column(&scored, "log_likelihood"), held_out.to_string())
+}
+
+#[test]
+fn a_folder_in_transformers_5_layout_loads_in_generate_score_and_train() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let v4 = tmp.path().join("v4");
+    let corpus = data.join("gsm8k/train.jsonl");
+    whet_ok(&["model", "tiny", s(&v4), "--corpus", s(&corpus), "--vocab", "500", "--context", "512"]);
+    // θ away from the 10,000 a reader falls back on, so a θ not found shows in every number below.
+    let mut config = read_json(&v4.join("config.json"));
+    config["rope_theta"] = json!(100_000.0);
+    write_json(&v4.join("config.json"), &config);
+
+    // transformers 5 writes rope θ under rope_parameters, the number format as `dtype`, and the chat template
+    // in chat_template.jinja.
+    let layout = |name: &str, theta: f64| {
+        let folder = tmp.path().join(name);
+        std::fs::create_dir(&folder).unwrap();
+        for entry in std::fs::read_dir(&v4).unwrap() {
+            let path = entry.unwrap().path();
+            std::fs::copy(&path, folder.join(path.file_name().unwrap())).unwrap();
+        }
+        let mut config = config.clone();
+        let fields = config.as_object_mut().unwrap();
+        fields.remove("rope_theta");
+        let dtype = fields.remove("torch_dtype").unwrap();
+        fields.insert("dtype".into(), dtype);
+        fields.insert("rope_parameters".into(), json!({"rope_theta": theta, "rope_type": "default"}));
+        write_json(&folder.join("config.json"), &config);
+        let mut tokenizer_config = read_json(&folder.join("tokenizer_config.json"));
+        let template = tokenizer_config.as_object_mut().unwrap().remove("chat_template").unwrap();
+        std::fs::write(folder.join("chat_template.jinja"), template.as_str().unwrap()).unwrap();
+        write_json(&folder.join("tokenizer_config.json"), &tokenizer_config);
+        folder
+    };
+    let v5 = layout("v5", 100_000.0);
+    let other_theta = layout("v5-theta-10000", 10_000.0);
+
+    let questions = tmp.path().join("questions.jsonl");
+    let test = std::fs::read_to_string(data.join("gsm8k/test.jsonl")).unwrap();
+    std::fs::write(&questions, test.lines().take(8).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let run = |model: &Path, name: &str| {
+        let dir = tmp.path().join(format!("run-{name}"));
+        std::fs::create_dir(&dir).unwrap();
+        generate_score_train(model, &questions, &dir)
+    };
+    let (samples, scores, held_out) = run(&v4, "v4");
+    assert_eq!(run(&v5, "v5"), (samples.clone(), scores.clone(), held_out.clone()), "the same model in either layout");
+    // The comparison can fail: another θ gives other scores and losses.
+    let (_, other_scores, other_held_out) = run(&other_theta, "other");
+    assert_ne!(other_scores, scores);
+    assert_ne!(other_held_out, held_out);
+    // The user's folder is left as it was.
+    assert!(read_json(&v5.join("config.json")).get("rope_theta").is_none());
+}
