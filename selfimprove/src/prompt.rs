@@ -99,7 +99,7 @@ fn special(v: &Value) -> Option<String> {
 
 impl PromptTokenizer {
     pub fn new(folder: &crate::ModelFolder) -> Result<Self> {
-        let path = folder.path.join("tokenizer_config.json");
+        let path = folder.files.join("tokenizer_config.json");
         let config: Value = if path.is_file() {
             let text = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
             serde_json::from_slice(&text)
@@ -108,7 +108,7 @@ impl PromptTokenizer {
             Value::Null
         };
         // As mistral.rs: chat_template.jinja first, then tokenizer_config.json's template (or its default one).
-        let template = match Self::template_file(&folder.path)? {
+        let template = match Self::template_file(&folder.files)? {
             Some(t) => Some(t),
             None => match &config["chat_template"] {
                 Value::String(s) => Some(s.clone()),

@@ -301,3 +301,92 @@ fn a_folder_in_transformers_5_layout_loads_in_generate_score_and_train() {
     // The user's folder is left as it was.
     assert!(read_json(&v5.join("config.json")).get("rope_theta").is_none());
 }
+
+#[test]
+fn a_gguf_file_runs_quantised_in_generate_score_and_judge() {
+    let (Some(gguf), Some(data)) = (smollm2(), shared_data()) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let questions = tmp.path().join("questions.jsonl");
+    let test = std::fs::read_to_string(data.join("gsm8k/test.jsonl")).unwrap();
+    std::fs::write(&questions, test.lines().take(2).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let (samples, scored, judged) =
+        (tmp.path().join("samples.parquet"), tmp.path().join("scored.parquet"), tmp.path().join("judged.parquet"));
+    whet_ok(&["generate", s(&gguf), s(&questions), s(&samples), "-n", "2", "--max-tokens", "12"]);
+    whet_ok(&["score", s(&gguf), s(&samples), s(&scored)]);
+    whet_ok(&["judge", s(&gguf), s(&samples), s(&judged), "--max-tokens", "4"]);
+    for output in [&samples, &scored, &judged] {
+        let manifest = read_json(&PathBuf::from(format!("{}.manifest.json", output.display())));
+        assert_eq!(manifest["parameters"]["model_format"], "gguf", "{}", output.display());
+        assert_eq!(manifest["rows"]["rejected"], 0);
+    }
+    // The answers are English about the question, not noise (a real model, run from its quantised weights).
+    let (batches, _) = whetstone::datasets::read_all(&samples, Default::default()).unwrap();
+    let responses = arrow::array::AsArray::as_string::<i32>(batches[0].column_by_name("response").unwrap()).clone();
+    assert!(responses.iter().flatten().any(|r| r.contains("Janet") || r.contains("eggs")), "{responses:?}");
+    let err = whet_fails(&["generate", s(&gguf), s(&questions), s(&samples), "--dtype", "bf16"]);
+    assert!(err.contains("runs in its own quantised types"), "{err}");
+    let err = whet_fails(&["train", "--base", s(&gguf), "--data", s(&questions), "--out", s(&tmp.path().join("t"))]);
+    assert!(err.contains("whet model import"), "{err}");
+}
+
+#[test]
+fn a_hugging_face_repo_id_resolves_through_the_local_cache() {
+    let Some(data) = shared_data() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("tiny");
+    whet_ok(&["model", "tiny", s(&model), "--corpus", s(&data.join("gsm8k/train.jsonl")), "--context", "512"]);
+    // The cache as huggingface_hub lays it out: files as blobs, a snapshot of links per commit, refs naming
+    // commits.
+    let hub = tmp.path().join("hf/hub/models--whetstone--tiny");
+    let commit = "0123456789abcdef0123456789abcdef01234567";
+    let snapshot = hub.join("snapshots").join(commit);
+    std::fs::create_dir_all(hub.join("blobs")).unwrap();
+    std::fs::create_dir_all(&snapshot).unwrap();
+    std::fs::create_dir_all(hub.join("refs")).unwrap();
+    for entry in std::fs::read_dir(&model).unwrap() {
+        let path = entry.unwrap().path();
+        let blob = hub.join("blobs").join(path.file_name().unwrap().to_string_lossy().replace('.', "-"));
+        std::fs::copy(&path, &blob).unwrap();
+        std::os::unix::fs::symlink(&blob, snapshot.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(hub.join("refs/main"), commit).unwrap();
+
+    let questions = tmp.path().join("questions.jsonl");
+    let test = std::fs::read_to_string(data.join("gsm8k/test.jsonl")).unwrap();
+    std::fs::write(&questions, test.lines().take(3).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let whet = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_whet"))
+            .args(args)
+            .env("HF_HOME", tmp.path().join("hf"))
+            .env_remove("HF_HUB_CACHE")
+            .output()
+            .unwrap()
+    };
+    let generate = |model: &str, out: &str| {
+        let out = tmp.path().join(out);
+        let done = whet(&["generate", model, s(&questions), s(&out), "-n", "2", "--max-tokens", "8", "--seed", "5"]);
+        assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+        let manifest = read_json(&PathBuf::from(format!("{}.manifest.json", out.display())));
+        let (batches, _) = whetstone::datasets::read_all(&out, Default::default()).unwrap();
+        let responses = arrow::array::AsArray::as_string::<i32>(batches[0].column_by_name("response").unwrap())
+            .iter()
+            .map(|r| r.unwrap().to_string())
+            .collect::<Vec<_>>();
+        (manifest["parameters"]["model"].as_str().unwrap().to_string(), responses)
+    };
+    let (_, from_folder) = generate(s(&model), "folder.parquet");
+    let (resolved, from_repo) = generate("whetstone/tiny", "repo.parquet");
+    assert_eq!(from_repo, from_folder);
+    assert_eq!(resolved, s(&snapshot));
+    assert_eq!(generate(&format!("whetstone/tiny@{commit}"), "commit.parquet").1, from_folder);
+
+    let failed = whet(&["score", "whetstone/tiny@v2", s(&tmp.path().join("repo.parquet")), "x.parquet"]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("whetstone/tiny: the Hugging Face cache has no revision \"v2\""), "{err}");
+    let failed = whet(&["score", "whetstone/other", s(&tmp.path().join("repo.parquet")), "x.parquet"]);
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains("whetstone/other: no such model folder, GGUF file or Hugging Face repo") && err.contains("hf/hub"),
+        "{err}"
+    );
+}

@@ -189,7 +189,8 @@ pub struct OnEngine<'a, S> {
 /// What every model-run stage's parameters say: the model folder, its hash, the prompt mode and the engine.
 fn engine_parameters(engine: &Engine, mode: PromptMode) -> serde_json::Value {
     let folder = engine.folder();
-    serde_json::json!({"model": folder.path, "model_xxh3": folder.xxh3, "mode": mode, "engine": engine.options()})
+    serde_json::json!({"model": folder.path, "model_format": folder.format(), "model_xxh3": folder.xxh3, "mode": mode,
+        "engine": engine.options()})
 }
 
 fn column(name: &str, array: ArrayRef) -> (arrow::datatypes::Field, ArrayRef) {

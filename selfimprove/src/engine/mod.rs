@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use mistralrs::{
-    Constraint, CustomLogitsProcessor, MemoryGpuConfig, Model, ModelDType, NormalRequest, PagedAttentionMetaBuilder,
-    Request, RequestMessage, Response, SamplingParams, StopTokens, Tensor, TextModelBuilder,
+    Constraint, CustomLogitsProcessor, GgufModelBuilder, MemoryGpuConfig, Model, ModelDType, NormalRequest,
+    PagedAttentionMetaBuilder, Request, RequestMessage, Response, SamplingParams, StopTokens, Tensor, TextModelBuilder,
 };
 
 use crate::error::{Error, Result};
@@ -155,28 +155,50 @@ impl Engine {
             .enable_all()
             .build()
             .map_err(|e| engine_error("starting the async runtime", e))?;
+        // The same settings for either builder (they share no trait).
+        macro_rules! configured {
+            ($builder:expr) => {{
+                // The prefix cache is off: scoring needs the logits of every position, not a cached prefix's.
+                let mut builder = $builder.with_prefix_cache_n(None).with_max_num_seqs(options.max_batch);
+                if options.log {
+                    builder = builder.with_logging();
+                }
+                if options.cpu {
+                    builder = builder.with_force_cpu();
+                } else if options.paged_attention {
+                    // The KV cache of a whole batch in fixed blocks, in most of the GPU's memory.
+                    let paged = PagedAttentionMetaBuilder::default()
+                        .with_gpu_memory(MemoryGpuConfig::Utilization(0.85))
+                        .build()
+                        .map_err(|e| engine_error("paged attention", e))?;
+                    builder = builder.with_paged_attn(paged);
+                }
+                runtime.block_on(builder.build())
+            }};
+        }
         let view = folder.engine_view()?;
-        let path = view.as_ref().map_or(folder.path.as_path(), |v| v.path()).to_string_lossy().to_string();
-        // The prefix cache is off: scoring needs the logits of every position, not a cached prefix's.
-        let mut builder = TextModelBuilder::new(&path)
-            .with_prefix_cache_n(None)
-            .with_max_num_seqs(options.max_batch)
-            .with_dtype(options.model_dtype()?);
-        if options.log {
-            builder = builder.with_logging();
-        }
-        if options.cpu {
-            builder = builder.with_force_cpu();
-        } else if options.paged_attention {
-            // The KV cache of a whole batch in fixed blocks, in most of the GPU's memory.
-            let paged = PagedAttentionMetaBuilder::default()
-                .with_gpu_memory(MemoryGpuConfig::Utilization(0.85))
-                .build()
-                .map_err(|e| engine_error("paged attention", e))?;
-            builder = builder.with_paged_attn(paged);
-        }
-        let model = runtime
-            .block_on(builder.build())
+        let built = if folder.gguf.is_some() {
+            if options.dtype != "auto" {
+                return Err(Error::Invalid(format!(
+                    "{}: a GGUF file runs in its own quantised types; leave the dtype at auto (or import it with \
+                     `whet model import` to run it as {})",
+                    folder.path.display(),
+                    options.dtype
+                )));
+            }
+            let (dir, name) = match (folder.path.parent(), folder.path.file_name()) {
+                (Some(dir), Some(name)) => (dir.to_string_lossy(), name.to_string_lossy()),
+                _ => return Err(Error::Invalid(format!("{}: not a file name", folder.path.display()))),
+            };
+            let dir = if dir.is_empty() { ".".into() } else { dir };
+            // The tokenizer whetstone built from the file's metadata, so decoding matches the prompts' encoding.
+            let tokenizer = folder.files.join("tokenizer.json").to_string_lossy().to_string();
+            configured!(GgufModelBuilder::new(dir, vec![name]).with_tokenizer_json(tokenizer))
+        } else {
+            let path = view.as_ref().map_or(folder.path.as_path(), |v| v.path()).to_string_lossy().to_string();
+            configured!(TextModelBuilder::new(&path).with_dtype(options.model_dtype()?))
+        };
+        let model = built
             .map_err(|e| engine_error(&format!("{}: mistral.rs could not load the model", folder.path.display()), e))?;
         let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
         Ok(Engine { folder, options, prompts, model, _view: view, runtime })

@@ -101,90 +101,125 @@ fn ggml_type_name(id: u32) -> String {
     GGML_TYPES.iter().find(|(i, _)| *i == id).map_or_else(|| format!("type {id}"), |(_, n)| n.to_string())
 }
 
+/// A GGUF file whose header was read and checked: every tensor inside the file, a known architecture, and the
+/// Hugging Face files its metadata makes.
+pub(crate) struct GgufFile {
+    file: std::fs::File,
+    length: u64,
+    content: Content,
+    pub architecture: String,
+    /// Whether llama.cpp permuted the query and key rows (Llama, not Qwen2).
+    permuted: bool,
+    pub config: Value,
+    tokenizer: TokenizerFiles,
+}
+
+impl GgufFile {
+    pub fn open(path: &Path) -> Result<Self> {
+        let shown = path.display();
+        let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let length = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut magic = [0u8; 4];
+        if file.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
+            return Err(Error::Invalid(format!(
+                "{shown}: not a GGUF file (it starts with {:?}, a GGUF file with \"GGUF\")",
+                String::from_utf8_lossy(&magic[..(length as usize).min(4)])
+            )));
+        }
+        file.rewind().map_err(|e| Error::io(path, e))?;
+        let content = Content::read(&mut file).map_err(|e| header_error(path, &e))?;
+        check_lengths(path, &content, length)?;
+
+        let meta = Metadata { path, content: &content };
+        let architecture = meta.string("general.architecture")?;
+        let Some(&(_, class, permuted)) = ARCHITECTURES.iter().find(|(a, _, _)| *a == architecture) else {
+            return Err(Error::Invalid(format!(
+                "{shown}: the architecture is {architecture:?}; whetstone reads {} GGUF files",
+                ARCHITECTURES.map(|a| a.0).join(" and ")
+            )));
+        };
+        let tokenizer = meta.tokenizer()?;
+        let mut config = meta.config(&architecture, class, tokenizer.vocab)?;
+        config["tie_word_embeddings"] = json!(!content.tensor_infos.contains_key("output.weight"));
+        Ok(GgufFile { file, length, content, architecture, permuted, config, tokenizer })
+    }
+
+    /// The file's SHA-256, as model hubs list it.
+    fn sha256(&mut self, path: &Path) -> Result<String> {
+        let mut hasher = sha2::Sha256::new();
+        self.file.rewind().map_err(|e| Error::io(path, e))?;
+        std::io::copy(&mut self.file, &mut hasher).map_err(|e| Error::io(path, e))?;
+        Ok(format!("{:x}", hasher.finalize()))
+    }
+
+    /// Writes config.json, the tokenizer files and generation_config.json into `dir`: what a stage needs beside
+    /// the weights.
+    pub fn write_files(&self, dir: &Path) -> Result<()> {
+        write_json(&dir.join("config.json"), &self.config)?;
+        write_json(&dir.join("tokenizer.json"), &self.tokenizer.json)?;
+        write_json(&dir.join("tokenizer_config.json"), &self.tokenizer.config)?;
+        write_json(&dir.join("generation_config.json"), &self.tokenizer.generation)
+    }
+}
+
 /// Imports the GGUF file at `path` as a Hugging Face folder `out` (written whole or not at all).
 pub fn import_gguf(path: &Path, out: &Path, format: WeightFormat) -> Result<Imported> {
     let started = std::time::Instant::now();
     let dtype = format.dtype();
     let shown = path.display();
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let length = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut magic = [0u8; 4];
-    if file.read_exact(&mut magic).is_err() || &magic != b"GGUF" {
-        return Err(Error::Invalid(format!(
-            "{shown}: not a GGUF file (it starts with {:?}, a GGUF file with \"GGUF\")",
-            String::from_utf8_lossy(&magic[..(length as usize).min(4)])
-        )));
-    }
-    file.rewind().map_err(|e| Error::io(path, e))?;
-    let content = Content::read(&mut file).map_err(|e| header_error(path, &e))?;
-    check_lengths(path, &content, length)?;
-
-    let meta = Metadata { path, content: &content };
-    let architecture = meta.string("general.architecture")?;
-    let Some(&(_, class, permuted)) = ARCHITECTURES.iter().find(|(a, _, _)| *a == architecture) else {
-        return Err(Error::Invalid(format!(
-            "{shown}: the architecture is {architecture:?}; whet model import knows {}",
-            ARCHITECTURES.map(|a| a.0).join(" and ")
-        )));
-    };
-    let tokenizer = meta.tokenizer()?;
-    let mut config = meta.config(&architecture, class, tokenizer.vocab)?;
-    let heads = config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
-    let kv_heads = config["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
+    let mut gguf = GgufFile::open(path)?;
+    let heads = gguf.config["num_attention_heads"].as_u64().unwrap_or(1) as usize;
+    let kv_heads = gguf.config["num_key_value_heads"].as_u64().unwrap_or(1) as usize;
 
     let mut tensor_types = BTreeMap::<String, usize>::new();
     let mut tensors = BTreeMap::new();
-    let mut names: Vec<&String> = content.tensor_infos.keys().collect();
+    let mut names: Vec<String> = gguf.content.tensor_infos.keys().cloned().collect();
     names.sort();
     for name in names {
-        let info = &content.tensor_infos[name];
-        let hf = hf_name(name).ok_or_else(|| {
+        let info = &gguf.content.tensor_infos[&name];
+        let hf = hf_name(&name).ok_or_else(|| {
             Error::Invalid(format!("{shown}: tensor {name} has no Hugging Face counterpart that an import knows"))
         })?;
-        let quantized = info.read(&mut file, content.tensor_data_offset, &Device::Cpu)?;
-        *tensor_types.entry(format!("{:?}", quantized.dtype())).or_default() += 1;
+        let quantized = info.read(&mut gguf.file, gguf.content.tensor_data_offset, &Device::Cpu)?;
+        *tensor_types.entry(ggml_name(quantized.dtype())).or_default() += 1;
         let mut weight = quantized.dequantize(&Device::Cpu)?;
-        if permuted && name.ends_with("attn_q.weight") {
+        if gguf.permuted && name.ends_with("attn_q.weight") {
             weight = unpermute(&weight, heads)?;
-        } else if permuted && name.ends_with("attn_k.weight") {
+        } else if gguf.permuted && name.ends_with("attn_k.weight") {
             weight = unpermute(&weight, kv_heads)?;
         }
         tensors.insert(hf, weight.to_dtype(dtype)?);
     }
-    let tied = !tensors.contains_key("lm_head.weight");
-    config["tie_word_embeddings"] = json!(tied);
-    config["torch_dtype"] = json!(if dtype == DType::BF16 { "bfloat16" } else { "float32" });
-    let parameters = tensors.values().map(Tensor::elem_count).sum();
-
-    let sha256 = {
-        let mut hasher = sha2::Sha256::new();
-        file.rewind().map_err(|e| Error::io(path, e))?;
-        std::io::copy(&mut file, &mut hasher).map_err(|e| Error::io(path, e))?;
-        format!("{:x}", hasher.finalize())
-    };
+    gguf.config["torch_dtype"] = json!(if dtype == DType::BF16 { "bfloat16" } else { "float32" });
     let imported = Imported {
         folder: out.to_path_buf(),
-        architecture,
-        parameters,
+        architecture: gguf.architecture.clone(),
+        parameters: tensors.values().map(Tensor::elem_count).sum(),
         tensor_types,
-        vocab: tokenizer.vocab,
-        sha256,
+        vocab: gguf.tokenizer.vocab,
+        sha256: gguf.sha256(path)?,
         seconds: 0.0,
     };
     write_folder(out, |dir| {
         save_tensors(&tensors, &dir.join("model.safetensors"))?;
-        write_json(&dir.join("config.json"), &config)?;
-        write_json(&dir.join("tokenizer.json"), &tokenizer.json)?;
-        write_json(&dir.join("tokenizer_config.json"), &tokenizer.config)?;
-        write_json(&dir.join("generation_config.json"), &tokenizer.generation)?;
+        gguf.write_files(dir)?;
         let source = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let record = json!({"source": source, "bytes": length, "sha256": imported.sha256,
-            "tensor_types": imported.tensor_types, "dtype": config["torch_dtype"]});
+        let record = json!({"source": source, "bytes": gguf.length, "sha256": imported.sha256,
+            "tensor_types": imported.tensor_types, "dtype": gguf.config["torch_dtype"]});
         write_json(&dir.join("whetstone-import.json"), &record)?;
         // Checked as every stage checks a folder before it is put in place.
         crate::ModelFolder::open(dir).map(|_| ())
     })?;
     Ok(Imported { seconds: started.elapsed().as_secs_f64(), ..imported })
+}
+
+/// ggml's name of a type candle read (`Q4_K`, where candle's own is `Q4K`).
+fn ggml_name(dtype: candle_core::quantized::GgmlDType) -> String {
+    let name = format!("{dtype:?}");
+    match name.strip_suffix('K') {
+        Some(stem) if !stem.ends_with('_') => format!("{stem}_K"),
+        _ => name,
+    }
 }
 
 /// A header candle could not read, explained: a type it has no kernel for (named, with its tensor), or a file

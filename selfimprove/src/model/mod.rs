@@ -45,10 +45,64 @@ pub(crate) fn read_config(folder: &Path) -> Result<(Value, bool)> {
     Ok((config, changed))
 }
 
-/// A model folder that passed the checks.
+/// The local Hugging Face cache, where transformers looks: `HF_HUB_CACHE`, else `HF_HOME/hub`, else
+/// `~/.cache/huggingface/hub`.
+pub fn hub_cache() -> PathBuf {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    var("HF_HUB_CACHE")
+        .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
+        .unwrap_or_else(|| var("HOME").unwrap_or_default().join(".cache/huggingface/hub"))
+}
+
+/// The snapshot folder of a Hugging Face repo id (`org/name`, or `org/name@revision` with a branch, tag or commit)
+/// in the local cache, as transformers resolves it offline: `models--org--name/refs/REVISION` names the commit,
+/// `snapshots/COMMIT` holds the files. `None` when `name` is no repo id in the cache.
+pub fn hub_snapshot(name: &Path) -> Result<Option<PathBuf>> {
+    let Some(text) = name.to_str() else { return Ok(None) };
+    let (repo, revision) = text.split_once('@').unwrap_or((text, "main"));
+    let parts: Vec<&str> = repo.split('/').collect();
+    if parts.len() != 2 || parts.iter().any(|p| p.is_empty() || p.starts_with('.')) {
+        return Ok(None);
+    }
+    let folder = hub_cache().join(format!("models--{}--{}", parts[0], parts[1]));
+    if !folder.is_dir() {
+        return Ok(None);
+    }
+    let commit = if revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+        revision.to_string()
+    } else {
+        let reference = folder.join("refs").join(revision);
+        std::fs::read_to_string(&reference)
+            .map_err(|_| {
+                Error::Invalid(format!(
+                    "{repo}: the Hugging Face cache has no revision {revision:?} ({} is missing)",
+                    reference.display()
+                ))
+            })?
+            .trim()
+            .to_string()
+    };
+    let snapshot = folder.join("snapshots").join(&commit);
+    if !snapshot.is_dir() {
+        return Err(Error::Invalid(format!(
+            "{repo}@{revision}: the Hugging Face cache has no snapshot {} (download it with transformers or \
+             `hf download {repo}` where a network is reachable)",
+            snapshot.display()
+        )));
+    }
+    Ok(Some(snapshot))
+}
+
+/// A model that passed the checks: a Hugging Face folder, or a GGUF file (run quantised by mistral.rs).
 #[derive(Debug, Clone)]
 pub struct ModelFolder {
+    /// The folder, or the .gguf file, as resolved from what the user named.
     pub path: PathBuf,
+    /// Where config.json and the tokenizer files are: `path` for a folder; for a GGUF file, a temporary folder
+    /// of the files its metadata makes ([`gguf::GgufFile::write_files`]).
+    pub files: PathBuf,
+    /// Set when the model is a GGUF file; the temporary folder of its files lives as long as a clone of this.
+    pub gguf: Option<std::sync::Arc<tempfile::TempDir>>,
     /// `architectures[0]` of config.json, e.g. `LlamaForCausalLM`.
     pub architecture: String,
     /// `max_position_embeddings`: prompt and response together must fit.
@@ -76,16 +130,45 @@ fn token_ids(v: &Value) -> Vec<u32> {
 pub const RUN_RECORDS: [&str; 3] = ["metrics.jsonl", "loss.svg", "whetstone-trained.json"];
 
 impl ModelFolder {
-    /// Checks and hashes the folder at `path`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
+    /// Checks and hashes the model `name`: a folder, a `.gguf` file, or a Hugging Face repo id
+    /// (`org/name`, `org/name@revision`) found in the local Hugging Face cache ([`hub_snapshot`]).
+    pub fn open(name: impl AsRef<Path>) -> Result<Self> {
+        let name = name.as_ref();
+        let path = if name.exists() { name.to_path_buf() } else { hub_snapshot(name)?.unwrap_or(name.to_path_buf()) };
+        if path.is_file() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+            let gguf = gguf::GgufFile::open(&path)?;
+            let files =
+                tempfile::Builder::new().prefix("whetstone-gguf-").tempdir().map_err(|e| Error::io("/tmp", e))?;
+            gguf.write_files(files.path())?;
+            let mut model = Self::checked(files.path(), &[path.clone()])?;
+            model.path = path;
+            model.gguf = Some(std::sync::Arc::new(files));
+            return Ok(model);
+        }
         let shown = path.display();
         if !path.is_dir() {
             return Err(Error::Invalid(format!(
-                "{shown}: no such model folder (a Hugging Face folder with config.json, tokenizer.json and \
-                 *.safetensors); make a tiny one with `whet model tiny {shown} --corpus FILE`"
+                "{shown}: no such model folder, GGUF file or Hugging Face repo in the local cache ({}) (a folder \
+                 with config.json, tokenizer.json and *.safetensors); make a tiny one with `whet model tiny {shown} \
+                 --corpus FILE`",
+                hub_cache().display()
             )));
         }
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&path)
+            .map_err(|e| Error::io(&path, e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| RUN_RECORDS.iter().any(|r| n == *r)))
+            .collect();
+        files.sort();
+        if !files.iter().any(|p| p.extension().is_some_and(|e| e == "safetensors")) {
+            return Err(Error::Invalid(format!("{shown}: no *.safetensors weights")));
+        }
+        Self::checked(&path, &files)
+    }
+
+    /// Checks config.json and the tokenizer files in `path`; the hash is over `hashed`.
+    fn checked(path: &Path, hashed: &[PathBuf]) -> Result<Self> {
+        let shown = path.display();
         let config_path = path.join("config.json");
         if !config_path.is_file() {
             return Err(Error::Invalid(format!("{shown}: no config.json; is this a Hugging Face model folder?")));
@@ -99,16 +182,6 @@ impl ModelFolder {
         let context = field("max_position_embeddings")?;
         let vocab = field("vocab_size")?;
         let architecture = config["architectures"][0].as_str().unwrap_or("unknown").to_string();
-
-        let mut files: Vec<PathBuf> = std::fs::read_dir(path)
-            .map_err(|e| Error::io(path, e))?
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| RUN_RECORDS.iter().any(|r| n == *r)))
-            .collect();
-        files.sort();
-        if !files.iter().any(|p| p.extension().is_some_and(|e| e == "safetensors")) {
-            return Err(Error::Invalid(format!("{shown}: no *.safetensors weights")));
-        }
 
         let tokenizer = Self::checked_tokenizer(&path.join("tokenizer.json"))?;
         let generation_path = path.join("generation_config.json");
@@ -124,7 +197,7 @@ impl ModelFolder {
         }
 
         let mut hash = xxhash_rust::xxh3::Xxh3::new();
-        for file in &files {
+        for file in hashed {
             let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
             hash.update(file.file_name().unwrap_or_default().as_encoded_bytes());
             hash.update(&(bytes.len() as u64).to_le_bytes());
@@ -132,6 +205,8 @@ impl ModelFolder {
         }
         Ok(ModelFolder {
             path: path.to_path_buf(),
+            files: path.to_path_buf(),
+            gguf: None,
             architecture,
             context,
             vocab,
@@ -182,8 +257,8 @@ impl ModelFolder {
     /// the user's folder is never rewritten. Keep it as long as the engine reads from it.
     #[cfg(feature = "llm")]
     pub(crate) fn engine_view(&self) -> Result<Option<tempfile::TempDir>> {
-        let (config, changed) = read_config(&self.path)?;
-        if !changed {
+        let (config, changed) = read_config(&self.files)?;
+        if !changed || self.gguf.is_some() {
             return Ok(None);
         }
         let view = tempfile::Builder::new().prefix("whetstone-model-").tempdir().map_err(|e| Error::io("/tmp", e))?;
@@ -197,6 +272,15 @@ impl ModelFolder {
         }
         crate::folder::write_json(&view.path().join("config.json"), &config)?;
         Ok(Some(view))
+    }
+
+    /// How the weights are stored, as manifests record it: `gguf` (run quantised) or `safetensors`.
+    pub fn format(&self) -> &'static str {
+        if self.gguf.is_some() {
+            "gguf"
+        } else {
+            "safetensors"
+        }
     }
 
     /// What the `generator` column records: the folder and its content hash.

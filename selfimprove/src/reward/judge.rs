@@ -99,7 +99,8 @@ impl Stage for OnEngine<'_, JudgeStep> {
 
     fn parameters(&self) -> serde_json::Value {
         let folder = self.engine.folder();
-        serde_json::json!({"judge": self.step, "model": folder.path, "model_xxh3": folder.xxh3})
+        serde_json::json!({"judge": self.step, "model": folder.path, "model_format": folder.format(),
+            "model_xxh3": folder.xxh3})
     }
 
     fn run(&self, rows: &mut Rows) -> Result<JudgeResults> {

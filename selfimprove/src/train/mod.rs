@@ -470,7 +470,16 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     let started = Instant::now();
     config.check()?;
     let folder = ModelFolder::open(&config.base)?;
-    let shape = llama::LlamaConfig::read(&config.base)?;
+    if folder.gguf.is_some() {
+        return Err(Error::Invalid(format!(
+            "{}: the trainer needs the weights unquantised: import the file with `whet model import {0} FOLDER` \
+             and train FOLDER",
+            config.base.display()
+        )));
+    }
+    // The folder as resolved (a Hugging Face repo id names a snapshot in the local cache).
+    let base = folder.path.clone();
+    let shape = llama::LlamaConfig::read(&base)?;
     let max_len = config.max_len.unwrap_or(shape.context.min(shape.sliding_window.unwrap_or(usize::MAX)));
     if max_len > shape.context {
         return Err(Error::Invalid(format!(
@@ -509,10 +518,10 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     config.schedule.check(steps)?;
     let device = config.device()?;
     let dtype = config.dtype()?;
-    let model = Llama::load(&config.base, &device, dtype, &config.trainable())?;
+    let model = Llama::load(&base, &device, dtype, &config.trainable())?;
     let frozen = Frozen {
         reference: if config.kl_beta > 0.0 && config.method == Method::Full {
-            Some(Llama::load(&config.base, &device, dtype, &Trainable::Frozen)?)
+            Some(Llama::load(&base, &device, dtype, &Trainable::Frozen)?)
         } else {
             None
         },
@@ -654,7 +663,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
                 lora::save_adapter(&model, &spec, dir, &record)?;
             }
             Method::Full => {
-                lora::write_model_files(&model, &config.base, dir)?;
+                lora::write_model_files(&model, &base, dir)?;
                 write_json(&dir.join("whetstone-trained.json"), &record)?;
             }
         }
