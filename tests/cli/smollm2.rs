@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use serde_json::{json, Value};
-use whetstone::selfimprove::engine::{Engine, EngineOptions, Prompt, PromptMode};
+use whetstone::selfimprove::engine::{Backend, Engine, EngineOptions, Prompt, PromptMode};
 use whetstone::selfimprove::logprob::token_log_probs;
 use whetstone::selfimprove::train::llama::{Inputs, Llama, Trainable};
 use whetstone::selfimprove::ModelFolder;
@@ -89,7 +89,14 @@ fn smollm2_imports_and_matches_transformers_on_ids_and_log_probs() {
     }
 
     // Chat prompts with answers, as scoring and training see them: mistral.rs's logits and the trainer's.
-    let options = EngineOptions { cpu: true, max_batch: 1, dtype: "f32".into(), log: false, paged_attention: false };
+    let options = EngineOptions {
+        cpu: true,
+        max_batch: 1,
+        dtype: "f32".into(),
+        log: false,
+        backend: Backend::MistralRs,
+        paged_attention: false,
+    };
     let engine = Engine::load(model, options).unwrap();
     let trainer = Llama::load(&folder, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
     let questions = jsonl(&data.join("gsm8k/test.jsonl"), "question", 4);

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 use crate::model::ModelFolder;
 use crate::sampling::Sampling;
 
+mod decoder;
 pub mod generate;
 
 pub use crate::prompt::{Prompt, PromptMode};
@@ -47,6 +48,8 @@ pub struct EngineOptions {
     pub dtype: String,
     /// Let mistral.rs log what it does (loading, device, memory) to stderr.
     pub log: bool,
+    /// Which engine runs the model ([`Backend`]); after loading, the one that does.
+    pub backend: Backend,
     /// Paged attention (GPU only): the KV cache in fixed blocks. Off by default: mistral.rs 0.8.1's paged
     /// scheduler runs only the sequences of the shortest length at each step and preempts the others,
     /// freeing their cache (paged_attention/scheduler.rs, `bucket_and_preempt_sequences`), so prompts of
@@ -59,12 +62,31 @@ impl Default for EngineOptions {
         let cpu = !cfg!(feature = "cuda");
         EngineOptions {
             cpu,
-            max_batch: if cpu { 1 } else { 256 },
+            max_batch: if cpu { 32 } else { 256 },
             dtype: "auto".into(),
             log: false,
+            backend: Backend::Auto,
             paged_attention: false,
         }
     }
+}
+
+/// What runs a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// whetstone's decoder on the CPU where it can run the model (a Llama or Qwen2 folder, f32), else mistral.rs.
+    #[default]
+    Auto,
+    /// whetstone's own batched decoder ([`decoder`]): CPU, f32, Llama-family folders.
+    Whetstone,
+    /// mistral.rs: GPUs, GGUF files, bf16/f16, other architectures; on the CPU one sequence at a time.
+    #[serde(rename = "mistral.rs")]
+    MistralRs,
+}
+
+impl Backend {
+    pub const NAMES: [&'static str; 3] = ["auto", "whetstone", "mistral.rs"];
 }
 
 impl EngineOptions {
@@ -108,11 +130,20 @@ pub struct Engine {
     folder: ModelFolder,
     options: EngineOptions,
     prompts: crate::prompt::PromptTokenizer,
-    model: Model,
-    /// The folder as mistral.rs reads it, where config.json needed another layout ([`ModelFolder::engine_view`]).
-    _view: Option<tempfile::TempDir>,
-    // Declared last: dropped after the model, whose tasks run on it.
-    runtime: tokio::runtime::Runtime,
+    loaded: Loaded,
+}
+
+/// The model in the engine that runs it.
+enum Loaded {
+    Whetstone(decoder::Decoder),
+    MistralRs {
+        model: Model,
+        /// The folder as mistral.rs reads it, where config.json needed another layout
+        /// ([`ModelFolder::engine_view`]).
+        _view: Option<tempfile::TempDir>,
+        // Declared last: dropped after the model, whose tasks run on it.
+        runtime: tokio::runtime::Runtime,
+    },
 }
 
 fn engine_error(what: &str, e: impl std::fmt::Display) -> Error {
@@ -135,9 +166,6 @@ fn unexpected(what: &str, response: &Response) -> Error {
 impl Engine {
     /// Loads a checked model folder in mistral.rs.
     pub fn load(folder: ModelFolder, mut options: EngineOptions) -> Result<Self> {
-        if options.cpu {
-            options.max_batch = 1;
-        }
         if options.max_batch == 0 {
             return Err(Error::Invalid("the engine's batch size must be at least 1".into()));
         }
@@ -150,6 +178,27 @@ impl Engine {
                  `--features cuda` (see scripts/build-cuda.sh) or run on the CPU"
                     .into(),
             ));
+        }
+        let whetstone_can = match (options.cpu, matches!(options.dtype.as_str(), "auto" | "f32")) {
+            (false, _) => Err("whetstone's decoder runs on the CPU only".to_string()),
+            (true, false) => Err(format!("whetstone's decoder runs in f32, not {}", options.dtype)),
+            (true, true) => decoder::unsupported(&folder).map_or(Ok(()), Err),
+        };
+        options.backend = match (options.backend, whetstone_can) {
+            (Backend::Auto | Backend::Whetstone, Ok(())) => Backend::Whetstone,
+            (Backend::Whetstone, Err(why)) => {
+                return Err(Error::Invalid(format!("{}: {why}; use the mistral.rs engine", folder.path.display())))
+            }
+            (_, _) => Backend::MistralRs,
+        };
+        if options.backend == Backend::Whetstone {
+            let loaded = Loaded::Whetstone(decoder::Decoder::load(&folder)?);
+            let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
+            return Ok(Engine { folder, options, prompts, loaded });
+        }
+        if options.cpu {
+            // mistral.rs 0.8.1 decodes a CPU batch wrongly (see above).
+            options.max_batch = 1;
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -201,7 +250,7 @@ impl Engine {
         let model = built
             .map_err(|e| engine_error(&format!("{}: mistral.rs could not load the model", folder.path.display()), e))?;
         let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
-        Ok(Engine { folder, options, prompts, model, _view: view, runtime })
+        Ok(Engine { folder, options, prompts, loaded: Loaded::MistralRs { model, _view: view, runtime } })
     }
 
     pub fn folder(&self) -> &ModelFolder {
@@ -234,8 +283,12 @@ impl Engine {
         on_done: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<Sample>> {
         sampling.check()?;
+        let (model, runtime) = match &self.loaded {
+            Loaded::Whetstone(decoder) => return decoder.generate(&jobs, sampling, self.options.max_batch, on_done),
+            Loaded::MistralRs { model, runtime, .. } => (model, runtime),
+        };
         let sampling = Arc::new(sampling.clone());
-        let sender = self.model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
+        let sender = model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
         let requests = futures::stream::iter(jobs).map(|job| {
             let sender = sender.clone();
             let sampling = sampling.clone();
@@ -273,7 +326,7 @@ impl Engine {
                 Ok(Sample { text: choice.text, tokens, log_probs, finish_reason: choice.finish_reason })
             }
         });
-        self.runtime
+        runtime
             .block_on(requests.buffered(self.options.max_batch).collect::<Vec<Result<Sample>>>())
             .into_iter()
             .collect()
@@ -293,12 +346,16 @@ impl Engine {
 
     /// The raw logits `[tokens, vocab]` (f32, on the CPU) of every position of `tokens`, from one forward pass.
     pub fn logits(&self, tokens: &[u32]) -> Result<Tensor> {
-        let sender = self.model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
+        let (model, runtime) = match &self.loaded {
+            Loaded::Whetstone(decoder) => return decoder.logits(tokens),
+            Loaded::MistralRs { model, runtime, .. } => (model, runtime),
+        };
+        let sender = model.inner().get_sender(None).map_err(|e| engine_error("the engine", e))?;
         let (tx, mut rx) = tokio::sync::mpsc::channel(1);
         // No new tokens: the raw logits of every position, from the prompt pass.
         let params = SamplingParams { max_len: Some(0), ..SamplingParams::deterministic() };
         let request = completion_request(tokens.to_vec(), params, tx, None);
-        let response = self.runtime.block_on(async {
+        let response = runtime.block_on(async {
             sender.send(request).await.map_err(|e| engine_error("the engine", e))?;
             rx.recv().await.ok_or_else(|| engine_error("the engine", "stopped without an answer"))
         })?;

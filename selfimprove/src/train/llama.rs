@@ -338,6 +338,46 @@ impl Inputs {
     }
 }
 
+/// The keys and values of the positions decoded so far, per layer, `[batch, kv_heads, time, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    /// Positions held.
+    pub fn len(&self) -> usize {
+        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends a layer's new keys and values; returns all of them.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
+        if self.layers.len() <= layer {
+            self.layers.resize(layer + 1, None);
+        }
+        let all = match &self.layers[layer] {
+            Some((ck, cv)) => (Tensor::cat(&[ck, k], 2)?, Tensor::cat(&[cv, v], 2)?),
+            None => (k.clone(), v.clone()),
+        };
+        self.layers[layer] = Some(all.clone());
+        Ok(all)
+    }
+
+    /// Keeps the batch rows `rows` (sequences still decoding), in that order.
+    pub fn keep(&mut self, rows: &[u32]) -> Result<()> {
+        for (k, v) in self.layers.iter_mut().flatten() {
+            let index = Tensor::new(rows, k.device())?;
+            *k = k.index_select(&index, 0)?;
+            *v = v.index_select(&index, 0)?;
+        }
+        Ok(())
+    }
+}
+
 /// How the trainable parameters are chosen.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Trainable {
@@ -510,7 +550,20 @@ impl Llama {
 
     /// Logits `[batch, time, vocab]`. `lora: false` leaves the adapters out (the frozen base, for a KL term);
     /// `dropout` is given while training.
-    pub fn forward(&self, inputs: &Inputs, lora: bool, mut dropout: Option<&mut Dropout>) -> Result<Tensor> {
+    pub fn forward(&self, inputs: &Inputs, lora: bool, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        self.forward_cached(inputs, lora, dropout, None)
+    }
+
+    /// [`Llama::forward`] for decoding: with `cache`, the keys and values of `inputs` are appended to it and
+    /// the tokens attend to everything it holds (`inputs.mask` is then `[batch, 1, time, cached + time]`), and
+    /// only the last position's logits are computed (`[batch, 1, vocab]`).
+    pub fn forward_cached(
+        &self,
+        inputs: &Inputs,
+        lora: bool,
+        mut dropout: Option<&mut Dropout>,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let c = &self.config;
         let (b, t) = inputs.tokens.dims2()?;
         let mut x = self.embed.embedding(&inputs.tokens.flatten_all()?)?.reshape((b, t, c.hidden))?;
@@ -520,7 +573,7 @@ impl Llama {
             |x: &Tensor| -> Result<Tensor> { Ok((x.broadcast_mul(&cos)? + rotate_half(x)?.broadcast_mul(&sin)?)?) };
         let scale = 1.0 / (c.head_dim as f64).sqrt();
         let repeats = c.heads / c.kv_heads;
-        for block in &self.blocks {
+        for (layer, block) in self.blocks.iter().enumerate() {
             let h = rms_norm(&x, &block.input_norm, c.rms_norm_eps)?;
             let heads = |y: Tensor, n: usize| -> Result<Tensor> {
                 Ok(y.reshape((b, t, n, c.head_dim))?.transpose(1, 2)?.contiguous()?)
@@ -528,16 +581,21 @@ impl Llama {
             let q = rope(&heads(block.q.forward(&h, lora, &mut dropout)?, c.heads)?)?;
             let k = rope(&heads(block.k.forward(&h, lora, &mut dropout)?, c.kv_heads)?)?;
             let v = heads(block.v.forward(&h, lora, &mut dropout)?, c.kv_heads)?;
+            let (k, v) = match cache.as_deref_mut() {
+                Some(cache) => cache.append(layer, &k, &v)?,
+                None => (k, v),
+            };
+            let time = k.dim(2)?;
             let (k, v) = if repeats > 1 {
                 let repeat = |x: &Tensor| -> Result<Tensor> {
-                    Ok(Tensor::cat(&vec![x; repeats], 2)?.reshape((b, c.heads, t, c.head_dim))?)
+                    Ok(Tensor::cat(&vec![x; repeats], 2)?.reshape((b, c.heads, time, c.head_dim))?)
                 };
                 (repeat(&k)?, repeat(&v)?)
             } else {
                 (k, v)
             };
             let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&inputs.mask)?;
-            let attention = softmax(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?.matmul(&v)?;
+            let attention = softmax(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?.matmul(&v.contiguous()?)?;
             let attention = attention.transpose(1, 2)?.contiguous()?.reshape((b, t, c.heads * c.head_dim))?;
             x = (x + block.o.forward(&attention, lora, &mut dropout)?)?;
             let h = rms_norm(&x, &block.post_norm, c.rms_norm_eps)?;
@@ -545,6 +603,8 @@ impl Llama {
                 (block.gate.forward(&h, lora, &mut dropout)?.silu()? * block.up.forward(&h, lora, &mut dropout)?)?;
             x = (x + block.down.forward(&gated, lora, &mut dropout)?)?;
         }
+        // Decoding needs the next token's logits only: the vocabulary product is most of a step's work.
+        let (x, t) = if cache.is_some() { (x.narrow(1, t - 1, 1)?, 1) } else { (x, t) };
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
         let frozen =
             !self.trainable.contains_key("lm_head.weight") && !self.trainable.contains_key("model.embed_tokens.weight");

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
-use whetstone_selfimprove::engine::{Engine, EngineOptions, Prompt, PromptMode};
+use whetstone_selfimprove::engine::{Backend, Engine, EngineOptions, Prompt, PromptMode};
 use whetstone_selfimprove::train::llama::{Inputs, Llama, Trainable, TARGET_MODULES};
 use whetstone_selfimprove::train::lora::{load_with_adapter, merge};
 use whetstone_selfimprove::train::schedule::Schedule;
@@ -13,7 +13,14 @@ use whetstone_selfimprove::train::{train, LoraConfig, TrainConfig};
 use whetstone_selfimprove::{make_tiny_model, ModelFolder, TinyLlama};
 
 fn engine(folder: &Path) -> Engine {
-    let options = EngineOptions { cpu: true, max_batch: 1, dtype: "f32".into(), log: false, paged_attention: false };
+    let options = EngineOptions {
+        cpu: true,
+        max_batch: 1,
+        dtype: "f32".into(),
+        log: false,
+        backend: Backend::MistralRs,
+        paged_attention: false,
+    };
     Engine::load(ModelFolder::open(folder).unwrap(), options).unwrap()
 }
 

@@ -5,7 +5,7 @@ use std::path::Path;
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use serde::de::DeserializeOwned;
 use whetstone::datasets::{FieldMap, OnError, ReadOptions};
-use whetstone::selfimprove::engine::{Engine, EngineOptions, PromptMode};
+use whetstone::selfimprove::engine::{Backend, Engine, EngineOptions, PromptMode};
 use whetstone::selfimprove::ModelFolder;
 
 use crate::progress::Bar;
@@ -44,9 +44,13 @@ pub struct EngineArgs {
     /// chat (through the model's chat template) or raw (the prompt text as it is).
     #[arg(long, default_value = "chat", value_parser = one_of::<PromptMode>(&PromptMode::NAMES))]
     pub mode: PromptMode,
-    /// Requests the engine batches at once (on the CPU: 1, around a mistral.rs 0.8.1 bug).
+    /// Sequences decoded together (mistral.rs on the CPU: 1, around a mistral.rs 0.8.1 bug).
     #[arg(long, default_value_t = EngineOptions::default().max_batch)]
     pub batch: usize,
+    /// What runs the model: whetstone (its own batched CPU decoder: Llama-family folders, f32), mistral.rs
+    /// (GPUs, GGUF files, bf16), or auto (whetstone's where it can).
+    #[arg(long, default_value = "auto", value_parser = one_of::<Backend>(&Backend::NAMES))]
+    pub engine: Backend,
     /// Run on the CPU even in a build with the `cuda` feature.
     #[arg(long)]
     pub cpu: bool,
@@ -71,6 +75,7 @@ impl EngineArgs {
             max_batch: self.batch,
             dtype: self.dtype.clone(),
             log: self.engine_log,
+            backend: self.engine,
             paged_attention: self.paged_attention,
         };
         let _spinner = Bar::spinner(format!("loading {}", model.display()));
