@@ -19,7 +19,7 @@ use crate::model::ModelFolder;
 use crate::sampling::Sampling;
 use crate::train::llama::{Inputs, KvCache, Llama, LlamaConfig, Trainable};
 
-use super::{Job, Sample};
+use super::{Job, Sample, Timers};
 
 /// Masked attention weight: large enough to vanish after the softmax, finite so a row of padding stays finite.
 const MASKED: f32 = -1e9;
@@ -66,13 +66,14 @@ impl Decoder {
         jobs: &[Job],
         sampling: &Sampling,
         batch: usize,
+        times: &Timers,
         on_done: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<Sample>> {
         let mut order: Vec<usize> = (0..jobs.len()).collect();
         order.sort_by_key(|&j| jobs[j].prompt_tokens.len());
         let mut samples: Vec<Option<Sample>> = vec![None; jobs.len()];
         for chunk in order.chunks(batch.max(1)) {
-            for (job, sample) in self.generate_batch(jobs, chunk, sampling, on_done)? {
+            for (job, sample) in self.generate_batch(jobs, chunk, sampling, times, on_done)? {
                 samples[job] = Some(sample);
             }
         }
@@ -84,6 +85,7 @@ impl Decoder {
         jobs: &[Job],
         chunk: &[usize],
         sampling: &Sampling,
+        times: &Timers,
         on_done: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<(usize, Sample)>> {
         let longest = chunk.iter().map(|&j| jobs[j].prompt_tokens.len()).max().unwrap_or(0);
@@ -123,13 +125,18 @@ impl Decoder {
         let mut cache = KvCache::default();
         let mut done = Vec::with_capacity(b);
         loop {
+            let started = std::time::Instant::now();
             let logits = self.model.forward_cached(&inputs, false, None, Some(&mut cache))?;
+            let computed = Timers::add(&times.forward, started);
             let logits = logits.squeeze(1)?.to_vec2::<f32>()?;
+            let mut drawing = Timers::add(&times.to_host, computed);
             let mut kept = Vec::with_capacity(running.len());
             for (row, (mut run, logits)) in std::mem::take(&mut running).into_iter().zip(logits).enumerate() {
                 let job = &jobs[run.job];
                 let position = run.prompt + run.sample.tokens.len();
                 let choice = sampling.choose(&logits, job.stream, position)?;
+                drawing = Timers::add(&times.sampling, drawing);
+                times.draws.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 run.sample.tokens.push(choice.token);
                 run.sample.log_probs.push(choice.log_prob);
                 match self.finished(&mut run.sample, sampling, job.max_tokens)? {

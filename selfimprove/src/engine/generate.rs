@@ -43,6 +43,8 @@ pub struct GenerateResults {
     pub prompts_with_all_samples_distinct: u64,
     pub samples_per_prompt: usize,
     pub finish_reasons: std::collections::BTreeMap<String, u64>,
+    /// Where the decoding time went.
+    pub decode_times: crate::engine::DecodeTimes,
 }
 
 /// What `whet score` measured: its manifest's `results`.
@@ -305,7 +307,7 @@ impl Totals {
         }
     }
 
-    fn results(&self, seconds: f64, n: usize) -> GenerateResults {
+    fn results(&self, seconds: f64, n: usize, decode_times: crate::engine::DecodeTimes) -> GenerateResults {
         GenerateResults {
             prompts: self.prompts,
             samples: self.samples,
@@ -317,6 +319,7 @@ impl Totals {
             prompts_with_all_samples_distinct: self.all_distinct,
             samples_per_prompt: n,
             finish_reasons: self.finish.clone(),
+            decode_times,
         }
     }
 }
@@ -343,6 +346,7 @@ impl Stage for OnEngine<'_, GenerateStep> {
         let generator = engine.folder().generator();
         let sampling_json = serde_json::to_string(&step.sampling)?;
         let mut totals = Totals::default();
+        engine.take_decode_times();
         let started = Instant::now();
         let mut rows_before = 0u64;
         rows.expand(n as u64, |batch| {
@@ -369,7 +373,7 @@ impl Stage for OnEngine<'_, GenerateStep> {
             let out = step.sample_rows(&batch, &prompts.kept, &samples, &generator, &sampling_json)?;
             Ok((out, prompts.dropped))
         })?;
-        Ok(totals.results(started.elapsed().as_secs_f64(), n))
+        Ok(totals.results(started.elapsed().as_secs_f64(), n, engine.take_decode_times()))
     }
 }
 

@@ -131,6 +131,53 @@ pub struct Engine {
     options: EngineOptions,
     prompts: crate::prompt::PromptTokenizer,
     loaded: Loaded,
+    times: Arc<Timers>,
+}
+
+/// Where decoding time went, as far as whetstone sees it: seconds summed over the threads doing it (mistral.rs
+/// draws several sequences' tokens at once), since the last [`Engine::take_decode_times`].
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DecodeTimes {
+    /// Forward passes (whetstone's decoder; inside mistral.rs they are not seen).
+    pub forward_seconds: f64,
+    /// Copying each step's logits to the host.
+    pub logits_to_host_seconds: f64,
+    /// Drawing tokens from them ([`Sampling::choose`]).
+    pub sampling_seconds: f64,
+    /// Handing mistral.rs back a logits row that leaves only the drawn token (a copy to the device).
+    pub to_device_seconds: f64,
+    /// Tokens drawn.
+    pub draws: u64,
+}
+
+/// The counters behind [`DecodeTimes`], in nanoseconds.
+#[derive(Debug, Default)]
+pub(crate) struct Timers {
+    forward: std::sync::atomic::AtomicU64,
+    to_host: std::sync::atomic::AtomicU64,
+    sampling: std::sync::atomic::AtomicU64,
+    to_device: std::sync::atomic::AtomicU64,
+    draws: std::sync::atomic::AtomicU64,
+}
+
+impl Timers {
+    /// Adds the time since `since` to `counter`, and returns now.
+    pub(crate) fn add(counter: &std::sync::atomic::AtomicU64, since: std::time::Instant) -> std::time::Instant {
+        let now = std::time::Instant::now();
+        counter.fetch_add((now - since).as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        now
+    }
+
+    fn take(&self) -> DecodeTimes {
+        let seconds = |c: &std::sync::atomic::AtomicU64| c.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9;
+        DecodeTimes {
+            forward_seconds: seconds(&self.forward),
+            logits_to_host_seconds: seconds(&self.to_host),
+            sampling_seconds: seconds(&self.sampling),
+            to_device_seconds: seconds(&self.to_device),
+            draws: self.draws.swap(0, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// The model in the engine that runs it.
@@ -194,7 +241,7 @@ impl Engine {
         if options.backend == Backend::Whetstone {
             let loaded = Loaded::Whetstone(decoder::Decoder::load(&folder)?);
             let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
-            return Ok(Engine { folder, options, prompts, loaded });
+            return Ok(Engine { folder, options, prompts, loaded, times: Default::default() });
         }
         if options.cpu {
             // mistral.rs 0.8.1 decodes a CPU batch wrongly (see above).
@@ -250,7 +297,8 @@ impl Engine {
         let model = built
             .map_err(|e| engine_error(&format!("{}: mistral.rs could not load the model", folder.path.display()), e))?;
         let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
-        Ok(Engine { folder, options, prompts, loaded: Loaded::MistralRs { model, _view: view, runtime } })
+        let loaded = Loaded::MistralRs { model, _view: view, runtime };
+        Ok(Engine { folder, options, prompts, loaded, times: Default::default() })
     }
 
     pub fn folder(&self) -> &ModelFolder {
@@ -259,6 +307,11 @@ impl Engine {
 
     pub fn options(&self) -> &EngineOptions {
         &self.options
+    }
+
+    /// Where decoding time went since the last call.
+    pub fn take_decode_times(&self) -> DecodeTimes {
+        self.times.take()
     }
 
     /// The tokens the model is given for `prompt` ([`crate::prompt`]: the chat template rendered as mistral.rs
@@ -284,7 +337,9 @@ impl Engine {
     ) -> Result<Vec<Sample>> {
         sampling.check()?;
         let (model, runtime) = match &self.loaded {
-            Loaded::Whetstone(decoder) => return decoder.generate(&jobs, sampling, self.options.max_batch, on_done),
+            Loaded::Whetstone(decoder) => {
+                return decoder.generate(&jobs, sampling, self.options.max_batch, &self.times, on_done)
+            }
             Loaded::MistralRs { model, runtime, .. } => (model, runtime),
         };
         let sampling = Arc::new(sampling.clone());
@@ -292,9 +347,14 @@ impl Engine {
         let requests = futures::stream::iter(jobs).map(|job| {
             let sender = sender.clone();
             let sampling = sampling.clone();
+            let times = self.times.clone();
             async move {
-                let draw =
-                    Arc::new(SeededDraw { sampling: sampling.clone(), stream: job.stream, drawn: Mutex::default() });
+                let draw = Arc::new(SeededDraw {
+                    sampling: sampling.clone(),
+                    stream: job.stream,
+                    drawn: Mutex::default(),
+                    times: times.clone(),
+                });
                 let (tx, mut rx) = tokio::sync::mpsc::channel(1);
                 let request = completion_request(
                     job.prompt_tokens.to_vec(),
@@ -411,21 +471,28 @@ struct SeededDraw {
     sampling: Arc<Sampling>,
     stream: u64,
     drawn: Mutex<(Vec<u32>, Vec<f64>)>,
+    times: Arc<Timers>,
 }
 
 impl CustomLogitsProcessor for SeededDraw {
     fn apply(&self, logits: &Tensor, context: &[u32]) -> candle_core::Result<Tensor> {
+        let started = std::time::Instant::now();
         let values = logits.to_dtype(candle_core::DType::F32)?.to_vec1::<f32>()?;
+        let copied = Timers::add(&self.times.to_host, started);
         let choice = self
             .sampling
             .choose(&values, self.stream, context.len())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
+        let drawn_at = Timers::add(&self.times.sampling, copied);
+        self.times.draws.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut drawn = self.drawn.lock().expect("poisoned");
         drawn.0.push(choice.token);
         drawn.1.push(choice.log_prob);
         let mut only = vec![f32::NEG_INFINITY; values.len()];
         only[choice.token as usize] = 0.0;
-        Tensor::from_vec(only, values.len(), logits.device())
+        let only = Tensor::from_vec(only, values.len(), logits.device());
+        Timers::add(&self.times.to_device, drawn_at);
+        only
     }
 }
 
