@@ -4,6 +4,8 @@
 #   scripts/gpu-bench.sh KIT OUT              the run (the device tool: see README, "GPU")
 #   scripts/gpu-bench.sh KIT OUT --rehearse   the same steps on this machine's CPU, small shapes, with the CPU
 #                                             build of whet ($WHET or target/release/whet): tries the script out
+#   GPU_BENCH_PART=generation scripts/gpu-bench.sh KIT OUT    the generation benchmark alone (≈ 3 min), with
+#                                             where its time went (whet generate's decode_times)
 #
 # KIT (made here by scripts/gpu-kit.sh): whet.gz (scripts/build-cuda.sh), gsm8k-train.jsonl (rows and a
 # tokenizer corpus), questions.jsonl (GSM8K test questions), tok32k/ (a 32k BPE tokenizer from `whet model tiny`).
@@ -88,6 +90,8 @@ else
 fi
 record versions "$("$py" -c 'import json, torch, transformers, peft; print(json.dumps({"torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__, "peft": peft.__version__}))' 2>&1)"
 record whet_version "\"$("$whet" --version 2>&1)\""
+part=${GPU_BENCH_PART:-all}
+record part "\"$part\""
 
 # whet_stage OUTPUT ARGS...: runs `whet ARGS` (which writes OUTPUT), then prints its manifest's results.
 whet_stage() {
@@ -108,6 +112,7 @@ whet_train() {
 export whet py here
 export -f whet_stage whet_train
 cd "$work"
+if [[ $part == all ]]; then
 # --- Correctness, on a tiny model (0.8 M parameters) -------------------------------------------------------
 # Generation: samples distinct; generation's log-probs, 160 sequences in flight, equal a transformers forward
 # (f32 and bf16); whet score on the GPU equals whet score on the CPU. One key/value head for two query heads,
@@ -142,14 +147,17 @@ step train_check 30 "$py" "$here/gpu_bench.py" train-check "$results"
 step merge 60 "$whet" model merge tiny "$adapter" merged
 step generate_merged 120 whet_stage genm.parquet generate merged q40.jsonl genm.parquet -n 2 --max-tokens 64 --mode raw --dtype f32
 step peft_parity 120 "$py" "$here/gpu_bench.py" parity tiny genm.parquet "$adapter"
+fi
 
 # --- Benchmarks: a TinyLlama-1.1B-shaped model, random bf16 weights made here -----------------------------
 step make_model 300 "$py" "$here/gpu_bench.py" make-model "$kit/tok32k" big "$shape"
 # LoRA SFT steps: rank 16 on every projection, alpha 32, batch 8 × train_len tokens, AdamW lr 1e-3, bf16.
+if [[ $part == all ]]; then
 step whet_train_big 300 whet_train lora-big --base big --data "$kit/gsm8k-train.jsonl" --method lora --rank 16 \
     --alpha 32 --targets q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj --steps "$train_steps" --batch 8 \
     --max-len "$train_len" --lr 1e-3 --schedule constant --mode raw --on-error skip
 step hf_train_big 300 "$py" "$here/gpu_bench.py" watch "$py" "$here/gpu_bench.py" hf-train big 16 8 "$train_len" "$train_steps"
+fi
 # Generation: 64 prompts × 4 samples, sampling at temperature 1: first 32 new tokens with the defaults, then
 # new_tokens (the comparison with transformers), then 32 under other engine settings (which one is fastest is
 # measured, not assumed).
@@ -173,8 +181,10 @@ PY
 record new_tokens "$new_tokens"
 step whet_generate 240 whet_stage big.parquet generate big q64.jsonl big.parquet -n 4 --max-tokens "$new_tokens" --mode raw
 step hf_generate 180 "$py" "$here/gpu_bench.py" hf-generate big q64.jsonl 4 "$new_tokens" 64
-whet_generate_32 batch64 --batch 64
-whet_generate_32 batch16 --batch 16
-[[ $rehearse == --rehearse ]] || whet_generate_32 batch256_paged --paged-attention
+if [[ $part == all ]]; then
+    whet_generate_32 batch64 --batch 64
+    whet_generate_32 batch16 --batch 16
+    [[ $rehearse == --rehearse ]] || whet_generate_32 batch256_paged --paged-attention
+fi
 
 "$py" "$here/gpu_bench.py" summary "$results"
