@@ -6,7 +6,8 @@
 //! sequences goes through each layer's matrix products together:
 //! - jobs are sorted by prompt length and cut into batches, each prompt left-padded to the batch's longest
 //!   (padding masked out, positions counted from each prompt's first token);
-//! - one forward pass over the padded prompts fills the cache, then one pass per new token;
+//! - one forward pass over the padded prompts (each distinct prompt once, its cache then copied to its samples)
+//!   fills the cache, then one pass per new token;
 //! - a sequence that ends leaves the batch, and its rows leave the cache.
 //!
 //! Tokens are drawn exactly as through mistral.rs: [`Sampling::choose`] on each sequence's logits, from its own
@@ -102,12 +103,24 @@ impl Decoder {
             })
             .collect();
 
-        // The prompts, left-padded: a token attends to the prompt's tokens up to itself; padding to itself.
-        let (b, t) = (running.len(), longest);
-        let mut tokens = Vec::with_capacity(b * t);
-        let mut positions = Vec::with_capacity(b * t);
-        let mut mask = vec![MASKED; b * t * t];
+        // Each distinct prompt once (a prompt's samples are neighbours: jobs are sorted by length, stably), then its
+        // cache rows copied out to its samples.
+        let mut distinct: Vec<usize> = Vec::with_capacity(running.len());
+        let mut owner: Vec<u32> = Vec::with_capacity(running.len());
         for (r, run) in running.iter().enumerate() {
+            let same =
+                distinct.last().is_some_and(|&d| jobs[running[d].job].prompt_tokens == jobs[run.job].prompt_tokens);
+            if !same {
+                distinct.push(r);
+            }
+            owner.push(distinct.len() as u32 - 1);
+        }
+        // The prompts, left-padded: a token attends to the prompt's tokens up to itself; padding to itself.
+        let (u, t) = (distinct.len(), longest);
+        let mut tokens = Vec::with_capacity(u * t);
+        let mut positions = Vec::with_capacity(u * t);
+        let mut mask = vec![MASKED; u * t * t];
+        for (r, run) in distinct.iter().map(|&d| &running[d]).enumerate() {
             tokens.extend(std::iter::repeat_n(0, run.pad));
             tokens.extend(jobs[run.job].prompt_tokens.iter());
             for i in 0..t {
@@ -117,21 +130,26 @@ impl Decoder {
             }
         }
         let device = Device::Cpu;
-        let mut inputs = Inputs {
-            tokens: Tensor::from_vec(tokens, (b, t), &device)?,
-            positions: Tensor::from_vec(positions, b * t, &device)?,
-            mask: Tensor::from_vec(mask, (b, 1, t, t), &device)?,
+        let prompts = Inputs {
+            tokens: Tensor::from_vec(tokens, (u, t), &device)?,
+            positions: Tensor::from_vec(positions, u * t, &device)?,
+            mask: Tensor::from_vec(mask, (u, 1, t, t), &device)?,
         };
         let mut cache = KvCache::default();
-        let mut done = Vec::with_capacity(b);
+        let started = std::time::Instant::now();
+        let mut logits = self.model.forward_cached(&prompts, false, None, Some(&mut cache))?;
+        if u < running.len() {
+            cache.select(&owner)?;
+            logits = logits.index_select(&Tensor::new(owner.as_slice(), &device)?, 0)?;
+        }
+        let mut computed = Timers::add(&times.forward, started);
+        let mut done = Vec::with_capacity(running.len());
         loop {
-            let started = std::time::Instant::now();
-            let logits = self.model.forward_cached(&inputs, false, None, Some(&mut cache))?;
-            let computed = Timers::add(&times.forward, started);
-            let logits = logits.squeeze(1)?.to_vec2::<f32>()?;
+            let rows = running.len();
+            let logits_rows = logits.squeeze(1)?.to_vec2::<f32>()?;
             let mut drawing = Timers::add(&times.to_host, computed);
             let mut kept = Vec::with_capacity(running.len());
-            for (row, (mut run, logits)) in std::mem::take(&mut running).into_iter().zip(logits).enumerate() {
+            for (row, (mut run, logits)) in std::mem::take(&mut running).into_iter().zip(logits_rows).enumerate() {
                 let job = &jobs[run.job];
                 let position = run.prompt + run.sample.tokens.len();
                 let choice = sampling.choose(&logits, job.stream, position)?;
@@ -153,8 +171,8 @@ impl Decoder {
             if running.is_empty() {
                 return Ok(done);
             }
-            if kept.len() < logits_rows(&inputs)? {
-                cache.keep(&kept)?;
+            if kept.len() < rows {
+                cache.select(&kept)?;
             }
             // The next step: each sequence's last token, at its position, attending to its own cached tokens.
             let (b, cached) = (running.len(), cache.len());
@@ -164,11 +182,14 @@ impl Decoder {
             }
             let last: Vec<u32> = running.iter().map(|r| *r.sample.tokens.last().expect("a token")).collect();
             let positions: Vec<u32> = running.iter().map(|r| (r.prompt + r.sample.tokens.len() - 1) as u32).collect();
-            inputs = Inputs {
+            let inputs = Inputs {
                 tokens: Tensor::from_vec(last, (b, 1), &device)?,
                 positions: Tensor::from_vec(positions, b, &device)?,
                 mask: Tensor::from_vec(mask, (b, 1, 1, cached + 1), &device)?,
             };
+            let started = std::time::Instant::now();
+            logits = self.model.forward_cached(&inputs, false, None, Some(&mut cache))?;
+            computed = Timers::add(&times.forward, started);
         }
     }
 
@@ -201,9 +222,4 @@ impl Decoder {
         sample.finish_reason = reason.into();
         Ok(true)
     }
-}
-
-/// Rows of a batch's inputs.
-fn logits_rows(inputs: &Inputs) -> Result<usize> {
-    Ok(inputs.tokens.dim(0)?)
 }

@@ -367,8 +367,8 @@ impl KvCache {
         Ok(all)
     }
 
-    /// Keeps the batch rows `rows` (sequences still decoding), in that order.
-    pub fn keep(&mut self, rows: &[u32]) -> Result<()> {
+    /// Keeps the batch rows `rows`, in that order; a row may be taken more than once.
+    pub fn select(&mut self, rows: &[u32]) -> Result<()> {
         for (k, v) in self.layers.iter_mut().flatten() {
             let index = Tensor::new(rows, k.device())?;
             *k = k.index_select(&index, 0)?;
@@ -585,18 +585,18 @@ impl Llama {
                 Some(cache) => cache.append(layer, &k, &v)?,
                 None => (k, v),
             };
+            // Grouped-query attention without copying keys and values per query head: the `repeats` query heads
+            // of a key/value head are stacked as rows of one matrix product.
             let time = k.dim(2)?;
-            let (k, v) = if repeats > 1 {
-                let repeat = |x: &Tensor| -> Result<Tensor> {
-                    Ok(Tensor::cat(&vec![x; repeats], 2)?.reshape((b, c.heads, time, c.head_dim))?)
-                };
-                (repeat(&k)?, repeat(&v)?)
-            } else {
-                (k, v)
-            };
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * scale)?.broadcast_add(&inputs.mask)?;
-            let attention = softmax(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?.matmul(&v.contiguous()?)?;
-            let attention = attention.transpose(1, 2)?.contiguous()?.reshape((b, t, c.heads * c.head_dim))?;
+            let q = q.reshape((b, c.kv_heads, repeats * t, c.head_dim))?;
+            let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, c.heads, t, time))?.broadcast_add(&inputs.mask)?;
+            let weights = softmax(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?;
+            let attention = weights.reshape((b, c.kv_heads, repeats * t, time))?.matmul(&v)?;
+            let attention = attention
+                .reshape((b, c.heads, t, c.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, t, c.heads * c.head_dim))?;
             x = (x + block.o.forward(&attention, lora, &mut dropout)?)?;
             let h = rms_norm(&x, &block.post_norm, c.rms_norm_eps)?;
             let gated =
