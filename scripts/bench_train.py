@@ -2,7 +2,9 @@
 """Benchmark `whet train` against PyTorch (transformers + PEFT): training steps on the CPU, same model, same shapes.
 
 A benchmark, not a test. One model folder is made with `whet model tiny` (a Llama of --hidden/--layers/--heads,
-tokenizer trained on the rows below); both contestants load that folder in f32 and train it:
+tokenizer trained on the rows below), or given with --model (SmolLM2: `--model smollm2`, the folder
+`whet model import` makes of .cache/models/SmolLM2-135M-Instruct.Q4_1.gguf); both contestants load that folder
+in f32 and train it:
 
   whetstone  `whet train` as a child process: --method lora (rank --rank on q,k,v,o,gate,up,down, alpha 2×rank,
              no dropout) and --method full, AdamW, --steps steps of --batch rows of --max-len tokens (examples
@@ -99,8 +101,12 @@ def torch_train(args, folder: Path, method: str, device: str = "cpu", dtype=torc
         if step >= 2:
             timed_tokens += ids.numel()
             timed_s += elapsed
+    import resource
+
     return {"rc": 0, "tokens_per_s": timed_tokens / timed_s, "tokens_per_step": args.batch * args.max_len,
             "first_loss": losses[0], "last_loss": losses[-1],
+            # The benchmark process's own peak so far (PyTorch runs in it, after whet's children).
+            "rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "trainable": sum(p.numel() for p in params),
             "torch_peak_allocated_mib": torch.cuda.max_memory_allocated() / MIB if device == "cuda" else None}
 
@@ -117,6 +123,7 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--model", help="a model folder to train instead of a tiny one; `smollm2`: SmolLM2 imported")
     args = ap.parse_args()
     whet = whet_binary(args.whet)
     torch.set_num_threads(usable_cores())
@@ -124,11 +131,18 @@ def main() -> int:
     data = outdir / "rows.jsonl"
     rows_file(data, 4000)
     folder = outdir / "model"
-    shutil.rmtree(folder, ignore_errors=True)
-    made = run_child([str(whet), "model", "tiny", str(folder), "--corpus", str(data), "--vocab", str(args.vocab),
-                      "--hidden", str(args.hidden), "--layers", str(args.layers), "--heads", str(args.heads),
-                      "--kv-heads", str(args.heads), "--intermediate", str(args.intermediate),
-                      "--context", str(args.max_len)], outdir / "model.log")
+    if args.model == "smollm2":
+        gguf = Path(__file__).resolve().parent.parent / ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf"
+        made = run_child([str(whet), "model", "import", str(gguf), str(folder)], outdir / "model.log")
+    elif args.model:
+        folder = Path(args.model)
+        made = {"rc": 0}
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+        made = run_child([str(whet), "model", "tiny", str(folder), "--corpus", str(data), "--vocab", str(args.vocab),
+                          "--hidden", str(args.hidden), "--layers", str(args.layers), "--heads", str(args.heads),
+                          "--kv-heads", str(args.heads), "--intermediate", str(args.intermediate),
+                          "--context", str(args.max_len)], outdir / "model.log")
     if made["rc"] != 0:
         sys.exit(tail(outdir / "model.log"))
     config = json.loads((folder / "config.json").read_text())
@@ -136,8 +150,9 @@ def main() -> int:
     print(machine_line(cpu=True))
     print(f"whetstone {whet_version(whet)}; torch {torch.__version__} ({torch.get_num_threads()} threads), "
           f"transformers {transformers.__version__}, peft {peft.__version__}")
-    print(f"model: Llama, hidden {args.hidden}, {args.layers} layers, {args.heads} heads, vocabulary "
-          f"{config['vocab_size']}; {args.steps} steps of {args.batch} × {args.max_len} tokens, f32, AdamW\n")
+    print(f"model: {args.model or 'tiny Llama'}, hidden {config['hidden_size']}, {config['num_hidden_layers']} layers, "
+          f"{config['num_attention_heads']} heads, vocabulary {config['vocab_size']}; {args.steps} steps of "
+          f"{args.batch} × {args.max_len} tokens, f32, AdamW, LoRA rank {args.rank} on {len(TARGETS)} projections\n")
     report = report_head(cpu=True)
     report.update(versions={"whetstone": whet_version(whet), "torch": torch.__version__,
                             "transformers": transformers.__version__, "peft": peft.__version__},
@@ -157,9 +172,9 @@ def main() -> int:
             report["runs"][method]["ratio"] = ratio
             table.append([method, f"{ours['tokens_per_s']:,.0f}", f"{theirs['tokens_per_s']:,.0f}", f"{ratio:.2f}×",
                           f"{ours['first_loss']:.2f} → {ours['last_loss']:.2f}",
-                          f"{ours['rss_mib']:,.0f} MiB"])
+                          f"{ours['rss_mib']:,.0f} MiB", f"{theirs['rss_mib']:,.0f} MiB"])
     print("\n".join(fmt_table(["training", "whetstone tokens/s", "PyTorch tokens/s", "whetstone ÷ PyTorch",
-                               "whetstone loss", "whetstone peak RSS"], table, {0})))
+                               "whetstone loss", "whetstone peak RSS", "PyTorch process peak RSS"], table, {0})))
     return save_report(cache / "train-results.json", report, failed)
 
 
