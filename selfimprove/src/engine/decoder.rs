@@ -135,7 +135,8 @@ impl Decoder {
             positions: Tensor::from_vec(positions, u * t, &device)?,
             mask: Tensor::from_vec(mask, (u, 1, t, t), &device)?,
         };
-        let mut cache = KvCache::default();
+        let capacity = longest + chunk.iter().map(|&j| jobs[j].max_tokens).max().unwrap_or(0);
+        let mut cache = KvCache::new(capacity);
         let started = std::time::Instant::now();
         let mut logits = self.model.forward_cached(&prompts, false, None, Some(&mut cache))?;
         if u < running.len() {

@@ -338,32 +338,55 @@ impl Inputs {
     }
 }
 
-/// The keys and values of the positions decoded so far, per layer, `[batch, kv_heads, time, head_dim]`.
-#[derive(Debug, Clone, Default)]
+/// The keys and values of the positions decoded so far, per layer, `[batch, kv_heads, time, head_dim]`: written
+/// in place into buffers of `capacity` positions, so a step copies its own keys and values only.
+#[derive(Debug, Clone)]
 pub struct KvCache {
+    capacity: usize,
+    len: usize,
     layers: Vec<Option<(Tensor, Tensor)>>,
 }
 
 impl KvCache {
+    /// A cache for sequences of at most `capacity` positions.
+    pub fn new(capacity: usize) -> Self {
+        KvCache { capacity, len: 0, layers: Vec::new() }
+    }
+
     /// Positions held.
     pub fn len(&self) -> usize {
-        self.layers.first().and_then(|l| l.as_ref()).map_or(0, |(k, _)| k.dim(2).unwrap_or(0))
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
 
-    /// Appends a layer's new keys and values; returns all of them.
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        if self.layers.len() <= layer {
-            self.layers.resize(layer + 1, None);
+    /// Writes a layer's new keys and values after those held; returns all of them (views of the buffers). The
+    /// last layer's write moves the cache's length on.
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor, layers: usize) -> Result<(Tensor, Tensor)> {
+        let (b, heads, t, d) = k.dims4()?;
+        if self.len + t > self.capacity {
+            return Err(Error::Engine(format!(
+                "the KV cache holds {} positions; {} more were asked for after {}",
+                self.capacity, t, self.len
+            )));
         }
-        let all = match &self.layers[layer] {
-            Some((ck, cv)) => (Tensor::cat(&[ck, k], 2)?, Tensor::cat(&[cv, v], 2)?),
-            None => (k.clone(), v.clone()),
-        };
-        self.layers[layer] = Some(all.clone());
+        if self.layers.len() < layers {
+            self.layers.resize(layers, None);
+        }
+        if self.layers[layer].is_none() {
+            let buffer = || Tensor::zeros((b, heads, self.capacity, d), k.dtype(), k.device());
+            self.layers[layer] = Some((buffer()?, buffer()?));
+        }
+        let (ck, cv) = self.layers[layer].as_ref().expect("made above");
+        ck.slice_set(&k.contiguous()?, 2, self.len)?;
+        cv.slice_set(&v.contiguous()?, 2, self.len)?;
+        let held = self.len + t;
+        let all = (ck.narrow(2, 0, held)?, cv.narrow(2, 0, held)?);
+        if layer + 1 == layers {
+            self.len = held;
+        }
         Ok(all)
     }
 
@@ -582,7 +605,7 @@ impl Llama {
             let k = rope(&heads(block.k.forward(&h, lora, &mut dropout)?, c.kv_heads)?)?;
             let v = heads(block.v.forward(&h, lora, &mut dropout)?, c.kv_heads)?;
             let (k, v) = match cache.as_deref_mut() {
-                Some(cache) => cache.append(layer, &k, &v)?,
+                Some(cache) => cache.append(layer, &k, &v, self.blocks.len())?,
                 None => (k, v),
             };
             // Grouped-query attention without copying keys and values per query head: the `repeats` query heads
