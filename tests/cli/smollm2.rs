@@ -210,6 +210,12 @@ fn bad_gguf_files_are_refused_with_the_reason() {
     std::fs::write(&unsupported, iq).unwrap();
     let err = whet_fails(&["model", "import", s(&unsupported), s(&out)]);
     assert!(err.contains("iq4.gguf: tensor blk.0.attn_q.weight is of type IQ4_NL (20)"), "{err}");
+    // Q8_1 candle reads but cannot dequantise (it would panic).
+    let mut q8_1 = bytes.clone();
+    q8_1[at..at + 4].copy_from_slice(&9u32.to_le_bytes());
+    std::fs::write(&unsupported, q8_1).unwrap();
+    let err = whet_fails(&["model", "import", s(&unsupported), s(&out)]);
+    assert!(err.contains("iq4.gguf: tensor blk.0.attn_q.weight is of type Q8_1 (9)"), "{err}");
 
     let gemma = dir.path().join("gemma.gguf");
     tiny_gguf(&gemma, "gemma2");

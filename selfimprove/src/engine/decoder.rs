@@ -36,7 +36,14 @@ pub(crate) fn unsupported(folder: &ModelFolder) -> Option<String> {
     if folder.gguf.is_some() {
         return Some("a GGUF file runs on mistral.rs's quantised kernels".into());
     }
-    LlamaConfig::read(&folder.path).err().map(|e| e.to_string())
+    match LlamaConfig::read(&folder.path) {
+        Err(e) => Some(e.to_string()),
+        // The decoder attends to the whole sequence; mistral.rs applies the window.
+        Ok(c) if c.sliding_window.is_some_and(|w| w < c.context) => {
+            Some(format!("its attention is a sliding window of {} tokens", c.sliding_window.unwrap_or(0)))
+        }
+        Ok(_) => None,
+    }
 }
 
 /// One sequence being decoded.
@@ -70,6 +77,9 @@ impl Decoder {
         times: &Timers,
         on_done: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<Sample>> {
+        if jobs.iter().any(|j| j.prompt_tokens.is_empty()) {
+            return Err(Error::Invalid("an empty prompt gives the first token nothing to follow".into()));
+        }
         let mut order: Vec<usize> = (0..jobs.len()).collect();
         order.sort_by_key(|&j| jobs[j].prompt_tokens.len());
         let mut samples: Vec<Option<Sample>> = vec![None; jobs.len()];
@@ -90,9 +100,6 @@ impl Decoder {
         on_done: &(dyn Fn(usize) + Sync),
     ) -> Result<Vec<(usize, Sample)>> {
         let longest = chunk.iter().map(|&j| jobs[j].prompt_tokens.len()).max().unwrap_or(0);
-        if longest == 0 {
-            return Err(Error::Invalid("an empty prompt gives the first token nothing to follow".into()));
-        }
         let mut running: Vec<Running> = chunk
             .iter()
             .map(|&job| {

@@ -8,11 +8,12 @@
 //! - Scoring asks for the raw logits of prompt + response in one forward pass (no generation, prefix cache off,
 //!   so every position is computed) and applies [`crate::logprob`].
 //!
-//! On the CPU the engine decodes one sequence at a time. mistral.rs 0.8.1's CPU attention for a decode step
-//! (`flash_attn_cpu_single_q` in mistralrs-core's attention/backends/cpu.rs) keeps its per-tile scratch
-//! without a batch dimension, so in a batch of several sequences every one gets the attention of the last:
-//! measured here, batched samples' log-probabilities were up to 0.09 away from a forward pass over the same
-//! tokens, and exact (1e-7) one at a time. The CUDA path does not use that code.
+//! On the CPU, Llama-family folders in f32 run on whetstone's own batched decoder ([`decoder`]). mistral.rs
+//! 0.8.1's CPU attention for a decode step (`flash_attn_cpu_single_q` in mistralrs-core's
+//! attention/backends/cpu.rs) keeps its per-tile scratch without a batch dimension, so in a batch of several
+//! sequences every one gets the attention of the last: measured here, batched samples' log-probabilities were up
+//! to 0.09 away from a forward pass over the same tokens, and exact (1e-7) one at a time. So where mistral.rs
+//! runs on the CPU (GGUF files, bf16) it decodes one sequence at a time. The CUDA path does not use that code.
 //!
 //! Reproducible: the samples of a seed (they depend on the seed, the prompt id, the sample index and the
 //! logits only), greedy output, scores. Not promised: bit-equal logits when the batch around a request
@@ -41,7 +42,7 @@ pub use crate::prompt::{Prompt, PromptMode};
 pub struct EngineOptions {
     /// Run on the CPU even when whetstone was built with `cuda` and a GPU is present.
     pub cpu: bool,
-    /// Requests in flight at once, which the engine batches (1 on the CPU, see above).
+    /// Sequences decoded together (mistral.rs on the CPU: 1, see above).
     pub max_batch: usize,
     /// Number format of the weights and activations: `f32`, `bf16`, `f16`, or `auto` (f32 on the CPU, where
     /// mistral.rs would pick bf16; bf16 on GPUs that have it).
@@ -58,8 +59,15 @@ pub struct EngineOptions {
 }
 
 impl Default for EngineOptions {
+    /// The CPU's options in a build without `cuda`, the GPU's in one with it.
     fn default() -> Self {
-        let cpu = !cfg!(feature = "cuda");
+        Self::on(!cfg!(feature = "cuda"))
+    }
+}
+
+impl EngineOptions {
+    /// The defaults on the CPU (`cpu`) or the GPU: the batch a device decodes well.
+    pub fn on(cpu: bool) -> Self {
         EngineOptions {
             cpu,
             max_batch: if cpu { 32 } else { 256 },

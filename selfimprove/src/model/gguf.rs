@@ -230,7 +230,7 @@ fn header_error(path: &Path, e: &candle_core::Error) -> Error {
         if let Ok(Some((tensor, id))) = first_unreadable_type(path) {
             return Error::Invalid(format!(
                 "{shown}: tensor {tensor} is of type {} ({id}), which cannot be dequantised here; supported: F32, \
-                 F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K",
+                 F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K",
                 ggml_type_name(id)
             ));
         }
@@ -242,9 +242,16 @@ fn header_error(path: &Path, e: &candle_core::Error) -> Error {
     Error::Invalid(format!("{shown}: not a GGUF file this version reads: {text}"))
 }
 
-/// Every tensor's data must lie inside the file.
+/// Every tensor's data must lie inside the file, in a type that can be dequantised.
 fn check_lengths(path: &Path, content: &Content, length: u64) -> Result<()> {
     for (name, info) in &content.tensor_infos {
+        // candle reads Q8_1 (an intermediate type of llama.cpp's kernels) but cannot dequantise it.
+        if info.ggml_dtype == candle_core::quantized::GgmlDType::Q8_1 {
+            return Err(Error::Invalid(format!(
+                "{}: tensor {name} is of type Q8_1 (9), which cannot be dequantised here",
+                path.display()
+            )));
+        }
         let bytes = (info.shape.elem_count() / info.ggml_dtype.block_size() * info.ggml_dtype.type_size()) as u64;
         let end = content.tensor_data_offset + info.offset + bytes;
         if end > length {
@@ -307,7 +314,7 @@ fn first_unreadable_type(path: &Path) -> std::io::Result<Option<(String, u32)>> 
         let t = u32_(&mut r)?;
         skip(&mut r, t)?;
     }
-    let known = [0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 30];
+    let known = [0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 15, 30];
     for _ in 0..tensors {
         let name = string(&mut r)?;
         let dims = u32_(&mut r)?;
@@ -485,31 +492,25 @@ impl Metadata<'_> {
                 if in_alphabet(token) { token.clone() } else { token.bytes().map(|b| alphabet[b as usize]).collect() };
             vocab.insert(token, json!(id));
         }
-        // 3 = control (special), 4 = user-defined (added, not special); a control token spelled outside the
-        // byte alphabet is one llama.cpp mislabelled, and transformers skips it too.
+        // 3 = control (special), 4 = user-defined (added, not special). One spelled outside the byte alphabet is
+        // not a key of the vocabulary (llama.cpp mislabelled it, or stored its text decoded): added, it would get
+        // an id past the embeddings, so it is skipped, as transformers skips it.
         let added: Vec<Value> = tokens
             .iter()
             .zip(&types)
             .enumerate()
-            .filter(|(_, (t, &k))| (k == 3 && in_alphabet(t)) || k == 4)
+            .filter(|(_, (t, &k))| (k == 3 || k == 4) && in_alphabet(t))
             .map(|(id, (t, &k))| {
                 json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false,
                     "normalized": false, "special": k == 3})
             })
             .collect();
-        let add_prefix_space = self
-            .content
-            .metadata
-            .get("tokenizer.ggml.add_space_prefix")
-            .and_then(|v| v.to_bool().ok())
-            .unwrap_or(false);
         let pre = self.string("tokenizer.ggml.pre").unwrap_or_default();
         let pre_tokenizer = match split_pattern(&pre) {
             Some(pattern) => json!({"type": "Sequence", "pretokenizers": [
                 {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": false},
                 {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
-            None => json!({"type": "ByteLevel", "add_prefix_space": add_prefix_space, "trim_offsets": true,
-                "use_regex": true}),
+            None => json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": true}),
         };
         let flag = |k: &str| self.content.metadata.get(k).and_then(|v| v.to_bool().ok()).unwrap_or(false);
         let (add_bos, add_eos) = (flag("tokenizer.ggml.add_bos_token"), flag("tokenizer.ggml.add_eos_token"));
@@ -567,7 +568,14 @@ impl Metadata<'_> {
             config["chat_template"] =
                 json!(template.to_string().map_err(|e| self.wrong("tokenizer.chat_template", e))?);
         }
-        let generation = json!({"bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad});
+        // Instruct files often end a turn with a token of their own (Llama 3's <|eot_id|>): generation stops at it too.
+        let mut stops: Vec<usize> = eos.into_iter().collect();
+        for key in ["eot_token_id", "eom_token_id"] {
+            if let Some(t) = id(key).filter(|t| !stops.contains(t)) {
+                stops.push(t);
+            }
+        }
+        let generation = json!({"bos_token_id": bos, "eos_token_id": stops, "pad_token_id": pad});
         Ok(TokenizerFiles { json, config, generation, vocab: tokens.len() })
     }
 }
@@ -589,13 +597,31 @@ fn byte_alphabet() -> Vec<char> {
         .collect()
 }
 
-/// The split pattern transformers uses for a `tokenizer.ggml.pre`, where it has one of its own.
+/// The split pattern transformers uses for a `tokenizer.ggml.pre` (its `GGUF_PRE_TOKENIZER_SPLITS`, transformers
+/// 5.25); for any other (`smollm` and `gpt-2` among them) it keeps GPT-2's byte-level split, and so does the
+/// import, so both give the same ids. llama.cpp splits digits off first for `smollm` (as SmolLM2's own
+/// tokenizer does); the two differ on a space run before a digit ("  12").
 fn split_pattern(pre: &str) -> Option<&'static str> {
     const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const QWEN35: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    const TEKKEN: &str = concat!(
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+",
+        r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*",
+        r"|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    );
+    const GPT4O: &str = concat!(
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?",
+        r"|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    );
     match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "dbrx" | "smaug-bpe" => Some(LLAMA3),
-        "qwen2" | "deepseek-r1-qwen" => Some(QWEN2),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0" | "lfm2"
+        | "jina-v5-nano" | "dbrx" | "smaug-bpe" => Some(LLAMA3),
+        "tekken" => Some(TEKKEN),
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => Some(QWEN2),
+        "qwen35" => Some(QWEN35),
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => Some(GPT4O),
         _ => None,
     }
 }

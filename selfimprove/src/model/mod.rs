@@ -51,7 +51,7 @@ pub fn hub_cache() -> PathBuf {
     let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     var("HF_HUB_CACHE")
         .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
-        .unwrap_or_else(|| var("HOME").unwrap_or_default().join(".cache/huggingface/hub"))
+        .unwrap_or_else(|| var("HOME").unwrap_or_else(|| PathBuf::from("/")).join(".cache/huggingface/hub"))
 }
 
 /// The snapshot folder of a Hugging Face repo id (`org/name`, or `org/name@revision` with a branch, tag or commit)

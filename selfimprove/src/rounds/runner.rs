@@ -95,7 +95,7 @@ impl Runner<'_> {
     fn engine(&mut self, model: &Path) -> Result<&Engine> {
         if self.engine.as_ref().is_none_or(|e| e.folder().path != model) {
             self.engine = None; // one model in memory at a time
-            let options = EngineOptions { cpu: self.config.train.cpu, ..Default::default() };
+            let options = EngineOptions::on(self.config.train.cpu);
             self.engine = Some(Engine::load(ModelFolder::open(model)?, options)?);
         }
         Ok(self.engine.as_ref().expect("loaded above"))

@@ -44,9 +44,10 @@ pub struct EngineArgs {
     /// chat (through the model's chat template) or raw (the prompt text as it is).
     #[arg(long, default_value = "chat", value_parser = one_of::<PromptMode>(&PromptMode::NAMES))]
     pub mode: PromptMode,
-    /// Sequences decoded together (mistral.rs on the CPU: 1, around a mistral.rs 0.8.1 bug).
-    #[arg(long, default_value_t = EngineOptions::default().max_batch)]
-    pub batch: usize,
+    /// Sequences decoded together [default: 32 on the CPU, 256 on a GPU; mistral.rs on the CPU: 1, around a
+    /// mistral.rs 0.8.1 bug].
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// What runs the model: whetstone (its own batched CPU decoder: Llama-family folders, f32), mistral.rs
     /// (GPUs, GGUF files, bf16), or auto (whetstone's where it can).
     #[arg(long, default_value = "auto", value_parser = one_of::<Backend>(&Backend::NAMES))]
@@ -70,9 +71,10 @@ impl EngineArgs {
     /// Loads `model` into the engine, with a spinner while it loads.
     pub fn load(&self, model: &Path) -> anyhow::Result<Engine> {
         let folder = ModelFolder::open(model)?;
+        let cpu = self.cpu || EngineOptions::default().cpu;
         let options = EngineOptions {
-            cpu: self.cpu || EngineOptions::default().cpu,
-            max_batch: self.batch,
+            cpu,
+            max_batch: self.batch.unwrap_or(EngineOptions::on(cpu).max_batch),
             dtype: self.dtype.clone(),
             log: self.engine_log,
             backend: self.engine,
