@@ -43,7 +43,9 @@ pub struct GenerateResults {
     pub prompts_with_all_samples_distinct: u64,
     pub samples_per_prompt: usize,
     pub finish_reasons: std::collections::BTreeMap<String, u64>,
-    /// Where the decoding time went.
+    /// Where the decoding time went (zeros in a manifest written before it was recorded, which a resumed run
+    /// reads).
+    #[serde(default)]
     pub decode_times: crate::engine::DecodeTimes,
 }
 
