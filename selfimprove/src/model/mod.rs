@@ -140,7 +140,7 @@ impl ModelFolder {
             let files =
                 tempfile::Builder::new().prefix("whetstone-gguf-").tempdir().map_err(|e| Error::io("/tmp", e))?;
             gguf.write_files(files.path())?;
-            let mut model = Self::checked(files.path(), &[path.clone()])?;
+            let mut model = Self::checked(files.path(), &[path.clone()], false)?;
             model.path = path;
             model.gguf = Some(std::sync::Arc::new(files));
             return Ok(model);
@@ -160,14 +160,12 @@ impl ModelFolder {
             .filter(|p| p.is_file() && !p.file_name().is_some_and(|n| RUN_RECORDS.iter().any(|r| n == *r)))
             .collect();
         files.sort();
-        if !files.iter().any(|p| p.extension().is_some_and(|e| e == "safetensors")) {
-            return Err(Error::Invalid(format!("{shown}: no *.safetensors weights")));
-        }
-        Self::checked(&path, &files)
+        Self::checked(&path, &files, true)
     }
 
-    /// Checks config.json and the tokenizer files in `path`; the hash is over `hashed`.
-    fn checked(path: &Path, hashed: &[PathBuf]) -> Result<Self> {
+    /// Checks config.json, the weights (when `weights` are asked for: `*.safetensors` among `hashed`) and the
+    /// tokenizer files in `path`; the hash is over `hashed`.
+    fn checked(path: &Path, hashed: &[PathBuf], weights: bool) -> Result<Self> {
         let shown = path.display();
         let config_path = path.join("config.json");
         if !config_path.is_file() {
@@ -183,6 +181,9 @@ impl ModelFolder {
         let vocab = field("vocab_size")?;
         let architecture = config["architectures"][0].as_str().unwrap_or("unknown").to_string();
 
+        if weights && !hashed.iter().any(|p| p.extension().is_some_and(|e| e == "safetensors")) {
+            return Err(Error::Invalid(format!("{shown}: no *.safetensors weights")));
+        }
         let tokenizer = Self::checked_tokenizer(&path.join("tokenizer.json"))?;
         let generation_path = path.join("generation_config.json");
         let mut eos =
