@@ -3,7 +3,7 @@
 # GGUF file) against transformers `generate` (f32, SDPA), in one invocation, with ratios. See
 # scripts/bench_generate.py for the settings.
 #
-#   scripts/bench-generate.sh [--questions 64 --samples 4 --new-tokens 128 --temperature 0.8 --batch 32]
+#   scripts/bench-generate.sh [--questions 64 --samples 4 --new-tokens 128 --temperature 0.8 --batch 64]
 #
 # Results: stdout and .cache/bench/generate-results.json. A benchmark, not a test: run it on an otherwise idle machine.
 set -euo pipefail

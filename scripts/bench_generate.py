@@ -9,7 +9,7 @@ Each contestant runs as its own process, so its peak RSS is its own. Rates count
 the end-of-sequence token) over the generation's own seconds, model loading excluded; the wall time of the
 whole process is reported beside it.
 
-  scripts/bench-generate.sh [--questions 64 --samples 4 --new-tokens 128 --temperature 0.8 --batch 32]
+  scripts/bench-generate.sh [--questions 64 --samples 4 --new-tokens 128 --temperature 0.8 --batch 64]
 
 Results: stdout and .cache/bench/generate-results.json.
 """
@@ -74,11 +74,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--whet", required=True)
     ap.add_argument("--questions", type=int, default=64)
-    ap.add_argument("--gguf-questions", type=int, default=4, help="mistral.rs decodes one sequence at a time")
+    ap.add_argument("--gguf-questions", type=int, default=2, help="mistral.rs decodes one sequence at a time")
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--new-tokens", type=int, default=128)
     ap.add_argument("--temperature", type=float, default=0.8)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--child", nargs=7, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

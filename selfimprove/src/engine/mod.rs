@@ -70,7 +70,7 @@ impl EngineOptions {
     pub fn on(cpu: bool) -> Self {
         EngineOptions {
             cpu,
-            max_batch: if cpu { 32 } else { 256 },
+            max_batch: if cpu { 64 } else { 256 },
             dtype: "auto".into(),
             log: false,
             backend: Backend::Auto,

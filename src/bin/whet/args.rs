@@ -44,7 +44,7 @@ pub struct EngineArgs {
     /// chat (through the model's chat template) or raw (the prompt text as it is).
     #[arg(long, default_value = "chat", value_parser = one_of::<PromptMode>(&PromptMode::NAMES))]
     pub mode: PromptMode,
-    /// Sequences decoded together [default: 32 on the CPU, 256 on a GPU; mistral.rs on the CPU: 1, around a
+    /// Sequences decoded together [default: 64 on the CPU, 256 on a GPU; mistral.rs on the CPU: 1, around a
     /// mistral.rs 0.8.1 bug].
     #[arg(long)]
     pub batch: Option<usize>,
