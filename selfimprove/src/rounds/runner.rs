@@ -57,9 +57,11 @@ fn model_of(config: &RoundsConfig, round: usize) -> PathBuf {
         return config.base.clone();
     }
     let dir = round_dir(config, round);
+    // Full training writes the model where it trains; a round that kept nothing to train on (or LoRA) leaves its
+    // model in `model`.
     match config.train.method {
-        Method::Lora => dir.join("model"),
-        Method::Full => dir.join("train"),
+        Method::Full if dir.join("train/config.json").is_file() => dir.join("train"),
+        _ => dir.join("model"),
     }
 }
 
