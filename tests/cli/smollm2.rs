@@ -89,14 +89,7 @@ fn smollm2_imports_and_matches_transformers_on_ids_and_log_probs() {
     }
 
     // Chat prompts with answers, as scoring and training see them: mistral.rs's logits and the trainer's.
-    let options = EngineOptions {
-        cpu: true,
-        max_batch: 1,
-        dtype: "f32".into(),
-        log: false,
-        backend: Backend::MistralRs,
-        paged_attention: false,
-    };
+    let options = EngineOptions { dtype: "f32".into(), backend: Backend::MistralRs, ..EngineOptions::on(true) };
     let engine = Engine::load(model, options).unwrap();
     let trainer = Llama::load(&folder, &Device::Cpu, DType::F32, &Trainable::Frozen).unwrap();
     let questions = jsonl(&data.join("gsm8k/test.jsonl"), "question", 4);

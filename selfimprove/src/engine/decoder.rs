@@ -13,6 +13,8 @@
 //! Tokens are drawn exactly as through mistral.rs: [`Sampling::choose`] on each sequence's logits, from its own
 //! stream, at its position, so samples stay functions of (seed, prompt, sample index).
 
+use std::sync::atomic::Ordering::Relaxed;
+
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
@@ -162,7 +164,7 @@ impl Decoder {
                 let position = run.prompt + run.sample.tokens.len();
                 let choice = sampling.choose(&logits, job.stream, position)?;
                 drawing = Timers::add(&times.sampling, drawing);
-                times.draws.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                times.draws.fetch_add(1, Relaxed);
                 run.sample.tokens.push(choice.token);
                 run.sample.log_probs.push(choice.log_prob);
                 match self.finished(&mut run.sample, sampling, job.max_tokens)? {
@@ -204,29 +206,20 @@ impl Decoder {
     /// Whether `sample` ends with its last token (an end-of-sequence token, a stop string, or the most tokens
     /// allowed); sets its text and finish reason when it does.
     fn finished(&self, sample: &mut Sample, sampling: &Sampling, max_tokens: usize) -> Result<bool> {
-        let last = *sample.tokens.last().expect("a token");
-        let decode = |tokens: &[u32]| self.tokenizer.decode(tokens, true).map_err(|e| Error::Tokenizer(e.to_string()));
-        let reason = if self.eos.contains(&last) {
-            sample.text = decode(&sample.tokens[..sample.tokens.len() - 1])?;
-            "stop"
-        } else {
-            let text = if sampling.stop.is_empty() && sample.tokens.len() < max_tokens {
-                return Ok(false);
-            } else {
-                decode(&sample.tokens)?
-            };
-            match sampling.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
-                Some(at) => {
-                    sample.text = text[..at].to_string();
-                    "stop"
-                }
-                None if sample.tokens.len() >= max_tokens => {
-                    sample.text = text;
-                    "length"
-                }
-                None => return Ok(false),
-            }
+        let tokens = &sample.tokens;
+        let ended = self.eos.contains(tokens.last().expect("a token"));
+        if !ended && sampling.stop.is_empty() && tokens.len() < max_tokens {
+            return Ok(false);
+        }
+        let shown = if ended { &tokens[..tokens.len() - 1] } else { &tokens[..] };
+        let text = self.tokenizer.decode(shown, true).map_err(|e| Error::Tokenizer(e.to_string()))?;
+        let (text, reason) = match sampling.stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+            _ if ended => (text, "stop"),
+            Some(at) => (text[..at].to_string(), "stop"),
+            None if tokens.len() >= max_tokens => (text, "length"),
+            None => return Ok(false),
         };
+        sample.text = text;
         sample.finish_reason = reason.into();
         Ok(true)
     }

@@ -20,6 +20,7 @@
 //! changes on a GPU, where kernels may reduce in another order; a sample drawn exactly at a boundary between
 //! two tokens can then differ.
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
@@ -65,20 +66,6 @@ impl Default for EngineOptions {
     }
 }
 
-impl EngineOptions {
-    /// The defaults on the CPU (`cpu`) or the GPU: the batch a device decodes well.
-    pub fn on(cpu: bool) -> Self {
-        EngineOptions {
-            cpu,
-            max_batch: if cpu { 64 } else { 256 },
-            dtype: "auto".into(),
-            log: false,
-            backend: Backend::Auto,
-            paged_attention: false,
-        }
-    }
-}
-
 /// What runs a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -99,6 +86,18 @@ impl Backend {
 
 impl EngineOptions {
     pub const DTYPES: [&'static str; 4] = ["auto", "f32", "bf16", "f16"];
+
+    /// The defaults on the CPU (`cpu`) or the GPU: the batch a device decodes well.
+    pub fn on(cpu: bool) -> Self {
+        EngineOptions {
+            cpu,
+            max_batch: if cpu { 64 } else { 256 },
+            dtype: "auto".into(),
+            log: false,
+            backend: Backend::Auto,
+            paged_attention: false,
+        }
+    }
 
     fn model_dtype(&self) -> Result<ModelDType> {
         Ok(match self.dtype.as_str() {
@@ -161,36 +160,36 @@ pub struct DecodeTimes {
 /// The counters behind [`DecodeTimes`], in nanoseconds.
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    forward: std::sync::atomic::AtomicU64,
-    to_host: std::sync::atomic::AtomicU64,
-    sampling: std::sync::atomic::AtomicU64,
-    to_device: std::sync::atomic::AtomicU64,
-    draws: std::sync::atomic::AtomicU64,
+    forward: AtomicU64,
+    to_host: AtomicU64,
+    sampling: AtomicU64,
+    to_device: AtomicU64,
+    draws: AtomicU64,
 }
 
 impl Timers {
     /// Adds the time since `since` to `counter`, and returns now.
-    pub(crate) fn add(counter: &std::sync::atomic::AtomicU64, since: std::time::Instant) -> std::time::Instant {
+    pub(crate) fn add(counter: &AtomicU64, since: std::time::Instant) -> std::time::Instant {
         let now = std::time::Instant::now();
-        counter.fetch_add((now - since).as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+        counter.fetch_add((now - since).as_nanos() as u64, Relaxed);
         now
     }
 
     fn take(&self) -> DecodeTimes {
-        let seconds = |c: &std::sync::atomic::AtomicU64| c.swap(0, std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9;
+        let seconds = |c: &AtomicU64| c.swap(0, Relaxed) as f64 * 1e-9;
         DecodeTimes {
             forward_seconds: seconds(&self.forward),
             logits_to_host_seconds: seconds(&self.to_host),
             sampling_seconds: seconds(&self.sampling),
             to_device_seconds: seconds(&self.to_device),
-            draws: self.draws.swap(0, std::sync::atomic::Ordering::Relaxed),
+            draws: self.draws.swap(0, Relaxed),
         }
     }
 }
 
 /// The model in the engine that runs it.
 enum Loaded {
-    Whetstone(decoder::Decoder),
+    Whetstone(Box<decoder::Decoder>),
     MistralRs {
         model: Model,
         /// The folder as mistral.rs reads it, where config.json needed another layout
@@ -218,39 +217,10 @@ fn unexpected(what: &str, response: &Response) -> Error {
     engine_error(what, format!("mistral.rs answered with a {kind} response; please report this"))
 }
 
-impl Engine {
-    /// Loads a checked model folder in mistral.rs.
-    pub fn load(folder: ModelFolder, mut options: EngineOptions) -> Result<Self> {
-        if options.max_batch == 0 {
-            return Err(Error::Invalid("the engine's batch size must be at least 1".into()));
-        }
-        if options.paged_attention && options.cpu {
-            return Err(Error::Invalid("paged attention runs on a GPU only; leave it off on the CPU".into()));
-        }
-        if !options.cpu && !cfg!(feature = "cuda") {
-            return Err(Error::Invalid(
-                "this whetstone was built without the `cuda` feature, so it runs on the CPU only; rebuild with \
-                 `--features cuda` (see scripts/build-cuda.sh) or run on the CPU"
-                    .into(),
-            ));
-        }
-        let whetstone_can = match (options.cpu, matches!(options.dtype.as_str(), "auto" | "f32")) {
-            (false, _) => Err("whetstone's decoder runs on the CPU only".to_string()),
-            (true, false) => Err(format!("whetstone's decoder runs in f32, not {}", options.dtype)),
-            (true, true) => decoder::unsupported(&folder).map_or(Ok(()), Err),
-        };
-        options.backend = match (options.backend, whetstone_can) {
-            (Backend::Auto | Backend::Whetstone, Ok(())) => Backend::Whetstone,
-            (Backend::Whetstone, Err(why)) => {
-                return Err(Error::Invalid(format!("{}: {why}; use the mistral.rs engine", folder.path.display())))
-            }
-            (_, _) => Backend::MistralRs,
-        };
-        if options.backend == Backend::Whetstone {
-            let loaded = Loaded::Whetstone(decoder::Decoder::load(&folder)?);
-            let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
-            return Ok(Engine { folder, options, prompts, loaded, times: Default::default() });
-        }
+impl Loaded {
+    /// The model in mistral.rs: a GGUF file through its GGUF loader, a folder (through a view where its config
+    /// needs the older layout) through its text-model loader.
+    fn mistral_rs(folder: &ModelFolder, options: &mut EngineOptions) -> Result<Self> {
         if options.cpu {
             // mistral.rs 0.8.1 decodes a CPU batch wrongly (see above).
             options.max_batch = 1;
@@ -280,7 +250,7 @@ impl Engine {
                 runtime.block_on(builder.build())
             }};
         }
-        let view = folder.engine_view()?;
+        let mut view = None;
         let built = if folder.gguf.is_some() {
             if options.dtype != "auto" {
                 return Err(Error::Invalid(format!(
@@ -299,13 +269,49 @@ impl Engine {
             let tokenizer = folder.files.join("tokenizer.json").to_string_lossy().to_string();
             configured!(GgufModelBuilder::new(dir, vec![name]).with_tokenizer_json(tokenizer))
         } else {
+            view = folder.engine_view()?;
             let path = view.as_ref().map_or(folder.path.as_path(), |v| v.path()).to_string_lossy().to_string();
             configured!(TextModelBuilder::new(&path).with_dtype(options.model_dtype()?))
         };
         let model = built
             .map_err(|e| engine_error(&format!("{}: mistral.rs could not load the model", folder.path.display()), e))?;
+        Ok(Loaded::MistralRs { model, _view: view, runtime })
+    }
+}
+
+impl Engine {
+    /// Loads a checked model: on whetstone's decoder or in mistral.rs ([`Backend`]).
+    pub fn load(folder: ModelFolder, mut options: EngineOptions) -> Result<Self> {
+        if options.max_batch == 0 {
+            return Err(Error::Invalid("the engine's batch size must be at least 1".into()));
+        }
+        if options.paged_attention && options.cpu {
+            return Err(Error::Invalid("paged attention runs on a GPU only; leave it off on the CPU".into()));
+        }
+        if !options.cpu && !cfg!(feature = "cuda") {
+            return Err(Error::Invalid(
+                "this whetstone was built without the `cuda` feature, so it runs on the CPU only; rebuild with \
+                 `--features cuda` (see scripts/build-cuda.sh) or run on the CPU"
+                    .into(),
+            ));
+        }
+        let whetstone_can = match (options.cpu, matches!(options.dtype.as_str(), "auto" | "f32")) {
+            (false, _) => Err("whetstone's decoder runs on the CPU only".to_string()),
+            (true, false) => Err(format!("whetstone's decoder runs in f32, not {}", options.dtype)),
+            (true, true) => decoder::unsupported(&folder).map_or(Ok(()), Err),
+        };
+        options.backend = match (options.backend, whetstone_can) {
+            (Backend::Auto | Backend::Whetstone, Ok(())) => Backend::Whetstone,
+            (Backend::Whetstone, Err(why)) => {
+                return Err(Error::Invalid(format!("{}: {why}; use the mistral.rs engine", folder.path.display())))
+            }
+            (_, _) => Backend::MistralRs,
+        };
+        let loaded = match options.backend {
+            Backend::Whetstone => Loaded::Whetstone(Box::new(decoder::Decoder::load(&folder)?)),
+            _ => Loaded::mistral_rs(&folder, &mut options)?,
+        };
         let prompts = crate::prompt::PromptTokenizer::new(&folder)?;
-        let loaded = Loaded::MistralRs { model, _view: view, runtime };
         Ok(Engine { folder, options, prompts, loaded, times: Default::default() })
     }
 
@@ -492,7 +498,7 @@ impl CustomLogitsProcessor for SeededDraw {
             .choose(&values, self.stream, context.len())
             .map_err(|e| candle_core::Error::Msg(e.to_string()))?;
         let drawn_at = Timers::add(&self.times.sampling, copied);
-        self.times.draws.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.times.draws.fetch_add(1, Relaxed);
         let mut drawn = self.drawn.lock().expect("poisoned");
         drawn.0.push(choice.token);
         drawn.1.push(choice.log_prob);

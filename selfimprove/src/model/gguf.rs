@@ -97,6 +97,9 @@ const GGML_TYPES: [(u32, &str); 32] = [
     (39, "MXFP4"),
 ];
 
+/// The ggml types candle dequantises (it reads Q8_1, 9, too, but cannot dequantise it).
+const DEQUANTISED: [u32; 14] = [0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 15, 30];
+
 fn ggml_type_name(id: u32) -> String {
     GGML_TYPES.iter().find(|(i, _)| *i == id).map_or_else(|| format!("type {id}"), |(_, n)| n.to_string())
 }
@@ -226,16 +229,17 @@ fn ggml_name(dtype: candle_core::quantized::GgmlDType) -> String {
 /// that ends early.
 fn header_error(path: &Path, e: &candle_core::Error) -> Error {
     let shown = path.display();
-    if e.to_string().contains("unknown dtype") {
+    let text = e.to_string();
+    if text.contains("unknown dtype") {
         if let Ok(Some((tensor, id))) = first_unreadable_type(path) {
+            let supported: Vec<String> = DEQUANTISED.iter().map(|&t| ggml_type_name(t)).collect();
             return Error::Invalid(format!(
-                "{shown}: tensor {tensor} is of type {} ({id}), which cannot be dequantised here; supported: F32, \
-                 F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K",
-                ggml_type_name(id)
+                "{shown}: tensor {tensor} is of type {} ({id}), which cannot be dequantised here; supported: {}",
+                ggml_type_name(id),
+                supported.join(", ")
             ));
         }
     }
-    let text = e.to_string();
     if text.contains("failed to fill whole buffer") || text.contains("UnexpectedEof") {
         return Error::Invalid(format!("{shown}: the file ends inside its header: truncated (a partial download?)"));
     }
@@ -265,7 +269,7 @@ fn check_lengths(path: &Path, content: &Content, length: u64) -> Result<()> {
     Ok(())
 }
 
-/// Walks the header for the first tensor whose type candle does not know: (name, type id).
+/// Walks the header for the first tensor of a type candle cannot dequantise: (name, type id).
 fn first_unreadable_type(path: &Path) -> std::io::Result<Option<(String, u32)>> {
     use std::io::BufReader;
     let mut r = BufReader::new(std::fs::File::open(path)?);
@@ -314,7 +318,6 @@ fn first_unreadable_type(path: &Path) -> std::io::Result<Option<(String, u32)>> 
         let t = u32_(&mut r)?;
         skip(&mut r, t)?;
     }
-    let known = [0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 15, 30];
     for _ in 0..tensors {
         let name = string(&mut r)?;
         let dims = u32_(&mut r)?;
@@ -323,7 +326,7 @@ fn first_unreadable_type(path: &Path) -> std::io::Result<Option<(String, u32)>> 
         }
         let id = u32_(&mut r)?;
         u64_(&mut r)?;
-        if !known.contains(&id) {
+        if !DEQUANTISED.contains(&id) {
             return Ok(Some((name, id)));
         }
     }

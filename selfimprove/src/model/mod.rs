@@ -140,7 +140,7 @@ impl ModelFolder {
             let files =
                 tempfile::Builder::new().prefix("whetstone-gguf-").tempdir().map_err(|e| Error::io("/tmp", e))?;
             gguf.write_files(files.path())?;
-            let mut model = Self::checked(files.path(), &[path.clone()], false)?;
+            let mut model = Self::checked(files.path(), std::slice::from_ref(&path), false)?;
             model.path = path;
             model.gguf = Some(std::sync::Arc::new(files));
             return Ok(model);
@@ -259,7 +259,7 @@ impl ModelFolder {
     #[cfg(feature = "llm")]
     pub(crate) fn engine_view(&self) -> Result<Option<tempfile::TempDir>> {
         let (config, changed) = read_config(&self.files)?;
-        if !changed || self.gguf.is_some() {
+        if !changed {
             return Ok(None);
         }
         let view = tempfile::Builder::new().prefix("whetstone-model-").tempdir().map_err(|e| Error::io("/tmp", e))?;

@@ -362,9 +362,8 @@ impl KvCache {
         self.len == 0
     }
 
-    /// Writes a layer's new keys and values after those held; returns all of them (views of the buffers). The
-    /// last layer's write moves the cache's length on.
-    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor, layers: usize) -> Result<(Tensor, Tensor)> {
+    /// Writes a layer's new keys and values after those held; returns all of them (views of the buffers).
+    fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
         let (b, heads, t, d) = k.dims4()?;
         if self.len + t > self.capacity {
             return Err(Error::Engine(format!(
@@ -372,8 +371,8 @@ impl KvCache {
                 self.capacity, t, self.len
             )));
         }
-        if self.layers.len() < layers {
-            self.layers.resize(layers, None);
+        if self.layers.len() <= layer {
+            self.layers.resize(layer + 1, None);
         }
         if self.layers[layer].is_none() {
             let buffer = || Tensor::zeros((b, heads, self.capacity, d), k.dtype(), k.device());
@@ -382,12 +381,7 @@ impl KvCache {
         let (ck, cv) = self.layers[layer].as_ref().expect("made above");
         ck.slice_set(&k.contiguous()?, 2, self.len)?;
         cv.slice_set(&v.contiguous()?, 2, self.len)?;
-        let held = self.len + t;
-        let all = (ck.narrow(2, 0, held)?, cv.narrow(2, 0, held)?);
-        if layer + 1 == layers {
-            self.len = held;
-        }
-        Ok(all)
+        Ok((ck.narrow(2, 0, self.len + t)?, cv.narrow(2, 0, self.len + t)?))
     }
 
     /// Keeps the batch rows `rows`, in that order; a row may be taken more than once.
@@ -605,7 +599,7 @@ impl Llama {
             let k = rope(&heads(block.k.forward(&h, lora, &mut dropout)?, c.kv_heads)?)?;
             let v = heads(block.v.forward(&h, lora, &mut dropout)?, c.kv_heads)?;
             let (k, v) = match cache.as_deref_mut() {
-                Some(cache) => cache.append(layer, &k, &v, self.blocks.len())?,
+                Some(cache) => cache.append(layer, &k, &v)?,
                 None => (k, v),
             };
             // Grouped-query attention without copying keys and values per query head: the `repeats` query heads
@@ -626,8 +620,15 @@ impl Llama {
                 (block.gate.forward(&h, lora, &mut dropout)?.silu()? * block.up.forward(&h, lora, &mut dropout)?)?;
             x = (x + block.down.forward(&gated, lora, &mut dropout)?)?;
         }
-        // Decoding needs the next token's logits only: the vocabulary product is most of a step's work.
-        let (x, t) = if cache.is_some() { (x.narrow(1, t - 1, 1)?, 1) } else { (x, t) };
+        // Every layer wrote these positions: the cache holds them now. Decoding then needs the next token's logits
+        // only: the vocabulary product is most of a step's work.
+        let (x, t) = match cache {
+            Some(cache) => {
+                cache.len += t;
+                (x.narrow(1, t - 1, 1)?, 1)
+            }
+            None => (x, t),
+        };
         let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
         let frozen =
             !self.trainable.contains_key("lm_head.weight") && !self.trainable.contains_key("model.embed_tokens.weight");

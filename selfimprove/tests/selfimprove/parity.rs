@@ -13,14 +13,7 @@ use whetstone_selfimprove::train::{train, LoraConfig, TrainConfig};
 use whetstone_selfimprove::{make_tiny_model, ModelFolder, TinyLlama};
 
 fn engine(folder: &Path) -> Engine {
-    let options = EngineOptions {
-        cpu: true,
-        max_batch: 1,
-        dtype: "f32".into(),
-        log: false,
-        backend: Backend::MistralRs,
-        paged_attention: false,
-    };
+    let options = EngineOptions { dtype: "f32".into(), backend: Backend::MistralRs, ..EngineOptions::on(true) };
     Engine::load(ModelFolder::open(folder).unwrap(), options).unwrap()
 }
 
