@@ -28,11 +28,23 @@ pub struct TaskSplit {
 /// Addition of two numbers below 10^`digits`: "What is 23 + 58?" → "81". Every pair is a distinct question;
 /// `test` of them, chosen by `seed`, are held out and the rest (up to `train`) are for training.
 pub fn addition(digits: u32, train: usize, test: usize, seed: u64) -> Result<TaskSplit> {
+    sums(digits, 0, train, test, seed)
+}
+
+/// As [`addition`], with both numbers of exactly `digits` digits ("What is 47 + 38?", never "3 + 58").
+pub fn addition_of_width(digits: u32, train: usize, test: usize, seed: u64) -> Result<TaskSplit> {
+    let low = if digits > 1 { 10u64.pow(digits - 1) } else { 0 };
+    sums(digits, low, train, test, seed)
+}
+
+/// Sums of two numbers in `low..10^digits`.
+fn sums(digits: u32, low: u64, train: usize, test: usize, seed: u64) -> Result<TaskSplit> {
     if !(1..=4).contains(&digits) {
         return Err(Error::Invalid(format!("addition digits {digits}: use 1 to 4")));
     }
     let limit = 10u64.pow(digits);
-    let pairs = (limit * limit) as usize;
+    let width = limit - low;
+    let pairs = (width * width) as usize;
     if train + test > pairs {
         return Err(Error::Invalid(format!(
             "{digits}-digit addition has {pairs} distinct questions, fewer than {train} + {test} asked for"
@@ -41,7 +53,7 @@ pub fn addition(digits: u32, train: usize, test: usize, seed: u64) -> Result<Tas
     let mut order: Vec<usize> = (0..pairs).collect();
     order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed));
     let row = |i: usize| {
-        let (a, b) = (i as u64 / limit, i as u64 % limit);
+        let (a, b) = (low + i as u64 / width, low + i as u64 % width);
         TaskRow { id: format!("add-{a}-{b}"), prompt: format!("What is {a} + {b}?"), response: (a + b).to_string() }
     };
     Ok(TaskSplit {
@@ -132,6 +144,27 @@ mod tests {
         assert_eq!(addition(2, 500, 100, 3).unwrap().test, s.test, "the seed fixes the split");
         assert!(addition(1, 90, 20, 0).unwrap_err().to_string().contains("100 distinct"));
         assert_eq!(exact_match(&s.test[..2], &[s.test[0].response.clone(), " 1x ".into()]), 0.5);
+    }
+
+    #[test]
+    fn sums_of_a_width_use_numbers_of_exactly_that_many_digits() {
+        let s = addition_of_width(2, 7_900, 200, 0).unwrap();
+        let numbers = |r: &TaskRow| -> Vec<u64> {
+            r.prompt
+                .trim_start_matches("What is ")
+                .trim_end_matches('?')
+                .split(" + ")
+                .map(|n| n.parse().unwrap())
+                .collect()
+        };
+        for r in s.train.iter().chain(&s.test) {
+            let n = numbers(r);
+            assert!(n.iter().all(|n| (10..100).contains(n)), "{}", r.prompt);
+            assert_eq!(r.response, (n[0] + n[1]).to_string());
+        }
+        // 90 × 90 questions in all.
+        assert!(addition_of_width(2, 7_901, 200, 0).unwrap_err().to_string().contains("8100 distinct"));
+        assert_ne!(addition_of_width(2, 10, 10, 0).unwrap().test, addition(2, 10, 10, 0).unwrap().test);
     }
 
     #[test]

@@ -250,6 +250,8 @@ fn generate_score_train(model: &Path, questions: &Path, dir: &Path) -> (Vec<Stri
     let settings = ["--method", "lora", "--steps", "2", "--batch", "4", "--max-len", "512"];
     let printed = whet_ok(&[&train[..], &settings[..]].concat());
     let held_out = printed.lines().find(|l| l.contains("held-out loss")).unwrap_or_else(|| panic!("{printed}"));
+    // The value alone: the table's width follows the model's path.
+    let held_out = held_out.split('┆').nth(1).unwrap_or_default().trim_matches(|c: char| c == '│' || c.is_whitespace());
     (column(&samples, "response"), column(&scored, "log_likelihood"), held_out.to_string())
 }
 
@@ -300,6 +302,16 @@ fn a_folder_in_transformers_5_layout_loads_in_generate_score_and_train() {
     };
     let (samples, scores, held_out) = run(&v4, "v4");
     assert_eq!(run(&v5, "v5"), (samples.clone(), scores.clone(), held_out.clone()), "the same model in either layout");
+    // The same v4 folder as transformers 5 itself saved it (scripts/transformers5_save.py): besides the above, its
+    // own tokenizer_config.json (no add_bos_token, a `TokenizersBackend` class) and generation_config.json, and the
+    // weights written by torch.
+    let saved = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers5-tiny");
+    assert_eq!(
+        run(&saved, "saved"),
+        (samples.clone(), scores.clone(), held_out.clone()),
+        "the folder transformers 5 saved (if `whet model tiny` changed, make the fixture again with \
+         scripts/transformers5_save.py from this test's v4 folder)"
+    );
     // The comparison can fail: another θ gives other scores and losses.
     let (_, other_scores, other_held_out) = run(&other_theta, "other");
     assert_ne!(other_scores, scores);
@@ -395,4 +407,20 @@ fn a_hugging_face_repo_id_resolves_through_the_local_cache() {
         err.contains("whetstone/other: no such model folder, GGUF file or Hugging Face repo") && err.contains("hf/hub"),
         "{err}"
     );
+}
+
+#[test]
+fn the_demo_refuses_a_model_that_is_not_there_and_says_how_to_get_smollm2() {
+    let err = whet_fails(&["demo", "--model", "/no/such/model.gguf", "--quick"]);
+    assert!(err.contains("/no/such/model.gguf: no such file or folder"), "{err}");
+    // `smollm2` is found where scripts/fetch-smollm2.sh puts it, under the working directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_whet"))
+        .args(["demo", "--model", "smollm2", "--quick"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("run scripts/fetch-smollm2.sh"), "{err}");
+    assert!(!elsewhere.path().join("out").exists(), "nothing written for a model that is not there");
 }

@@ -1,31 +1,66 @@
 use std::path::PathBuf;
 
+use anyhow::bail;
 use anyhow::Result;
 use comfy_table::Cell;
-use whetstone::selfimprove::rounds::demo::{self, DemoEvent, DemoSize};
+use whetstone::selfimprove::rounds::demo::{self, DemoEvent, DemoModel};
 
 use super::rounds::show;
 use crate::progress::Bar;
 use crate::table::{num, pct, table};
 
-/// The whole loop on a synthetic task in a few minutes: word problems, a tiny model pre-trained from
-/// scratch, rounds of reward-filtered self-training and the same rounds without the filter (a control).
+/// The whole loop on a synthetic task: 2-digit sums, rounds of reward-filtered self-training and the same
+/// rounds without the filter (a control), on a tiny model pre-trained from scratch (minutes) or on a real
+/// pretrained chat model such as SmolLM2-135M-Instruct (rejection sampling with LoRA, about 45 minutes).
 #[derive(clap::Args)]
 pub struct Args {
-    /// Where everything goes (kept between runs: finished parts are skipped).
-    #[arg(long, default_value = "out/demo-rounds")]
-    out: PathBuf,
-    /// A short version (about a minute): fewer problems, steps and rounds.
+    /// Where everything goes (kept between runs: finished parts are skipped); by default out/demo-rounds
+    /// (tiny) or out/demo-NAME.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A short version (a few minutes): fewer problems, steps and rounds; too short to learn much.
     #[arg(long)]
     quick: bool,
+    /// `tiny` (made here), `smollm2` (the GGUF that scripts/fetch-smollm2.sh puts in .cache/models), or a
+    /// chat model's .gguf file or folder.
+    #[arg(long, default_value = "tiny")]
+    model: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
 
+/// Where scripts/fetch-smollm2.sh puts SmolLM2-135M-Instruct.
+const SMOLLM2: &str = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+fn model_of(name: &str) -> Result<DemoModel> {
+    let path = match name {
+        "tiny" => return Ok(DemoModel::Tiny),
+        "smollm2" => PathBuf::from(SMOLLM2),
+        path => PathBuf::from(path),
+    };
+    if !path.exists() {
+        let hint = if name == "smollm2" { " (run scripts/fetch-smollm2.sh in the repository first)" } else { "" };
+        bail!("demo model {}: no such file or folder{hint}", path.display());
+    }
+    Ok(DemoModel::Pretrained(path))
+}
+
 pub fn run(a: Args) -> Result<()> {
-    let size = if a.quick { DemoSize::quick() } else { DemoSize::full() };
+    let model = model_of(&a.model)?;
+    let out = a.out.unwrap_or_else(|| match &model {
+        DemoModel::Tiny => PathBuf::from("out/demo-rounds"),
+        DemoModel::Pretrained(path) => {
+            let name = if a.model == "smollm2" {
+                "smollm2".into()
+            } else {
+                path.file_stem().unwrap_or_default().to_string_lossy()
+            };
+            PathBuf::from(format!("out/demo-{name}"))
+        }
+    });
+    let size = model.size(a.quick);
     let bar = Bar::steps("");
-    let report = demo::run(&a.out, &size, a.seed, &mut |e| match e {
+    let report = demo::run(&out, &model, &size, a.seed, &mut |e| match e {
         DemoEvent::Part(part) => bar.line(format!("demo · {part}")),
         DemoEvent::Pretrain { metrics, steps } => bar.train_step(Some("pre-training".into()), &metrics, steps),
         DemoEvent::Rounds { control, event } => show(&bar, if control { "control · " } else { "filtered · " }, &event),
@@ -49,7 +84,7 @@ pub fn run(a: Args) -> Result<()> {
             report.seconds
         );
     }
-    let out = &a.out;
+    let out = &out;
     outln!(
         "report: {} · chart: {} · rounds: {}, {}",
         out.join("demo.md").display(),
