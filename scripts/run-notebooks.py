@@ -4,7 +4,8 @@ outputs, and renders each to HTML with nbconvert.
 
     run-notebooks.py --out DIR [--expect-warm] NOTEBOOK...
 
-Checks, per notebook: no cell ends in an error or writes to stderr; a cell tagged `expect-html-table` shows an HTML table
+A notebook whose metadata lists files it needs (`"whetstone": {"needs": {PATH: "the script that makes it"}}`, paths
+from the repository's root) is skipped, with the reason, where one is missing. Checks, per notebook: no cell ends in an error or writes to stderr; a cell tagged `expect-html-table` shows an HTML table
 (`text/html` with `<table`); a cell tagged `expect-svg` shows an SVG (`image/svg+xml`). Before the notebooks
 it runs the kernel's own checks: a panic in a cell is reported and the variables of earlier cells survive it.
 The kernel's stderr goes to DIR/<name>.kernel.log and is printed when something fails; with --expect-warm, a
@@ -24,6 +25,7 @@ from nbclient import NotebookClient
 from nbconvert import HTMLExporter
 
 KERNEL = "whetstone"
+ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 1800  # a cold kernel compiles the whole whetstone tree first
 CELL_TIMEOUT = 1800
 
@@ -139,6 +141,11 @@ def main():
                 ready, seconds = kernel_checks(args.out, cwd)
             else:
                 nb = nbformat.read(path, as_version=4)
+                needs = nb.metadata.get("whetstone", {}).get("needs", {})
+                missing = [f"{need} (run {script})" for need, script in needs.items() if not (ROOT / need).exists()]
+                if missing:
+                    print(f"skipped {name}: it needs {', '.join(missing)}", flush=True)
+                    continue
                 ready, seconds = run(nb, name, args.out, cwd)
                 nbformat.write(nb, args.out / f"{name}.ipynb")
                 html, _ = HTMLExporter().from_notebook_node(nb)

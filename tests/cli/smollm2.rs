@@ -305,9 +305,8 @@ fn a_folder_in_transformers_5_layout_loads_in_generate_score_and_train() {
     // The same v4 folder as transformers 5 itself saved it (scripts/transformers5_save.py): besides the above, its
     // own tokenizer_config.json (no add_bos_token, a `TokenizersBackend` class) and generation_config.json, and the
     // weights written by torch.
-    let saved = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers5-tiny");
     assert_eq!(
-        run(&saved, "saved"),
+        run(&transformers5_fixture(), "saved"),
         (samples.clone(), scores.clone(), held_out.clone()),
         "the folder transformers 5 saved (if `whet model tiny` changed, make the fixture again with \
          scripts/transformers5_save.py from this test's v4 folder)"
@@ -423,4 +422,68 @@ fn the_demo_refuses_a_model_that_is_not_there_and_says_how_to_get_smollm2() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("run scripts/fetch-smollm2.sh"), "{err}");
     assert!(!elsewhere.path().join("out").exists(), "nothing written for a model that is not there");
+}
+
+/// transformers 5's own save of a tiny model (scripts/transformers5_save.py): rope θ under rope_parameters, `dtype`,
+/// chat_template.jinja, its tokenizer_config.json.
+fn transformers5_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/transformers5-tiny")
+}
+
+#[test]
+fn a_folder_saved_by_transformers_5_loads_in_generate_score_and_train() {
+    let tmp = tempfile::tempdir().unwrap();
+    let questions = tmp.path().join("questions.jsonl");
+    std::fs::write(
+        &questions,
+        "{\"id\":\"a\",\"prompt\":\"What is 12 + 30?\",\"response\":\"42\"}\n\
+         {\"id\":\"b\",\"prompt\":\"Name a colour.\",\"response\":\"Red.\"}\n",
+    )
+    .unwrap();
+    let (samples, scores, held_out) = generate_score_train(&transformers5_fixture(), &questions, tmp.path());
+    assert_eq!((samples.len(), scores.len()), (4, 4));
+    assert!(scores.iter().all(|s| s.parse::<f64>().is_ok_and(|s| s < 0.0)), "{scores:?}");
+    assert!(held_out.contains('→'), "{held_out}");
+}
+
+#[test]
+fn the_demo_runs_lora_rounds_on_a_model_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("demo");
+    let fixture = transformers5_fixture();
+    let printed = whet_ok(&["demo", "--model", s(&fixture), "--quick", "--out", s(&out)]);
+    assert!(printed.contains("reward-filtered rounds:"), "{printed}");
+    let metrics = |arm: &str| -> Vec<Value> {
+        let text = std::fs::read_to_string(out.join(arm).join("metrics.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    };
+    let (filtered, control) = (metrics("filtered"), metrics("control"));
+    assert_eq!((filtered.len(), control.len()), (2, 2), "round 0 and one round in each arm");
+    assert_eq!(filtered[0]["held_out_accuracy"], control[0]["held_out_accuracy"], "both arms start from one model");
+    assert_eq!(control[1]["kept"], control[1]["samples"], "the control keeps every sample");
+    assert_eq!(filtered[1]["samples"], 32, "16 prompts × 2 samples");
+    // A folder is the base as it is (a .gguf file would be imported into OUT/base); LoRA on all 7 projections.
+    let rounds = read_json(&out.join("filtered/rounds.json"));
+    assert_eq!(rounds["base"], s(&fixture));
+    assert_eq!(
+        (rounds["train"]["method"].as_str(), rounds["train"]["lora"]["targets"].as_array().map(Vec::len)),
+        (Some("lora"), Some(7))
+    );
+    assert!(!out.join("base").exists());
+    assert!(out.join("filtered/round-1/model/model.safetensors").is_file(), "the merged model of the last round");
+    // Bare questions about 2-digit numbers, the sums as references.
+    let test = std::fs::read_to_string(out.join("data/test.jsonl")).unwrap();
+    assert_eq!(test.lines().count(), 16);
+    for line in test.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let prompt = row["prompt"].as_str().unwrap();
+        let numbers: Vec<u64> = prompt
+            .trim_start_matches("What is ")
+            .trim_end_matches('?')
+            .split(" + ")
+            .map(|n| n.parse().unwrap())
+            .collect();
+        assert!(numbers.iter().all(|n| (10..100).contains(n)), "{prompt}");
+        assert_eq!(row["response"], (numbers[0] + numbers[1]).to_string());
+    }
 }

@@ -32,32 +32,29 @@ pub struct Args {
 /// Where scripts/fetch-smollm2.sh puts SmolLM2-135M-Instruct.
 const SMOLLM2: &str = ".cache/models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
-fn model_of(name: &str) -> Result<DemoModel> {
+/// The demo's model, and the name of its default folder (out/demo-NAME).
+fn model_of(name: &str) -> Result<(DemoModel, String)> {
     let path = match name {
-        "tiny" => return Ok(DemoModel::Tiny),
+        "tiny" => return Ok((DemoModel::Tiny, "rounds".into())),
         "smollm2" => PathBuf::from(SMOLLM2),
         path => PathBuf::from(path),
     };
     if !path.exists() {
-        let hint = if name == "smollm2" { " (run scripts/fetch-smollm2.sh in the repository first)" } else { "" };
+        let hint = if name == "smollm2" {
+            " (run scripts/fetch-smollm2.sh, and the demo, from the repository's root)"
+        } else {
+            " (give tiny, smollm2, a chat model's .gguf file or its Hugging Face folder)"
+        };
         bail!("demo model {}: no such file or folder{hint}", path.display());
     }
-    Ok(DemoModel::Pretrained(path))
+    let short =
+        if name == "smollm2" { name.into() } else { path.file_stem().unwrap_or_default().to_string_lossy().into() };
+    Ok((DemoModel::Pretrained(path), short))
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model = model_of(&a.model)?;
-    let out = a.out.unwrap_or_else(|| match &model {
-        DemoModel::Tiny => PathBuf::from("out/demo-rounds"),
-        DemoModel::Pretrained(path) => {
-            let name = if a.model == "smollm2" {
-                "smollm2".into()
-            } else {
-                path.file_stem().unwrap_or_default().to_string_lossy()
-            };
-            PathBuf::from(format!("out/demo-{name}"))
-        }
-    });
+    let (model, short) = model_of(&a.model)?;
+    let out = a.out.unwrap_or_else(|| PathBuf::from(format!("out/demo-{short}")));
     let size = model.size(a.quick);
     let bar = Bar::steps("");
     let report = demo::run(&out, &model, &size, a.seed, &mut |e| match e {
@@ -84,7 +81,6 @@ pub fn run(a: Args) -> Result<()> {
             report.seconds
         );
     }
-    let out = &out;
     outln!(
         "report: {} · chart: {} · rounds: {}, {}",
         out.join("demo.md").display(),
