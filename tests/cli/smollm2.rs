@@ -227,7 +227,7 @@ fn write_json(path: &Path, value: &Value) {
 }
 
 /// What `whet generate`, `whet score` and `whet train` make of a model folder: the samples, their scores and
-/// the held-out loss before training.
+/// the training's losses.
 fn generate_score_train(model: &Path, questions: &Path, dir: &Path) -> (Vec<String>, Vec<String>, String) {
     let (samples, scored) = (dir.join("samples.parquet"), dir.join("scored.parquet"));
     whet_ok(&["generate", s(model), s(questions), s(&samples), "-n", "2", "--max-tokens", "16", "--seed", "3"]);
@@ -248,11 +248,15 @@ fn generate_score_train(model: &Path, questions: &Path, dir: &Path) -> (Vec<Stri
     let lora = dir.join("lora");
     let train = ["train", "--base", s(model), "--data", s(questions), "--eval", s(questions), "--out", s(&lora)];
     let settings = ["--method", "lora", "--steps", "2", "--batch", "4", "--max-len", "512"];
-    let printed = whet_ok(&[&train[..], &settings[..]].concat());
-    let held_out = printed.lines().find(|l| l.contains("held-out loss")).unwrap_or_else(|| panic!("{printed}"));
-    // The value alone: the table's width follows the model's path.
-    let held_out = held_out.split('┆').nth(1).unwrap_or_default().trim_matches(|c: char| c == '│' || c.is_whitespace());
-    (column(&samples, "response"), column(&scored, "log_likelihood"), held_out.to_string())
+    whet_ok(&[&train[..], &settings[..]].concat());
+    // Every step's training and held-out loss, at full precision (the printed table rounds them).
+    let metrics = std::fs::read_to_string(lora.join("metrics.jsonl")).unwrap();
+    let losses: Vec<String> = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|m| format!("{} {}", m["loss"], m["eval_loss"]))
+        .collect();
+    (column(&samples, "response"), column(&scored, "log_likelihood"), losses.join("; "))
 }
 
 #[test]
@@ -300,21 +304,21 @@ fn a_folder_in_transformers_5_layout_loads_in_generate_score_and_train() {
         std::fs::create_dir(&dir).unwrap();
         generate_score_train(model, &questions, &dir)
     };
-    let (samples, scores, held_out) = run(&v4, "v4");
-    assert_eq!(run(&v5, "v5"), (samples.clone(), scores.clone(), held_out.clone()), "the same model in either layout");
+    let (samples, scores, losses) = run(&v4, "v4");
+    assert_eq!(run(&v5, "v5"), (samples.clone(), scores.clone(), losses.clone()), "the same model in either layout");
     // The same v4 folder as transformers 5 itself saved it (scripts/transformers5_save.py): besides the above, its
     // own tokenizer_config.json (no add_bos_token, a `TokenizersBackend` class) and generation_config.json, and the
     // weights written by torch.
     assert_eq!(
         run(&transformers5_fixture(), "saved"),
-        (samples.clone(), scores.clone(), held_out.clone()),
+        (samples.clone(), scores.clone(), losses.clone()),
         "the folder transformers 5 saved (if `whet model tiny` changed, make the fixture again with \
          scripts/transformers5_save.py from this test's v4 folder)"
     );
     // The comparison can fail: another θ gives other scores and losses.
-    let (_, other_scores, other_held_out) = run(&other_theta, "other");
+    let (_, other_scores, other_losses) = run(&other_theta, "other");
     assert_ne!(other_scores, scores);
-    assert_ne!(other_held_out, held_out);
+    assert_ne!(other_losses, losses);
     // The user's folder is left as it was.
     assert!(read_json(&v5.join("config.json")).get("rope_theta").is_none());
 }
@@ -440,10 +444,10 @@ fn a_folder_saved_by_transformers_5_loads_in_generate_score_and_train() {
          {\"id\":\"b\",\"prompt\":\"Name a colour.\",\"response\":\"Red.\"}\n",
     )
     .unwrap();
-    let (samples, scores, held_out) = generate_score_train(&transformers5_fixture(), &questions, tmp.path());
+    let (samples, scores, losses) = generate_score_train(&transformers5_fixture(), &questions, tmp.path());
     assert_eq!((samples.len(), scores.len()), (4, 4));
     assert!(scores.iter().all(|s| s.parse::<f64>().is_ok_and(|s| s < 0.0)), "{scores:?}");
-    assert!(held_out.contains('→'), "{held_out}");
+    assert!(losses.split(' ').filter_map(|v| v.trim_end_matches(';').parse::<f64>().ok()).count() >= 3, "{losses}");
 }
 
 #[test]
