@@ -131,6 +131,7 @@ def main():
     args.out.mkdir(parents=True, exist_ok=True)
     timings = []
     failed = []
+    skipped = []
     jobs = [("kernel-checks", None)] + [(p.stem, p) for p in args.notebooks]
     for name, path in jobs:
         cwd = (path.parent if path else args.notebooks[0].parent).resolve()
@@ -144,7 +145,8 @@ def main():
                 needs = nb.metadata.get("whetstone", {}).get("needs", {})
                 missing = [f"{need} (run {script})" for need, script in needs.items() if not (ROOT / need).exists()]
                 if missing:
-                    print(f"skipped {name}: it needs {', '.join(missing)}", flush=True)
+                    skipped.append(f"{name} (it needs {', '.join(missing)})")
+                    print(f"skipped {skipped[-1]}", flush=True)
                     continue
                 ready, seconds = run(nb, name, args.out, cwd)
                 nbformat.write(nb, args.out / f"{name}.ipynb")
@@ -179,6 +181,8 @@ def main():
     for r in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     print(f"executed notebooks and their HTML: {args.out}")
+    if skipped:
+        print(f"skipped, not checked: {'; '.join(skipped)}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         sys.exit(1)
