@@ -94,9 +94,7 @@ impl DemoSize {
             steps_per_round: 30,
         }
     }
-}
 
-impl DemoSize {
     /// A pretrained model's demo: rejection sampling alone, about 45 minutes on 2 CPU cores for
     /// SmolLM2-135M.
     pub fn pretrained() -> Self {
