@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks the held-out accuracy of `whet demo --model …` with transformers: the last round's merged model (a
-plain Hugging Face folder) answers the held-out sums greedily in transformers, scored by the same final-number
-rule, and the accuracy is compared with the one whetstone measured.
+plain Hugging Face folder) answers the held-out sums greedily in transformers, scored by whetstone's own final-number
+verifier (`whet reward --with gsm8k`), and the accuracy is compared with the one whetstone measured.
 
   .venv/bin/python scripts/demo_check.py out/demo-smollm2 [--arm filtered] [--tolerance 2]
 
@@ -14,8 +14,12 @@ disagrees with whetstone's metrics. Meant for the full demo's 200 questions: on 
 import argparse
 import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -25,51 +29,22 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 
-def numbers_in(text: str) -> list[float]:
-    """whetstone's `numbers_in`: digits joined by `,` or `.` before a digit; a `-` not after a letter or digit."""
-    out = []
-    i = 0
-    while i < len(text):
-        c = text[i]
-        starts = c.isascii() and c.isdigit() or (
-            c == "-" and i + 1 < len(text) and text[i + 1].isascii() and text[i + 1].isdigit()
-            and (i == 0 or not (text[i - 1].isascii() and text[i - 1].isalnum()))
-        )
-        if not starts:
-            i += 1
-            continue
-        start, i = i, i + 1
-        while i < len(text):
-            d = text[i]
-            joins = d in ",." and i + 1 < len(text) and text[i + 1].isascii() and text[i + 1].isdigit()
-            if (d.isascii() and d.isdigit()) or joins:
-                i += 1
-            else:
-                break
-        try:
-            out.append(float(text[start:i].replace(",", "")))
-        except ValueError:
-            pass
-    return out
+def whet_binary() -> Path:
+    """The newest `whet` the checkout built (release or debug)."""
+    built = [p for p in (REPO / "target/release/whet", REPO / "target/debug/whet") if p.is_file()]
+    if not built:
+        sys.exit("no whet built: run `cargo build --release --bin whet` first")
+    return max(built, key=lambda p: p.stat().st_mtime)
 
 
-def final_number(text: str):
-    """whetstone's `final_number`: after the last `####`, else after the last "answer is", else the last number."""
-    if "####" in text:
-        tail = text[text.rfind("####") + 4 :]
-    elif "answer is" in text.lower():
-        tail = text[text.lower().rfind("answer is") + len("answer is") :]
-    else:
-        tail = text
-    numbers = numbers_in(tail)
-    if not numbers:
-        return None
-    return numbers[0] if len(tail) < len(text) else numbers[-1]
-
-
-def right(response: str, reference: str) -> bool:
-    got, want = final_number(response), final_number(reference)
-    return got is not None and want is not None and abs(got - want) <= 1e-6 * max(abs(want), 1.0)
+def rewards(rows: list[dict], scratch: Path) -> dict[str, float]:
+    """`whet reward --with gsm8k` (whetstone's own final-number verifier) on rows with id, prompt, response and
+    reference: the reward of each id."""
+    given, scored = scratch / "answers.jsonl", scratch / "scored.parquet"
+    given.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    subprocess.run([str(whet_binary()), "reward", "--with", "gsm8k", str(given), str(scored)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return {r["id"]: r["reward"] for r in pq.read_table(scored, columns=["id", "reward"]).to_pylist()}
 
 
 def main() -> int:
@@ -113,8 +88,17 @@ def main() -> int:
         print(f"transformers: {min(start + args.batch, len(test))}/{len(test)} answered", file=sys.stderr)
 
     n = len(test)
-    acc_t = sum(right(ours[r["id"]], r["response"]) for r in test) / n
-    acc_w_rescored = sum(right(theirs.get(r["id"], ""), r["response"]) for r in test) / n
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        (scratch / "theirs").mkdir()
+        (scratch / "ours").mkdir()
+
+        def graded(answers: dict[str, str], where: str) -> dict[str, float]:
+            return rewards([{"id": r["id"], "prompt": r["prompt"], "response": answers.get(r["id"], ""),
+                             "reference": r["response"]} for r in test], scratch / where)
+
+        acc_t = sum(graded(ours, "ours").values()) / n
+        acc_w_rescored = sum(graded(theirs, "theirs").values()) / n
     acc_w = float(last["held_out_accuracy"])
     same = sum(ours[r["id"]].strip() == theirs.get(r["id"], "").strip() for r in test)
     diff = 100 * abs(acc_t - acc_w)
