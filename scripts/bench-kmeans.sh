@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: `whet cluster` (k-means) vs scikit-learn KMeans (Lloyd) and faiss-cpu on the same embeddings.
+# Benchmark: `whet kmeans` (k-means) vs scikit-learn KMeans (Lloyd) and faiss-cpu on the same embeddings.
 #
 #   scripts/bench-kmeans.sh [bench_kmeans.py args, e.g. --cases t0-hashing --ks 256 --iters 20 --repeat 3]
 #

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Benchmark `whet cluster` (k-means) against scikit-learn and faiss on the same embeddings, k and iterations.
+"""Benchmark `whet kmeans` (k-means) against scikit-learn and faiss on the same embeddings, k and iterations.
 
 A benchmark, not a test. Contestants, all on the same float32 matrix (the `embedding` column of one Parquet file):
 
-  whetstone     whet cluster IN OUT --k K --max-iter ITERS --tol 0 --seed SEED   (its own child process)
+  whetstone     whet kmeans IN OUT --k K --max-iter ITERS --tol 0 --seed SEED   (its own child process)
                 fit time, inertia and iterations from OUT.manifest.json (`results`); the child's whole wall time
                 (start, reading, writing Parquet) is reported separately as "process s"
   scikit-learn  KMeans(n_clusters=K, init='k-means++', n_init=1, max_iter=ITERS, tol=0, algorithm='lloyd',
@@ -98,7 +98,7 @@ def find_results(manifest: dict) -> dict:
 
 
 def run_whet(whet: Path, inp: Path, out: Path, k: int, iters: int, seed: int) -> dict:
-    argv = [str(whet), "cluster", str(inp), str(out), "--k", str(k), "--max-iter", str(iters), "--tol", "0",
+    argv = [str(whet), "kmeans", str(inp), str(out), "--k", str(k), "--max-iter", str(iters), "--tol", "0",
             "--seed", str(seed)]
 
     def fields(manifest: dict) -> dict:

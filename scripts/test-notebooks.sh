@@ -11,9 +11,9 @@ cargo install --locked --quiet evcxr_jupyter --version 0.22.0 --root .cache/evcx
 if ! .venv/bin/python -c 'import nbclient, nbconvert, nbformat' 2>/dev/null; then
     .venv/bin/pip install -q 'nbclient>=0.10,<0.12' 'nbconvert>=7,<8' 'nbformat>=5.9,<6'
 fi
-# The whole workspace, every target, as the test command builds it: `-p whetstone-kernel` alone would resolve
+# The whole workspace, every target, with the test command's features, as it builds it: `-p whetstone-kernel` alone would resolve
 # other features for the dependencies and compile them again (6 minutes of CI).
-cargo build --workspace --all-targets
+cargo build --workspace --all-targets --features whetstone/cluster
 # Outside the checkout: under a cargo project, cargo would take Evcxr's crate for part of it. Kept between runs
 # (keyed by the checkout's path), so only the first run compiles.
 jupyter="${TMPDIR:-/tmp}/whetstone-notebook-test-$(pwd | cksum | cut -d' ' -f1)/jupyter"

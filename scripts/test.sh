@@ -9,6 +9,7 @@ export CARGO_INCREMENTAL=0
 cargo fmt --all -- --check
 ./scripts/fetch-minilm.sh
 ./scripts/fetch-smollm2.sh
-cargo test --workspace --all-targets
-cargo test --workspace --doc
+# Every command builds with the same features (the `cluster` one too), so none compiles the tree again.
+cargo test --workspace --all-targets --features whetstone/cluster
+cargo test --workspace --doc --features whetstone/cluster
 ./scripts/test-notebooks.sh

@@ -25,6 +25,6 @@ pub mod prelude {
         Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,
     };
     pub use whetstone_kernel::notebook::{
-        run, run_seeded, shared_data, thousands, whet, Chart, Dataset, Show, StageDone, Table,
+        run, run_seeded, shared_data, sql, thousands, whet, Chart, Dataset, Show, StageDone, Table,
     };
 }

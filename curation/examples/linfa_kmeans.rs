@@ -1,4 +1,4 @@
-//! linfa-clustering's own k-means on the same embeddings as `whet cluster`, for the k-means benchmark:
+//! linfa-clustering's own k-means on the same embeddings as `whet kmeans`, for the k-means benchmark:
 //! `cargo run --release -p whetstone-curation --example linfa_kmeans -- EMBEDDED.parquet K ITERS [SEED]`.
 //! Prints fit seconds and inertia (sum of squared distances), and whetstone's on the same data and seed.
 

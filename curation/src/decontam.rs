@@ -18,6 +18,59 @@ fn ngram_hashes(text: &str, n: usize) -> Vec<u64> {
     words.windows(n).map(|w| xxhash_rust::xxh3::xxh3_64(w.join(" ").as_bytes())).collect()
 }
 
+/// The word n-grams of evaluation sets (their prompts and responses), each with the set it came from.
+pub struct EvalNgrams {
+    grams: HashMap<u64, usize>,
+    /// Rows read from each set.
+    pub rows: Vec<u64>,
+    n: usize,
+}
+
+impl EvalNgrams {
+    pub fn load(eval_sets: &[PathBuf], n: usize) -> Result<Self> {
+        if n == 0 {
+            return Err(Error::Invalid("n-gram length must be at least 1".into()));
+        }
+        let mut grams: HashMap<u64, usize> = HashMap::new();
+        let mut rows = Vec::new();
+        for (set, path) in eval_sets.iter().enumerate() {
+            let mut read = 0u64;
+            for batch in DatasetReader::open(path, ReadOptions::default())? {
+                let batch = batch?;
+                let (_, prompts, responses) = text_columns(&batch)?;
+                for i in 0..batch.num_rows() {
+                    read += 1;
+                    let mut texts = vec![prompts.value(i)];
+                    if responses.is_valid(i) {
+                        texts.push(responses.value(i));
+                    }
+                    for t in texts {
+                        for g in ngram_hashes(t, n) {
+                            grams.entry(g).or_insert(set);
+                        }
+                    }
+                }
+            }
+            rows.push(read);
+        }
+        Ok(EvalNgrams { grams, rows, n })
+    }
+
+    /// The first evaluation set that shares a word n-gram with `text`.
+    pub fn first_set(&self, text: &str) -> Option<usize> {
+        ngram_hashes(text, self.n).into_iter().find_map(|g| self.grams.get(&g).copied())
+    }
+
+    /// The share of a text's word n-grams found in the evaluation sets (0 for a text shorter than n words).
+    pub fn overlap(&self, text: &str) -> f64 {
+        let hashes = ngram_hashes(text, self.n);
+        if hashes.is_empty() {
+            return 0.0;
+        }
+        hashes.iter().filter(|g| self.grams.contains_key(g)).count() as f64 / hashes.len() as f64
+    }
+}
+
 /// The decontamination stage: drops rows sharing any word `n`-gram (default 13, as GPT-3 and Llama
 /// reports do) with a row of an evaluation set (its prompt or response); reason `contaminated`.
 pub fn decontaminate(
@@ -57,42 +110,18 @@ impl Stage for Decontaminate<'_> {
 
     fn run(&self, rows: &mut Rows) -> Result<DecontamResults> {
         let (eval_sets, n) = (self.eval_sets, self.n);
-        // n-gram → the evaluation set it came from.
-        let mut grams: HashMap<u64, usize> = HashMap::new();
-        let mut eval_rows = Vec::new();
-        for (set, path) in eval_sets.iter().enumerate() {
-            let mut read = 0u64;
-            for batch in DatasetReader::open(path, ReadOptions::default())? {
-                let batch = batch?;
-                let (_, prompts, responses) = text_columns(&batch)?;
-                for i in 0..batch.num_rows() {
-                    read += 1;
-                    let mut texts = vec![prompts.value(i)];
-                    if responses.is_valid(i) {
-                        texts.push(responses.value(i));
-                    }
-                    for t in texts {
-                        for g in ngram_hashes(t, n) {
-                            grams.entry(g).or_insert(set);
-                        }
-                    }
-                }
-            }
-            eval_rows.push(read);
-        }
+        let eval = EvalNgrams::load(eval_sets, n)?;
         let names: Vec<String> = eval_sets.iter().map(|p| p.display().to_string()).collect();
         let hits = Mutex::new(vec![0u64; eval_sets.len()]);
-        rows.parameters["eval_rows"] = eval_rows.into();
-        rows.parameters["eval_ngrams"] = grams.len().into();
+        rows.parameters["eval_rows"] = eval.rows.clone().into();
+        rows.parameters["eval_ngrams"] = eval.grams.len().into();
         rows.filter(|batch| {
             let (_, prompts, responses) = text_columns(&batch)?;
             let verdicts = (0..batch.num_rows())
                 .into_par_iter()
                 .map(|i| {
                     let response = if responses.is_valid(i) { responses.value(i) } else { "" };
-                    let found = [prompts.value(i), response]
-                        .into_iter()
-                        .find_map(|t| ngram_hashes(t, n).into_iter().find_map(|g| grams.get(&g).copied()));
+                    let found = [prompts.value(i), response].into_iter().find_map(|t| eval.first_set(t));
                     found.map(|set| {
                         hits.lock().expect("not poisoned")[set] += 1;
                         ("contaminated", format!("shares a {n}-gram with {}", names[set]))

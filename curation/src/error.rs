@@ -19,6 +19,9 @@ pub enum Error {
     Arrow(#[from] arrow::error::ArrowError),
     #[error(transparent)]
     Linfa(#[from] linfa::error::Error),
+    /// A query that cannot run, in words that say why (see `sql::explain`).
+    #[error("{0}")]
+    Sql(String),
 }
 
 impl Error {

@@ -10,7 +10,8 @@
 //! - [`cluster`]: k-means (Lloyd, Yinyang bounds, mini-batch) and the cluster stage;
 //! - [`select`]: random, RS2, kMQ, k-center, Deita and iterative selection, coverage metrics, the select stage;
 //! - [`pipeline`]: the steps with their parameters, and a pipeline file of them (`whet curate`);
-//! - [`project`], [`vector`]: PCA for charts, and the distance kernels.
+//! - [`project`], [`vector`]: PCA for charts, and the distance kernels;
+//! - `sql` (feature `sql`): SQL over datasets with DataFusion, whetstone's functions as UDFs.
 
 pub mod cluster;
 pub mod decontam;
@@ -21,6 +22,8 @@ pub mod filters;
 pub mod pipeline;
 pub mod project;
 pub mod select;
+#[cfg(feature = "sql")]
+pub mod sql;
 pub mod vector;
 
 pub use embed::{Embedder, HashingEmbedder, SentenceEncoder};

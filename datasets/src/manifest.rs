@@ -23,6 +23,11 @@ pub struct RowCounts {
     /// (generation: N samples per prompt). Then rows in = rows out / per_row + rows rejected.
     #[serde(default = "one", skip_serializing_if = "is_one")]
     pub per_row: u64,
+    /// Rows out are a SQL query's result (grouped, joined, computed), not the rows in less the rejected
+    /// ones, so rows in = rows out + rows rejected does not apply; `rejected` counts rows that could not be
+    /// read. The query is in the parameters.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub query: bool,
 }
 
 fn one() -> u64 {
@@ -68,6 +73,7 @@ impl Manifest {
             rows_out: output.rows,
             rows_rejected: rejected.total(),
             per_row,
+            query: false,
         };
         if per_row == 0
             || !rows.rows_out.is_multiple_of(per_row)
@@ -90,6 +96,35 @@ impl Manifest {
             started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
         })
+    }
+
+    /// The manifest of a SQL query's result: rows in are the rows its tables gave, rows out the result's.
+    pub fn of_query(
+        parameters: serde_json::Value,
+        inputs: Vec<InputReport>,
+        output: OutputReport,
+        rejected: Rejections,
+        started: SystemTime,
+    ) -> Self {
+        let rows = RowCounts {
+            rows_in: inputs.iter().map(|i| i.rows_in).sum(),
+            rows_out: output.rows,
+            rows_rejected: rejected.total(),
+            per_row: 1,
+            query: true,
+        };
+        Manifest {
+            whetstone: env!("CARGO_PKG_VERSION").to_string(),
+            stage: "sql".to_string(),
+            parameters,
+            inputs,
+            output,
+            rows,
+            rejected,
+            results: serde_json::Value::Null,
+            started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
+            seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
+        }
     }
 
     /// What the stage found, as the type it wrote them with (`manifest.results::<RewardResults>()?`): a

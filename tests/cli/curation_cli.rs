@@ -13,12 +13,12 @@ fn embed_cluster_select_through_the_cli() {
     whet_ok(&["embed", s(&data.join("gsm8k/test.jsonl")), s(&emb), "--dim", "128", "--text", "both"]);
     assert_eq!(Manifest::read_beside(&emb).unwrap().parameters["dim"], 128);
     let streamed = dir.path().join("k8-mini.parquet");
-    let table = whet_ok(&["cluster", s(&emb), s(&streamed), "--k", "8", "--mini-batch", "256", "--max-iter", "3"]);
+    let table = whet_ok(&["kmeans", s(&emb), s(&streamed), "--k", "8", "--mini-batch", "256", "--max-iter", "3"]);
     assert!(table.contains("1,319"), "{table}");
     let m = Manifest::read_beside(&streamed).unwrap();
     assert_eq!(m.parameters["algorithm"], "kmeans++/mini-batch");
     assert_eq!(m.results["sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).sum::<u64>(), 1319);
-    let table = whet_ok(&["cluster", s(&emb), s(&clustered), "--k", "8", "--seed", "1"]);
+    let table = whet_ok(&["kmeans", s(&emb), s(&clustered), "--k", "8", "--seed", "1"]);
     assert!(table.contains("inertia") && table.contains("1,319"), "{table}");
     let lloyd = Manifest::read_beside(&clustered).unwrap().results["inertia"].as_f64().unwrap();
     assert!(m.results["inertia"].as_f64().unwrap() < lloyd * 1.05, "mini-batch lands near Lloyd's inertia");
@@ -44,7 +44,7 @@ fn embed_cluster_select_through_the_cli() {
     assert!(e.contains("no column \"nosuch\"") && e.contains("embedding, cluster"), "every column is listed: {e}");
     let e = whet_fails(&["select", s(&clustered), s(&picked), "--method", "deita", "--budget", "10"]);
     assert!(e.contains("no score column \"quality\""), "{e}");
-    let e = whet_fails(&["cluster", s(&data.join("gsm8k/test.jsonl")), s(&picked), "--k", "3"]);
+    let e = whet_fails(&["kmeans", s(&data.join("gsm8k/test.jsonl")), s(&picked), "--k", "3"]);
     assert!(e.contains("no `embedding` column") && e.contains("whet embed"), "{e}");
 }
 

@@ -4,6 +4,8 @@
 mod common;
 
 mod bench;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod curation_cli;
 mod formats;
 mod malformed;
@@ -14,4 +16,5 @@ mod real_data;
 mod rewards;
 mod rounds;
 mod smollm2;
+mod sql;
 mod training;

@@ -1,4 +1,4 @@
-//! The cluster stage (`whet cluster`): k-means over the embeddings adds a `cluster` column, in memory
+//! The cluster stage (`whet kmeans`): k-means over the embeddings adds a `cluster` column, in memory
 //! (Lloyd) or over the dataset read in passes (mini-batch).
 
 use std::path::Path;

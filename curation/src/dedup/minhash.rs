@@ -90,8 +90,36 @@ impl Permutations {
     }
 }
 
+/// Signatures and LSH band keys as the MinHash dedup stage computes them; SQL's `minhash()` is this too.
+pub struct MinHasher {
+    perms: Permutations,
+    shingle: usize,
+    rows: usize,
+}
+
+impl MinHasher {
+    pub fn new(opts: &MinHashOptions) -> Result<Self> {
+        opts.check()?;
+        Ok(MinHasher {
+            perms: Permutations::new(opts.bands * opts.rows, opts.seed),
+            shingle: opts.shingle,
+            rows: opts.rows,
+        })
+    }
+
+    /// The signature of a text, normalised as exact dedup normalises it (lower case, whitespace collapsed).
+    pub fn signature(&self, text: &str) -> Vec<u32> {
+        self.perms.signature(&normalise(text), self.shingle)
+    }
+
+    /// One key per band: the hash of the band's slice of the signature. Rows sharing a key are candidates.
+    pub fn band_keys(&self, signature: &[u32]) -> Vec<u64> {
+        signature.chunks(self.rows).map(|band| xxhash_rust::xxh3::xxh3_64(bytes_of(band))).collect()
+    }
+}
+
 /// The share of equal positions: an estimate of the Jaccard similarity of the shingle sets.
-fn estimated_jaccard(a: &[u32], b: &[u32]) -> f64 {
+pub fn estimated_jaccard(a: &[u32], b: &[u32]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
 }
 
@@ -120,9 +148,8 @@ impl Stage for MinHashOptions {
     }
 
     fn run(&self, rows: &mut Rows) -> Result<()> {
-        self.check()?;
         let opts = self;
-        let perms = Permutations::new(opts.bands * opts.rows, opts.seed);
+        let hasher = MinHasher::new(opts)?;
         // Kept rows: id and signature; band buckets point into them.
         let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
         let mut buckets: Vec<HashMap<u64, Vec<u32>>> = vec![HashMap::new(); opts.bands];
@@ -132,15 +159,14 @@ impl Stage for MinHashOptions {
                 .into_par_iter()
                 .map(|i| {
                     let response = if responses.is_valid(i) { responses.value(i) } else { "" };
-                    perms.signature(&normalise(&format!("{} {response}", prompts.value(i))), opts.shingle)
+                    hasher.signature(&format!("{} {response}", prompts.value(i)))
                 })
                 .collect();
             let mut keep = Vec::new();
             let mut dropped = Vec::new();
             let mut dup_of = Vec::new();
             for (i, sig) in signatures.into_iter().enumerate() {
-                let keys: Vec<u64> =
-                    sig.chunks(opts.rows).map(|band| xxhash_rust::xxh3::xxh3_64(bytes_of(band))).collect();
+                let keys = hasher.band_keys(&sig);
                 let mut best: Option<(f64, u32)> = None;
                 for (band, key) in keys.iter().enumerate() {
                     for &candidate in buckets[band].get(key).map(Vec::as_slice).unwrap_or_default() {

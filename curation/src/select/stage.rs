@@ -35,7 +35,7 @@ fn clusters_of(batch: &RecordBatch) -> Result<Option<Vec<u32>>> {
         .as_primitive_opt::<UInt32Type>()
         .ok_or_else(|| Error::Invalid(format!("the `cluster` column is {}, not UInt32", c.data_type())))?;
     if c.null_count() > 0 {
-        return Err(Error::Invalid("the `cluster` column has nulls: run `whet cluster` again".into()));
+        return Err(Error::Invalid("the `cluster` column has nulls: run `whet kmeans` again".into()));
     }
     Ok(Some(c.values().to_vec()))
 }
@@ -219,7 +219,7 @@ impl Stage for SelectOptions {
                 Method::Kcenter => kcenter(data, dim, budget, opts.seed),
                 Method::Iterative => {
                     let clusters = clusters.as_deref().ok_or_else(|| {
-                        Error::Invalid("iterative selection needs a `cluster` column: run `whet cluster` first".into())
+                        Error::Invalid("iterative selection needs a `cluster` column: run `whet kmeans` first".into())
                     })?;
                     let scores = scores_of_nullable(&batch, score)?;
                     let mut sums: BTreeMap<u32, (f64, u64)> = BTreeMap::new();

@@ -185,7 +185,7 @@ fn iterative_rounds_follow_cluster_scores_and_skip_chosen_rows() {
     // Without a cluster column it says what to run.
     let opts = SelectOptions::new(Method::Iterative, Budget::Count(10), 0);
     let e = select_dataset(&emb, &dir.path().join("x.parquet"), &opts, ReadOptions::default(), |_| {}).unwrap_err();
-    assert!(e.to_string().contains("whet cluster"), "{e}");
+    assert!(e.to_string().contains("whet kmeans"), "{e}");
 }
 
 #[test]

@@ -99,7 +99,8 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-pub(super) fn hash_file(path: &Path, progress: Arc<AtomicU64>) -> Result<(u64, String)> {
+/// The size and xxh3-128 of a file's bytes, as manifests record inputs; `progress` counts the bytes read.
+pub fn hash_file(path: &Path, progress: Arc<AtomicU64>) -> Result<(u64, String)> {
     let mut r = HashingReader {
         inner: File::open(path).map_err(|e| Error::io(path, e))?,
         hasher: Default::default(),

@@ -25,8 +25,8 @@ mod inputs;
 mod json;
 
 use columnar::open_arrow;
-use inputs::{container_of, hash_file};
-pub use inputs::{file_stem, resolve_inputs};
+use inputs::container_of;
+pub use inputs::{file_stem, hash_file, resolve_inputs};
 use json::{parse_rows, read_json_file, split_lines, Parsed, Piece, RowText, IN_FLIGHT};
 
 /// What to do with a row that cannot be read.

@@ -340,6 +340,40 @@ pub fn whet(args: &[&str]) -> Result<String> {
     Ok(printed)
 }
 
+/// Answers a SQL query over the tables named (`[("t0", path), …]`: files, folders or globs, read as every
+/// stage reads them), with whetstone's functions (`minhash`, `embed`, `ngram_overlap`, …): `whet sql` runs it
+/// (DataFusion lives in the `whet` binary, not in every notebook's build) and the result comes back as a
+/// [`Dataset`], shown as a table.
+pub fn sql<'a, P: AsRef<Path>>(query: &str, tables: impl IntoIterator<Item = (&'a str, P)>) -> Result<Dataset> {
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let out = std::env::temp_dir().join(format!(
+        "whetstone-sql-{}-{}.arrow",
+        std::process::id(),
+        CALLS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut args = vec!["sql".to_string(), query.to_string(), "--out".into(), out.display().to_string()];
+    for (name, path) in tables {
+        args.extend(["--table".to_string(), format!("{name}={}", path.as_ref().display())]);
+    }
+    let result = whet(&args.iter().map(String::as_str).collect::<Vec<_>>()).and_then(|_| {
+        let file = std::fs::File::open(&out)?;
+        let reader = arrow::ipc::reader::FileReader::try_new(file, None)?;
+        let schema = reader.schema();
+        let batches = reader.collect::<std::result::Result<Vec<_>, _>>()?;
+        let manifest = Manifest::read_beside(&out)?;
+        Ok(Dataset {
+            source: query.to_string(),
+            schema,
+            batches,
+            rejected: manifest.rejected.by_reason,
+            shown: SHOWN_ROWS,
+        })
+    });
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(whetstone_datasets::write::manifest_path(&out));
+    result
+}
+
 /// Text progress for a notebook: a line at each tenth of the input read, so long stages show they are moving
 /// without flooding the output.
 /// How long a stage runs before its progress is printed.

@@ -85,8 +85,56 @@ pub fn rows_table(rows: &[Value], width: usize) -> Table {
     t
 }
 
+/// Record batches as a table: a column per field, values as Arrow prints them, long text cut to `width`.
+pub fn batches_table(
+    schema: &arrow::datatypes::Schema,
+    batches: &[arrow::array::RecordBatch],
+    width: usize,
+) -> Result<Table, arrow::error::ArrowError> {
+    use arrow::util::display::{ArrayFormatter, FormatOptions};
+    let header: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut t = table(&header);
+    let options = FormatOptions::default();
+    for batch in batches {
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in 0..batch.num_rows() {
+            t.add_row(
+                formatters
+                    .iter()
+                    .zip(batch.columns())
+                    .map(|(f, c)| {
+                        let text = Value::String(f.value(row).to_string());
+                        let cell = Cell::new(cell_text(&text, width));
+                        if c.data_type().is_numeric() {
+                            cell.set_alignment(CellAlignment::Right)
+                        } else {
+                            cell
+                        }
+                    })
+                    .collect::<Vec<_>>(),
+            );
+        }
+    }
+    Ok(t)
+}
+
 /// Rows in, kept and dropped by reason: what a filtering stage did.
 pub fn drops(m: &Manifest) -> std::io::Result<()> {
+    if m.rows.query {
+        let mut t = table(&["stage", "rows in", "rows out", "rows not read", "output"]);
+        t.add_row(vec![
+            Cell::new(&m.stage),
+            num(m.rows.rows_in),
+            num(m.rows.rows_out),
+            num(m.rows.rows_rejected),
+            Cell::new(m.output.path.display()),
+        ]);
+        return out(t);
+    }
     let mut t = table(&["stage", "rows in", "kept", "dropped", "output"]);
     t.add_row(vec![
         Cell::new(&m.stage),

@@ -1,55 +1,80 @@
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use comfy_table::Cell;
-use whetstone::curation::pipeline::ClusterStep;
 
-use crate::args::ReadArgs;
-use crate::progress::Bar;
-use crate::table::{num, table};
-
-/// Cluster the embeddings with k-means (k-means++ seeding); adds a `cluster` column.
+/// Run a Ballista cluster made of whet: a scheduler, and executors on every machine, that know whetstone's
+/// functions. Then `whet sql … --cluster df://HOST:PORT` and `whet curate … --cluster df://HOST:PORT` run there.
+/// Tables must be Parquet at a path every executor sees (shared storage).
 #[derive(clap::Args)]
 pub struct Args {
-    /// A dataset with an `embedding` column (see `whet embed`).
-    input: PathBuf,
-    output: PathBuf,
-    /// Number of clusters.
-    #[arg(long)]
-    k: usize,
-    #[arg(long, default_value_t = ClusterStep::default().max_iter)]
-    max_iter: usize,
-    /// Stop when the centroids move less than this, relative to the data's variance (0: run max-iter).
-    #[arg(long, default_value_t = ClusterStep::default().tol)]
-    tol: f64,
-    /// Mini-batch k-means with batches of this many rows, reading the dataset in passes (max-iter counts
-    /// passes): for datasets larger than memory. Without it, Lloyd's algorithm on every row in memory.
-    #[arg(long, value_name = "ROWS")]
-    mini_batch: Option<usize>,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    #[command(flatten)]
-    read: ReadArgs,
+    #[command(subcommand)]
+    role: Role,
 }
 
+#[derive(clap::Subcommand)]
+enum Role {
+    /// The scheduler: plans queries and hands their tasks to executors.
+    Scheduler {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "0.0.0.0:50050")]
+        bind: SocketAddr,
+        /// Seconds an executor may miss heartbeats before it is taken for dead and its tasks run elsewhere.
+        #[arg(long, default_value_t = 60)]
+        executor_timeout: u64,
+    },
+    /// An executor: runs tasks, keeping shuffle files in its work folder.
+    Executor {
+        /// The scheduler, as HOST:PORT or df://HOST:PORT.
+        #[arg(long)]
+        scheduler: String,
+        /// The address other executors and the driver reach this one at.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Port of its Arrow Flight service (shuffle reads).
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// Port of its gRPC service.
+        #[arg(long, default_value_t = 50052)]
+        grpc_port: u16,
+        /// Tasks at once [default: the cores].
+        #[arg(long)]
+        slots: Option<usize>,
+        /// Where shuffle files go [default: a temporary folder].
+        #[arg(long)]
+        work_dir: Option<PathBuf>,
+        /// Seconds between heartbeats to the scheduler.
+        #[arg(long, default_value_t = 5)]
+        heartbeat: u64,
+    },
+}
+
+#[cfg(feature = "cluster")]
 pub fn run(a: Args) -> Result<()> {
-    let step = ClusterStep { k: a.k, max_iter: a.max_iter, tol: a.tol, seed: Some(a.seed), mini_batch: a.mini_batch };
-    let bar = Bar::bytes(if a.mini_batch.is_some() { "labelling" } else { "reading" });
-    let (m, model) = step.run(&a.input, &a.output, a.read.options()?, a.seed, |p| bar.follow_bytes(p))?;
-    bar.finish();
-    let mut sizes = model.sizes.clone();
-    sizes.sort_unstable();
-    let mut t =
-        table(&["rows", "k", "iterations", "converged", "inertia", "cluster sizes min / median / max", "seconds"]);
-    t.add_row(vec![
-        num(m.rows.rows_out),
-        num(a.k as u64),
-        num(model.iterations as u64),
-        Cell::new(model.converged),
-        Cell::new(format!("{:.2}", model.inertia)),
-        Cell::new(format!("{} / {} / {}", sizes[0], sizes[sizes.len() / 2], sizes[sizes.len() - 1])),
-        Cell::new(format!("{:.1}", m.seconds)),
-    ]);
-    outln!("{t}");
+    use whetstone::curation::sql::cluster::{run_executor, run_scheduler, ExecutorOptions};
+    match a.role {
+        Role::Scheduler { bind, executor_timeout } => {
+            eprintln!("whet cluster scheduler on {bind}: executors join with --scheduler {bind}");
+            run_scheduler(bind, executor_timeout)?
+        }
+        Role::Executor { scheduler, host, port, grpc_port, slots, work_dir, heartbeat } => {
+            let slots = slots.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+            eprintln!("whet cluster executor {host}:{port}, {slots} slots, joining {scheduler}");
+            run_executor(ExecutorOptions {
+                scheduler,
+                bind_host: host,
+                port,
+                grpc_port,
+                slots,
+                work_dir,
+                heartbeat_seconds: heartbeat,
+            })?
+        }
+    }
     Ok(())
+}
+
+#[cfg(not(feature = "cluster"))]
+pub fn run(_: Args) -> Result<()> {
+    anyhow::bail!("this whet was built without clusters: build it with `cargo build --release --features cluster`")
 }

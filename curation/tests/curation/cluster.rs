@@ -1,0 +1,100 @@
+//! An in-process Ballista cluster (one scheduler, three executors, four partitions per stage) answers as the
+//! local session does, with whetstone's functions decoded on the executors.
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::{AsArray, RecordBatch};
+use arrow::datatypes::Float64Type;
+use whetstone_curation::sql::cluster::LocalCluster;
+use whetstone_curation::sql::{QueryResult, SqlSession};
+use whetstone_datasets::{convert, ConvertOptions, ReadOptions};
+
+fn shared() -> Option<PathBuf> {
+    let dir = std::env::var_os("WHETSTONE_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"));
+    dir.join("README.md").exists().then_some(dir)
+}
+
+fn rows_sorted(r: &QueryResult) -> Vec<String> {
+    let batch = arrow::compute::concat_batches(&r.schema, &r.batches).unwrap();
+    let mut rows: Vec<String> =
+        whetstone_datasets::write::batch_rows_json(&batch).unwrap().into_iter().map(|v| v.to_string()).collect();
+    rows.sort();
+    rows
+}
+
+fn one(r: &QueryResult) -> RecordBatch {
+    arrow::compute::concat_batches(&r.schema, &r.batches).unwrap()
+}
+
+#[test]
+fn queries_on_a_cluster_answer_as_they_do_locally() {
+    let Some(data) = shared() else {
+        eprintln!("skipped: no shared data");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    // Two Parquet files, so the scan alone has partitions to spread.
+    let (a, b) = (dir.path().join("t0/a.parquet"), dir.path().join("t0/b.parquet"));
+    std::fs::create_dir_all(a.parent().unwrap()).unwrap();
+    let t0 = data.join("t0-templates");
+    let files: Vec<PathBuf> = {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(&t0).unwrap().map(|e| e.unwrap().path()).collect();
+        f.sort();
+        f
+    };
+    let half = dir.path().join("half");
+    std::fs::create_dir_all(&half).unwrap();
+    for f in &files[..files.len() / 2] {
+        std::fs::copy(f, half.join(f.file_name().unwrap())).unwrap();
+    }
+    convert(&half, &a, &ConvertOptions::default(), |_| {}).unwrap();
+    let rest = dir.path().join("rest");
+    std::fs::create_dir_all(&rest).unwrap();
+    for f in &files[files.len() / 2..] {
+        std::fs::copy(f, rest.join(f.file_name().unwrap())).unwrap();
+    }
+    convert(&rest, &b, &ConvertOptions::default(), |_| {}).unwrap();
+    let table = a.parent().unwrap().to_path_buf();
+
+    let cluster = LocalCluster::start(3, 2, 4).unwrap();
+    let mut remote = cluster.session().unwrap();
+    remote.register("t0", &table, ReadOptions::default()).unwrap();
+    let mut local = SqlSession::new().unwrap();
+    local.register("t0", &table, ReadOptions::default()).unwrap();
+
+    let queries = [
+        "SELECT source, count(*) AS n, sum(length(prompt)) AS chars FROM t0 GROUP BY source",
+        "SELECT id, xxh3(prompt) AS h FROM t0 WHERE length(response) < 20",
+        "SELECT k, count(*) AS n FROM (SELECT unnest(minhash(prompt || ' ' || response)) AS k FROM t0) \
+         GROUP BY k HAVING count(*) > 50",
+    ];
+    for q in queries {
+        let (l, r) = (local.query(q).unwrap(), remote.query(q).unwrap());
+        assert!(l.rows() > 0, "{q}: some rows");
+        assert_eq!(rows_sorted(&l), rows_sorted(&r), "{q}");
+    }
+    // Sums of floats depend on the order they are added in: equal to 1e-9 of their size.
+    let q = "SELECT source, vector_sum(embed(prompt, 'hashing')) AS s FROM t0 WHERE source LIKE 'adversarial_qa%' \
+             GROUP BY source ORDER BY source";
+    let (l, r) = (one(&local.query(q).unwrap()), one(&remote.query(q).unwrap()));
+    assert!(l.num_rows() >= 2, "adversarial_qa has 10 templates");
+    assert_eq!(l.column(0), r.column(0), "the same groups");
+    let (ls, rs) = (l.column(1).as_list::<i32>(), r.column(1).as_list::<i32>());
+    for i in 0..l.num_rows() {
+        let (a, b) = (ls.value(i), rs.value(i));
+        let (a, b) = (a.as_primitive::<Float64Type>(), b.as_primitive::<Float64Type>());
+        assert_eq!(a.len(), 512);
+        for (x, y) in a.values().iter().zip(b.values()) {
+            assert!((x - y).abs() <= 1e-9 * x.abs().max(1.0), "{x} vs {y}");
+        }
+    }
+    let n = one(&remote.query("SELECT count(*) FROM t0").unwrap());
+    let m = one(&local.query("SELECT count(*) FROM t0").unwrap());
+    assert_eq!(n, m);
+
+    // A table the executors cannot read themselves is refused with what to do.
+    let e = remote.register("g", &data.join("gsm8k/test.jsonl"), ReadOptions::default()).unwrap_err().to_string();
+    assert!(e.contains("whet convert"), "{e}");
+}
