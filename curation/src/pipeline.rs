@@ -475,6 +475,19 @@ pub struct PipelineStep {
     pub rows_out: u64,
     pub rows_rejected: u64,
     pub seconds: f64,
+    /// What a cluster did for the step (`whet curate --cluster`); absent when it ran here only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterWork>,
+}
+
+/// A step's share of work done on a cluster: the rows it found worth examining, out of those it read, and
+/// the seconds that took (staging the rows included). The driver then ran the stage on those rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusterWork {
+    pub scheduler: String,
+    pub rows_read: u64,
+    pub rows_examined: u64,
+    pub seconds: f64,
 }
 
 /// What `OUTPUT.pipeline.json` holds.
@@ -504,7 +517,7 @@ impl Pipeline {
 
     fn read_options(&self) -> Result<ReadOptions> {
         let pairs: Vec<String> = self.map.iter().map(|(role, field)| format!("{role}={field}")).collect();
-        Ok(ReadOptions { map: whetstone_datasets::FieldMap::parse(&pairs)?, on_error: self.on_error })
+        Ok(ReadOptions { map: whetstone_datasets::FieldMap::parse(&pairs)?, on_error: self.on_error, examine: None })
     }
 
     /// Where step `i` writes: the last step writes the pipeline's output, the others a numbered file in
@@ -519,10 +532,20 @@ impl Pipeline {
     }
 
     /// Runs the steps in order. `on_step(i, step)` is called as step `i` starts, with its progress.
-    pub fn run(&self, on_step: impl FnMut(usize, &Step, Progress)) -> Result<PipelineReport> {
+    pub fn run(&self, mut on_step: impl FnMut(usize, &Step, Progress)) -> Result<PipelineReport> {
+        self.run_with(|i, step, input, output, read| {
+            Ok((step.run(input, output, read, self.seed, |p| on_step(i, step, p))?, None))
+        })
+    }
+
+    /// Runs the steps in order through `run(i, step, input, output, read)` (see [`link_steps`]) and writes
+    /// `OUTPUT.pipeline.json`.
+    pub fn run_with(
+        &self,
+        run: impl FnMut(usize, &Step, &Path, &Path, ReadOptions) -> Result<(Manifest, Option<ClusterWork>)>,
+    ) -> Result<PipelineReport> {
         let started = std::time::Instant::now();
-        let steps =
-            run_steps(&self.stages, &self.input, self.read_options()?, self.seed, |i| self.step_output(i), on_step)?;
+        let steps = link_steps(&self.stages, &self.input, self.read_options()?, |i| self.step_output(i), run)?;
         let report = PipelineReport { pipeline: self.clone(), steps, seconds: started.elapsed().as_secs_f64() };
         let mut text = serde_json::to_vec_pretty(&report).expect("serialisable");
         text.push(b'\n');
@@ -548,6 +571,20 @@ pub fn run_steps(
     output_of: impl Fn(usize) -> PathBuf,
     mut on_step: impl FnMut(usize, &Step, Progress),
 ) -> Result<Vec<PipelineStep>> {
+    link_steps(steps, input, read, output_of, |i, step, input, output, read| {
+        Ok((step.run(input, output, read, seed, |p| on_step(i, step, p))?, None))
+    })
+}
+
+/// Runs `steps` in order through `run(i, step, input, output, read)`, where a step's work is done (here, or
+/// on a cluster), and checks that every step read exactly what the one before it wrote.
+pub fn link_steps(
+    steps: &[Step],
+    input: &Path,
+    read: ReadOptions,
+    output_of: impl Fn(usize) -> PathBuf,
+    mut run: impl FnMut(usize, &Step, &Path, &Path, ReadOptions) -> Result<(Manifest, Option<ClusterWork>)>,
+) -> Result<Vec<PipelineStep>> {
     let mut done: Vec<PipelineStep> = Vec::new();
     let mut input = input.to_path_buf();
     let mut read = Some(read);
@@ -558,8 +595,7 @@ pub fn run_steps(
             std::fs::create_dir_all(dir)
                 .map_err(|e| Error::Invalid(format!("{}: cannot create it ({e})", dir.display())))?;
         }
-        let manifest = step
-            .run(&input, &output, read.take().unwrap_or_default(), seed, |p| on_step(i, step, p))
+        let (manifest, cluster) = run(i, step, &input, &output, read.take().unwrap_or_default())
             .map_err(|e| Error::Invalid(format!("stage {} ({}): {e}", i + 1, step.name())))?;
         if let Some(prev) = &previous {
             check_link(prev, &manifest)?;
@@ -572,6 +608,7 @@ pub fn run_steps(
             rows_out: manifest.rows.rows_out,
             rows_rejected: manifest.rows.rows_rejected,
             seconds: manifest.seconds,
+            cluster,
         });
         input = output;
         previous = Some(manifest);

@@ -10,7 +10,8 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arrow::array::RecordBatch;
+use arrow::array::{AsArray, RecordBatch, UInt32Array};
+use arrow::datatypes::{DataType, Field, UInt32Type};
 
 use serde::Serialize;
 
@@ -148,7 +149,7 @@ impl<'a> Rows<'a> {
         mut f: impl FnMut(RecordBatch) -> std::result::Result<RecordBatch, StageError>,
     ) -> Result<()> {
         let stage = self.stage.clone();
-        self.filter(|batch| {
+        self.expand(1, |batch| {
             let n = batch.num_rows();
             let out = f(batch)?;
             if out.num_rows() != n {
@@ -160,11 +161,16 @@ impl<'a> Rows<'a> {
 
     /// Keeps some rows of every batch and drops the others, each with its reason: dropped rows go to
     /// `<output>.rejected.jsonl` and are counted by reason in the manifest.
+    ///
+    /// With [`ReadOptions::examine`] set, `f` sees only the rows named there; the others are kept as they are.
     pub fn filter(
         &mut self,
         f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
     ) -> Result<()> {
-        self.expand(1, f)
+        match self.read.examine.clone() {
+            None => self.expand(1, f),
+            Some(rows) => self.expand(1, examine_only(rows, f)),
+        }
     }
 
     /// Writes `per_row` rows for every input row it keeps (generation: N samples per prompt) and drops the
@@ -203,6 +209,50 @@ impl<'a> Rows<'a> {
         rejected.file = file;
         rejected.merge(dropped);
         self.written = Some(Written { inputs: reader.reports().to_vec(), output, rejected, per_row });
+    }
+}
+
+/// The column that carries an examined row's position in its batch through a stage's filter.
+const EXAMINED_AT: &str = "_examined_at";
+
+/// `f` applied to the rows of each batch that `rows` (positions in the whole input, ascending) names; the
+/// other rows are kept. The kept rows come from the batch itself, in its order, so the output is what `f`
+/// over every row gives whenever `f` would keep the rows not named.
+fn examine_only(
+    rows: Arc<Vec<u64>>,
+    mut f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
+) -> impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError> {
+    let (mut offset, mut next) = (0u64, 0usize);
+    move |batch: RecordBatch| {
+        let end = offset + batch.num_rows() as u64;
+        let from = next;
+        while next < rows.len() && rows[next] < end {
+            next += 1;
+        }
+        let picked: Vec<u32> = rows[from..next].iter().map(|r| (r - offset) as u32).collect();
+        offset = end;
+        if picked.is_empty() {
+            // Taken, as a stage's own filter takes its kept rows, so the output's bytes are the same too.
+            let all = UInt32Array::from_iter_values(0..batch.num_rows() as u32);
+            return Ok((arrow::compute::take_record_batch(&batch, &all)?, Vec::new()));
+        }
+        let positions = UInt32Array::from(picked.clone());
+        let examined = arrow::compute::take_record_batch(&batch, &positions)?;
+        let examined = with_column(&examined, Field::new(EXAMINED_AT, DataType::UInt32, false), Arc::new(positions))?;
+        let (kept, mut dropped) = f(examined)?;
+        let kept_at = kept
+            .column_by_name(EXAMINED_AT)
+            .and_then(|c| c.as_primitive_opt::<UInt32Type>())
+            .ok_or_else(|| Error::Internal("a stage's filter lost the examined rows' positions".into()))?;
+        let kept_at: std::collections::HashSet<u32> = kept_at.values().iter().copied().collect();
+        let keep: Vec<u32> =
+            (0..batch.num_rows() as u32).filter(|i| kept_at.contains(i) || picked.binary_search(i).is_err()).collect();
+        for d in &mut dropped {
+            if let Some(row) = d.row.as_object_mut() {
+                row.shift_remove(EXAMINED_AT);
+            }
+        }
+        Ok((arrow::compute::take_record_batch(&batch, &UInt32Array::from(keep))?, dropped))
     }
 }
 

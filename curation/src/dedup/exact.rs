@@ -15,6 +15,16 @@ pub fn normalise(text: &str) -> String {
     text.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
 }
 
+/// What two rows share when they are exact duplicates: the 128-bit xxh3 of the normalised prompt and response
+/// (a missing response counts as empty).
+pub fn exact_key(prompt: &str, response: Option<&str>) -> u128 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(normalise(prompt).as_bytes());
+    h.update(&[0xff]);
+    h.update(normalise(response.unwrap_or("")).as_bytes());
+    h.digest128()
+}
+
 /// The exact-dedup stage: a row whose normalised prompt and response equal an earlier row's is dropped
 /// (reason `exact_duplicate`); its rejected-rows entry names the kept row in `dup_of`.
 pub fn dedup_exact(
@@ -46,14 +56,7 @@ impl Stage for ExactDedup {
             let (ids, prompts, responses) = text_columns(&batch)?;
             let keys: Vec<u128> = (0..batch.num_rows())
                 .into_par_iter()
-                .map(|i| {
-                    let r = if responses.is_valid(i) { normalise(responses.value(i)) } else { String::new() };
-                    let mut h = xxhash_rust::xxh3::Xxh3::new();
-                    h.update(normalise(prompts.value(i)).as_bytes());
-                    h.update(&[0xff]);
-                    h.update(r.as_bytes());
-                    h.digest128()
-                })
+                .map(|i| exact_key(prompts.value(i), responses.is_valid(i).then(|| responses.value(i))))
                 .collect();
             let mut verdicts = Vec::with_capacity(keys.len());
             let mut dup_of = Vec::new();

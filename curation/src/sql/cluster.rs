@@ -183,6 +183,6 @@ impl SqlSession {
         let ctx: SessionContext = rt
             .block_on(SessionContext::remote_with_state(&format!("df://{host}:{port}"), state))
             .map_err(|e| Error::Sql(format!("cannot reach the scheduler at {url}: {e}")))?;
-        SqlSession::with_runtime(ctx, rt, true)
+        SqlSession::with_runtime(ctx, rt, Some(format!("df://{host}:{port}")))
     }
 }

@@ -35,6 +35,8 @@ pub fn scalar_functions() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(Embed::new()),
         ScalarUDF::new_from_impl(NgramOverlap::new()),
         ScalarUDF::new_from_impl(Nearest::new()),
+        ScalarUDF::new_from_impl(FilterReason::new()),
+        ScalarUDF::new_from_impl(ExactKey::new()),
     ]
 }
 
@@ -211,7 +213,7 @@ impl MinHash {
     }
 }
 
-const MINHASH_FORM: &str = "minhash(text [, threshold [, shingle [, seed]]])";
+const MINHASH_FORM: &str = "minhash(text [, threshold [, shingle [, seed [, bands, rows]]]])";
 
 impl ScalarUDFImpl for MinHash {
     fn name(&self) -> &str {
@@ -222,7 +224,10 @@ impl ScalarUDFImpl for MinHash {
     }
     fn return_type(&self, types: &[DataType]) -> Result<DataType> {
         let number = ("a number", is_number as fn(&DataType) -> bool);
-        check_args(MINHASH_FORM, types, 1, &[("text", is_text), number, number, number])?;
+        check_args(MINHASH_FORM, types, 1, &[("text", is_text), number, number, number, number, number])?;
+        if types.len() == 5 {
+            return Err(plan(format!("{MINHASH_FORM}: give bands and rows together")));
+        }
         Ok(DataType::List(Arc::new(Field::new_list_field(DataType::UInt64, true))))
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
@@ -232,6 +237,12 @@ impl ScalarUDFImpl for MinHash {
             MinHashOptions::for_threshold(threshold, seed).map_err(|e| exec(format!("{MINHASH_FORM}: {e}")))?;
         if let Some(shingle) = literal_number(MINHASH_FORM, args.args.get(2), "shingle")? {
             opts.shingle = shingle as usize;
+        }
+        if let Some(bands) = literal_number(MINHASH_FORM, args.args.get(4), "bands")? {
+            opts.bands = bands as usize;
+        }
+        if let Some(rows) = literal_number(MINHASH_FORM, args.args.get(5), "rows")? {
+            opts.rows = rows as usize;
         }
         let hasher = MinHasher::new(&opts).map_err(|e| exec(format!("{MINHASH_FORM}: {e}")))?;
         let texts = texts(&args.args[0], args.number_rows)?;
@@ -243,6 +254,100 @@ impl ScalarUDFImpl for MinHash {
             keys.into_iter().map(|k| k.map(|k| k.into_iter().map(Some))),
         );
         Ok(ColumnarValue::Array(Arc::new(list)))
+    }
+}
+
+/// `filter_reason(prompt, response [, 'SETTINGS'])`: the name of the first quality filter the row fails, as
+/// `whet filter` names it in its rejected rows (`length`, `repeated_ngrams`, …), or null when it passes all.
+/// `SETTINGS` is a pipeline file's filter stage as JSON (`{"max_symbols": 0.3}`); omitted, the defaults.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct FilterReason {
+    signature: Signature,
+}
+
+impl FilterReason {
+    fn new() -> Self {
+        FilterReason { signature: Signature::variadic_any(Volatility::Immutable) }
+    }
+}
+
+const FILTER_FORM: &str = "filter_reason(prompt, response [, 'SETTINGS-JSON'])";
+
+impl ScalarUDFImpl for FilterReason {
+    fn name(&self) -> &str {
+        "filter_reason"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, types: &[DataType]) -> Result<DataType> {
+        check_args(FILTER_FORM, types, 2, &[("text", is_text), ("text", is_text), ("settings as JSON text", is_text)])?;
+        Ok(DataType::Utf8)
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let settings: crate::pipeline::FilterStep = match args.args.get(2) {
+            None => Default::default(),
+            Some(arg) => {
+                let json = literal_text(FILTER_FORM, literal_of(arg), "the settings")?;
+                serde_json::from_str(&json).map_err(|e| exec(format!("{FILTER_FORM}: the settings: {e}")))?
+            }
+        };
+        let filters = settings.filters();
+        let prompts = texts(&args.args[0], args.number_rows)?;
+        let responses = texts(&args.args[1], args.number_rows)?;
+        let reasons: Vec<Option<&str>> = (0..prompts.len())
+            .into_par_iter()
+            .map(|i| {
+                let row = crate::filters::Row {
+                    id: "",
+                    prompt: if prompts.is_valid(i) { prompts.value(i) } else { "" },
+                    response: responses.is_valid(i).then(|| responses.value(i)),
+                };
+                filters.iter().find(|f| f.check(&row).is_some()).map(|f| f.name())
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(StringArray::from(reasons))))
+    }
+}
+
+/// `exact_key(prompt, response)`: the 16-byte key rows share when `whet dedup --method exact` takes them for
+/// duplicates (xxh3-128 of the normalised texts).
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ExactKey {
+    signature: Signature,
+}
+
+impl ExactKey {
+    fn new() -> Self {
+        ExactKey { signature: Signature::any(2, Volatility::Immutable) }
+    }
+}
+
+impl ScalarUDFImpl for ExactKey {
+    fn name(&self) -> &str {
+        "exact_key"
+    }
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+    fn return_type(&self, types: &[DataType]) -> Result<DataType> {
+        check_args("exact_key(prompt, response)", types, 2, &[("text", is_text), ("text", is_text)])?;
+        Ok(DataType::FixedSizeBinary(16))
+    }
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let prompts = texts(&args.args[0], args.number_rows)?;
+        let responses = texts(&args.args[1], args.number_rows)?;
+        let keys: Vec<Option<[u8; 16]>> = (0..prompts.len())
+            .into_par_iter()
+            .map(|i| {
+                prompts.is_valid(i).then(|| {
+                    let response = responses.is_valid(i).then(|| responses.value(i));
+                    crate::dedup::exact::exact_key(prompts.value(i), response).to_le_bytes()
+                })
+            })
+            .collect();
+        let array = arrow::array::FixedSizeBinaryArray::try_from_sparse_iter_with_size(keys.into_iter(), 16)?;
+        Ok(ColumnarValue::Array(Arc::new(array)))
     }
 }
 

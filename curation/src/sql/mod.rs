@@ -11,6 +11,7 @@
 
 #[cfg(feature = "cluster")]
 pub mod cluster;
+pub mod curate;
 pub mod functions;
 pub mod tables;
 
@@ -56,6 +57,7 @@ pub struct SqlSession {
     tables: Vec<Table>,
     /// Queries run on a cluster, whose executors read the tables themselves.
     remote: bool,
+    scheduler: Option<String>,
 }
 
 /// The session settings whetstone runs DataFusion with: text stays `Utf8` (as whetstone writes it) rather
@@ -86,14 +88,14 @@ impl SqlSession {
             .thread_name("whetstone-sql")
             .build()
             .map_err(|e| Error::Invalid(format!("cannot start the query runtime: {e}")))?;
-        Self::with_runtime(SessionContext::new_with_config(session_config()), runtime, false)
+        Self::with_runtime(SessionContext::new_with_config(session_config()), runtime, None)
     }
 
     /// A session around a context and the runtime it was made on (a cluster's remote context);
     /// whetstone's functions are registered on it.
-    fn with_runtime(ctx: SessionContext, runtime: tokio::runtime::Runtime, remote: bool) -> Result<Self> {
+    fn with_runtime(ctx: SessionContext, runtime: tokio::runtime::Runtime, scheduler: Option<String>) -> Result<Self> {
         register_functions(&ctx);
-        Ok(SqlSession { ctx, runtime, tables: Vec::new(), remote })
+        Ok(SqlSession { ctx, runtime, tables: Vec::new(), remote: scheduler.is_some(), scheduler })
     }
 
     pub fn context(&self) -> &SessionContext {
@@ -116,14 +118,7 @@ impl SqlSession {
         }
         let (table, source) = tables::open(name, spec, &read)?;
         match source {
-            Source::Parquet => {
-                let paths: Vec<String> = table.files.iter().map(|f| absolute(f)).collect::<Result<_>>()?;
-                let df = self
-                    .runtime
-                    .block_on(self.ctx.read_parquet(paths, ParquetReadOptions::default()))
-                    .map_err(|e| self.explain(e))?;
-                self.ctx.register_table(name, df.into_view()).map_err(|e| self.explain(e))?;
-            }
+            Source::Parquet => self.register_parquet_files(name, &table.files)?,
             Source::Reader(_) if self.remote => {
                 return Err(Error::Invalid(format!(
                     "table {name}: on a cluster a table is Parquet every executor reads at the same path; {} is not \
@@ -138,6 +133,36 @@ impl SqlSession {
         }
         self.tables.push(table);
         Ok(())
+    }
+
+    /// Parquet files as table `name`, read by DataFusion as they are (every executor reads them on a cluster).
+    fn register_parquet_files(&self, name: &str, files: &[std::path::PathBuf]) -> Result<()> {
+        let paths: Vec<String> = files.iter().map(|f| absolute(f)).collect::<Result<_>>()?;
+        let df = self
+            .runtime
+            .block_on(self.ctx.read_parquet(paths, ParquetReadOptions::default()))
+            .map_err(|e| self.explain(e))?;
+        self.ctx.register_table(name, df.into_view()).map_err(|e| self.explain(e))?;
+        Ok(())
+    }
+
+    /// Registers a Parquet file of whetstone's own making (a step's rows staged for the cluster) under `name`
+    /// for as long as `work` runs.
+    pub(crate) fn with_parquet<T>(
+        &mut self,
+        name: &str,
+        file: &Path,
+        work: impl FnOnce(&Self) -> Result<T>,
+    ) -> Result<T> {
+        self.register_parquet_files(name, &[file.to_path_buf()])?;
+        let result = work(self);
+        self.ctx.deregister_table(name).map_err(|e| self.explain(e))?;
+        result
+    }
+
+    /// Where queries run: `df://HOST:PORT` of a cluster's scheduler, or None for this process.
+    pub fn scheduler(&self) -> Option<&str> {
+        self.scheduler.as_deref()
     }
 
     /// Runs a query and keeps every row in memory.

@@ -98,3 +98,62 @@ fn queries_on_a_cluster_answer_as_they_do_locally() {
     let e = remote.register("g", &data.join("gsm8k/test.jsonl"), ReadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("whet convert"), "{e}");
 }
+
+/// `whet curate --cluster`'s library path: filter, exact dedup, MinHash dedup and decontamination with their
+/// row work on the cluster write what the run on one machine writes, row for row and manifest for manifest.
+#[test]
+fn a_pipeline_on_a_cluster_writes_what_it_writes_here() {
+    use whetstone_curation::pipeline::Pipeline;
+    let Some(data) = shared() else {
+        eprintln!("skipped: no shared data");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = data.join("t0-templates");
+    let eval = t0.join("adversarial_qa_dbert_answer_the_following_q.jsonl");
+    let toml = |out: &str| {
+        format!(
+            "input = {:?}\noutput = {out:?}\nseed = 3\n\n[[stage]]\nrun = \"filter\"\nmax_symbols = 0.2\n\n\
+             [[stage]]\nrun = \"dedup\"\nmethod = \"exact\"\n\n[[stage]]\nrun = \"dedup\"\nmethod = \"minhash\"\n\
+             threshold = 0.7\n\n[[stage]]\nrun = \"decontam\"\neval = [{:?}]\nn = 8\n",
+            t0.display().to_string(),
+            eval.display().to_string()
+        )
+    };
+    let write = |name: &str, out: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, toml(out)).unwrap();
+        Pipeline::load(&p).unwrap()
+    };
+    let here = write("here.toml", "here/out.parquet").run(|_, _, _| {}).unwrap();
+    let cluster = LocalCluster::start(3, 2, 4).unwrap();
+    let mut session = cluster.session().unwrap();
+    let there = whetstone_curation::sql::curate::run_pipeline(
+        &write("there.toml", "there/out.parquet"),
+        &mut session,
+        |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(here.steps.len(), 4);
+    for (h, t) in here.steps.iter().zip(&there.steps) {
+        let (mh, mt) = (
+            whetstone_datasets::Manifest::read(&h.manifest).unwrap(),
+            whetstone_datasets::Manifest::read(&t.manifest).unwrap(),
+        );
+        assert_eq!(serde_json::to_value(&mh.rows).unwrap(), serde_json::to_value(&mt.rows).unwrap(), "{}", h.stage);
+        assert_eq!(mh.output.xxh3_128, mt.output.xxh3_128, "{}: the same output bytes", h.stage);
+        assert_eq!(mh.parameters, mt.parameters, "{}", h.stage);
+        assert_eq!(
+            serde_json::to_value(&mh.inputs[0].xxh3_128).unwrap(),
+            serde_json::to_value(&mt.inputs[0].xxh3_128).unwrap()
+        );
+        let rejected =
+            |p: &Path| std::fs::read_to_string(format!("{}.rejected.jsonl", p.display())).unwrap_or_default();
+        assert_eq!(rejected(&h.output), rejected(&t.output), "{}: the same rejected rows", h.stage);
+        assert!(h.rows_rejected > 0, "{}: the test drops rows at every step", h.stage);
+        let work = t.cluster.as_ref().expect("the cluster took the step");
+        assert_eq!(work.rows_read, t.rows_in);
+        assert!(work.rows_examined >= t.rows_rejected && work.rows_examined < work.rows_read, "{}: {work:?}", t.stage);
+        assert!(h.cluster.is_none());
+    }
+}

@@ -48,6 +48,10 @@ impl OnError {
 pub struct ReadOptions {
     pub map: FieldMap,
     pub on_error: OnError,
+    /// Rows a filtering stage examines (positions among the rows read, from 0, ascending); every other row
+    /// passes through it kept. A cluster run sets it: the cluster finds the rows worth a look (those failing a
+    /// filter, or sharing a hash with another row), and the driver's pass runs the stage's own code on those.
+    pub examine: Option<Arc<Vec<u64>>>,
 }
 
 /// How far reading has got, in input bytes; shared with whoever draws a progress bar.
