@@ -245,7 +245,9 @@ fn errors_say_what_is_wrong() {
     let e = sql.query("SELECT embed(prompt, response) FROM g").unwrap_err().to_string();
     assert!(e.contains("the model must be a literal string"), "{e}");
     let e = sql.query("SELECT minhash(prompt, 0.8, 5, 0, 9) FROM g").unwrap_err().to_string();
-    assert!(e.contains("takes 1 to 4 arguments, given 5"), "{e}");
+    assert!(e.contains("give bands and rows together"), "{e}");
+    let e = sql.query("SELECT minhash(prompt, 0.8, 5, 0, 9, 13, 1) FROM g").unwrap_err().to_string();
+    assert!(e.contains("takes 1 to 6 arguments, given 7"), "{e}");
     let mut s = SqlSession::new().unwrap();
     let e = s.register("bad name", &test, ReadOptions::default()).unwrap_err().to_string();
     assert!(e.contains("use letters, digits and _"), "{e}");
