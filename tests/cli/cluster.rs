@@ -1,6 +1,6 @@
-//! A real cluster on loopback: `whet cluster scheduler` and two `whet cluster executor` processes, a query
-//! sent with `whet sql --cluster`, and one executor killed with `kill -9` while the query runs. The query's
-//! output must appear whole, equal to the local run's, or not at all.
+//! A real cluster on loopback: `whet cluster scheduler` and two `whet cluster executor` processes, a MinHash
+//! dedup sent with `whet curate --cluster`, and one executor killed with `kill -9` while the cluster works on
+//! it. The output must appear whole, equal to the local run's, or not at all.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -44,27 +44,27 @@ fn wait_for_port(port: u16) {
     }
 }
 
-fn sorted_rows(path: &Path) -> Vec<String> {
-    let out =
-        whet_ok(&["sql", "SELECT * FROM r ORDER BY source", "--table", &format!("r={}", path.display()), "-n", "1000"]);
-    out.lines().map(str::to_string).filter(|l| !l.contains(" rows")).collect()
-}
-
 #[test]
-fn a_query_survives_an_executor_killed_mid_run_or_leaves_nothing() {
+fn a_dedup_survives_an_executor_killed_mid_run_or_leaves_nothing() {
     let Some(data) = shared_data() else { return };
     let dir = tempfile::tempdir().unwrap();
-    // On a cluster a table is Parquet that every executor reads.
-    let t0 = dir.path().join("t0.parquet");
-    whet_ok(&["convert", data.join("t0-templates").to_str().unwrap(), t0.to_str().unwrap()]);
-    let table = format!("t0={}", t0.display());
-    // Enough work per row (embedding, MinHash) that the query is still running when an executor dies, and a
-    // GROUP BY so that shuffle files on the dead executor are lost too.
-    let query = "SELECT source, count(*) AS rows, sum(cardinality(minhash(prompt))) AS bands, \
-                 round(sum(array_max(embed(prompt || response, 'hashing'))), 3) AS peak \
-                 FROM t0 GROUP BY source";
-    let local = dir.path().join("local.parquet");
-    whet_ok(&["sql", query, "--table", &table, "--out", local.to_str().unwrap()]);
+    let pipeline = |name: &str| {
+        let file = dir.path().join(format!("{name}.toml"));
+        let out = dir.path().join(name).join("out.parquet");
+        std::fs::write(
+            &file,
+            format!(
+                "input = {:?}\noutput = {:?}\nseed = 2\n\n[[stage]]\nrun = \"dedup\"\nmethod = \"minhash\"\n\
+                 threshold = 0.7\n",
+                data.join("t0-templates").display().to_string(),
+                out.display().to_string()
+            ),
+        )
+        .unwrap();
+        (file, out)
+    };
+    let (local_pipeline, local) = pipeline("local");
+    whet_ok(&["curate", local_pipeline.to_str().unwrap()]);
 
     let ports = free_ports(5);
     let scheduler_address = format!("127.0.0.1:{}", ports[0]);
@@ -102,20 +102,27 @@ fn a_query_survives_an_executor_killed_mid_run_or_leaves_nothing() {
     // Both register with their first heartbeat.
     std::thread::sleep(Duration::from_secs(2));
 
-    let remote = dir.path().join("remote.parquet");
+    let (remote_pipeline, remote) = pipeline("remote");
+    let staged = dir.path().join("remote/out.parquet.stages/cluster/01-dedup-rows.parquet");
     let cluster = format!("df://{scheduler_address}");
     let started = Instant::now();
-    let query_run = Command::new(env!("CARGO_BIN_EXE_whet"))
-        .args(["sql", query, "--table", &table, "--out", remote.to_str().unwrap(), "--cluster", &cluster])
+    let run = Command::new(env!("CARGO_BIN_EXE_whet"))
+        .args(["curate", remote_pipeline.to_str().unwrap(), "--cluster", &cluster])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Once the rows are staged the cluster is hashing them: the kill lands mid-job.
+    while !staged.exists() {
+        assert!(started.elapsed() < Duration::from_secs(120), "the rows were never staged for the cluster");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     // kill -9: no goodbye to the scheduler, shuffle files gone with it.
     doomed.0.kill().unwrap();
     doomed.0.wait().unwrap();
-    let finished = query_run.wait_with_output().unwrap();
+    let killed_at = started.elapsed().as_secs_f64();
+    let finished = run.wait_with_output().unwrap();
     let seconds = started.elapsed().as_secs_f64();
     let stderr = String::from_utf8_lossy(&finished.stderr);
     let logs = || {
@@ -125,16 +132,26 @@ fn a_query_survives_an_executor_killed_mid_run_or_leaves_nothing() {
             .collect::<String>()
     };
     if finished.status.success() {
-        assert_eq!(sorted_rows(&remote), sorted_rows(&local), "the cluster's answer differs from the local one");
-        let manifest = dir.path().join("remote.parquet.manifest.json");
-        assert!(manifest.exists(), "no manifest beside the output");
-        eprintln!("the query finished on the surviving executor in {seconds:.1} s");
+        let manifest = |out: &Path| {
+            let text = std::fs::read_to_string(format!("{}.manifest.json", out.display())).unwrap();
+            serde_json::from_str::<serde_json::Value>(&text).unwrap()
+        };
+        let (l, r) = (manifest(&local), manifest(&remote));
+        assert_eq!(l["output"]["xxh3_128"], r["output"]["xxh3_128"], "the cluster's output differs from the local one");
+        assert_eq!(l["rows"], r["rows"], "the rows accounted for differ");
+        let rejected = |out: &Path| std::fs::read(format!("{}.rejected.jsonl", out.display())).unwrap();
+        assert!(rejected(&local) == rejected(&remote), "the rejected rows differ");
+        assert!(!staged.exists(), "the staged rows were left behind");
+        eprintln!("killed at {killed_at:.1} s; the dedup finished on the surviving executor at {seconds:.1} s");
     } else {
-        assert!(!remote.exists(), "a failed query left an output behind:\n{stderr}");
+        assert!(!remote.exists(), "a failed run left an output behind:\n{stderr}");
         assert!(stderr.contains("error"), "the failure says nothing:\n{stderr}\n{}", logs());
-        panic!("the query failed when an executor died ({seconds:.1} s):\n{stderr}\n{}", logs());
+        panic!("the dedup failed when an executor died ({seconds:.1} s):\n{stderr}\n{}", logs());
     }
     // The cluster still answers with one executor.
+    let t0 = dir.path().join("t0.parquet");
+    whet_ok(&["convert", data.join("t0-templates").to_str().unwrap(), t0.to_str().unwrap()]);
+    let table = format!("t0={}", t0.display());
     let after = whet(&["sql", "SELECT count(*) AS n FROM t0", "--table", &table, "--cluster", &cluster]);
     assert!(after.status.success(), "{}\n{}", String::from_utf8_lossy(&after.stderr), logs());
 }

@@ -18,7 +18,7 @@ mod yinyang;
 
 use crate::vector::{sq_distance, sq_norm};
 pub use minibatch::kmeans_minibatch;
-pub use stage::{cluster_dataset, cluster_dataset_streaming, ClusterResults};
+pub use stage::{cluster_dataset, cluster_dataset_streaming, label_dataset, ClusterResults};
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KMeansOptions {
@@ -202,17 +202,12 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, rng: &mut Xoshiro256PlusPl
 pub fn kmeans(data: &[f32], dim: usize, opts: &KMeansOptions) -> Result<(KMeans, Vec<u32>)> {
     let n = check(data, dim, opts.k)?;
     let k = opts.k;
-    let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed);
-    // k-means++ makes one pass over its points per centroid: on a sample of SEED_POINTS_PER_CLUSTER × k
-    // rows (all rows when fewer) it costs a small fraction of the Lloyd iterations, as faiss's sampling does.
-    let sample_rows = n.min((SEED_POINTS_PER_CLUSTER * k).max(SEED_MIN_POINTS));
-    let mut centroids = if sample_rows < n {
-        let picked = rand::seq::index::sample(&mut rng, n, sample_rows);
-        let sample: Vec<f32> = picked.iter().flat_map(|r| data[r * dim..(r + 1) * dim].iter().copied()).collect();
-        seed_plus_plus(&sample, dim, k, &mut rng)
-    } else {
-        seed_plus_plus(data, dim, k, &mut rng)
-    };
+    let mut centroids = initial_centroids(n, dim, opts, |picked| {
+        Ok(match picked {
+            Some(rows) => rows.iter().flat_map(|&r| data[r * dim..(r + 1) * dim].iter().copied()).collect(),
+            None => data.to_vec(),
+        })
+    })?;
     // Total variance, for a scale-free tolerance (as scikit-learn does); not needed with tol = 0.
     let variance = if opts.tol > 0.0 { variance(data, dim) } else { 0.0 };
     let mut iterations = 0;
@@ -237,6 +232,35 @@ pub fn kmeans(data: &[f32], dim: usize, opts: &KMeansOptions) -> Result<(KMeans,
     labels.iter().for_each(|&l| sizes[l as usize] += 1);
     let inertia = dists.iter().map(|&d| d as f64).sum();
     Ok((KMeans { k, dim, centroids, sizes, inertia, iterations, converged }, labels))
+}
+
+/// k-means++ seeds for `n` rows of dimension `dim`. k-means++ makes one pass over its points per centroid: on
+/// a sample of SEED_POINTS_PER_CLUSTER × k rows (all rows when fewer) it costs a small fraction of the Lloyd
+/// iterations, as faiss's sampling does. `rows(Some(picked))` gives those rows' vectors in that order,
+/// `rows(None)` every row's; a caller whose rows live elsewhere (on a cluster) fetches only those.
+pub fn initial_centroids(
+    n: usize,
+    dim: usize,
+    opts: &KMeansOptions,
+    rows: impl FnOnce(Option<&[usize]>) -> Result<Vec<f32>>,
+) -> Result<Vec<f32>> {
+    if opts.k == 0 || opts.k > n {
+        return Err(Error::Invalid(format!("k = {} clusters but {n} rows: choose 1 ≤ k ≤ {n}", opts.k)));
+    }
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed);
+    let sample_rows = n.min((SEED_POINTS_PER_CLUSTER * opts.k).max(SEED_MIN_POINTS));
+    let points = if sample_rows < n {
+        rows(Some(&rand::seq::index::sample(&mut rng, n, sample_rows).into_vec()))?
+    } else {
+        rows(None)?
+    };
+    if points.len() != sample_rows * dim {
+        return Err(Error::Invalid(format!(
+            "k-means++ asked for {sample_rows} rows and got {}",
+            points.len() / dim.max(1)
+        )));
+    }
+    Ok(seed_plus_plus(&points, dim, opts.k, &mut rng))
 }
 
 /// New centroids: the mean of each cluster's rows. An emptied cluster takes the row farthest from its

@@ -135,8 +135,7 @@ impl Stage for Clustering<'_> {
     }
 
     fn parameters(&self) -> serde_json::Value {
-        let o = self.0;
-        json!({"algorithm": "kmeans++/lloyd", "k": o.k, "max_iter": o.max_iter, "tol": o.tol, "seed": o.seed})
+        lloyd_parameters(self.0)
     }
 
     fn run(&self, rows: &mut Rows) -> Result<Clustered> {
@@ -154,6 +153,68 @@ impl Stage for Clustering<'_> {
             })
         })?;
         Ok(fitted.expect("the stage ran"))
+    }
+}
+
+fn lloyd_parameters(o: &KMeansOptions) -> serde_json::Value {
+    json!({"algorithm": "kmeans++/lloyd", "k": o.k, "max_iter": o.max_iter, "tol": o.tol, "seed": o.seed})
+}
+
+/// The cluster stage for a model fitted elsewhere (Lloyd's iterations on a cluster, `whet curate --cluster`):
+/// writes each row with its label, `labels[i]` for the i-th row read.
+pub fn label_dataset(
+    input: &Path,
+    output: &Path,
+    opts: &KMeansOptions,
+    model: KMeans,
+    labels: &[u32],
+    fit_seconds: f64,
+    read: ReadOptions,
+    on_progress: impl FnOnce(Progress),
+) -> Result<(Manifest, KMeans)> {
+    let stage = Labelling { opts, model, labels, fit_seconds };
+    let done = run_stage(&stage, input, output, read, |p, _| on_progress(p))?;
+    Ok((done.manifest, done.results.model))
+}
+
+struct Labelling<'a> {
+    opts: &'a KMeansOptions,
+    model: KMeans,
+    labels: &'a [u32],
+    fit_seconds: f64,
+}
+
+impl Stage for Labelling<'_> {
+    type Results = Clustered;
+    type Error = Error;
+
+    fn name(&self) -> &str {
+        "cluster"
+    }
+
+    fn parameters(&self) -> serde_json::Value {
+        lloyd_parameters(self.opts)
+    }
+
+    fn run(&self, rows: &mut Rows) -> Result<Clustered> {
+        let mut at = 0;
+        rows.map(|batch| {
+            let n = batch.num_rows();
+            let Some(labels) = self.labels.get(at..at + n) else {
+                return Err(format!("the input has more rows than the {} labelled", self.labels.len()).into());
+            };
+            at += n;
+            Ok(with_column(
+                &batch,
+                stage_field(schema::columns::CLUSTER),
+                Arc::new(UInt32Array::from(labels.to_vec())),
+            )?)
+        })?;
+        if at != self.labels.len() {
+            return Err(Error::Invalid(format!("{} rows labelled, but the input has {at}", self.labels.len())));
+        }
+        let m = &self.model;
+        Ok(Clustered { results: ClusterResults::of(m, self.fit_seconds, at as u64, m.dim), model: m.clone() })
     }
 }
 

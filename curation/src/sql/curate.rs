@@ -1,33 +1,42 @@
 //! `whet curate --cluster`: a pipeline whose per-row work runs as SQL on a session (a cluster's), with the
 //! same datasets and manifests as the run on one machine.
 //!
-//! For each step the cluster can take (filter, exact and MinHash dedup, decontamination) the driver stages
-//! the step's input as Parquet with a row number, `_row`, where every executor reads it; the cluster runs a
-//! query that finds the rows worth examining — those failing a filter, sharing an n-gram with an evaluation
-//! set, or sharing an exact key or a MinHash band key with another row (the expensive, parallel part); and the
-//! driver then runs the stage's own code on those rows only ([`ReadOptions::examine`]), keeping the others as
-//! they are. Every row the stage would drop is among those examined, so the output, the rejected rows and the
-//! manifest are the single-machine run's. As in datatrove's MinHash (buckets on workers, clusters on one), the
-//! last step — which duplicate keeps which — runs on the driver, over the candidates alone.
+//! Each step the cluster takes starts the same way: the driver stages the step's input as Parquet with a row
+//! number, `_row`, where every executor reads it (shared storage). Then:
+//! - filter, exact and MinHash dedup, decontamination: the cluster finds the rows worth examining — those
+//!   failing a filter, sharing an n-gram with an evaluation set, or sharing an exact key or a MinHash band key
+//!   with another row (the expensive, parallel part); the driver runs the stage's own code on those rows only
+//!   ([`ReadOptions::examine`]), keeping the others as they are. Every row the stage would drop is among those
+//!   examined, so the output, the rejected rows and the manifest are the single-machine run's. As in
+//!   datatrove's MinHash (buckets on workers, clusters on one), which duplicate keeps which is decided on the
+//!   driver, over the candidates alone.
+//! - embed with a model: the cluster runs `embed`; the driver writes the vectors in row order.
+//! - k-means: Lloyd's iterations, each one job over `nearest` and `vector_sum`; the driver keeps the centroids.
 //!
-//! The other steps (embed, k-means, select, semantic dedup) run on the driver as they do without a cluster.
+//! The other steps run on the driver as they do without a cluster: the hashing embedder (its IDF fit sees
+//! every row, and it is cheap), and selection and semantic dedup, which look at every row at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{Array, AsArray, RecordBatch, UInt64Array};
-use arrow::datatypes::{DataType, Field, UInt64Type};
+use arrow::array::{Array, AsArray, RecordBatch, RecordBatchOptions, StringArray, UInt64Array};
+use arrow::datatypes::{DataType, Field, Float64Type, Int64Type, Schema, UInt32Type, UInt64Type};
 use datafusion::parquet::arrow::ArrowWriter;
-use whetstone_datasets::{DatasetReader, Manifest, Progress, ReadOptions};
+use whetstone_datasets::stage::with_column;
+use whetstone_datasets::{schema, DatasetReader, Progress, ReadOptions};
 
 use super::SqlSession;
+use crate::cluster::{initial_centroids, label_dataset, KMeans, KMeansOptions};
 use crate::dedup::minhash::MinHashOptions;
+use crate::embed::{embed_dataset, embeddings_of, with_embedding, Embedder};
 use crate::error::{Error, Result};
 use crate::pipeline::{ClusterWork, DedupMethod, Pipeline, PipelineReport, Step};
 
 /// The staged rows' position column.
 const ROW: &str = "_row";
+/// The text an embed step embeds, staged for the cluster.
+const TEXT: &str = "_text";
 
 /// Runs a pipeline with its per-row work on `session`; staged rows go to `OUTPUT.stages/cluster/`, which
 /// must be where every executor reads it (shared storage). `on_step(i, step, progress)` follows the driver's
@@ -41,30 +50,309 @@ pub fn run_pipeline(
     staging.push(".stages/cluster");
     let staging = PathBuf::from(staging);
     pipeline.run_with(|i, step, input, output, read| {
-        let Some(query) = examine_query(step, pipeline.seed)? else {
-            return Ok((step.run(input, output, read, pipeline.seed, |p| on_step(i, step, p))?, None));
-        };
+        let mut on_progress = |p| on_step(i, step, p);
+        let seed = pipeline.seed;
         let started = Instant::now();
-        std::fs::create_dir_all(&staging).map_err(|e| whetstone_datasets::Error::io(&staging, e))?;
-        let staged = staging.join(format!("{:02}-{}-rows.parquet", i + 1, step.name()));
-        let rows_read = stage_rows(input, &read, &staged)?;
         let table = format!("step{}", i + 1);
-        let examine = match rows_read {
-            0 => Ok(Vec::new()),
-            _ => session.with_parquet(&table, &staged, |s| rows_of(s, &query.replace("{rows}", &table))),
+        let staged = staging.join(format!("{:02}-{}-rows.parquet", i + 1, step.name()));
+        let stage = |shape: &dyn Fn(RecordBatch) -> Result<RecordBatch>| -> Result<u64> {
+            std::fs::create_dir_all(&staging).map_err(|e| whetstone_datasets::Error::io(&staging, e))?;
+            stage_rows(input, &read, &staged, shape)
         };
-        let _ = std::fs::remove_file(&staged);
-        let examine = examine?;
-        let work = ClusterWork {
-            scheduler: session.scheduler().unwrap_or("this process").to_string(),
+        let scheduler = session.scheduler().unwrap_or("this process").to_string();
+        let work = |rows_read, rows_examined| ClusterWork {
+            scheduler: scheduler.clone(),
             rows_read,
-            rows_examined: examine.len() as u64,
+            rows_examined,
             seconds: started.elapsed().as_secs_f64(),
         };
-        let read = ReadOptions { examine: Some(Arc::new(examine)), ..read };
-        let manifest: Manifest = step.run(input, output, read, pipeline.seed, |p| on_step(i, step, p))?;
+        let (manifest, work) = match step {
+            Step::Cluster(c) => {
+                let rows = stage(&|b| Ok(b.project(&[b.schema().index_of(schema::columns::EMBEDDING)?])?))?;
+                let opts = c.options(seed);
+                let fitted = session.with_parquet(&table, &staged, |s| kmeans(s, &table, rows, &opts, &staging));
+                let _ = std::fs::remove_file(&staged);
+                let (model, labels, fit_seconds) = fitted?;
+                let (manifest, _) =
+                    label_dataset(input, output, &opts, model, &labels, fit_seconds, read.clone(), on_progress)?;
+                (manifest, work(rows, rows))
+            }
+            Step::Embed(e) if e.embedder != "hashing" => {
+                let text = e.text;
+                let rows = stage(&|b| {
+                    let texts = StringArray::from(text.texts(&b)?);
+                    let none = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
+                    let none = RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &none)?;
+                    Ok(with_column(&none, Field::new(TEXT, DataType::Utf8, false), Arc::new(texts))?)
+                })?;
+                let embedder = e.embedder(input, &read, seed)?;
+                // A model folder is read by every executor at the same (absolute) path.
+                let model = match e.embedder.as_str() {
+                    "minilm" => "minilm".to_string(),
+                    dir => std::path::absolute(dir)
+                        .map_err(|err| whetstone_datasets::Error::io(Path::new(dir), err))?
+                        .display()
+                        .to_string(),
+                };
+                let query = format!("SELECT {ROW}, embed({TEXT}, {}) AS embedding FROM {table}", quote(&model));
+                let wanted: Vec<u64> = (0..rows).collect();
+                let vectors = session.with_parquet(&table, &staged, |s| vectors_by_row(s, &query, &wanted));
+                let _ = std::fs::remove_file(&staged);
+                let vectors = Computed {
+                    name: embedder.name().to_string(),
+                    dim: embedder.dim(),
+                    vectors: vectors?,
+                    next: Default::default(),
+                };
+                let manifest = embed_dataset(input, output, &vectors, text, read.clone(), |p, _| on_progress(p))?;
+                (manifest, work(rows, rows))
+            }
+            _ => {
+                let Some(query) = examine_query(step, seed)? else {
+                    return Ok((step.run(input, output, read, seed, on_progress)?, None));
+                };
+                let rows = stage(&|b| Ok(b))?;
+                let examine = match rows {
+                    0 => Ok(Vec::new()),
+                    _ => session.with_parquet(&table, &staged, |s| rows_of(s, &query.replace("{rows}", &table))),
+                };
+                let _ = std::fs::remove_file(&staged);
+                let examine = examine?;
+                let examined = examine.len() as u64;
+                let read = ReadOptions { examine: Some(Arc::new(examine)), ..read };
+                (step.run(input, output, read, seed, on_progress)?, work(rows, examined))
+            }
+        };
         Ok((manifest, Some(work)))
     })
+}
+
+/// Lloyd's k-means with the rows on the cluster (`embedding` in `table`, `rows` of them) and the centroids on
+/// the driver: each iteration one job, `nearest` and `vector_sum` grouped by centroid (the centroids travel as
+/// a Parquet file under `staging`, which the executors read). The seeds are k-means++'s on the same sample as
+/// `whet kmeans` draws, fetched by row number; an emptied cluster keeps its centroid. Gives the model, each
+/// row's label, and the seconds the fit took.
+fn kmeans(
+    s: &SqlSession,
+    table: &str,
+    rows: u64,
+    opts: &KMeansOptions,
+    staging: &Path,
+) -> Result<(KMeans, Vec<u32>, f64)> {
+    let fit = Instant::now();
+    let n = rows as usize;
+    let first = s.query(&format!("SELECT {ROW}, embedding FROM {table} LIMIT 1"))?;
+    let dim = match first.batches.iter().find(|b| b.num_rows() > 0) {
+        Some(b) => embeddings_of(b)?.1,
+        None => return Err(Error::Invalid("k-means over no rows".into())),
+    };
+    let mut centroids = initial_centroids(n, dim, opts, |picked| {
+        let query = match picked {
+            Some(rows) => {
+                let list: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+                format!("SELECT {ROW}, embedding FROM {table} WHERE {ROW} IN ({})", list.join(","))
+            }
+            None => format!("SELECT {ROW}, embedding FROM {table}"),
+        };
+        let wanted: Vec<u64> = match picked {
+            Some(rows) => {
+                let mut sorted: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
+                sorted.sort_unstable();
+                sorted
+            }
+            None => (0..rows).collect(),
+        };
+        let by_row = vectors_by_row(s, &query, &wanted)?;
+        Ok(match picked {
+            Some(picked) => {
+                // The sample's rows in the order drawn, as `whet kmeans` seeds from them.
+                let mut order: Vec<usize> = (0..picked.len()).collect();
+                order.sort_by_key(|&i| picked[i]);
+                let mut out = vec![0f32; picked.len() * dim];
+                for (j, &i) in order.iter().enumerate() {
+                    out[i * dim..(i + 1) * dim].copy_from_slice(&by_row[j * dim..(j + 1) * dim]);
+                }
+                out
+            }
+            None => by_row,
+        })
+    })?;
+    let mut files = Vec::new();
+    let mut centroids_file = |c: &[f32]| -> Result<String> {
+        let path = staging.join(format!("{table}-centroids-{}.parquet", files.len()));
+        write_centroids(&path, c, dim)?;
+        files.push(path.clone());
+        Ok(quote(
+            &std::path::absolute(&path).map_err(|e| whetstone_datasets::Error::io(&path, e))?.display().to_string(),
+        ))
+    };
+    let fitted = (|| -> Result<_> {
+        // Total variance, for a scale-free tolerance as `whet kmeans` has: squared norms (distances to one
+        // zero centroid) less the squared mean.
+        let variance = if opts.tol > 0.0 {
+            let zero = centroids_file(&vec![0f32; dim])?;
+            let r = s.query(&format!(
+                "SELECT sum(nearest_distance(embedding, {zero})), vector_sum(embedding) FROM {table}"
+            ))?;
+            let b = &r.batches[0];
+            let sq = b.column(0).as_primitive::<Float64Type>().value(0);
+            let sum = b.column(1).as_list::<i32>().value(0);
+            let sum = sum.as_primitive::<Float64Type>();
+            sq / n as f64 - sum.values().iter().map(|s| (s / n as f64).powi(2)).sum::<f64>()
+        } else {
+            0.0
+        };
+        let (mut iterations, mut converged) = (0, false);
+        while iterations < opts.max_iter {
+            iterations += 1;
+            let file = centroids_file(&centroids)?;
+            let r = s.query(&format!(
+                "SELECT c, vector_sum(embedding), count(*) FROM \
+                 (SELECT nearest(embedding, {file}) AS c, embedding FROM {table}) GROUP BY c"
+            ))?;
+            let mut updated = centroids.clone();
+            for b in &r.batches {
+                let (c, sums, counts) = (
+                    b.column(0).as_primitive::<UInt32Type>(),
+                    b.column(1).as_list::<i32>(),
+                    b.column(2).as_primitive::<Int64Type>(),
+                );
+                for g in 0..b.num_rows() {
+                    let (c, count) = (c.value(g) as usize, counts.value(g) as f64);
+                    let sum = sums.value(g);
+                    let sum = sum.as_primitive::<Float64Type>();
+                    updated[c * dim..(c + 1) * dim]
+                        .iter_mut()
+                        .zip(sum.values())
+                        .for_each(|(u, s)| *u = (s / count) as f32);
+                }
+            }
+            let shift: f64 = updated.iter().zip(&centroids).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+            centroids = updated;
+            if shift <= opts.tol * variance.max(f64::MIN_POSITIVE) {
+                converged = true;
+                break;
+            }
+        }
+        let file = centroids_file(&centroids)?;
+        let r = s.query(&format!(
+            "SELECT {ROW}, nearest(embedding, {file}), nearest_distance(embedding, {file}) FROM {table}"
+        ))?;
+        let (mut labels, mut sizes, mut inertia) = (vec![u32::MAX; n], vec![0u64; opts.k], 0f64);
+        for b in &r.batches {
+            let (row, c, d) = (
+                b.column(0).as_primitive::<UInt64Type>(),
+                b.column(1).as_primitive::<UInt32Type>(),
+                b.column(2).as_primitive::<Float64Type>(),
+            );
+            for i in 0..b.num_rows() {
+                if c.is_null(i) {
+                    return Err(Error::Invalid(format!("row {} has no embedding", row.value(i))));
+                }
+                labels[row.value(i) as usize] = c.value(i);
+                sizes[c.value(i) as usize] += 1;
+                inertia += d.value(i);
+            }
+        }
+        if let Some(missing) = labels.iter().position(|&l| l == u32::MAX) {
+            return Err(Error::Invalid(format!("the cluster gave no label for row {missing}")));
+        }
+        let model = KMeans { k: opts.k, dim, centroids, sizes, inertia, iterations, converged };
+        Ok((model, labels, fit.elapsed().as_secs_f64()))
+    })();
+    files.iter().for_each(|f| drop(std::fs::remove_file(f)));
+    fitted
+}
+
+/// The vectors a query gives (columns `_row` and `embedding`) in the order of `wanted`, the `_row`s it must
+/// give, ascending, each once.
+fn vectors_by_row(s: &SqlSession, query: &str, wanted: &[u64]) -> Result<Vec<f32>> {
+    let result = s.query(query)?;
+    let batches: Vec<&RecordBatch> = result.batches.iter().filter(|b| b.num_rows() > 0).collect();
+    let mut at: Vec<(u64, usize, usize)> = Vec::with_capacity(result.rows());
+    let mut vectors = Vec::with_capacity(batches.len());
+    for (b, batch) in batches.iter().enumerate() {
+        let rows = batch.column_by_name(ROW).and_then(|c| c.as_primitive_opt::<UInt64Type>());
+        let rows = rows.ok_or_else(|| Error::Sql(format!("the query gave no {ROW} column of row numbers")))?;
+        at.extend(rows.values().iter().enumerate().map(|(i, &r)| (r, b, i)));
+        vectors.push(embeddings_of(batch)?);
+    }
+    at.sort_unstable();
+    if at.len() != wanted.len() || at.iter().zip(wanted).any(|(a, &w)| a.0 != w) {
+        return Err(Error::Sql(format!("the cluster gave {} vectors for {} rows", at.len(), wanted.len())));
+    }
+    let dim = vectors.first().map_or(0, |v| v.1);
+    let mut out = Vec::with_capacity(at.len() * dim);
+    for &(_, b, i) in &at {
+        out.extend_from_slice(&vectors[b].0[i * dim..(i + 1) * dim]);
+    }
+    Ok(out)
+}
+
+/// Writes centroids (row-major, `dim` each) as the Parquet file `nearest` reads, whole or not at all.
+fn write_centroids(path: &Path, centroids: &[f32], dim: usize) -> Result<()> {
+    let batch = with_embedding(
+        RecordBatch::try_new_with_options(
+            Arc::new(arrow::datatypes::Schema::empty()),
+            vec![],
+            &RecordBatchOptions::new().with_row_count(Some(centroids.len() / dim)),
+        )?,
+        centroids.to_vec(),
+        dim,
+    )?;
+    write_parquet(path, std::iter::once(Ok(batch))).map(drop)
+}
+
+/// A Parquet file of `batches`, written under a temporary name and renamed: whole or not at all. Gives the
+/// rows written; writes nothing when there are none.
+fn write_parquet(path: &Path, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<u64> {
+    let partial = path.with_extension("parquet.partial");
+    let fail = |e: datafusion::parquet::errors::ParquetError| Error::Invalid(format!("{}: {e}", partial.display()));
+    let mut writer: Option<ArrowWriter<std::fs::File>> = None;
+    let mut rows = 0;
+    for batch in batches {
+        let batch = batch?;
+        if writer.is_none() {
+            let file = std::fs::File::create(&partial).map_err(|e| whetstone_datasets::Error::io(&partial, e))?;
+            writer = Some(ArrowWriter::try_new(file, batch.schema(), None).map_err(fail)?);
+        }
+        writer.as_mut().expect("made above").write(&batch).map_err(fail)?;
+        rows += batch.num_rows() as u64;
+    }
+    let Some(writer) = writer else { return Ok(0) };
+    writer.close().map_err(fail)?;
+    std::fs::rename(&partial, path).map_err(|e| whetstone_datasets::Error::io(path, e))?;
+    Ok(rows)
+}
+
+/// Vectors computed on the cluster, served to the embed stage in row order: its manifest names the model
+/// that made them, as the run on one machine does.
+struct Computed {
+    name: String,
+    dim: usize,
+    vectors: Vec<f32>,
+    next: std::sync::Mutex<usize>,
+}
+
+impl Embedder for Computed {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn dim(&self) -> usize {
+        self.dim
+    }
+    fn embed(&self, texts: &[&str]) -> crate::Result<Vec<f32>> {
+        let mut next = self.next.lock().expect("not poisoned");
+        let (from, to) = (*next * self.dim, (*next + texts.len()) * self.dim);
+        let vectors = self.vectors.get(from..to).ok_or_else(|| {
+            Error::Invalid(format!(
+                "the stage read more rows than the cluster embedded ({})",
+                self.vectors.len() / self.dim
+            ))
+        })?;
+        *next += texts.len();
+        Ok(vectors.to_vec())
+    }
 }
 
 /// The query (over the table `{rows}`) whose `_row`s a step must examine, or None where the step runs on the
@@ -122,41 +410,24 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// Writes the rows `input` gives (read as the stage reads them) to `path` as Parquet with their positions in
-/// `_row`; returns how many. Written whole or not at all.
-fn stage_rows(input: &Path, read: &ReadOptions, path: &Path) -> Result<u64> {
+/// Writes the rows `input` gives (read as the stage reads them, shaped by `shape`) to `path` as Parquet with
+/// their positions in `_row`; returns how many. Written whole or not at all; nothing when there are none.
+fn stage_rows(
+    input: &Path,
+    read: &ReadOptions,
+    path: &Path,
+    shape: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
+) -> Result<u64> {
     let reader = DatasetReader::open(input, ReadOptions { examine: None, ..read.clone() })?;
-    let partial = path.with_extension("parquet.partial");
-    let file = std::fs::File::create(&partial).map_err(|e| whetstone_datasets::Error::io(&partial, e))?;
-    let mut writer: Option<ArrowWriter<std::fs::File>> = None;
-    let mut file = Some(file);
     let mut rows = 0u64;
-    let fail = |e: datafusion::parquet::errors::ParquetError| Error::Invalid(format!("{}: {e}", partial.display()));
-    for batch in reader {
-        let batch = batch?;
+    let batches = reader.map(|batch| {
+        let batch = shape(batch?)?;
         let n = batch.num_rows() as u64;
         let numbers: Arc<dyn Array> = Arc::new(UInt64Array::from_iter_values(rows..rows + n));
-        let batch = whetstone_datasets::stage::with_column(&batch, Field::new(ROW, DataType::UInt64, false), numbers)?;
-        if writer.is_none() {
-            let f = file.take().expect("one file");
-            writer = Some(ArrowWriter::try_new(f, batch.schema(), None).map_err(fail)?);
-        }
-        writer.as_mut().expect("made above").write(&batch).map_err(fail)?;
         rows += n;
-    }
-    match writer {
-        Some(w) => {
-            w.close().map_err(fail)?;
-        }
-        None => {
-            // No rows: nothing to examine, and no table to stage.
-            drop(file);
-            let _ = std::fs::remove_file(&partial);
-            return Ok(0);
-        }
-    }
-    std::fs::rename(&partial, path).map_err(|e| whetstone_datasets::Error::io(path, e))?;
-    Ok(rows)
+        Ok(with_column(&batch, Field::new(ROW, DataType::UInt64, false), numbers)?)
+    });
+    write_parquet(path, batches)
 }
 
 /// The `_row`s a query gives, ascending and each once.

@@ -34,7 +34,8 @@ pub fn scalar_functions() -> Vec<ScalarUDF> {
         ScalarUDF::new_from_impl(MinHash::new()),
         ScalarUDF::new_from_impl(Embed::new()),
         ScalarUDF::new_from_impl(NgramOverlap::new()),
-        ScalarUDF::new_from_impl(Nearest::new()),
+        ScalarUDF::new_from_impl(Nearest::new(false)),
+        ScalarUDF::new_from_impl(Nearest::new(true)),
         ScalarUDF::new_from_impl(FilterReason::new()),
         ScalarUDF::new_from_impl(ExactKey::new()),
     ]
@@ -500,14 +501,24 @@ impl ScalarUDFImpl for NgramOverlap {
 /// `nearest(embedding, 'CENTROIDS')`: the index of the nearest centroid (squared Euclidean distance, ties to
 /// the lower index, as `whet kmeans` assigns). The centroids file is Parquet with an `embedding` column, one
 /// row per centroid in index order (what the k-means driver writes each iteration).
+/// `nearest_distance(embedding, 'CENTROIDS')`: the squared distance to that centroid, as Float64 (summed, the
+/// inertia; against one zero centroid, the squared norm).
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct Nearest {
     signature: Signature,
+    distance: bool,
 }
 
 impl Nearest {
-    fn new() -> Self {
-        Nearest { signature: Signature::any(2, Volatility::Immutable) }
+    fn new(distance: bool) -> Self {
+        Nearest { signature: Signature::any(2, Volatility::Immutable), distance }
+    }
+
+    fn form(&self) -> &'static str {
+        match self.distance {
+            false => NEAREST_FORM,
+            true => "nearest_distance(embedding, 'CENTROIDS.parquet')",
+        }
     }
 }
 
@@ -556,31 +567,39 @@ fn centroids(path: &str) -> Result<Centroids> {
 
 impl ScalarUDFImpl for Nearest {
     fn name(&self) -> &str {
-        "nearest"
+        match self.distance {
+            false => "nearest",
+            true => "nearest_distance",
+        }
     }
     fn signature(&self) -> &Signature {
         &self.signature
     }
     fn return_type(&self, types: &[DataType]) -> Result<DataType> {
-        check_args(NEAREST_FORM, types, 2, &[("a vector (a list of floats)", is_vector), ("a file path", is_text)])?;
-        Ok(DataType::UInt32)
+        check_args(self.form(), types, 2, &[("a vector (a list of floats)", is_vector), ("a file path", is_text)])?;
+        Ok(if self.distance { DataType::Float64 } else { DataType::UInt32 })
     }
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        let path = literal_text(NEAREST_FORM, literal_of(&args.args[1]), "the centroids file")?;
+        let form = self.form();
+        let path = literal_text(form, literal_of(&args.args[1]), "the centroids file")?;
         let centroids = centroids(&path)?;
         let (centroids, c_dim) = (&centroids.0, centroids.1);
         let array = args.args[0].clone().into_array(args.number_rows)?;
-        let (data, dim, nulls) = vectors(NEAREST_FORM, &array)?;
+        let (data, dim, nulls) = vectors(form, &array)?;
         if nulls.as_ref().is_some_and(|n| n.null_count() == n.len()) {
-            return Ok(ColumnarValue::Array(Arc::new(UInt32Array::new_null(array.len()))));
+            return Ok(ColumnarValue::Array(match self.distance {
+                false => Arc::new(UInt32Array::new_null(array.len())),
+                true => Arc::new(Float64Array::new_null(array.len())),
+            }));
         }
         if dim != c_dim {
-            return Err(exec(format!(
-                "{NEAREST_FORM}: the vectors have {dim} values, the centroids in {path} {c_dim}"
-            )));
+            return Err(exec(format!("{form}: the vectors have {dim} values, the centroids in {path} {c_dim}")));
         }
-        let (labels, _) = crate::cluster::assign(&data, dim, centroids).map_err(|e| exec(e.to_string()))?;
-        Ok(ColumnarValue::Array(Arc::new(UInt32Array::new(labels.into(), nulls))))
+        let (labels, distances) = crate::cluster::assign(&data, dim, centroids).map_err(|e| exec(e.to_string()))?;
+        Ok(ColumnarValue::Array(match self.distance {
+            false => Arc::new(UInt32Array::new(labels.into(), nulls)),
+            true => Arc::new(Float64Array::new(distances.iter().map(|&d| d as f64).collect(), nulls)),
+        }))
     }
 }
 

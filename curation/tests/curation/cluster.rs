@@ -157,3 +157,75 @@ fn a_pipeline_on_a_cluster_writes_what_it_writes_here() {
         assert!(h.cluster.is_none());
     }
 }
+
+/// Embedding with a model and k-means on the cluster: the same vectors as the run here, and a k-means whose
+/// inertia is within 1% of `whet kmeans`'s from the same seeds.
+#[test]
+fn embed_and_kmeans_on_a_cluster_match_the_run_here() {
+    use whetstone_curation::embed::minilm_dir;
+    use whetstone_curation::pipeline::Pipeline;
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let (Some(data), Some(model)) = (shared(), minilm_dir(&workspace)) else {
+        eprintln!("skipped: no shared data or no MiniLM model (scripts/fetch-minilm.sh)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let toml = |out: &str| {
+        format!(
+            "input = {:?}\noutput = {out:?}\nseed = 5\n\n[[stage]]\nrun = \"embed\"\nembedder = {:?}\n\n\
+             [[stage]]\nrun = \"cluster\"\nk = 12\n",
+            data.join("gsm8k/test.jsonl").display().to_string(),
+            model.display().to_string()
+        )
+    };
+    let write = |name: &str, out: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, toml(out)).unwrap();
+        Pipeline::load(&p).unwrap()
+    };
+    let here = write("here.toml", "here/out.parquet").run(|_, _, _| {}).unwrap();
+    let cluster = LocalCluster::start(3, 2, 4).unwrap();
+    let mut session = cluster.session().unwrap();
+    let there = whetstone_curation::sql::curate::run_pipeline(
+        &write("there.toml", "there/out.parquet"),
+        &mut session,
+        |_, _, _| {},
+    )
+    .unwrap();
+    let manifests: Vec<_> = here
+        .steps
+        .iter()
+        .zip(&there.steps)
+        .map(|(h, t)| {
+            let work = t.cluster.as_ref().expect("the cluster took the step");
+            assert_eq!((work.rows_read, t.rows_in, t.rows_out), (1319, 1319, 1319), "{}", t.stage);
+            (
+                whetstone_datasets::Manifest::read(&h.manifest).unwrap(),
+                whetstone_datasets::Manifest::read(&t.manifest).unwrap(),
+            )
+        })
+        .collect();
+    let (embed_here, embed_there) = &manifests[0];
+    assert_eq!(embed_here.parameters, embed_there.parameters, "the same model, named the same");
+    let vectors = |p: &Path| {
+        let batches: Vec<RecordBatch> =
+            whetstone_datasets::DatasetReader::open(p, ReadOptions::default()).unwrap().map(Result::unwrap).collect();
+        let b = arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap();
+        whetstone_curation::embed::embeddings_of(&b).unwrap().0.to_vec()
+    };
+    let (a, b) = (vectors(&here.steps[0].output), vectors(&there.steps[0].output));
+    assert_eq!(a.len(), 1319 * 384);
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-5, "the vectors differ by up to {worst}");
+
+    let (km_here, km_there) = &manifests[1];
+    assert_eq!(km_here.parameters, km_there.parameters);
+    let inertia = |m: &whetstone_datasets::Manifest| m.results["inertia"].as_f64().unwrap();
+    let (ih, it) = (inertia(km_here), inertia(km_there));
+    assert!((ih - it).abs() <= 0.01 * ih, "inertia {it} on the cluster, {ih} here");
+    let sizes = |m: &whetstone_datasets::Manifest| -> u64 {
+        m.results["sizes"].as_array().unwrap().iter().map(|s| s.as_u64().unwrap()).sum()
+    };
+    assert_eq!(sizes(km_there), 1319, "every row labelled");
+    eprintln!("inertia: {ih:.3} here, {it:.3} on the cluster");
+}
