@@ -178,6 +178,14 @@ fn functions_agree_with_the_stages_they_come_from() {
         }
     }
     assert_eq!(counts.iter().filter(|&&n| n > 0).count(), r.num_rows());
+    // nearest_distance() summed is the assignment's inertia.
+    let (_, distances) = assign(x, dim, &c_rows).unwrap();
+    let inertia: f64 = distances.iter().map(|&d| d as f64).sum();
+    let r = one(&sql
+        .query(&format!("SELECT sum(nearest_distance(embedding, '{}')) AS d FROM e", centroids.display()))
+        .unwrap());
+    let got = r.column(0).as_primitive::<Float64Type>().value(0);
+    assert!(inertia > 0.0 && (got - inertia).abs() < 1e-6 * inertia, "{got} vs {inertia}");
 
     // embed() gives the vectors `whet embed` would with the same model (hashing: IDF all 1 in SQL).
     let r = one(&sql
