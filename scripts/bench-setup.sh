@@ -5,7 +5,8 @@
 #
 # bench_setup changes to the repository root ($bench_repo), makes .venv there if it is missing, pip-installs
 # into it each PACKAGE whose IMPORT fails in .venv/bin/python (IMPORT may name several modules, comma-separated:
-# `pyarrow,pyarrow.json:pyarrow`), builds whet (`cargo build --release --bin whet`) and sets $whet to the binary.
+# `pyarrow,pyarrow.json:pyarrow`), builds whet (`cargo build --release --bin whet`, with $BENCH_FEATURES) and sets
+# $whet to the binary.
 # bench_node_llama_cpp (below) puts node-llama-cpp, pinned, into .cache/node for bench_generate.py's llama.cpp row.
 
 bench_repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -26,7 +27,8 @@ bench_setup() {
         .venv/bin/pip install -q "${missing[@]}"
     fi
 
-    cargo build --release --bin whet
+    # BENCH_FEATURES: cargo features whet needs for this benchmark (`cluster`).
+    cargo build --release --bin whet ${BENCH_FEATURES:+--features "$BENCH_FEATURES"}
     whet="${CARGO_TARGET_DIR:-target}/release/whet"
 }
 

@@ -480,13 +480,15 @@ pub struct PipelineStep {
     pub cluster: Option<ClusterWork>,
 }
 
-/// A step's share of work done on a cluster: the rows it found worth examining, out of those it read, and
-/// the seconds that took (staging the rows included). The driver then ran the stage on those rows.
+/// A step's share of work done on a cluster: the rows it found worth examining (or embedded, or labelled),
+/// out of those it read; the seconds the driver took to stage the rows for it, and the seconds the cluster's
+/// jobs took. The driver then ran the stage on those rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClusterWork {
     pub scheduler: String,
     pub rows_read: u64,
     pub rows_examined: u64,
+    pub staging_seconds: f64,
     pub seconds: f64,
 }
 

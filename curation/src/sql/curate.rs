@@ -55,16 +55,20 @@ pub fn run_pipeline(
         let started = Instant::now();
         let table = format!("step{}", i + 1);
         let staged = staging.join(format!("{:02}-{}-rows.parquet", i + 1, step.name()));
+        let staged_at = std::cell::Cell::new(started);
         let stage = |shape: &dyn Fn(RecordBatch) -> Result<RecordBatch>| -> Result<u64> {
             std::fs::create_dir_all(&staging).map_err(|e| whetstone_datasets::Error::io(&staging, e))?;
-            stage_rows(input, &read, &staged, shape)
+            let rows = stage_rows(input, &read, &staged, shape);
+            staged_at.set(Instant::now());
+            rows
         };
         let scheduler = session.scheduler().unwrap_or("this process").to_string();
         let work = |rows_read, rows_examined| ClusterWork {
             scheduler: scheduler.clone(),
             rows_read,
             rows_examined,
-            seconds: started.elapsed().as_secs_f64(),
+            staging_seconds: (staged_at.get() - started).as_secs_f64(),
+            seconds: staged_at.get().elapsed().as_secs_f64(),
         };
         let (manifest, work) = match step {
             Step::Cluster(c) => {
@@ -73,19 +77,20 @@ pub fn run_pipeline(
                 let fitted = session.with_parquet(&table, &staged, |s| kmeans(s, &table, rows, &opts, &staging));
                 let _ = std::fs::remove_file(&staged);
                 let (model, labels, fit_seconds) = fitted?;
+                let work = work(rows, rows);
                 let (manifest, _) =
                     label_dataset(input, output, &opts, model, &labels, fit_seconds, read.clone(), on_progress)?;
-                (manifest, work(rows, rows))
+                (manifest, work)
             }
             Step::Embed(e) if e.embedder != "hashing" => {
                 let text = e.text;
+                let embedder = e.embedder(input, &read, seed)?;
                 let rows = stage(&|b| {
                     let texts = StringArray::from(text.texts(&b)?);
                     let none = RecordBatchOptions::new().with_row_count(Some(b.num_rows()));
                     let none = RecordBatch::try_new_with_options(Arc::new(Schema::empty()), vec![], &none)?;
                     Ok(with_column(&none, Field::new(TEXT, DataType::Utf8, false), Arc::new(texts))?)
                 })?;
-                let embedder = e.embedder(input, &read, seed)?;
                 // A model folder is read by every executor at the same (absolute) path.
                 let model = match e.embedder.as_str() {
                     "minilm" => "minilm".to_string(),
@@ -104,8 +109,9 @@ pub fn run_pipeline(
                     vectors: vectors?,
                     next: Default::default(),
                 };
+                let work = work(rows, rows);
                 let manifest = embed_dataset(input, output, &vectors, text, read.clone(), |p, _| on_progress(p))?;
-                (manifest, work(rows, rows))
+                (manifest, work)
             }
             _ => {
                 let Some(query) = examine_query(step, seed)? else {
@@ -118,9 +124,9 @@ pub fn run_pipeline(
                 };
                 let _ = std::fs::remove_file(&staged);
                 let examine = examine?;
-                let examined = examine.len() as u64;
+                let work = work(rows, examine.len() as u64);
                 let read = ReadOptions { examine: Some(Arc::new(examine)), ..read };
-                (step.run(input, output, read, seed, on_progress)?, work(rows, examined))
+                (step.run(input, output, read, seed, on_progress)?, work)
             }
         };
         Ok((manifest, Some(work)))

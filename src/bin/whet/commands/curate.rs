@@ -51,7 +51,12 @@ pub fn run(a: Args) -> Result<()> {
             num(s.rows_rejected),
             Cell::new(format!("{:.1}", s.seconds)),
             Cell::new(match &s.cluster {
-                Some(c) => format!("{} rows examined, {:.1} s", thousands(c.rows_examined), c.seconds),
+                Some(c) => format!(
+                    "{} rows examined; staged in {:.1} s, cluster {:.1} s",
+                    thousands(c.rows_examined),
+                    c.staging_seconds,
+                    c.seconds
+                ),
                 None => "-".into(),
             }),
             Cell::new(s.output.display()),
