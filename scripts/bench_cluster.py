@@ -226,11 +226,10 @@ def run_whet(whet: Path, step: str, source: Path, executors: int, args, outdir: 
     manifest = json.loads(Path(str(out) + ".manifest.json").read_text())
     report = json.loads(Path(str(out) + ".pipeline.json").read_text())
     work = report["steps"][0].get("cluster") or {}
-    rows_in = manifest["rows"]["input"] if isinstance(manifest["rows"].get("input"), int) else args.rows
     result = {
         "contestant": name, "step": step, "seconds": r["seconds"], "rows_per_s": args.rows / r["seconds"],
         "driver_rss_mib": r["rss_mib"], "cluster_rss_mib": peaks, "output_xxh3": manifest["output"]["xxh3_128"],
-        "rows": manifest["rows"], "results": manifest.get("results"), "cluster_work": work, "rows_in": rows_in,
+        "rows": manifest["rows"], "results": manifest.get("results"), "cluster_work": work,
     }
     if step == "minhash":
         result["removed"] = removed_ids_whet(Path(str(out) + ".rejected.jsonl"))

@@ -148,6 +148,20 @@ pub struct DedupStep {
     pub seed: Option<u64>,
 }
 
+impl DedupStep {
+    /// The MinHash settings this step names: its threshold (0.8 if none), shingle, bands and rows (the split
+    /// nearest the threshold if none), and its seed, else the pipeline's `seed`.
+    pub fn minhash_options(&self, seed: u64) -> Result<MinHashOptions> {
+        let auto = MinHashOptions::for_threshold(self.threshold.unwrap_or(0.8), self.seed.unwrap_or(seed))?;
+        Ok(MinHashOptions {
+            shingle: self.shingle,
+            bands: self.bands.unwrap_or(auto.bands),
+            rows: self.rows.unwrap_or(auto.rows),
+            ..auto
+        })
+    }
+}
+
 impl Default for DedupStep {
     fn default() -> Self {
         let semantic = SemanticOptions::default();
@@ -237,7 +251,8 @@ pub struct ClusterStep {
     pub tol: f64,
     pub seed: Option<u64>,
     /// Mini-batch k-means over the dataset read in passes, this many rows a batch: for datasets larger than
-    /// memory (max_iter counts passes). None: Lloyd's algorithm on all rows in memory.
+    /// memory (max_iter counts passes). None: Lloyd's algorithm on all rows in memory. On a cluster
+    /// (`whet curate --cluster`) k-means is always Lloyd's, the rows staying on the executors.
     pub mini_batch: Option<usize>,
 }
 
@@ -401,14 +416,7 @@ impl Step {
                 match d.method {
                     DedupMethod::Exact => dedup_exact(input, output, read, |p, _| on_progress(p)),
                     DedupMethod::Minhash => {
-                        let auto = MinHashOptions::for_threshold(d.threshold.unwrap_or(0.8), seed)?;
-                        let opts = MinHashOptions {
-                            shingle: d.shingle,
-                            bands: d.bands.unwrap_or(auto.bands),
-                            rows: d.rows.unwrap_or(auto.rows),
-                            ..auto
-                        };
-                        dedup_minhash(input, output, &opts, read, |p, _| on_progress(p))
+                        dedup_minhash(input, output, &d.minhash_options(seed)?, read, |p, _| on_progress(p))
                     }
                     DedupMethod::Semantic => {
                         let opts = SemanticOptions {

@@ -28,7 +28,6 @@ use whetstone_datasets::{schema, DatasetReader, Progress, ReadOptions};
 
 use super::SqlSession;
 use crate::cluster::{initial_centroids, label_dataset, KMeans, KMeansOptions};
-use crate::dedup::minhash::MinHashOptions;
 use crate::embed::{embed_dataset, embeddings_of, with_embedding, Embedder};
 use crate::error::{Error, Result};
 use crate::pipeline::{ClusterWork, DedupMethod, Pipeline, PipelineReport, Step};
@@ -49,18 +48,20 @@ pub fn run_pipeline(
     let mut staging = pipeline.output.clone().into_os_string();
     staging.push(".stages/cluster");
     let staging = PathBuf::from(staging);
-    pipeline.run_with(|i, step, input, output, read| {
+    let report = pipeline.run_with(|i, step, input, output, read| {
         let mut on_progress = |p| on_step(i, step, p);
         let seed = pipeline.seed;
         let started = Instant::now();
         let table = format!("step{}", i + 1);
         let staged = staging.join(format!("{:02}-{}-rows.parquet", i + 1, step.name()));
         let staged_at = std::cell::Cell::new(started);
+        let staged_inputs = std::cell::RefCell::new(Vec::new());
         let stage = |shape: &dyn Fn(RecordBatch) -> Result<RecordBatch>| -> Result<u64> {
             std::fs::create_dir_all(&staging).map_err(|e| whetstone_datasets::Error::io(&staging, e))?;
-            let rows = stage_rows(input, &read, &staged, shape);
+            let (rows, inputs) = stage_rows(input, &read, &staged, shape)?;
             staged_at.set(Instant::now());
-            rows
+            *staged_inputs.borrow_mut() = inputs;
+            Ok(rows)
         };
         let scheduler = session.scheduler().unwrap_or("this process").to_string();
         let work = |rows_read, rows_examined| ClusterWork {
@@ -92,16 +93,18 @@ pub fn run_pipeline(
                     Ok(with_column(&none, Field::new(TEXT, DataType::Utf8, false), Arc::new(texts))?)
                 })?;
                 // A model folder is read by every executor at the same (absolute) path.
-                let model = match e.embedder.as_str() {
-                    "minilm" => "minilm".to_string(),
-                    dir => std::path::absolute(dir)
-                        .map_err(|err| whetstone_datasets::Error::io(Path::new(dir), err))?
-                        .display()
-                        .to_string(),
+                // The driver's model, at a path every executor sees (so `minilm` is not looked up on each).
+                let dir = match e.embedder.as_str() {
+                    "minilm" => crate::embed::minilm_dir(Path::new(".")).unwrap_or_else(|| "minilm".into()),
+                    dir => PathBuf::from(dir),
                 };
-                let query = format!("SELECT {ROW}, embed({TEXT}, {}) AS embedding FROM {table}", quote(&model));
+                let model = path_literal(&dir)?;
+                let query = format!("SELECT {ROW}, embed({TEXT}, {model}) AS embedding FROM {table}");
                 let wanted: Vec<u64> = (0..rows).collect();
-                let vectors = session.with_parquet(&table, &staged, |s| vectors_by_row(s, &query, &wanted));
+                let vectors = match rows {
+                    0 => Ok(Vec::new()),
+                    _ => session.with_parquet(&table, &staged, |s| vectors_by_row(s, &query, &wanted)),
+                };
                 let _ = std::fs::remove_file(&staged);
                 let vectors = Computed {
                     name: embedder.name().to_string(),
@@ -114,13 +117,13 @@ pub fn run_pipeline(
                 (manifest, work)
             }
             _ => {
-                let Some(query) = examine_query(step, seed)? else {
+                let Some(query) = examine_query(step, seed, &table)? else {
                     return Ok((step.run(input, output, read, seed, on_progress)?, None));
                 };
                 let rows = stage(&|b| Ok(b))?;
                 let examine = match rows {
                     0 => Ok(Vec::new()),
-                    _ => session.with_parquet(&table, &staged, |s| rows_of(s, &query.replace("{rows}", &table))),
+                    _ => session.with_parquet(&table, &staged, |s| rows_of(s, &query)),
                 };
                 let _ = std::fs::remove_file(&staged);
                 let examine = examine?;
@@ -129,8 +132,21 @@ pub fn run_pipeline(
                 (step.run(input, output, read, seed, on_progress)?, work)
             }
         };
+        // The cluster's row numbers are positions in what staging read: the stage must have read the same bytes.
+        let read_now: Vec<&String> = manifest.inputs.iter().map(|i| &i.xxh3_128).collect();
+        if read_now != staged_inputs.borrow().iter().collect::<Vec<_>>() {
+            return Err(Error::Invalid(format!(
+                "step {} ({}): its input changed while the cluster worked on it; run the pipeline again",
+                i + 1,
+                step.name()
+            )));
+        }
         Ok((manifest, Some(work)))
-    })
+    })?;
+    // Empty unless a step failed part-way; then the staged rows are not needed either.
+    let _ = std::fs::remove_dir(&staging);
+    let _ = staging.parent().map(std::fs::remove_dir);
+    Ok(report)
 }
 
 /// Lloyd's k-means with the rows on the cluster (`embedding` in `table`, `rows` of them) and the centroids on
@@ -184,13 +200,13 @@ fn kmeans(
         })
     })?;
     let mut files = Vec::new();
+    // Executors cache a centroids file by path, time and size: each file gets a name of its own, this run's.
+    let run = format!("{}-{}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap_or_default().as_nanos());
     let mut centroids_file = |c: &[f32]| -> Result<String> {
-        let path = staging.join(format!("{table}-centroids-{}.parquet", files.len()));
+        let path = staging.join(format!("{table}-centroids-{run}-{}.parquet", files.len()));
         write_centroids(&path, c, dim)?;
         files.push(path.clone());
-        Ok(quote(
-            &std::path::absolute(&path).map_err(|e| whetstone_datasets::Error::io(&path, e))?.display().to_string(),
-        ))
+        path_literal(&path)
     };
     let fitted = (|| -> Result<_> {
         // Total variance, for a scale-free tolerance as `whet kmeans` has: squared norms (distances to one
@@ -217,6 +233,7 @@ fn kmeans(
                  (SELECT nearest(embedding, {file}) AS c, embedding FROM {table}) GROUP BY c"
             ))?;
             let mut updated = centroids.clone();
+            let mut emptied: std::collections::BTreeSet<usize> = (0..opts.k).collect();
             for b in &r.batches {
                 let (c, sums, counts) = (
                     b.column(0).as_primitive::<UInt32Type>(),
@@ -225,12 +242,29 @@ fn kmeans(
                 );
                 for g in 0..b.num_rows() {
                     let (c, count) = (c.value(g) as usize, counts.value(g) as f64);
+                    emptied.remove(&c);
                     let sum = sums.value(g);
                     let sum = sum.as_primitive::<Float64Type>();
                     updated[c * dim..(c + 1) * dim]
                         .iter_mut()
                         .zip(sum.values())
                         .for_each(|(u, s)| *u = (s / count) as f32);
+                }
+            }
+            if !emptied.is_empty() {
+                // As `whet kmeans` does: an emptied cluster takes the row farthest from its centroid.
+                let far = s.query(&format!(
+                    "SELECT {ROW}, embedding FROM {table} ORDER BY nearest_distance(embedding, {file}) DESC, {ROW} \
+                     LIMIT {}",
+                    emptied.len()
+                ))?;
+                let mut rows = Vec::new();
+                for b in far.batches.iter().filter(|b| b.num_rows() > 0) {
+                    let (values, _) = embeddings_of(b)?;
+                    rows.extend(values.chunks(dim).map(<[f32]>::to_vec));
+                }
+                for (&c, row) in emptied.iter().zip(rows) {
+                    updated[c * dim..(c + 1) * dim].copy_from_slice(&row);
                 }
             }
             let shift: f64 = updated.iter().zip(&centroids).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
@@ -260,8 +294,15 @@ fn kmeans(
                 inertia += d.value(i);
             }
         }
+        let labelled: u64 = sizes.iter().sum();
+        if labelled != rows {
+            return Err(Error::Sql(format!("the cluster gave {labelled} labels for {rows} rows")));
+        }
         if let Some(missing) = labels.iter().position(|&l| l == u32::MAX) {
             return Err(Error::Invalid(format!("the cluster gave no label for row {missing}")));
+        }
+        if !inertia.is_finite() {
+            return Err(Error::Invalid("an embedding has a non-finite value".into()));
         }
         let model = KMeans { k: opts.k, dim, centroids, sizes, inertia, iterations, converged };
         Ok((model, labels, fit.elapsed().as_secs_f64()))
@@ -313,6 +354,14 @@ fn write_centroids(path: &Path, centroids: &[f32], dim: usize) -> Result<()> {
 /// rows written; writes nothing when there are none.
 fn write_parquet(path: &Path, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<u64> {
     let partial = path.with_extension("parquet.partial");
+    let written = write_partial(&partial, path, batches);
+    if written.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    written
+}
+
+fn write_partial(partial: &Path, path: &Path, batches: impl Iterator<Item = Result<RecordBatch>>) -> Result<u64> {
     let fail = |e: datafusion::parquet::errors::ParquetError| Error::Invalid(format!("{}: {e}", partial.display()));
     let mut writer: Option<ArrowWriter<std::fs::File>> = None;
     let mut rows = 0;
@@ -361,36 +410,29 @@ impl Embedder for Computed {
     }
 }
 
-/// The query (over the table `{rows}`) whose `_row`s a step must examine, or None where the step runs on the
-/// driver alone. Each finds a superset of the rows the stage drops.
-pub fn examine_query(step: &Step, seed: u64) -> Result<Option<String>> {
+/// The query (over the staged rows' table, `table`) whose `_row`s a step must examine, or None where the step
+/// runs on the driver alone. Each finds a superset of the rows the stage drops.
+pub fn examine_query(step: &Step, seed: u64, table: &str) -> Result<Option<String>> {
     Ok(Some(match step {
         Step::Filter(f) => {
             let settings = serde_json::to_string(f).expect("serialisable");
-            format!(
-                "SELECT {ROW} FROM {{rows}} WHERE filter_reason(prompt, response, {}) IS NOT NULL",
-                quote(&settings)
-            )
+            format!("SELECT {ROW} FROM {table} WHERE filter_reason(prompt, response, {}) IS NOT NULL", quote(&settings))
         }
         Step::Dedup(d) if d.method == DedupMethod::Exact => format!(
             "SELECT {ROW} FROM (SELECT {ROW}, count(*) OVER (PARTITION BY k) AS n \
-             FROM (SELECT {ROW}, exact_key(prompt, response) AS k FROM {{rows}})) WHERE n > 1"
+             FROM (SELECT {ROW}, exact_key(prompt, response) AS k FROM {table})) WHERE n > 1"
         ),
         Step::Dedup(d) if d.method == DedupMethod::Minhash => {
-            let auto = MinHashOptions::for_threshold(d.threshold.unwrap_or(0.8), d.seed.unwrap_or(seed))?;
-            let (bands, rows) = (d.bands.unwrap_or(auto.bands), d.rows.unwrap_or(auto.rows));
-            if auto.seed > 1 << 53 {
-                return Err(Error::Invalid(format!(
-                    "seed {}: on a cluster a MinHash seed must be below 2^53",
-                    auto.seed
-                )));
+            let o = d.minhash_options(seed)?;
+            if o.seed > 1 << 53 {
+                return Err(Error::Invalid(format!("seed {}: on a cluster a MinHash seed must be below 2^53", o.seed)));
             }
             // The text the stage hashes: prompt, a space, response (a missing one empty).
             format!(
                 "SELECT DISTINCT {ROW} FROM (SELECT {ROW}, count(*) OVER (PARTITION BY band, key) AS n FROM \
-                 (SELECT {ROW}, unnest(minhash(prompt || ' ' || coalesce(response, ''), {}, {}, {}, {bands}, {rows})) \
-                 AS key, unnest(range(0, {bands})) AS band FROM {{rows}})) WHERE n > 1",
-                auto.threshold, d.shingle, auto.seed
+                 (SELECT {ROW}, unnest(minhash(prompt || ' ' || coalesce(response, ''), {}, {}, {}, {}, {})) \
+                 AS key, unnest(range(0, {})) AS band FROM {table})) WHERE n > 1",
+                o.threshold, o.shingle, o.seed, o.bands, o.rows, o.bands
             )
         }
         Step::Decontam(d) => {
@@ -399,13 +441,12 @@ pub fn examine_query(step: &Step, seed: u64) -> Result<Option<String>> {
             }
             let mut tests = Vec::new();
             for set in &d.eval {
-                let set = std::path::absolute(set).map_err(|e| whetstone_datasets::Error::io(set, e))?;
-                let set = quote(&set.display().to_string());
+                let set = path_literal(set)?;
                 for text in ["prompt", "coalesce(response, '')"] {
                     tests.push(format!("ngram_overlap({text}, {set}, {}) > 0", d.n));
                 }
             }
-            format!("SELECT {ROW} FROM {{rows}} WHERE {}", tests.join(" OR "))
+            format!("SELECT {ROW} FROM {table} WHERE {}", tests.join(" OR "))
         }
         _ => return Ok(None),
     }))
@@ -416,24 +457,36 @@ fn quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
+/// A path as a SQL string literal, absolute (executors run elsewhere); a path that is not UTF-8 is an error
+/// rather than a mangled name.
+fn path_literal(path: &Path) -> Result<String> {
+    let absolute = std::path::absolute(path).map_err(|e| whetstone_datasets::Error::io(path, e))?;
+    let text = absolute
+        .to_str()
+        .ok_or_else(|| Error::Invalid(format!("{}: on a cluster paths must be UTF-8 text", absolute.display())))?;
+    Ok(quote(text))
+}
+
 /// Writes the rows `input` gives (read as the stage reads them, shaped by `shape`) to `path` as Parquet with
-/// their positions in `_row`; returns how many. Written whole or not at all; nothing when there are none.
+/// their positions in `_row`. Written whole or not at all; nothing when there are none. Gives how many rows,
+/// and the xxh3 of each input file read.
 fn stage_rows(
     input: &Path,
     read: &ReadOptions,
     path: &Path,
     shape: &dyn Fn(RecordBatch) -> Result<RecordBatch>,
-) -> Result<u64> {
-    let reader = DatasetReader::open(input, ReadOptions { examine: None, ..read.clone() })?;
-    let mut rows = 0u64;
-    let batches = reader.map(|batch| {
+) -> Result<(u64, Vec<String>)> {
+    let mut reader = DatasetReader::open(input, ReadOptions { examine: None, ..read.clone() })?;
+    let mut next = 0u64;
+    let batches = reader.by_ref().map(|batch| {
         let batch = shape(batch?)?;
         let n = batch.num_rows() as u64;
-        let numbers: Arc<dyn Array> = Arc::new(UInt64Array::from_iter_values(rows..rows + n));
-        rows += n;
+        let numbers: Arc<dyn Array> = Arc::new(UInt64Array::from_iter_values(next..next + n));
+        next += n;
         Ok(with_column(&batch, Field::new(ROW, DataType::UInt64, false), numbers)?)
     });
-    write_parquet(path, batches)
+    let rows = write_parquet(path, batches)?;
+    Ok((rows, reader.reports().iter().map(|r| r.xxh3_128.clone()).collect()))
 }
 
 /// The `_row`s a query gives, ascending and each once.

@@ -1,5 +1,5 @@
-//! whetstone's functions in SQL: scalar UDFs `xxh3`, `minhash`, `embed`, `ngram_overlap`, `nearest`, and the
-//! aggregate `vector_sum`. Each computes what the stage of the same work computes, from the same code, so a
+//! whetstone's functions in SQL: scalar UDFs `xxh3`, `minhash`, `embed`, `ngram_overlap`, `nearest`,
+//! `nearest_distance`, `filter_reason`, `exact_key`, and the aggregate `vector_sum`. Each computes what the stage of the same work computes, from the same code, so a
 //! query and a stage agree row for row. Models, evaluation sets and centroids are named by literal strings
 //! and loaded once per process (plans carry names, not data: a cluster's gRPC messages stay small).
 

@@ -159,7 +159,8 @@ impl PartitionStream for ReaderStream {
     }
 }
 
-/// A batch in the table's schema; a later file whose rows have other columns is an error naming them.
+/// A batch in the table's schema, its columns taken by name (a later file may order them otherwise); a later
+/// file whose rows have other columns is an error naming them.
 fn conform(batch: RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<RecordBatch> {
     if batch.schema().fields() == schema.fields() {
         return Ok(batch);
@@ -167,11 +168,20 @@ fn conform(batch: RecordBatch, schema: &SchemaRef) -> datafusion::error::Result<
     let names = |s: &arrow::datatypes::Schema| {
         s.fields().iter().map(|f| format!("{} {}", f.name(), f.data_type())).collect::<Vec<_>>().join(", ")
     };
-    RecordBatch::try_new(schema.clone(), batch.columns().to_vec()).map_err(|_| {
+    let differ = || {
         DataFusionError::Execution(format!(
             "the table's files hold different columns: the first has ({}), a later one ({})",
             names(schema),
             names(&batch.schema())
         ))
-    })
+    };
+    if batch.num_columns() != schema.fields().len() {
+        return Err(differ());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| batch.column_by_name(f.name()).filter(|c| c.data_type() == f.data_type()).cloned().ok_or_else(differ))
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    RecordBatch::try_new(schema.clone(), columns).map_err(|_| differ())
 }

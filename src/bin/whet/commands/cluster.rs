@@ -54,7 +54,12 @@ pub fn run(a: Args) -> Result<()> {
     use whetstone::curation::sql::cluster::{run_executor, run_scheduler, ExecutorOptions};
     match a.role {
         Role::Scheduler { bind, executor_timeout } => {
-            eprintln!("whet cluster scheduler on {bind}: executors join with --scheduler {bind}");
+            // 0.0.0.0 listens everywhere but is no address to join: name this machine instead.
+            let join = match bind.ip().is_unspecified() {
+                true => format!("THIS-HOST:{}", bind.port()),
+                false => bind.to_string(),
+            };
+            eprintln!("whet cluster scheduler on {bind}: executors join with --scheduler {join}");
             run_scheduler(bind, executor_timeout)?
         }
         Role::Executor { scheduler, host, port, grpc_port, slots, work_dir, heartbeat } => {

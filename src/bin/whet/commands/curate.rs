@@ -17,9 +17,11 @@ use crate::table::{num, table};
 pub struct Args {
     /// The pipeline file (input, output, seed, [[stage]] tables).
     pipeline: PathBuf,
-    /// Run the per-row work of filter, exact and MinHash dedup and decontamination on a cluster (`whet
-    /// cluster`): df://HOST:PORT of its scheduler. The output's folder must be on storage every executor sees;
-    /// the other stages run here. The datasets and manifests are those of a run without it.
+    /// Run the per-row work on a cluster (`whet cluster`): df://HOST:PORT of its scheduler. The output's
+    /// folder must be on storage every executor sees. Filter, exact and MinHash dedup and decontamination
+    /// write the datasets and manifests of a run without it; embedding with a model writes the same vectors
+    /// to within float rounding; k-means runs Lloyd's iterations there (inertia within 1% of a run here). The
+    /// other stages run here.
     #[arg(long, value_name = "df://HOST:PORT")]
     cluster: Option<String>,
 }

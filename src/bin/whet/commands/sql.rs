@@ -9,8 +9,9 @@ use crate::table::{batches_table, drops, CELL_CHARS};
 
 /// Ask SQL questions of datasets (Apache DataFusion). Each --table is a file, folder or glob, read as every
 /// stage reads it; whetstone's functions are there too: xxh3(text), minhash(text [, threshold [, shingle [,
-/// seed]]]), embed(text, 'minilm'|'hashing'|FOLDER), ngram_overlap(text, 'EVAL-SET' [, n]),
-/// nearest(embedding, 'CENTROIDS.parquet') and the aggregate vector_sum(embedding).
+/// seed [, bands, rows]]]]), embed(text, 'minilm'|'hashing'|FOLDER), ngram_overlap(text, 'EVAL-SET' [, n]),
+/// nearest(embedding, 'CENTROIDS.parquet'), nearest_distance(…), filter_reason(prompt, response [,
+/// 'FILTER-SETTINGS-JSON']), exact_key(prompt, response) and the aggregate vector_sum(embedding).
 ///
 /// Example: whet sql "SELECT source, count(*) AS n FROM t0 GROUP BY source ORDER BY n DESC" --table t0=t0.parquet
 #[derive(clap::Args)]
