@@ -84,7 +84,19 @@ impl Manifest {
                 rows.rows_in, rows.rows_out, rows.rows_rejected
             )));
         }
-        Ok(Manifest {
+        Ok(Manifest::assemble(stage, parameters, inputs, output, rows, rejected, started))
+    }
+
+    fn assemble(
+        stage: &str,
+        parameters: serde_json::Value,
+        inputs: Vec<InputReport>,
+        output: OutputReport,
+        rows: RowCounts,
+        rejected: Rejections,
+        started: SystemTime,
+    ) -> Self {
+        Manifest {
             whetstone: env!("CARGO_PKG_VERSION").to_string(),
             stage: stage.to_string(),
             parameters,
@@ -95,7 +107,7 @@ impl Manifest {
             results: serde_json::Value::Null,
             started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
-        })
+        }
     }
 
     /// The manifest of a SQL query's result: rows in are the rows its tables gave, rows out the result's.
@@ -113,18 +125,7 @@ impl Manifest {
             per_row: 1,
             query: true,
         };
-        Manifest {
-            whetstone: env!("CARGO_PKG_VERSION").to_string(),
-            stage: "sql".to_string(),
-            parameters,
-            inputs,
-            output,
-            rows,
-            rejected,
-            results: serde_json::Value::Null,
-            started_unix: started.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0),
-            seconds: started.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0),
-        }
+        Manifest::assemble("sql", parameters, inputs, output, rows, rejected, started)
     }
 
     /// What the stage found, as the type it wrote them with (`manifest.results::<RewardResults>()?`): a

@@ -99,11 +99,32 @@ fn queries_on_a_cluster_answer_as_they_do_locally() {
     assert!(e.contains("whet convert"), "{e}");
 }
 
+/// A pipeline (its TOML given the output path) run here and on an in-process cluster of 3 executors.
+fn here_and_on_a_cluster(
+    dir: &Path,
+    toml: impl Fn(&str) -> String,
+) -> (whetstone_curation::pipeline::PipelineReport, whetstone_curation::pipeline::PipelineReport) {
+    let write = |name: &str, out: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, toml(out)).unwrap();
+        whetstone_curation::pipeline::Pipeline::load(&p).unwrap()
+    };
+    let here = write("here.toml", "here/out.parquet").run(|_, _, _| {}).unwrap();
+    let cluster = LocalCluster::start(3, 2, 4).unwrap();
+    let mut session = cluster.session().unwrap();
+    let there = whetstone_curation::sql::curate::run_pipeline(
+        &write("there.toml", "there/out.parquet"),
+        &mut session,
+        |_, _, _| {},
+    )
+    .unwrap();
+    (here, there)
+}
+
 /// `whet curate --cluster`'s library path: filter, exact dedup, MinHash dedup and decontamination with their
 /// row work on the cluster write what the run on one machine writes, row for row and manifest for manifest.
 #[test]
 fn a_pipeline_on_a_cluster_writes_what_it_writes_here() {
-    use whetstone_curation::pipeline::Pipeline;
     let Some(data) = shared() else {
         eprintln!("skipped: no shared data");
         return;
@@ -120,20 +141,7 @@ fn a_pipeline_on_a_cluster_writes_what_it_writes_here() {
             eval.display().to_string()
         )
     };
-    let write = |name: &str, out: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, toml(out)).unwrap();
-        Pipeline::load(&p).unwrap()
-    };
-    let here = write("here.toml", "here/out.parquet").run(|_, _, _| {}).unwrap();
-    let cluster = LocalCluster::start(3, 2, 4).unwrap();
-    let mut session = cluster.session().unwrap();
-    let there = whetstone_curation::sql::curate::run_pipeline(
-        &write("there.toml", "there/out.parquet"),
-        &mut session,
-        |_, _, _| {},
-    )
-    .unwrap();
+    let (here, there) = here_and_on_a_cluster(dir.path(), toml);
     assert_eq!(here.steps.len(), 4);
     for (h, t) in here.steps.iter().zip(&there.steps) {
         let (mh, mt) = (
@@ -163,7 +171,6 @@ fn a_pipeline_on_a_cluster_writes_what_it_writes_here() {
 #[test]
 fn embed_and_kmeans_on_a_cluster_match_the_run_here() {
     use whetstone_curation::embed::minilm_dir;
-    use whetstone_curation::pipeline::Pipeline;
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let (Some(data), Some(model)) = (shared(), minilm_dir(&workspace)) else {
         eprintln!("skipped: no shared data or no MiniLM model (scripts/fetch-minilm.sh)");
@@ -178,20 +185,7 @@ fn embed_and_kmeans_on_a_cluster_match_the_run_here() {
             model.display().to_string()
         )
     };
-    let write = |name: &str, out: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, toml(out)).unwrap();
-        Pipeline::load(&p).unwrap()
-    };
-    let here = write("here.toml", "here/out.parquet").run(|_, _, _| {}).unwrap();
-    let cluster = LocalCluster::start(3, 2, 4).unwrap();
-    let mut session = cluster.session().unwrap();
-    let there = whetstone_curation::sql::curate::run_pipeline(
-        &write("there.toml", "there/out.parquet"),
-        &mut session,
-        |_, _, _| {},
-    )
-    .unwrap();
+    let (here, there) = here_and_on_a_cluster(dir.path(), toml);
     let manifests: Vec<_> = here
         .steps
         .iter()
