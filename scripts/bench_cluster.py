@@ -222,6 +222,9 @@ def run_whet(whet: Path, step: str, source: Path, executors: int, args, outdir: 
     peaks = cluster.stop() if cluster else {}
     if r["rc"] != 0:
         print(" failed")
+        for work in run_dir.glob("executor-*"):
+            if work.is_dir():
+                shutil.rmtree(work, ignore_errors=True)
         return {"contestant": name, "step": step, "failed": f"see {rel(run_dir / 'curate.log')}"}
     manifest = json.loads(Path(str(out) + ".manifest.json").read_text())
     report = json.loads(Path(str(out) + ".pipeline.json").read_text())
@@ -233,6 +236,12 @@ def run_whet(whet: Path, step: str, source: Path, executors: int, args, outdir: 
     }
     if step == "minhash":
         result["removed"] = removed_ids_whet(Path(str(out) + ".rejected.jsonl"))
+    # A 10 M-row run leaves gigabytes (the output, shuffle files): keep the manifests and logs only.
+    out.unlink(missing_ok=True)
+    Path(str(out) + ".rejected.jsonl").unlink(missing_ok=True)
+    for big in [*run_dir.glob("executor-*"), *run_dir.glob("*.stages")]:
+        if big.is_dir():
+            shutil.rmtree(big, ignore_errors=True)
     print(f" {r['seconds']:8.1f} s  {args.rows / r['seconds']:10,.0f} rows/s  driver {r['rss_mib']:,.0f} MiB"
           + "".join(f"  {k} {v:,.0f} MiB" for k, v in peaks.items()), flush=True)
     return result
