@@ -169,35 +169,22 @@ fn kmeans(
         None => return Err(Error::Invalid("k-means over no rows".into())),
     };
     let mut centroids = initial_centroids(n, dim, opts, |picked| {
-        let query = match picked {
-            Some(rows) => {
-                let list: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
-                format!("SELECT {ROW}, embedding FROM {table} WHERE {ROW} IN ({})", list.join(","))
-            }
-            None => format!("SELECT {ROW}, embedding FROM {table}"),
+        let Some(picked) = picked else {
+            let all: Vec<u64> = (0..rows).collect();
+            return vectors_by_row(s, &format!("SELECT {ROW}, embedding FROM {table}"), &all);
         };
-        let wanted: Vec<u64> = match picked {
-            Some(rows) => {
-                let mut sorted: Vec<u64> = rows.iter().map(|&r| r as u64).collect();
-                sorted.sort_unstable();
-                sorted
-            }
-            None => (0..rows).collect(),
-        };
+        // The sample comes back by row number; k-means++ takes it in the order drawn, as `whet kmeans` does.
+        let mut order: Vec<usize> = (0..picked.len()).collect();
+        order.sort_by_key(|&i| picked[i]);
+        let wanted: Vec<u64> = order.iter().map(|&i| picked[i] as u64).collect();
+        let list: Vec<String> = wanted.iter().map(u64::to_string).collect();
+        let query = format!("SELECT {ROW}, embedding FROM {table} WHERE {ROW} IN ({})", list.join(","));
         let by_row = vectors_by_row(s, &query, &wanted)?;
-        Ok(match picked {
-            Some(picked) => {
-                // The sample's rows in the order drawn, as `whet kmeans` seeds from them.
-                let mut order: Vec<usize> = (0..picked.len()).collect();
-                order.sort_by_key(|&i| picked[i]);
-                let mut out = vec![0f32; picked.len() * dim];
-                for (j, &i) in order.iter().enumerate() {
-                    out[i * dim..(i + 1) * dim].copy_from_slice(&by_row[j * dim..(j + 1) * dim]);
-                }
-                out
-            }
-            None => by_row,
-        })
+        let mut drawn = vec![0f32; picked.len() * dim];
+        for (j, &i) in order.iter().enumerate() {
+            drawn[i * dim..(i + 1) * dim].copy_from_slice(&by_row[j * dim..(j + 1) * dim]);
+        }
+        Ok(drawn)
     })?;
     let mut files = Vec::new();
     // Executors cache a centroids file by path, time and size: each file gets a name of its own, this run's.
