@@ -1,6 +1,7 @@
 //! `whet rounds` end to end: two rounds on a tiny model, killed with SIGKILL mid-training and mid-generation
 //! and started again, end with the same model and metrics as an uninterrupted run; every step leaves its
-//! dataset, manifest and pairs, and the report, chart and metrics dataset are written.
+//! dataset, manifest and pairs, and the report, chart and metrics dataset are written; a round with DPO after
+//! SFT trains on its pairs.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -206,6 +207,26 @@ fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
     assert!(out_s.join("round-1/train/no-data.txt").is_file());
     let weights = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
     assert!(weights(&out_s.join("round-1/model")) == weights(&dir.join("tiny")));
+
+    // DPO after SFT: the round's pairs (a reward that always differs between samples: their likelihood) train the
+    // SFT model further, with itself as the reference, and the result is the round's model.
+    let text = std::fs::read_to_string(&whole)
+        .unwrap()
+        .replace("out = \"whole\"", "out = \"dpo\"")
+        .replace("rounds = 2", "rounds = 1\npreference = \"dpo\"")
+        .replace("reward = [\"exact\"]", "reward = [\"exact\", \"likelihood\"]");
+    let dpo = dir.join("dpo.toml");
+    std::fs::write(&dpo, text).unwrap();
+    let printed = whet_ok(&["rounds", s(&dpo)]);
+    assert!(printed.contains("DPO pairs"), "{printed}");
+    let out_d = dir.join("dpo");
+    let round_1 = whetstone::selfimprove::rounds::read_metrics(&out_d).unwrap().remove(1);
+    assert!(round_1.dpo_pairs == round_1.pairs && round_1.pairs == 24, "{round_1:?}");
+    assert!(round_1.dpo_loss.is_some_and(f64::is_finite) && round_1.dpo_accuracy.is_some(), "{round_1:?}");
+    let trained = std::fs::read_to_string(out_d.join("round-1/prefer/whetstone-adapter.json")).unwrap();
+    assert!(trained.contains("\"objective\": \"dpo\"") && trained.contains("sft-model"), "{trained}");
+    assert_eq!(std::fs::read_to_string(out_d.join("round-1/prefer/metrics.jsonl")).unwrap().lines().count(), 12);
+    assert!(weights(&out_d.join("round-1/model")) != weights(&out_d.join("round-1/sft-model")), "DPO moved the model");
 
     // Another seed gives another run; other settings in the same folder are refused.
     let text = std::fs::read_to_string(&broken).unwrap().replace("seed = 3", "seed = 4");

@@ -3,12 +3,13 @@
 //! A [`Reward`] looks at one candidate (the prompt, the response, the row's reference answer) and returns a
 //! [`Score`]: a value and a reason a person can read ("answer 540 matches the reference", "no final answer
 //! found"). Verifiers ([`verify`]) check final answers exactly, [`code`] runs code against tests in a sandbox,
-//! [`Likelihood`] reads a model's confidence, `judge` (feature `llm`) asks a model; [`Weighted`] combines
+//! [`Likelihood`] reads a model's confidence, [`model`] scores with a trained reward model, `judge` (feature `llm`) asks a model; [`Weighted`] combines
 //! rewards. [`crate::keep`] keeps samples by reward and pairs them; the rounds of self-training build on these.
 
 pub mod code;
 #[cfg(feature = "llm")]
 pub mod judge;
+pub mod model;
 pub mod stage;
 pub mod verify;
 

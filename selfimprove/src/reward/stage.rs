@@ -17,8 +17,9 @@ use crate::error::{Error, Result};
 use crate::prompt::{column_or_meta, row_response, text_at};
 
 /// One reward of a stage, as a user names it: `gsm8k`, `exact`, `exact-case`, `json`, `regex:PATTERN`, or
-/// `code` (Python run against the row's tests in a sandbox, 5 s at most), or `likelihood` (exp of the
-/// `mean_log_prob` that `whet score` added), each with a weight (`NAME=0.5`; 1 by default).
+/// `code` (Python run against the row's tests in a sandbox, 5 s at most), `likelihood` (exp of the
+/// `mean_log_prob` that `whet score` added), or `rm:FOLDER` (a trained reward model), each with a weight
+/// (`NAME=0.5`; 1 by default).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RewardSpec {
     pub name: String,
@@ -26,8 +27,8 @@ pub struct RewardSpec {
 }
 
 impl RewardSpec {
-    pub const NAMES: [&'static str; 7] =
-        ["gsm8k", "exact", "exact-case", "json", "regex:PATTERN", "code", "likelihood"];
+    pub const NAMES: [&'static str; 8] =
+        ["gsm8k", "exact", "exact-case", "json", "regex:PATTERN", "code", "likelihood", "rm:FOLDER"];
 
     /// `NAME[=WEIGHT]`.
     pub fn parse(text: &str) -> Result<Self> {
@@ -39,7 +40,11 @@ impl RewardSpec {
             return Err(Error::Invalid(format!("reward {text:?}: the weight must be a finite number")));
         }
         let spec = RewardSpec { name: name.to_string(), weight };
-        spec.build()?;
+        match spec.name.strip_prefix("rm:") {
+            // A reward model loads when the stage runs; here only the folder is checked.
+            Some(folder) => super::model::check_folder(std::path::Path::new(folder))?,
+            None => drop(spec.build()?),
+        }
         Ok(spec)
     }
 
@@ -51,9 +56,10 @@ impl RewardSpec {
             "json" => Box::new(JsonValid),
             "code" => Box::new(PythonTests::default()),
             "likelihood" => Box::new(Likelihood),
-            other => match other.strip_prefix("regex:") {
-                Some(pattern) => Box::new(RegexMatch::new(pattern)?),
-                None => {
+            other => match (other.strip_prefix("regex:"), other.strip_prefix("rm:")) {
+                (Some(pattern), _) => Box::new(RegexMatch::new(pattern)?),
+                (_, Some(folder)) => Box::new(super::model::RewardModel::load(std::path::Path::new(folder))?),
+                _ => {
                     return Err(Error::Invalid(format!(
                         "unknown reward {other:?}: use one of {:?}, with =WEIGHT to weigh it",
                         Self::NAMES

@@ -14,7 +14,9 @@
 //!    the original human data (replay);
 //! 7. `train`: LoRA or full training from the previous round's model (or from the base each round), with the
 //!    schedule warmed up afresh; optional self-distillation against the round's starting model;
-//! 8. `model`: the LoRA adapter merged into its base, the model of the next round;
+//! 8. `model`: the LoRA adapter merged into its base, the model of the next round. With `preference = "dpo"`
+//!    the SFT model (merged into `sft-model`) is then trained with DPO on the round's pairs (`prefer`), with
+//!    itself as the reference, and that is the round's model;
 //! 9. `eval`: greedy answers to the held-out prompts, scored by the same rewards.
 //!
 //! Every step writes under `OUT/round-<r>/<step>/` and appears whole or not at all, so a run killed at any
@@ -42,7 +44,7 @@ use crate::keep::Keep;
 use crate::prompt::PromptMode;
 use crate::reward::stage::RewardSpec;
 use crate::sampling::Sampling;
-use crate::train::{StepMetrics, TrainConfig};
+use crate::train::{Objective, StepMetrics, TrainConfig};
 
 #[cfg(feature = "llm")]
 pub use runner::run;
@@ -92,6 +94,17 @@ pub enum TrainFrom {
     Base,
 }
 
+/// What a round learns from its chosen/rejected pairs, after SFT on its kept samples.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preference {
+    /// Nothing: the pairs are written for other trainers.
+    #[default]
+    None,
+    /// DPO from the SFT model (its own reference), with `[train]`'s settings, `beta` and `rpo_alpha`.
+    Dpo,
+}
+
 /// A run of rounds, as `whet rounds CONFIG.toml` reads it (paths relative to the file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -128,6 +141,8 @@ pub struct RoundsConfig {
     pub from: TrainFrom,
     /// The trainer's settings; `base`, `data` and `out` are set by each round.
     pub train: TrainConfig,
+    /// DPO on each round's pairs after its SFT (`dpo`), or none.
+    pub preference: Preference,
     /// New tokens of a held-out answer.
     pub eval_max_tokens: usize,
     /// Stop when the learning curve predicts the next round adds less held-out accuracy than this.
@@ -155,6 +170,7 @@ impl Default for RoundsConfig {
             distill: Vec::new(),
             from: TrainFrom::Previous,
             train: TrainConfig::default(),
+            preference: Preference::None,
             eval_max_tokens: 64,
             stop_gain: None,
         }
@@ -178,6 +194,17 @@ impl RoundsConfig {
         }
         config.replay.iter_mut().for_each(fix);
         config.train.teacher.iter_mut().for_each(fix);
+        // A reward model's folder (`rm:FOLDER[=WEIGHT]`) is a path too.
+        for reward in &mut config.reward {
+            let Some(rest) = reward.strip_prefix("rm:") else { continue };
+            let (folder, weight) = match rest.rsplit_once('=') {
+                Some((f, w)) if w.parse::<f64>().is_ok() => (f, format!("={w}")),
+                _ => (rest, String::new()),
+            };
+            let mut folder = PathBuf::from(folder);
+            fix(&mut folder);
+            *reward = format!("rm:{}{weight}", folder.display());
+        }
         Ok(config)
     }
 
@@ -198,6 +225,13 @@ impl RoundsConfig {
         let t = &self.train;
         if !t.base.as_os_str().is_empty() || !t.data.as_os_str().is_empty() || !t.out.as_os_str().is_empty() {
             return fail("[train] takes no base, data or out: each round sets them".into());
+        }
+        if t.objective != Objective::Sft {
+            return fail(
+                "[train] objective: a round trains SFT on its kept samples; set `preference = \"dpo\"` to add DPO \
+                 on its pairs"
+                    .into(),
+            );
         }
         if !["iterative", "random", "all"].contains(&self.select.method.as_str()) {
             return fail(format!("select method {:?}: use iterative, random or all", self.select.method));
@@ -251,6 +285,15 @@ pub struct RoundMetrics {
     pub train_rows: u64,
     pub train_loss: Option<f64>,
     pub held_out_loss: Option<f64>,
+    /// DPO (`preference = "dpo"`): the pairs trained on, and the last step's loss, reward margin and accuracy.
+    #[serde(default)]
+    pub dpo_pairs: u64,
+    #[serde(default)]
+    pub dpo_loss: Option<f64>,
+    #[serde(default)]
+    pub dpo_margin: Option<f64>,
+    #[serde(default)]
+    pub dpo_accuracy: Option<f64>,
     pub held_out_accuracy: f64,
     pub held_out_reward: f64,
     /// The learning curve's prediction of the next round's gain in held-out accuracy.

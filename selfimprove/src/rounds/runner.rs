@@ -13,7 +13,7 @@ use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{read_all, run_stage, Manifest, ReadOptions, Rows, Stage};
 
-use super::{curve, report, Event, RoundMetrics, RoundsConfig, RoundsReport, TrainFrom};
+use super::{curve, report, Event, Preference, RoundMetrics, RoundsConfig, RoundsReport, TrainFrom};
 use crate::engine::generate::{Counter, GenerateResults, GenerateStep, OnEngine};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
@@ -22,7 +22,7 @@ use crate::keep::{pairs, Keep, KeepResults, KeepStep};
 use crate::prompt::{column_or_meta, row_response, text_at};
 use crate::reward::stage::{RewardResults, RewardSpec, RewardStep};
 use crate::sampling::Sampling;
-use crate::train::{lora, train, Method, TrainConfig};
+use crate::train::{lora, train, Method, Objective, StepMetrics, TrainConfig};
 use crate::ModelFolder;
 
 impl RoundsConfig {
@@ -57,9 +57,10 @@ fn model_of(config: &RoundsConfig, round: usize) -> PathBuf {
         return config.base.clone();
     }
     let dir = round_dir(config, round);
-    // Full training writes the model where it trains; a round that kept nothing to train on (or LoRA) leaves its
-    // model in `model`.
+    // Full training writes the model where it trains (DPO after SFT in `prefer`); a round that kept nothing to
+    // train on (or LoRA) leaves its model in `model`.
     match config.train.method {
+        Method::Full if dir.join("prefer/config.json").is_file() => dir.join("prefer"),
         Method::Full if dir.join("train/config.json").is_file() => dir.join("train"),
         _ => dir.join("model"),
     }
@@ -185,6 +186,56 @@ impl Runner<'_> {
         Ok(dir.join("prompts.parquet"))
     }
 
+    /// `adapter` merged into `base` as the round's folder `name`.
+    fn merged(&mut self, round: usize, name: &'static str, base: &Path, adapter: &Path) -> Result<PathBuf> {
+        let model = round_dir(self.config, round).join(name);
+        if model.is_dir() {
+            (self.on_event)(Event::Skipped { round, step: name });
+        } else {
+            (self.on_event)(Event::Step { round, step: name });
+            lora::merge(base, adapter, &model)?;
+        }
+        Ok(model)
+    }
+
+    /// DPO on the round's `pairs` from `sft_model`, its own reference (LoRA: the adapter off): the round's
+    /// model, and the last DPO step's metrics.
+    fn prefer(&mut self, round: usize, sft_model: &Path, pairs: &Path) -> Result<(PathBuf, Option<StepMetrics>)> {
+        let config = self.config;
+        let trained = round_dir(config, round).join("prefer");
+        if trained.is_dir() {
+            (self.on_event)(Event::Skipped { round, step: "prefer" });
+        } else {
+            (self.on_event)(Event::Step { round, step: "prefer" });
+            let dpo = TrainConfig {
+                base: sft_model.to_path_buf(),
+                data: pairs.to_path_buf(),
+                eval: None,
+                out: trained.clone(),
+                objective: Objective::Dpo,
+                prompt_mode: config.prompt_mode,
+                seed: config.seed_of(round, 5),
+                // SFT's pulls toward other models: DPO's own is β.
+                kl_beta: 0.0,
+                teacher: None,
+                distill_alpha: 1.0,
+                train_on_prompt: false,
+                ..config.train.clone()
+            };
+            let on_event = &mut *self.on_event;
+            train(&dpo, &mut |m, steps| {
+                on_event(Event::Train { round, metrics: m, steps });
+                true
+            })?;
+        }
+        let metrics: Vec<StepMetrics> = crate::folder::read_json_lines(&trained.join("metrics.jsonl"))?;
+        let model = match config.train.method {
+            Method::Full => trained,
+            Method::Lora => self.merged(round, "model", sft_model, &trained)?,
+        };
+        Ok((model, metrics.last().cloned()))
+    }
+
     fn round(&mut self, round: usize, started: Instant) -> Result<RoundMetrics> {
         let config = self.config;
         let generator = model_of(config, round - 1);
@@ -216,7 +267,8 @@ impl Runner<'_> {
         })?;
         let kept = dir.join("kept.parquet");
         let kept_manifest = manifest(&kept)?;
-        let pairs_written = std::fs::read_to_string(dir.join("pairs.jsonl")).map_or(0, |t| t.lines().count() as u64);
+        let pairs_file = dir.join("pairs.jsonl");
+        let pairs_written = std::fs::read_to_string(&pairs_file).map_or(0, |t| t.lines().count() as u64);
 
         let dir = self.step(round, "curate", |_, dir| {
             // Nothing kept: nothing to curate (the stages' reader refuses an empty input).
@@ -282,7 +334,11 @@ impl Runner<'_> {
             held_out_loss = record["report"]["eval_loss_after"].as_f64();
         }
 
-        let model = if train_rows == 0 {
+        // With DPO to follow, the SFT model is a step on the way (`sft-model`); else it is the round's model.
+        let dpo = config.preference == Preference::Dpo && pairs_written > 0;
+        let sft_model = if train_rows == 0 && dpo {
+            generator.clone()
+        } else if train_rows == 0 {
             // Unchanged: the next round generates with the same model.
             let model = round_dir(config, round).join("model");
             if !model.exists() {
@@ -292,18 +348,10 @@ impl Runner<'_> {
         } else {
             match config.train.method {
                 Method::Full => trained.clone(),
-                Method::Lora => {
-                    let model = round_dir(config, round).join("model");
-                    if model.is_dir() {
-                        (self.on_event)(Event::Skipped { round, step: "model" });
-                    } else {
-                        (self.on_event)(Event::Step { round, step: "model" });
-                        lora::merge(&base, &trained, &model)?;
-                    }
-                    model
-                }
+                Method::Lora => self.merged(round, if dpo { "sft-model" } else { "model" }, &base, &trained)?,
             }
         };
+        let (model, dpo_step) = if dpo { self.prefer(round, &sft_model, &pairs_file)? } else { (sft_model, None) };
         let (accuracy, eval_reward) = self.eval(round, &model)?;
 
         let samples_n = generated.rows.rows_out;
@@ -327,6 +375,10 @@ impl Runner<'_> {
             train_rows,
             train_loss,
             held_out_loss,
+            dpo_pairs: if dpo { pairs_written } else { 0 },
+            dpo_loss: dpo_step.as_ref().map(|m| m.loss),
+            dpo_margin: dpo_step.as_ref().and_then(|m| m.pairs.map(|p| p.margin)),
+            dpo_accuracy: dpo_step.as_ref().and_then(|m| m.pairs.map(|p| p.accuracy)),
             held_out_accuracy: accuracy,
             held_out_reward: eval_reward,
             predicted_gain: None,

@@ -37,6 +37,18 @@ pub fn read_examples(
     max_len: usize,
     on_error: OnError,
 ) -> Result<Examples> {
+    read_rows(input, tokenizer, mode, max_len, on_error, &mut |_, _| Ok(()))
+}
+
+/// [`read_examples`], calling `on_example(batch, row)` for each row that becomes an example (to read more of it).
+pub(crate) fn read_rows(
+    input: &Path,
+    tokenizer: &PromptTokenizer,
+    mode: PromptMode,
+    max_len: usize,
+    on_error: OnError,
+    on_example: &mut dyn FnMut(&arrow::array::RecordBatch, usize) -> Result<()>,
+) -> Result<Examples> {
     let mut reader = DatasetReader::open(input, ReadOptions { on_error, ..Default::default() })?;
     let mut examples = Vec::new();
     let mut dropped = Rejections::default();
@@ -73,12 +85,92 @@ pub fn read_examples(
                 )?;
                 continue;
             }
+            on_example(&batch, row)?;
             examples.push(Example { tokens, prompt_len });
         }
     }
     let mut rejected = reader.rejections().clone();
     rejected.merge(dropped);
     let rows_in = rows + reader.rejections().total();
+    Ok(Examples { examples, rows_in, rejected })
+}
+
+/// Reads a preference-pairs file (JSONL, as `whet keep --pairs` and TRL write it: `prompt`, a text or a
+/// conversation's turns, then `chosen` and `rejected`, each a text or a one-message assistant turn) into
+/// examples: pair `i`'s chosen answer is example `2i`, its rejected one `2i + 1`. A pair that cannot be used
+/// (a field missing, an empty answer, longer than `max_len`) is an error naming the file, line and field, or
+/// with `OnError::Skip` counted by reason.
+pub fn read_pair_examples(
+    input: &Path,
+    tokenizer: &PromptTokenizer,
+    mode: PromptMode,
+    max_len: usize,
+    on_error: OnError,
+) -> Result<Examples> {
+    let text = std::fs::read_to_string(input).map_err(|e| Error::io(input, e))?;
+    let mut examples = Vec::new();
+    let mut rejected = Rejections::default();
+    let mut rows_in = 0u64;
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        rows_in += 1;
+        let refuse = |rejected: &mut Rejections, reason: &str, field: &str, detail: String| -> Result<()> {
+            if on_error == OnError::Fail {
+                return Err(Error::Invalid(format!(
+                    "{}: line {}, field {field}: {detail}; skip such pairs with --on-error skip",
+                    input.display(),
+                    i + 1
+                )));
+            }
+            rejected.add_reason(reason, || format!("line {}: {field}: {detail}", i + 1));
+            Ok(())
+        };
+        let value: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            Err(e) => {
+                refuse(&mut rejected, "not_json", "-", format!("not a JSON object: {e}"))?;
+                continue;
+            }
+        };
+        let prompt = match &value["prompt"] {
+            serde_json::Value::String(s) => Some(Prompt::Text(s.clone())),
+            serde_json::Value::Array(turns) => turns
+                .iter()
+                .map(|t| Some((t["role"].as_str()?.to_string(), t["content"].as_str()?.to_string())))
+                .collect::<Option<Vec<_>>>()
+                .map(Prompt::Turns),
+            _ => None,
+        };
+        let Some(prompt) = prompt else {
+            refuse(&mut rejected, "no_prompt", "prompt", "needs a text or a list of {role, content} turns".into())?;
+            continue;
+        };
+        let answer = |field: &str| match &value[field] {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Array(turns) if turns.len() == 1 => turns[0]["content"].as_str().map(str::to_owned),
+            _ => None,
+        };
+        let (Some(chosen), Some(worse)) = (answer("chosen"), answer("rejected")) else {
+            let field = if answer("chosen").is_none() { "chosen" } else { "rejected" };
+            refuse(&mut rejected, "no_response", field, "needs a non-empty text (or one assistant turn)".into())?;
+            continue;
+        };
+        if let Some(field) = [("chosen", &chosen), ("rejected", &worse)].iter().find(|(_, a)| a.is_empty()).map(|f| f.0)
+        {
+            refuse(&mut rejected, "no_response", field, "an empty answer".into())?;
+            continue;
+        }
+        let pair = [example(tokenizer, &prompt, &chosen, mode)?, example(tokenizer, &prompt, &worse, mode)?];
+        if let Some((field, e)) = ["chosen", "rejected"].into_iter().zip(&pair).find(|(_, e)| e.tokens.len() > max_len)
+        {
+            let detail = format!(
+                "prompt and answer are {} tokens; the longest a training row holds is {max_len}",
+                e.tokens.len()
+            );
+            refuse(&mut rejected, "too_long", field, detail)?;
+            continue;
+        }
+        examples.extend(pair);
+    }
     Ok(Examples { examples, rows_in, rejected })
 }
 
@@ -149,9 +241,7 @@ pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usiz
         if done || examples.is_empty() {
             break;
         }
-        let mut order: Vec<usize> = (0..examples.len()).collect();
-        order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
-        let rows = pack(examples, &order, max_len, packing);
+        let rows = pack(examples, &epoch_order(examples.len(), seed, epoch), max_len, packing);
         let in_epoch = rows.len().div_ceil(per_step);
         for (i, chunk) in rows.chunks(per_step).enumerate() {
             if steps.is_some_and(|s| plan.len() >= s) {
@@ -163,6 +253,54 @@ pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usiz
         epoch += 1;
     }
     plan
+}
+
+/// The order of `n` units in epoch `epoch`: a shuffle that is a function of the seed and the epoch.
+fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+    order
+}
+
+/// [`plan`] for groups of examples compared with each other (a preference pair's two answers, a prompt's
+/// ranked samples): a micro-batch holds `batch` whole groups (a step `batch × accumulation`), so every
+/// comparison is made within one micro-batch, and their examples are packed into rows as [`plan`] packs them.
+pub fn plan_groups(
+    groups: &[Vec<usize>],
+    examples: &[Example],
+    b: Batching,
+    epochs: usize,
+    steps: Option<usize>,
+    seed: u64,
+) -> Vec<Step> {
+    let Batching { batch, accumulation, max_len, packing } = b;
+    let per_step = batch * accumulation;
+    let mut plan = Vec::new();
+    let mut epoch = 0u64;
+    while !groups.is_empty() && steps.map_or((epoch as usize) < epochs, |s| plan.len() < s) {
+        let order = epoch_order(groups.len(), seed, epoch);
+        let in_epoch = groups.len().div_ceil(per_step);
+        for (i, chunk) in order.chunks(per_step).enumerate() {
+            if steps.is_some_and(|s| plan.len() >= s) {
+                break;
+            }
+            let micro_batches = chunk
+                .chunks(batch)
+                .map(|these| {
+                    let members: Vec<usize> = these.iter().flat_map(|&g| groups[g].iter().copied()).collect();
+                    pack(examples, &members, max_len, packing)
+                })
+                .collect();
+            plan.push(Step { micro_batches, epoch: epoch as f64 + (i + 1) as f64 / in_epoch as f64 });
+        }
+        epoch += 1;
+    }
+    plan
+}
+
+/// Pair `i` of [`read_pair_examples`] as a group: its chosen (`2i`) and rejected (`2i + 1`) examples.
+pub fn pair_groups(examples: &[Example]) -> Vec<Vec<usize>> {
+    (0..examples.len() / 2).map(|p| vec![2 * p, 2 * p + 1]).collect()
 }
 
 /// A micro-batch's tensors' contents: tokens, segment of each token, next-token targets and loss weights,

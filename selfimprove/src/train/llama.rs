@@ -215,7 +215,8 @@ impl Linear {
                 _ => x.clone(),
             };
             // Adapters are kept in f32 whatever the base's type (their updates are small next to bf16's steps).
-            let low = input.to_dtype(DType::F32)?.matmul(&pair.a.as_tensor().t()?)?.matmul(&pair.b.as_tensor().t()?)?;
+            let low =
+                input.to_dtype(pair.a.dtype())?.matmul(&pair.a.as_tensor().t()?)?.matmul(&pair.b.as_tensor().t()?)?;
             let low = (low * pair.scale)?.to_dtype(y.dtype())?;
             y = (y + low)?;
         }
@@ -235,10 +236,19 @@ impl Linear {
     }
 }
 
+/// The type norms, softmaxes and adapters compute in: f32, or f64 for an f64 model (gradient checks).
+pub fn at_least_f32(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
 /// RMS norm from elementary ops, in f32 as Hugging Face computes it.
 fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     let dtype = x.dtype();
-    let x = x.to_dtype(DType::F32)?;
+    let x = x.to_dtype(at_least_f32(dtype))?;
     let scale = (x.sqr()?.mean_keepdim(D::Minus1)? + eps)?.sqrt()?.recip()?;
     Ok(x.broadcast_mul(&scale)?.to_dtype(dtype)?.broadcast_mul(weight)?)
 }
@@ -538,8 +548,9 @@ impl Llama {
                 let (out, inp) = linear.weight.dims2()?;
                 let bound = 1.0 / (inp as f64).sqrt();
                 let a: Vec<f32> = (0..rank * inp).map(|_| rng.gen_range(-bound..bound) as f32).collect();
-                let a = Var::from_tensor(&Tensor::from_vec(a, (rank, inp), &device)?)?;
-                let b = Var::zeros((out, rank), DType::F32, &device)?;
+                let dtype = at_least_f32(self.dtype);
+                let a = Var::from_tensor(&Tensor::from_vec(a, (rank, inp), &device)?.to_dtype(dtype)?)?;
+                let b = Var::zeros((out, rank), dtype, &device)?;
                 let path = format!("model.layers.{l}.{name}");
                 self.trainable.insert(format!("{path}.lora_A.weight"), a.clone());
                 self.trainable.insert(format!("{path}.lora_B.weight"), b.clone());
@@ -578,6 +589,28 @@ impl Llama {
         &self,
         inputs: &Inputs,
         lora: bool,
+        dropout: Option<&mut Dropout>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let c = &self.config;
+        let x = self.trunk(inputs, lora, dropout, cache)?;
+        let (b, t, _) = x.dims3()?;
+        let frozen =
+            !self.trainable.contains_key("lm_head.weight") && !self.trainable.contains_key("model.embed_tokens.weight");
+        Ok(matmul_t(&x.reshape((b * t, c.hidden))?, &self.lm_head, frozen)?.reshape((b, t, c.vocab))?)
+    }
+
+    /// The last layer's hidden states after the final norm, `[batch, time, hidden]`: what the vocabulary
+    /// product reads, and what a reward model's head scores.
+    pub fn hidden(&self, inputs: &Inputs, lora: bool, dropout: Option<&mut Dropout>) -> Result<Tensor> {
+        self.trunk(inputs, lora, dropout, None)
+    }
+
+    /// Embedding, the layers and the final norm; with `cache`, the last position only (see `forward_cached`).
+    fn trunk(
+        &self,
+        inputs: &Inputs,
+        lora: bool,
         mut dropout: Option<&mut Dropout>,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
@@ -607,7 +640,7 @@ impl Llama {
             let time = k.dim(2)?;
             let q = q.reshape((b, c.kv_heads, repeats * t, c.head_dim))?;
             let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, c.heads, t, time))?.broadcast_add(&inputs.mask)?;
-            let weights = softmax(&scores.to_dtype(DType::F32)?)?.to_dtype(self.dtype)?;
+            let weights = softmax(&scores.to_dtype(at_least_f32(self.dtype))?)?.to_dtype(self.dtype)?;
             let attention = weights.reshape((b, c.kv_heads, repeats * t, time))?.matmul(&v)?;
             let attention = attention
                 .reshape((b, c.heads, t, c.head_dim))?
@@ -622,17 +655,14 @@ impl Llama {
         }
         // Every layer wrote these positions: the cache holds them now. Decoding then needs the next token's logits
         // only: the vocabulary product is most of a step's work.
-        let (x, t) = match cache {
+        let x = match cache {
             Some(cache) => {
                 cache.len += t;
-                (x.narrow(1, t - 1, 1)?, 1)
+                x.narrow(1, t - 1, 1)?
             }
-            None => (x, t),
+            None => x,
         };
-        let x = rms_norm(&x, &self.norm, c.rms_norm_eps)?;
-        let frozen =
-            !self.trainable.contains_key("lm_head.weight") && !self.trainable.contains_key("model.embed_tokens.weight");
-        Ok(matmul_t(&x.reshape((b * t, c.hidden))?, &self.lm_head, frozen)?.reshape((b, t, c.vocab))?)
+        rms_norm(&x, &self.norm, c.rms_norm_eps)
     }
 
     /// Every weight in the Hugging Face layout, adapters merged in (f32 by default for writing a folder).

@@ -16,13 +16,15 @@ pub mod data;
 pub mod llama;
 pub mod lora;
 pub mod optim;
+pub mod preference;
+pub mod ranking;
 pub mod schedule;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use whetstone_datasets::read::Rejections;
@@ -37,6 +39,8 @@ use data::{Example, Examples};
 use llama::{Dropout, Inputs, Llama, Trainable};
 use lora::LoraSpec;
 use optim::{AdamW, AdamWConfig};
+use preference::{PairMetrics, PairSums};
+use ranking::Ranked;
 use schedule::Schedule;
 
 /// What is trained.
@@ -51,6 +55,25 @@ pub enum Method {
 
 impl Method {
     pub const NAMES: [&'static str; 2] = ["lora", "full"];
+}
+
+/// What is learned.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Objective {
+    /// Supervised fine-tuning: the responses of prompt/response rows.
+    #[default]
+    Sft,
+    /// Direct preference optimisation on chosen/rejected pairs ([`preference`]): `data` and `eval` are pairs
+    /// files, as `whet keep --pairs` writes them.
+    Dpo,
+    /// A reward model ([`ranking`]): a head on the last hidden state that ranks a pairs file's chosen answers
+    /// above its rejected ones, or a prompt's scored samples by their rewards.
+    Reward,
+}
+
+impl Objective {
+    pub const NAMES: [&'static str; 3] = ["sft", "dpo", "reward"];
 }
 
 /// LoRA's settings.
@@ -82,6 +105,11 @@ pub struct TrainConfig {
     /// The output folder: an adapter (LoRA) or a model folder (full).
     pub out: PathBuf,
     pub method: Method,
+    pub objective: Objective,
+    /// DPO's β: how far the policy may move from the reference for a given preference (TRL's default 0.1).
+    pub beta: f64,
+    /// DPO: weight of the chosen answers' cross-entropy added to the loss (RPO; 0: none).
+    pub rpo_alpha: f64,
     pub prompt_mode: PromptMode,
     pub lora: LoraConfig,
     pub schedule: Schedule,
@@ -126,6 +154,9 @@ impl Default for TrainConfig {
             eval: None,
             out: PathBuf::new(),
             method: Method::Lora,
+            objective: Objective::Sft,
+            beta: 0.1,
+            rpo_alpha: 0.0,
             prompt_mode: PromptMode::Chat,
             lora: LoraConfig::default(),
             schedule: Schedule::default(),
@@ -215,6 +246,21 @@ impl TrainConfig {
         if self.distill_alpha < 1.0 && self.teacher.is_none() {
             return fail("distill_alpha below 1 mixes in a teacher's distribution: set `teacher`".into());
         }
+        if self.objective != Objective::Sft && (self.kl_beta > 0.0 || self.teacher.is_some() || self.train_on_prompt) {
+            return fail(format!(
+                "kl_beta, teacher and train_on_prompt are SFT settings; {:?} learns from whole answers{}",
+                self.objective,
+                if self.objective == Objective::Dpo { " and keeps near its reference through beta" } else { "" }
+            ));
+        }
+        if self.objective == Objective::Dpo {
+            if !(self.beta > 0.0 && self.beta.is_finite()) {
+                return fail(format!("beta {} must be above 0", self.beta));
+            }
+            if !(self.rpo_alpha >= 0.0 && self.rpo_alpha.is_finite()) {
+                return fail(format!("rpo_alpha {} must be 0 or more", self.rpo_alpha));
+            }
+        }
         self.dtype()?;
         Ok(())
     }
@@ -264,6 +310,12 @@ pub struct StepMetrics {
     pub seconds: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_loss: Option<f64>,
+    /// DPO: the step's pairs (`loss` is their DPO loss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pairs: Option<PairMetrics>,
+    /// DPO: the held-out pairs, where they were measured (`eval_loss` is their DPO loss).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_pairs: Option<PairMetrics>,
 }
 
 /// What a run did.
@@ -271,6 +323,7 @@ pub struct StepMetrics {
 pub struct TrainReport {
     pub out: PathBuf,
     pub method: Method,
+    pub objective: Objective,
     pub steps: usize,
     pub resumed_at: usize,
     pub trainable_parameters: usize,
@@ -287,6 +340,11 @@ pub struct TrainReport {
     /// Held-out rows measured, and those skipped (with reasons).
     pub eval_examples: usize,
     pub eval_rejected: Rejections,
+    /// DPO: the held-out pairs before and after training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_pairs_before: Option<PairMetrics>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eval_pairs_after: Option<PairMetrics>,
 }
 
 /// The training objective's parts for one micro-batch: (objective summed over weighted tokens, cross-entropy
@@ -297,7 +355,7 @@ struct Losses {
 }
 
 fn log_softmax(logits: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::log_softmax(&logits.to_dtype(DType::F32)?, D::Minus1)?)
+    Ok(candle_nn::ops::log_softmax(&logits.to_dtype(llama::at_least_f32(logits.dtype()))?, D::Minus1)?)
 }
 
 /// The frozen models some objectives compare with.
@@ -423,12 +481,18 @@ struct CheckpointState {
     step: usize,
     metrics: Vec<StepMetrics>,
     eval_loss_before: Option<f64>,
+    #[serde(default)]
+    eval_pairs_before: Option<PairMetrics>,
 }
 
-fn save_checkpoint(dir: &Path, model: &Llama, optimizer: &AdamW, state: &CheckpointState) -> Result<()> {
+fn save_checkpoint(
+    dir: &Path,
+    params: &BTreeMap<String, Var>,
+    optimizer: &AdamW,
+    state: &CheckpointState,
+) -> Result<()> {
     write_folder(dir, |d| {
-        let params: BTreeMap<String, Tensor> =
-            model.trainable.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
+        let params: BTreeMap<String, Tensor> = params.iter().map(|(k, v)| (k.clone(), v.as_tensor().clone())).collect();
         save_tensors(&params, &d.join("trainable.safetensors"))?;
         save_tensors(&optimizer.state(), &d.join("optimizer.safetensors"))?;
         write_json(&d.join("state.json"), &serde_json::to_value(state)?)
@@ -439,7 +503,7 @@ fn save_checkpoint(dir: &Path, model: &Llama, optimizer: &AdamW, state: &Checkpo
 fn load_checkpoint(
     dir: &Path,
     fingerprint: &str,
-    model: &Llama,
+    params: &BTreeMap<String, Var>,
     optimizer: &mut AdamW,
 ) -> Result<Option<CheckpointState>> {
     let path = dir.join("state.json");
@@ -454,8 +518,15 @@ fn load_checkpoint(
             dir.display()
         )));
     }
-    model.set_trainable(&load_tensors(&dir.join("trainable.safetensors"), &model.device)?)?;
-    optimizer.restore(&load_tensors(&dir.join("optimizer.safetensors"), &model.device)?, state.step)?;
+    let device = params.values().next().map_or(Device::Cpu, |v| v.device().clone());
+    let saved = load_tensors(&dir.join("trainable.safetensors"), &device)?;
+    for (name, var) in params {
+        let t = saved.get(name).ok_or_else(|| {
+            Error::Invalid(format!("{}: the checkpoint has no {name}; remove it to start afresh", dir.display()))
+        })?;
+        var.set(&t.to_dtype(var.dtype())?)?;
+    }
+    optimizer.restore(&load_tensors(&dir.join("optimizer.safetensors"), &device)?, state.step)?;
     Ok(Some(state))
 }
 
@@ -494,9 +565,26 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         )));
     }
     let tokenizer = PromptTokenizer::new(&folder)?;
-    let Examples { examples, rows_in, rejected } =
-        data::read_examples(&config.data, &tokenizer, config.prompt_mode, max_len, config.on_error)?;
-    if examples.is_empty() {
+    // Examples, and for DPO and reward models the groups compared within.
+    let read = |path: &Path, on_error: OnError| -> Result<Ranked> {
+        let mode = config.prompt_mode;
+        Ok(match config.objective {
+            Objective::Sft => {
+                let examples = data::read_examples(path, &tokenizer, mode, max_len, on_error)?;
+                Ranked { rows_used: examples.examples.len(), examples, groups: vec![], rewards: vec![] }
+            }
+            Objective::Dpo => {
+                let examples = data::read_pair_examples(path, &tokenizer, mode, max_len, on_error)?;
+                let groups = data::pair_groups(&examples.examples);
+                Ranked { rows_used: groups.len(), examples, groups, rewards: vec![] }
+            }
+            Objective::Reward => ranking::read_ranked(path, &tokenizer, mode, max_len, on_error)?,
+        })
+    };
+    let train_set = read(&config.data, config.on_error)?;
+    let Examples { examples, rows_in, rejected } = &train_set.examples;
+    let (rows_in, group_of) = (*rows_in, train_set.group_of());
+    if train_set.rows_used == 0 {
         return Err(Error::Invalid(format!(
             "{}: no examples to train on ({rows_in} rows read, {} rejected)",
             config.data.display(),
@@ -504,23 +592,27 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         )));
     }
     // Held-out rows that cannot be used (no response, too long) are skipped and counted in the report.
-    let (eval, eval_rejected) = match &config.eval {
-        Some(path) => {
-            let read = data::read_examples(path, &tokenizer, config.prompt_mode, max_len, OnError::Skip)?;
-            (read.examples, read.rejected)
-        }
-        None => (Vec::new(), Rejections::default()),
+    let eval_set = match &config.eval {
+        Some(path) => Some(read(path, OnError::Skip)?),
+        None => None,
     };
+    let eval: &[Example] = eval_set.as_ref().map_or(&[], |e| &e.examples.examples);
     let batching =
         data::Batching { batch: config.batch, accumulation: config.accumulation, max_len, packing: config.packing };
-    let plan = data::plan(&examples, batching, config.epochs, config.steps, config.seed);
+    let plan = match config.objective {
+        Objective::Sft => data::plan(&examples, batching, config.epochs, config.steps, config.seed),
+        Objective::Dpo | Objective::Reward => {
+            data::plan_groups(&train_set.groups, examples, batching, config.epochs, config.steps, config.seed)
+        }
+    };
     let steps = plan.len();
     config.schedule.check(steps)?;
     let device = config.device()?;
     let dtype = config.dtype()?;
     let model = Llama::load(&base, &device, dtype, &config.trainable())?;
     let frozen = Frozen {
-        reference: if config.kl_beta > 0.0 && config.method == Method::Full {
+        // LoRA's reference is the model with its adapters off; full training keeps a frozen copy.
+        reference: if (config.kl_beta > 0.0 || config.objective == Objective::Dpo) && config.method == Method::Full {
             Some(Llama::load(&base, &device, dtype, &Trainable::Frozen)?)
         } else {
             None
@@ -541,38 +633,110 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
             None => None,
         },
     };
-    let mut optimizer = AdamW::new(config.optimizer, &model.trainable)?;
-    let fingerprint = fingerprint(config, &examples)?;
+    // What is learned: the model's trainable weights, and a reward model's head (zero: every score 0 at first).
+    let mut params = model.trainable.clone();
+    let head = match config.objective {
+        Objective::Reward => {
+            let head = Var::zeros((1, model.config.hidden), DType::F32, &device)?;
+            params.insert(ranking::HEAD.to_string(), head.clone());
+            Some(head.as_tensor().clone())
+        }
+        _ => None,
+    };
+    let mut optimizer = AdamW::new(config.optimizer, &params)?;
+    let fingerprint = fingerprint(config, examples)?;
     let checkpoint = checkpoint_dir(&config.out)?;
-    let resumed = load_checkpoint(&checkpoint, &fingerprint, &model, &mut optimizer)?;
+    let resumed = load_checkpoint(&checkpoint, &fingerprint, &params, &mut optimizer)?;
     let resumed_at = resumed.as_ref().map_or(0, |s| s.step);
     let mut metrics = resumed.as_ref().map(|s| s.metrics.clone()).unwrap_or_default();
-    let eval_loss_before = match &resumed {
-        Some(state) => state.eval_loss_before,
-        None if !eval.is_empty() => Some(eval_loss(&model, &eval, config.batch, max_len, config.train_on_prompt)?),
-        None => None,
+    let pad = tokenizer.tokenizer.token_to_id(crate::model::tiny::PAD).or(tokenizer.eos_id).unwrap_or(0);
+    // The held-out measure: cross-entropy (SFT), the pairs' DPO loss and rewards, or a reward model's ranking.
+    let measure = |model: &Llama| -> Result<(f64, Option<PairMetrics>)> {
+        let m = match (config.objective, &head, &eval_set) {
+            (Objective::Sft, _, _) => {
+                return Ok((eval_loss(model, eval, config.batch, max_len, config.train_on_prompt)?, None))
+            }
+            (Objective::Dpo, _, _) => {
+                let reference = frozen.reference.as_ref();
+                preference::eval_pairs(model, reference, eval, config.batch, max_len, config.beta, pad)?
+            }
+            (Objective::Reward, Some(head), Some(set)) => {
+                ranking::eval_ranking(model, head, set, config.batch, max_len)?
+            }
+            (Objective::Reward, _, _) => unreachable!("a reward model has a head, and is measured with a held-out set"),
+        };
+        Ok((m.loss, Some(m)))
+    };
+    let (eval_loss_before, eval_pairs_before) = match &resumed {
+        Some(state) => (state.eval_loss_before, state.eval_pairs_before),
+        None if !eval.is_empty() => {
+            let (loss, pairs) = measure(&model)?;
+            (Some(loss), pairs)
+        }
+        None => (None, None),
     };
 
-    let pad = tokenizer.tokenizer.token_to_id(crate::model::tiny::PAD).or(tokenizer.eos_id).unwrap_or(0);
     for (step, planned) in plan.iter().enumerate().skip(resumed_at) {
         let step_started = Instant::now();
-        let batches: Vec<data::Batch> = planned
-            .micro_batches
-            .iter()
-            .map(|rows| data::batch(&examples, rows, pad, config.train_on_prompt))
-            .collect();
-        let learned: f64 = batches.iter().map(|b| b.weights.iter().flatten().sum::<f32>() as f64).sum();
+        let all_rows = || planned.micro_batches.iter().flatten();
+        // What the step's objective is a mean over: learned tokens (SFT), or pairs and the chosen answers'
+        // tokens (DPO with RPO).
+        let learned: f64 = match config.objective {
+            Objective::Sft => all_rows()
+                .flatten()
+                .map(|&i| {
+                    let first = if config.train_on_prompt { 1 } else { examples[i].prompt_len.max(1) };
+                    examples[i].tokens.len().saturating_sub(first) as f64
+                })
+                .sum(),
+            Objective::Dpo => all_rows().map(|r| r.len()).sum::<usize>() as f64 / 2.0,
+            Objective::Reward => {
+                all_rows().flatten().map(|&i| group_of[i]).collect::<std::collections::BTreeSet<_>>().len() as f64
+            }
+        };
+        let chosen_tokens: usize =
+            planned.micro_batches.iter().map(|rows| preference::chosen_tokens(examples, rows)).sum();
         let mut dropout = Dropout::new(step_seed(config.seed, step));
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-        let (mut objective, mut cross_entropy, mut tokens) = (0f64, 0f64, 0usize);
-        for batch in &batches {
-            let losses = micro_batch_losses(&model, &frozen, config, batch, Some(&mut dropout))?;
-            let scaled = (losses.objective / learned.max(1.0))?;
+        let (mut objective, mut loss, mut tokens) = (0f64, 0f64, 0usize);
+        let mut pair_sums = PairSums::default();
+        for rows in &planned.micro_batches {
+            let scaled = match config.objective {
+                Objective::Sft => {
+                    let batch = data::batch(examples, rows, pad, config.train_on_prompt);
+                    let losses = micro_batch_losses(&model, &frozen, config, &batch, Some(&mut dropout))?;
+                    loss += losses.cross_entropy.to_scalar::<f32>()? as f64 / learned.max(1.0);
+                    (losses.objective / learned.max(1.0))?
+                }
+                Objective::Dpo => {
+                    let reference = frozen.reference.as_ref();
+                    let l = preference::pair_losses(
+                        &model,
+                        reference,
+                        examples,
+                        rows,
+                        config.beta,
+                        pad,
+                        Some(&mut dropout),
+                    )?;
+                    loss += l.sums.loss / learned;
+                    pair_sums.add(l.sums);
+                    preference::objective(&l, learned as usize, chosen_tokens, config.rpo_alpha)?
+                }
+                Objective::Reward => {
+                    let head = head.as_ref().expect("a reward model's head");
+                    let (sum, _, sums) =
+                        ranking::ranking_losses(&model, head, &train_set, &group_of, rows, Some(&mut dropout))?;
+                    pair_sums.add(sums);
+                    let scaled = (sum / learned)?;
+                    loss += scaled.to_scalar::<f32>()? as f64;
+                    scaled
+                }
+            };
             let store = scaled.backward()?;
             objective += scaled.to_scalar::<f32>()? as f64;
-            cross_entropy += losses.cross_entropy.to_scalar::<f32>()? as f64;
-            tokens += batch.real_tokens;
-            for (name, var) in &model.trainable {
+            tokens += rows.iter().flatten().map(|&i| examples[i].tokens.len()).sum::<usize>();
+            for (name, var) in &params {
                 if let Some(g) = store.get(var.as_tensor()) {
                     let g = match grads.remove(name) {
                         Some(sum) => (sum + g)?,
@@ -583,25 +747,24 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
             }
         }
         let lr = config.schedule.lr_at(step, steps);
-        let grad_norm = optimizer.step(&model.trainable, &grads, lr)?;
+        let grad_norm = optimizer.step(&params, &grads, lr)?;
         let seconds = step_started.elapsed().as_secs_f64();
         let last = step + 1 == steps;
         let eval_now = !eval.is_empty() && (last || (config.eval_every > 0 && (step + 1) % config.eval_every == 0));
+        let (eval_loss, eval_pairs) = if eval_now { measure(&model).map(|(l, p)| (Some(l), p))? } else { (None, None) };
         let m = StepMetrics {
             step: step + 1,
             epoch: planned.epoch,
-            loss: cross_entropy / learned.max(1.0),
+            loss,
             objective,
             lr,
             grad_norm,
             tokens,
             tokens_per_s: tokens as f64 / seconds.max(1e-9),
             seconds,
-            eval_loss: if eval_now {
-                Some(eval_loss(&model, &eval, config.batch, max_len, config.train_on_prompt)?)
-            } else {
-                None
-            },
+            eval_loss,
+            pairs: (config.objective != Objective::Sft).then(|| pair_sums.metrics()),
+            eval_pairs,
         };
         let go_on = on_step(&m, steps);
         metrics.push(m);
@@ -611,8 +774,9 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
                 step: step + 1,
                 metrics: metrics.clone(),
                 eval_loss_before,
+                eval_pairs_before,
             };
-            save_checkpoint(&checkpoint, &model, &optimizer, &state)?;
+            save_checkpoint(&checkpoint, &params, &optimizer, &state)?;
         }
         if !go_on && !last {
             return Err(Error::Stopped(format!(
@@ -627,12 +791,13 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     let report = TrainReport {
         out: config.out.clone(),
         method: config.method,
+        objective: config.objective,
         steps,
         resumed_at,
-        trainable_parameters: model.trainable.values().map(|v| v.elem_count()).sum(),
+        trainable_parameters: params.values().map(|v| v.elem_count()).sum(),
         rows_in,
-        examples: examples.len(),
-        rejected,
+        examples: train_set.rows_used,
+        rejected: rejected.clone(),
         tokens,
         seconds: started.elapsed().as_secs_f64(),
         tokens_per_s: tokens as f64 / train_seconds.max(1e-9),
@@ -640,8 +805,10 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         final_loss: metrics.last().map_or(f64::NAN, |m| m.loss),
         eval_loss_before,
         eval_loss_after: metrics.last().and_then(|m| m.eval_loss),
-        eval_examples: eval.len(),
-        eval_rejected,
+        eval_examples: eval_set.as_ref().map_or(0, |e| e.rows_used),
+        eval_rejected: eval_set.map(|e| e.examples.rejected).unwrap_or_default(),
+        eval_pairs_before,
+        eval_pairs_after: metrics.last().and_then(|m| m.eval_pairs),
     };
     let record = json!({
         "made_by": "whet train",
@@ -667,13 +834,17 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
                 write_json(&dir.join("whetstone-trained.json"), &record)?;
             }
         }
+        if let Some(head) = &head {
+            save_tensors(&BTreeMap::from([(ranking::HEAD.to_string(), head.clone())]), &dir.join(ranking::HEAD_FILE))?;
+        }
         let mut lines = String::new();
         for m in &metrics {
             lines.push_str(&serde_json::to_string(m)?);
             lines.push('\n');
         }
         std::fs::write(dir.join("metrics.jsonl"), lines).map_err(|e| Error::io(dir.join("metrics.jsonl"), e))?;
-        std::fs::write(dir.join("loss.svg"), loss_chart(&metrics)?).map_err(|e| Error::io(dir.join("loss.svg"), e))
+        std::fs::write(dir.join("loss.svg"), loss_chart(&metrics, config.objective)?)
+            .map_err(|e| Error::io(dir.join("loss.svg"), e))
     })?;
     if checkpoint.exists() {
         std::fs::remove_dir_all(&checkpoint).map_err(|e| Error::io(&checkpoint, e))?;
@@ -682,7 +853,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
 }
 
 /// The loss curve as SVG: training loss per step, and the held-out loss where it was measured.
-pub fn loss_chart(metrics: &[StepMetrics]) -> Result<String> {
+pub fn loss_chart(metrics: &[StepMetrics], objective: Objective) -> Result<String> {
     let train: Vec<(f64, f64)> = metrics.iter().map(|m| (m.step as f64, m.loss)).filter(|p| p.1.is_finite()).collect();
     let eval: Vec<(f64, f64)> = metrics.iter().filter_map(|m| Some((m.step as f64, m.eval_loss?))).collect();
     let all = train.iter().chain(&eval);
@@ -693,7 +864,11 @@ pub fn loss_chart(metrics: &[StepMetrics]) -> Result<String> {
         x: 0.0..x1.max(1.0),
         y: y0..y1,
         x_desc: "optimizer step",
-        y_desc: "cross-entropy (nats/token)",
+        y_desc: match objective {
+            Objective::Sft => "cross-entropy (nats/token)",
+            Objective::Dpo => "DPO loss (nats/pair)",
+            Objective::Reward => "ranking loss (nats/pair)",
+        },
         x_ticks: None,
     };
     let mut lines = vec![Line { name: "training".into(), points: train, dots: None }];

@@ -3,4 +3,5 @@
 
 mod engine;
 mod parity;
+mod preference;
 mod train;

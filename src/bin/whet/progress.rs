@@ -107,7 +107,9 @@ impl Bar {
         self.bar.set_length(steps as u64);
         self.bar.set_position(m.step as u64);
         let eval = m.eval_loss.map(|l| format!(", held-out {l:.3}")).unwrap_or_default();
-        self.bar.set_message(format!("loss {:.3}{eval} · lr {:.1e} · {:.0} tokens/s", m.loss, m.lr, m.tokens_per_s));
+        let pairs = m.pairs.map(|p| format!(" · pairs right {:.0}%", 100.0 * p.accuracy)).unwrap_or_default();
+        self.bar
+            .set_message(format!("loss {:.3}{eval}{pairs} · lr {:.1e} · {:.0} tokens/s", m.loss, m.lr, m.tokens_per_s));
     }
 
     /// Empties the bar between parts of a long run.

@@ -67,7 +67,8 @@ pub fn show(bar: &Bar, label: &str, event: &Event) {
 }
 
 fn print_rounds(rounds: &[RoundMetrics]) -> Result<()> {
-    let mut t = table(&[
+    let dpo = rounds.iter().any(|m| m.dpo_accuracy.is_some());
+    let mut header = vec![
         "round",
         "held-out accuracy",
         "samples",
@@ -76,15 +77,19 @@ fn print_rounds(rounds: &[RoundMetrics]) -> Result<()> {
         "distinct",
         "clusters covered",
         "train rows",
-        "predicted next gain",
-    ]);
+    ];
+    if dpo {
+        header.push("DPO pairs (last step right)");
+    }
+    header.push("predicted next gain");
+    let mut t = table(&header);
     for m in rounds {
         let gain = m.predicted_gain.map_or(String::new(), |g| format!("{:+.1} pts", 100.0 * g));
         if m.round == 0 {
             t.add_row(vec![Cell::new("0 (base)"), pct(m.held_out_accuracy)]);
             continue;
         }
-        t.add_row(vec![
+        let mut row = vec![
             num(m.round as u64),
             pct(m.held_out_accuracy),
             num(m.samples),
@@ -93,8 +98,13 @@ fn print_rounds(rounds: &[RoundMetrics]) -> Result<()> {
             pct(m.distinct),
             pct(m.diversity),
             num(m.train_rows),
-            Cell::new(gain),
-        ]);
+        ];
+        if dpo {
+            let right = m.dpo_accuracy.map_or(String::new(), |a| format!(" ({:.0}%)", 100.0 * a));
+            row.push(Cell::new(format!("{}{right}", m.dpo_pairs)));
+        }
+        row.push(Cell::new(gain));
+        t.add_row(row);
     }
     outln!("{t}");
     Ok(())

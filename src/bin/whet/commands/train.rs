@@ -5,15 +5,16 @@ use comfy_table::Cell;
 use whetstone::datasets::OnError;
 use whetstone::notebook::thousands;
 use whetstone::selfimprove::prompt::PromptMode;
+use whetstone::selfimprove::train::preference::PairMetrics;
 use whetstone::selfimprove::train::schedule::Shape;
-use whetstone::selfimprove::train::{train, Method, TrainConfig};
+use whetstone::selfimprove::train::{train, Method, Objective, TrainConfig};
 
 use crate::args::one_of;
 use crate::progress::Bar;
 use crate::table::table;
 
 /// Train a model on candle: LoRA adapters (written in the PEFT layout) or all weights (a model folder),
-/// with the loss on response tokens. Settings come from CONFIG.toml (the fields of TrainConfig), and flags
+/// on responses (sft: the loss on response tokens) or on chosen/rejected pairs (dpo). Settings come from CONFIG.toml (the fields of TrainConfig), and flags
 /// override them; a run stopped midway resumes from its last checkpoint when started again.
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,10 +23,11 @@ pub struct Args {
     /// The model folder to train (LoRA's base).
     #[arg(long)]
     base: Option<PathBuf>,
-    /// Training rows (prompt and response, or conversations): file, folder or glob.
+    /// Training rows (prompt and response, or conversations): file, folder or glob; for dpo a pairs file
+    /// (JSONL: prompt, chosen, rejected, as `whet keep --pairs` writes it).
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Held-out rows whose loss is measured before, every --eval-every steps, and after.
+    /// Held-out rows (dpo: pairs) whose loss is measured before, every --eval-every steps, and after.
     #[arg(long)]
     eval: Option<PathBuf>,
     /// The output folder: an adapter (lora) or a model folder (full).
@@ -34,6 +36,15 @@ pub struct Args {
     /// lora or full.
     #[arg(long, value_parser = one_of::<Method>(&Method::NAMES))]
     method: Option<Method>,
+    /// sft (learn the responses) or dpo (prefer chosen to rejected answers).
+    #[arg(long, value_parser = one_of::<Objective>(&Objective::NAMES))]
+    objective: Option<Objective>,
+    /// DPO's β (0.1 by default).
+    #[arg(long)]
+    beta: Option<f64>,
+    /// DPO: weight of the chosen answers' cross-entropy added to the loss (RPO).
+    #[arg(long)]
+    rpo_alpha: Option<f64>,
     /// chat (through the chat template, as `whet generate` puts prompts) or raw.
     #[arg(long, value_parser = one_of::<PromptMode>(&PromptMode::NAMES))]
     mode: Option<PromptMode>,
@@ -108,7 +119,7 @@ fn config(a: Args) -> Result<TrainConfig> {
          warmup => c.schedule.warmup, epochs => c.epochs, batch => c.batch, accumulation => c.accumulation,
          seed => c.seed, checkpoint_every => c.checkpoint_every, eval_every => c.eval_every,
          kl_beta => c.kl_beta, distill_alpha => c.distill_alpha, dtype => c.dtype, on_error => c.on_error,
-         method => c.method, mode => c.prompt_mode, schedule => c.schedule.shape);
+         method => c.method, objective => c.objective, beta => c.beta, rpo_alpha => c.rpo_alpha, mode => c.prompt_mode, schedule => c.schedule.shape);
     // Settings that stay unset unless given.
     macro_rules! set_some {
         ($($flag:ident => $field:expr),* $(,)?) => { $(if a.$flag.is_some() { $field = a.$flag; })* };
@@ -133,8 +144,10 @@ pub fn run(a: Args) -> Result<()> {
         _ => "–".into(),
     };
     let resumed = if r.resumed_at > 0 { format!(" (resumed at {})", r.resumed_at) } else { String::new() };
-    let rows = [
-        ("method", format!("{:?}", r.method).to_lowercase()),
+    let pairs =
+        |m: Option<PairMetrics>| m.map_or("–".into(), |m| format!("{:.0}% / {:+.3}", 100.0 * m.accuracy, m.margin));
+    let mut rows = vec![
+        ("method", format!("{:?}, {:?}", r.method, r.objective).to_lowercase()),
         ("rows in / used / rejected", format!("{} / {} / {}", r.rows_in, r.examples, r.rejected.total())),
         ("trainable parameters", thousands(r.trainable_parameters as u64)),
         ("optimizer steps", format!("{}{resumed}", r.steps)),
@@ -142,9 +155,14 @@ pub fn run(a: Args) -> Result<()> {
         ("training loss, first → last step", loss(Some(r.first_loss), Some(r.final_loss))),
         ("held-out loss, before → after", loss(r.eval_loss_before, r.eval_loss_after)),
         ("held-out rows measured / skipped", format!("{} / {}", r.eval_examples, r.eval_rejected.total())),
+        ("held-out pairs: accuracy / margin, before", pairs(r.eval_pairs_before)),
+        ("held-out pairs: accuracy / margin, after", pairs(r.eval_pairs_after)),
         ("seconds", format!("{:.1}", r.seconds)),
         ("output", r.out.display().to_string()),
     ];
+    if r.objective == Objective::Sft {
+        rows.retain(|(k, _)| !k.starts_with("held-out pairs"));
+    }
     for (k, v) in rows {
         t.add_row(vec![Cell::new(k), Cell::new(v)]);
     }
