@@ -213,8 +213,9 @@ fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
     let text = std::fs::read_to_string(&whole)
         .unwrap()
         .replace("out = \"whole\"", "out = \"dpo\"")
-        .replace("rounds = 2", "rounds = 1\npreference = \"dpo\"")
-        .replace("reward = [\"exact\"]", "reward = [\"exact\", \"likelihood\"]");
+        .replace("rounds = 2", "rounds = 1")
+        .replace("reward = [\"exact\"]", "reward = [\"exact\", \"likelihood\"]\neval_reward = [\"exact\"]")
+        + "\n[preference]\nmethod = \"dpo\"\nsteps = 6\nlr = 5e-3\n";
     let dpo = dir.join("dpo.toml");
     std::fs::write(&dpo, text).unwrap();
     let printed = whet_ok(&["rounds", s(&dpo)]);
@@ -225,8 +226,10 @@ fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
     assert!(round_1.dpo_loss.is_some_and(f64::is_finite) && round_1.dpo_accuracy.is_some(), "{round_1:?}");
     let trained = std::fs::read_to_string(out_d.join("round-1/prefer/whetstone-adapter.json")).unwrap();
     assert!(trained.contains("\"objective\": \"dpo\"") && trained.contains("sft-model"), "{trained}");
-    assert_eq!(std::fs::read_to_string(out_d.join("round-1/prefer/metrics.jsonl")).unwrap().lines().count(), 12);
+    assert_eq!(std::fs::read_to_string(out_d.join("round-1/prefer/metrics.jsonl")).unwrap().lines().count(), 6);
     assert!(weights(&out_d.join("round-1/model")) != weights(&out_d.join("round-1/sft-model")), "DPO moved the model");
+    let eval = whetstone::datasets::Manifest::read_beside(&out_d.join("round-1/eval/scored.parquet")).unwrap();
+    assert_eq!(eval.parameters["reward"], "exact", "held-out answers are measured by eval_reward");
 
     // Another seed gives another run; other settings in the same folder are refused.
     let text = std::fs::read_to_string(&broken).unwrap().replace("seed = 3", "seed = 4");

@@ -4,6 +4,10 @@
 //! - [`selection`]: `whet bench selection`: does diversity selection pay? Each selection method picks a
 //!   subset of the pool under one budget; the same tiny model is trained on each subset the same way and
 //!   evaluated per skill.
+//! - [`preference`]: `whet bench preference`: does learning from rejected samples pay? SFT on kept samples,
+//!   SFT + DPO, a reward model instead of the verifier, and the unfiltered control, over seeds.
 
+#[cfg(feature = "llm")]
+pub mod preference;
 pub mod selection;
 pub mod skills;

@@ -172,7 +172,7 @@ pub struct MeanSd {
 }
 
 impl MeanSd {
-    fn of(values: &[f64]) -> Self {
+    pub fn of(values: &[f64]) -> Self {
         let n = values.len().max(1) as f64;
         let mean = values.iter().sum::<f64>() / n;
         MeanSd { mean, sd: (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt() }

@@ -51,7 +51,8 @@ pub trait Reward: Send + Sync {
 }
 
 /// A model's confidence in the response: exp(mean token log-probability), the inverse of its perplexity,
-/// as `whet score` measured it (1: the model is certain of every token).
+/// as `whet score` measured it, or as the generator saw it (`log_likelihood` over `response_tokens`, written
+/// by `whet generate`); 1: the model is certain of every token.
 pub struct Likelihood;
 
 impl Reward for Likelihood {

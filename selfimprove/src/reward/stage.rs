@@ -158,15 +158,28 @@ impl Stage for RewardStep {
         rows.map(|batch| {
             let mut scores = Vec::with_capacity(batch.num_rows());
             let mut why = Vec::with_capacity(batch.num_rows());
-            let log_probs = batch
-                .column_by_name(columns::MEAN_LOG_PROB)
-                .and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>().cloned());
+            let f64s = |name: &str| {
+                batch.column_by_name(name).and_then(|c| c.as_primitive_opt::<arrow::datatypes::Float64Type>().cloned())
+            };
+            let log_probs = f64s(columns::MEAN_LOG_PROB);
+            // Samples as `whet generate` wrote them: their log-likelihood over their response tokens.
+            let (sums, lengths) = (
+                f64s(columns::LOG_LIKELIHOOD),
+                batch
+                    .column_by_name(columns::RESPONSE_TOKENS)
+                    .and_then(|c| c.as_primitive_opt::<arrow::datatypes::UInt32Type>().cloned()),
+            );
             for row in 0..batch.num_rows() {
                 let response = row_response(&batch, row);
                 let prompt = text_at(&batch, schema::PROMPT, row).unwrap_or_default();
                 // The `reference` column (as `whet generate` writes it), else a JSONL file's `reference` field.
                 let reference = column_or_meta(&batch, columns::REFERENCE, row);
-                let mean_log_prob = log_probs.as_ref().filter(|c| c.is_valid(row)).map(|c| c.value(row));
+                let mean_log_prob =
+                    log_probs.as_ref().filter(|c| c.is_valid(row)).map(|c| c.value(row)).or_else(|| {
+                        let (sum, n) = (sums.as_ref()?, lengths.as_ref()?);
+                        (sum.is_valid(row) && n.is_valid(row) && n.value(row) > 0)
+                            .then(|| sum.value(row) / n.value(row) as f64)
+                    });
                 let score = match &response {
                     Some(response) => reward.score(&Candidate {
                         prompt: &prompt,

@@ -204,7 +204,7 @@ fn base_of(dir: &Path, model: &DemoModel) -> PathBuf {
 }
 
 /// The tiny model's rounds: full training with replay of the labelled set.
-fn tiny_rounds_config(dir: &Path, size: &DemoSize, seed: u64, filtered: bool) -> RoundsConfig {
+pub(crate) fn tiny_rounds_config(dir: &Path, size: &DemoSize, seed: u64, filtered: bool) -> RoundsConfig {
     RoundsConfig {
         base: dir.join("pretrained"),
         prompts: dir.join("data/pool.jsonl"),
@@ -278,7 +278,7 @@ pub fn run(
 }
 
 /// The tiny model's data (sums with their working), the model and its pre-training on the labelled set.
-fn pretrain_tiny(
+pub(crate) fn pretrain_tiny(
     dir: &Path,
     data: &Path,
     task: &TaskSplit,

@@ -14,8 +14,8 @@
 //!    the original human data (replay);
 //! 7. `train`: LoRA or full training from the previous round's model (or from the base each round), with the
 //!    schedule warmed up afresh; optional self-distillation against the round's starting model;
-//! 8. `model`: the LoRA adapter merged into its base, the model of the next round. With `preference = "dpo"`
-//!    the SFT model (merged into `sft-model`) is then trained with DPO on the round's pairs (`prefer`), with
+//! 8. `model`: the LoRA adapter merged into its base, the model of the next round. With `[preference]`
+//!    `method = "dpo"` the SFT model (merged into `sft-model`) is then trained with DPO on the round's pairs (`prefer`), with
 //!    itself as the reference, and that is the round's model;
 //! 9. `eval`: greedy answers to the held-out prompts, scored by the same rewards.
 //!
@@ -101,8 +101,29 @@ pub enum Preference {
     /// Nothing: the pairs are written for other trainers.
     #[default]
     None,
-    /// DPO from the SFT model (its own reference), with `[train]`'s settings, `beta` and `rpo_alpha`.
+    /// DPO from the SFT model (its own reference).
     Dpo,
+}
+
+/// The `[preference]` table: DPO on each round's pairs after its SFT, with `[train]`'s settings but these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreferenceSettings {
+    pub method: Preference,
+    /// DPO's β.
+    pub beta: f64,
+    /// Weight of the chosen answers' cross-entropy (RPO; 1 in "Iterative Reasoning Preference Optimization").
+    pub rpo_alpha: f64,
+    /// Optimizer steps of DPO (`[train]`'s when unset).
+    pub steps: Option<usize>,
+    /// Peak learning rate of DPO (`[train]`'s when unset; DPO usually wants a smaller one).
+    pub lr: Option<f64>,
+}
+
+impl Default for PreferenceSettings {
+    fn default() -> Self {
+        PreferenceSettings { method: Preference::None, beta: 0.1, rpo_alpha: 1.0, steps: None, lr: None }
+    }
 }
 
 /// A run of rounds, as `whet rounds CONFIG.toml` reads it (paths relative to the file).
@@ -141,8 +162,11 @@ pub struct RoundsConfig {
     pub from: TrainFrom,
     /// The trainer's settings; `base`, `data` and `out` are set by each round.
     pub train: TrainConfig,
-    /// DPO on each round's pairs after its SFT (`dpo`), or none.
-    pub preference: Preference,
+    /// DPO on each round's pairs after its SFT (`[preference] method = "dpo"`), or none.
+    pub preference: PreferenceSettings,
+    /// The rewards that measure held-out answers (`reward` when empty): a verifier where the rounds keep
+    /// samples by a reward model.
+    pub eval_reward: Vec<String>,
     /// New tokens of a held-out answer.
     pub eval_max_tokens: usize,
     /// Stop when the learning curve predicts the next round adds less held-out accuracy than this.
@@ -170,7 +194,8 @@ impl Default for RoundsConfig {
             distill: Vec::new(),
             from: TrainFrom::Previous,
             train: TrainConfig::default(),
-            preference: Preference::None,
+            preference: PreferenceSettings::default(),
+            eval_reward: Vec::new(),
             eval_max_tokens: 64,
             stop_gain: None,
         }
@@ -195,7 +220,7 @@ impl RoundsConfig {
         config.replay.iter_mut().for_each(fix);
         config.train.teacher.iter_mut().for_each(fix);
         // A reward model's folder (`rm:FOLDER[=WEIGHT]`) is a path too.
-        for reward in &mut config.reward {
+        for reward in config.reward.iter_mut().chain(&mut config.eval_reward) {
             let Some(rest) = reward.strip_prefix("rm:") else { continue };
             let (folder, weight) = match rest.rsplit_once('=') {
                 Some((f, w)) if w.parse::<f64>().is_ok() => (f, format!("={w}")),
@@ -228,8 +253,8 @@ impl RoundsConfig {
         }
         if t.objective != Objective::Sft {
             return fail(
-                "[train] objective: a round trains SFT on its kept samples; set `preference = \"dpo\"` to add DPO \
-                 on its pairs"
+                "[train] objective: a round trains SFT on its kept samples; set `[preference] method = \"dpo\"` to add \
+                 DPO on its pairs"
                     .into(),
             );
         }
@@ -242,7 +267,7 @@ impl RoundsConfig {
         if self.reward.is_empty() {
             return fail(format!("name at least one reward: {:?}", RewardSpec::NAMES));
         }
-        for r in &self.reward {
+        for r in self.reward.iter().chain(&self.eval_reward) {
             RewardSpec::parse(r)?;
         }
         Keep::parse(&self.keep.by)?;
@@ -285,7 +310,7 @@ pub struct RoundMetrics {
     pub train_rows: u64,
     pub train_loss: Option<f64>,
     pub held_out_loss: Option<f64>,
-    /// DPO (`preference = "dpo"`): the pairs trained on, and the last step's loss, reward margin and accuracy.
+    /// DPO (`[preference]`): the pairs trained on, and the last step's loss, reward margin and accuracy.
     #[serde(default)]
     pub dpo_pairs: u64,
     #[serde(default)]

@@ -22,6 +22,7 @@ use crate::keep::{pairs, Keep, KeepResults, KeepStep};
 use crate::prompt::{column_or_meta, row_response, text_at};
 use crate::reward::stage::{RewardResults, RewardSpec, RewardStep};
 use crate::sampling::Sampling;
+use crate::train::schedule::Schedule;
 use crate::train::{lora, train, Method, Objective, StepMetrics, TrainConfig};
 use crate::ModelFolder;
 
@@ -108,6 +109,12 @@ impl Runner<'_> {
         Ok(RewardStep { rewards: self.config.reward.iter().map(|r| RewardSpec::parse(r)).collect::<Result<_>>()? })
     }
 
+    /// The rewards of held-out answers: `eval_reward`, else the rounds' own.
+    fn eval_rewards(&self) -> Result<RewardStep> {
+        let names = if self.config.eval_reward.is_empty() { &self.config.reward } else { &self.config.eval_reward };
+        Ok(RewardStep { rewards: names.iter().map(|r| RewardSpec::parse(r)).collect::<Result<_>>()? })
+    }
+
     /// Greedy answers of `model` to the held-out prompts, scored: (accuracy, mean reward).
     fn eval(&mut self, round: usize, model: &Path) -> Result<(f64, f64)> {
         let dir = self.step(round, "eval", |runner, dir| {
@@ -118,7 +125,7 @@ impl Runner<'_> {
             let answers = dir.join("answers.parquet");
             let generation = OnEngine { step: &step, engine: runner.engine(model)?, counter: &Counter::default() };
             run_stage(&generation, &eval, &answers, read_options(), |_, _| {})?;
-            runner.rewards()?.run(&answers, &dir.join("scored.parquet"), read_options())?;
+            runner.eval_rewards()?.run(&answers, &dir.join("scored.parquet"), read_options())?;
             Ok(())
         })?;
         let r: RewardResults = manifest(&dir.join("scored.parquet"))?.results()?;
@@ -213,6 +220,13 @@ impl Runner<'_> {
                 eval: None,
                 out: trained.clone(),
                 objective: Objective::Dpo,
+                beta: config.preference.beta,
+                rpo_alpha: config.preference.rpo_alpha,
+                steps: config.preference.steps.or(config.train.steps),
+                schedule: Schedule {
+                    lr: config.preference.lr.unwrap_or(config.train.schedule.lr),
+                    ..config.train.schedule
+                },
                 prompt_mode: config.prompt_mode,
                 seed: config.seed_of(round, 5),
                 // SFT's pulls toward other models: DPO's own is β.
@@ -335,7 +349,7 @@ impl Runner<'_> {
         }
 
         // With DPO to follow, the SFT model is a step on the way (`sft-model`); else it is the round's model.
-        let dpo = config.preference == Preference::Dpo && pairs_written > 0;
+        let dpo = config.preference.method == Preference::Dpo && pairs_written > 0;
         let sft_model = if train_rows == 0 && dpo {
             generator.clone()
         } else if train_rows == 0 {

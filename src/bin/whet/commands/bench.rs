@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 use comfy_table::Cell;
+use whetstone::selfimprove::bench::preference::{self, PreferenceEvent, PreferenceSize};
 use whetstone::selfimprove::bench::selection::{self, BenchEvent, BenchSize, MeanSd};
 
 use crate::progress::Bar;
@@ -36,10 +37,28 @@ enum Bench {
         #[arg(long, default_value = "minilm")]
         embedder: String,
     },
+    /// Does learning from the rejected samples pay? On the tiny-model demo task: SFT on the verifier's best
+    /// samples, SFT + DPO on each round's pairs, SFT on a trained reward model's best samples, and the
+    /// unfiltered control, at the same generation budget, over seeds; the reward model's held-out AUC and
+    /// best-of-N accuracy by reward model, likelihood, chance and the verifier. Writes preference.md.
+    Preference {
+        /// Where everything goes (kept between runs: finished parts are read back).
+        #[arg(long, default_value = "out/bench-preference")]
+        out: PathBuf,
+        /// A short version (a few minutes): every row of the tables, too small to tell arms apart.
+        #[arg(long)]
+        quick: bool,
+        /// Seeds (default: 3, or 1 with --quick).
+        #[arg(long)]
+        seeds: Option<usize>,
+    },
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let Bench::Selection { out, quick, seeds, embedder } = a.command;
+    let (out, quick, seeds, embedder) = match a.command {
+        Bench::Selection { out, quick, seeds, embedder } => (out, quick, seeds, embedder),
+        Bench::Preference { out, quick, seeds } => return run_preference(out, quick, seeds),
+    };
     let mut size = if quick { BenchSize::quick() } else { BenchSize::full() };
     size.seeds = seeds.unwrap_or(size.seeds);
     let bar = Bar::steps("");
@@ -95,5 +114,37 @@ pub fn run(a: Args) -> Result<()> {
         out.join("selection.svg").display(),
         out.join("results.parquet").display()
     );
+    Ok(())
+}
+
+fn run_preference(out: PathBuf, quick: bool, seeds: Option<usize>) -> Result<()> {
+    let mut size = if quick { PreferenceSize::quick() } else { PreferenceSize::full() };
+    size.seeds = seeds.unwrap_or(size.seeds);
+    let bar = Bar::steps("");
+    let report = preference::run(&out, &size, &mut |e| match e {
+        PreferenceEvent::Part(part) => {
+            bar.reset();
+            bar.line(format!("bench preference · {part}"))
+        }
+        PreferenceEvent::Train { label, metrics, steps } => bar.train_step(Some(label), metrics, steps),
+        PreferenceEvent::RewardModel(m) => bar.line(format!(
+            "seed {} · reward model: held-out AUC {:.3} on {} pairs; best-of-N {:.1}% (verifier {:.1}%)",
+            m.seed,
+            m.auc,
+            m.held_out_pairs,
+            100.0 * m.best_of_n["reward model"],
+            100.0 * m.best_of_n["verifier (pass@N)"]
+        )),
+        PreferenceEvent::Arm(a) => bar.line(format!(
+            "seed {} · {}: held-out accuracy {}",
+            a.seed,
+            a.arm,
+            a.accuracy.iter().map(|v| format!("{:.1}%", 100.0 * v)).collect::<Vec<_>>().join(" → ")
+        )),
+    });
+    bar.finish();
+    let report = report?;
+    let summary = std::fs::read_to_string(report.out.join("preference.md"))?;
+    outln!("{summary}");
     Ok(())
 }
