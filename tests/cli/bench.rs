@@ -65,3 +65,42 @@ fn whet_bench_selection_quick_gives_every_row_and_reads_results_back() {
         crate::common::whet_fails(&["bench", "selection", "--quick", "--embedder", "hashing", "--out", s(&out)]);
     assert!(other.contains("other settings"), "{other}");
 }
+
+#[test]
+fn whet_bench_preference_quick_runs_every_arm_from_one_model_and_reads_results_back() {
+    use whetstone::selfimprove::bench::preference::ARMS;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let printed = whet_ok(&["bench", "preference", "--quick", "--out", s(&out)]);
+    assert!(printed.contains(&format!("| round | {} |", ARMS.join(" | "))), "{printed}");
+    assert!(printed.contains("| 1 |") && printed.contains("AUC") && printed.contains("pass@N"), "{printed}");
+    let arms: Vec<serde_json::Value> = std::fs::read_to_string(out.join("arms.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(arms.len(), ARMS.len());
+    let accuracy = |a: &serde_json::Value| -> Vec<f64> {
+        a["accuracy"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+    };
+    assert!(arms.iter().all(|a| accuracy(a).len() == 2 && accuracy(a).iter().all(|v| (0.0..=1.0).contains(v))));
+    assert!(arms.iter().all(|a| accuracy(a)[0] == accuracy(&arms[0])[0]), "every arm starts from the same model");
+    let seed = out.join("seed-0");
+    assert!(seed.join("rm/reward_head.safetensors").is_file());
+    // The reward-model arm keeps samples by the reward model and checks held-out answers with the verifier.
+    let kept = whetstone::datasets::Manifest::read_beside(&seed.join("sft-rm/round-1/reward/scored.parquet")).unwrap();
+    assert!(kept.parameters["reward"].as_str().unwrap().starts_with("rm:"), "{}", kept.parameters);
+    let eval = whetstone::datasets::Manifest::read_beside(&seed.join("sft-rm/round-1/eval/scored.parquet")).unwrap();
+    assert_eq!(eval.parameters["reward"], "gsm8k");
+    let rm: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(seed.join("rm-result.json")).unwrap()).unwrap();
+    let pass_at_n = rm["best_of_n"]["verifier (pass@N)"].as_f64().unwrap();
+    for (pick, v) in rm["best_of_n"].as_object().unwrap() {
+        assert!(v.as_f64().unwrap() <= pass_at_n, "{pick} picks no better than the verifier's pass@N: {rm}");
+    }
+
+    // Again: read back, the same table.
+    let again = whet_ok(&["bench", "preference", "--quick", "--out", s(&out)]);
+    let table = |t: &str| t.lines().filter(|l| l.starts_with('|')).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(table(&printed), table(&again));
+}

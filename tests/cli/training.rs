@@ -138,3 +138,61 @@ fn whet_trains_from_scratch_then_lora_then_merges_into_a_folder_mistral_rs_gener
     ]);
     assert!(err.contains("bf16 trains on a GPU only") && !dir.join("y").exists(), "{err}");
 }
+
+#[test]
+fn whet_trains_dpo_and_a_reward_model_on_pairs_and_rewards_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let pairs = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"prompt": format!("What is {i} plus {i}?"), "chosen": format!("It is {}.", 2 * i),
+                        "rejected": "No idea, sorry."})
+                )
+            })
+            .collect()
+    };
+    std::fs::write(dir.join("pairs.jsonl"), pairs(0..80)).unwrap();
+    std::fs::write(dir.join("held.jsonl"), pairs(80..100)).unwrap();
+    let corpus: String = (0..100)
+        .map(|i| {
+            format!("{{\"prompt\": \"What is {i} plus {i}?\", \"response\": \"It is {}. No idea, sorry.\"}}\n", 2 * i)
+        })
+        .collect();
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    whet_ok(&["model", "tiny", &p("base"), "--corpus", &p("corpus.jsonl"), "--vocab", "300", "--context", "64"]);
+    let common = ["--base", &p("base"), "--data", &p("pairs.jsonl"), "--eval", &p("held.jsonl"), "--steps", "12"];
+    let printed = whet_ok(
+        &[
+            &["train"][..],
+            &common,
+            &["--out", &p("dpo"), "--objective", "dpo", "--beta", "0.5", "--rpo-alpha", "0.2", "--lr", "2e-2"],
+        ]
+        .concat(),
+    );
+    assert!(printed.contains("lora, dpo") && printed.contains("80 / 80 / 0"), "{printed}");
+    let after = printed.lines().find(|l| l.contains("held-out pairs: accuracy / margin, after")).unwrap();
+    assert!(after.contains("100%") || after.contains(" 9"), "DPO ranks the held-out pairs: {after}");
+
+    let printed =
+        whet_ok(&[&["train"][..], &common, &["--out", &p("rm"), "--objective", "reward", "--lr", "2e-2"]].concat());
+    assert!(printed.contains("lora, reward"), "{printed}");
+    std::fs::write(
+        dir.join("samples.jsonl"),
+        "{\"prompt\": \"What is 90 plus 90?\", \"response\": \"It is 180.\"}\n{\"prompt\": \"What is 90 plus 90?\", \"response\": \"No idea, sorry.\"}\n",
+    )
+    .unwrap();
+    whet_ok(&["reward", &p("samples.jsonl"), &p("scored.parquet"), "--with", &format!("rm:{}", p("rm"))]);
+    let m = whetstone::datasets::Manifest::read_beside(&dir.join("scored.parquet")).unwrap();
+    assert_eq!(m.rows.rows_out, 2);
+    assert!(
+        m.results["reasons"].as_object().unwrap().keys().any(|k| k.starts_with("reward model score")),
+        "{}",
+        m.results
+    );
+    let err = whet_fails(&["reward", &p("samples.jsonl"), &p("x.parquet"), "--with", &format!("rm:{}", p("base"))]);
+    assert!(err.contains("not a reward model"), "{err}");
+}
