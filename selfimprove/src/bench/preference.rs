@@ -211,6 +211,8 @@ fn reward_model(
         batch: 8,
         seed,
         cpu: true,
+        // An empty sample has no response to score: counted, not fatal.
+        on_error: crate::train::OnError::Skip,
         ..Default::default()
     };
     let report = if rm.exists() {
@@ -352,6 +354,16 @@ pub fn run(out: &Path, size: &PreferenceSize, on_event: &mut dyn FnMut(Preferenc
     };
     write_summary(&report)?;
     Ok(report)
+}
+
+/// The arms' results a run wrote in `out` (`arms.jsonl`), for notebooks.
+pub fn read_arms(out: &Path) -> Result<Vec<ArmResult>> {
+    crate::folder::read_json_lines(&out.join("arms.jsonl"))
+}
+
+/// A seed's reward model result (`seed-<s>/rm-result.json`).
+pub fn read_reward_model(out: &Path, seed: u64) -> Result<RewardModelResult> {
+    Ok(serde_json::from_value(read_json(&out.join(format!("seed-{seed}/rm-result.json")))?)?)
 }
 
 /// Whether two arms' means differ by more than twice the standard error of their difference (seeds as

@@ -281,6 +281,25 @@ impl RoundsConfig {
         if let Some(a) = self.distill.iter().find(|a| !(0.0..=1.0).contains(*a)) {
             return fail(format!("distill weight {a} must be in [0, 1]"));
         }
+        let p = &self.preference;
+        if p.method == Preference::Dpo {
+            if !(p.beta > 0.0 && p.beta.is_finite()) || !(p.rpo_alpha >= 0.0 && p.rpo_alpha.is_finite()) {
+                return fail(format!(
+                    "[preference] beta {} must be above 0 and rpo_alpha {} 0 or more",
+                    p.beta, p.rpo_alpha
+                ));
+            }
+            if p.lr.is_some_and(|lr| !(lr > 0.0 && lr.is_finite())) {
+                return fail("[preference] lr must be above 0".into());
+            }
+            let steps = p.steps.or(t.steps);
+            if steps == Some(0) || steps.is_some_and(|s| s <= self.train.schedule.warmup) {
+                return fail(format!(
+                    "[preference] steps {steps:?} must be more than [train]'s schedule warmup ({})",
+                    self.train.schedule.warmup
+                ));
+            }
+        }
         if self.eval_max_tokens == 0 {
             return fail("eval_max_tokens must be at least 1".into());
         }

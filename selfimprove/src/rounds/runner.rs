@@ -206,8 +206,8 @@ impl Runner<'_> {
     }
 
     /// DPO on the round's `pairs` from `sft_model`, its own reference (LoRA: the adapter off): the round's
-    /// model, and the last DPO step's metrics.
-    fn prefer(&mut self, round: usize, sft_model: &Path, pairs: &Path) -> Result<(PathBuf, Option<StepMetrics>)> {
+    /// model, the pairs trained on, and the last DPO step's metrics.
+    fn prefer(&mut self, round: usize, sft_model: &Path, pairs: &Path) -> Result<(PathBuf, u64, Option<StepMetrics>)> {
         let config = self.config;
         let trained = round_dir(config, round).join("prefer");
         if trained.is_dir() {
@@ -228,7 +228,9 @@ impl Runner<'_> {
                     ..config.train.schedule
                 },
                 prompt_mode: config.prompt_mode,
-                seed: config.seed_of(round, 5),
+                seed: config.seed_of(round, 6),
+                // Pairs are the round's own samples: one too long for a row is skipped and counted, not fatal.
+                on_error: crate::train::OnError::Skip,
                 // SFT's pulls toward other models: DPO's own is β.
                 kl_beta: 0.0,
                 teacher: None,
@@ -243,11 +245,16 @@ impl Runner<'_> {
             })?;
         }
         let metrics: Vec<StepMetrics> = crate::folder::read_json_lines(&trained.join("metrics.jsonl"))?;
+        let record = ["whetstone-trained.json", "whetstone-adapter.json"]
+            .iter()
+            .find_map(|f| read_json(&trained.join(f)).ok())
+            .ok_or_else(|| Error::Invalid(format!("{}: no training record", trained.display())))?;
+        let used = record["report"]["examples"].as_u64().unwrap_or(0);
         let model = match config.train.method {
             Method::Full => trained,
             Method::Lora => self.merged(round, "model", sft_model, &trained)?,
         };
-        Ok((model, metrics.last().cloned()))
+        Ok((model, used, metrics.last().cloned()))
     }
 
     fn round(&mut self, round: usize, started: Instant) -> Result<RoundMetrics> {
@@ -365,7 +372,8 @@ impl Runner<'_> {
                 Method::Lora => self.merged(round, if dpo { "sft-model" } else { "model" }, &base, &trained)?,
             }
         };
-        let (model, dpo_step) = if dpo { self.prefer(round, &sft_model, &pairs_file)? } else { (sft_model, None) };
+        let (model, dpo_pairs, dpo_step) =
+            if dpo { self.prefer(round, &sft_model, &pairs_file)? } else { (sft_model, 0, None) };
         let (accuracy, eval_reward) = self.eval(round, &model)?;
 
         let samples_n = generated.rows.rows_out;
@@ -389,7 +397,7 @@ impl Runner<'_> {
             train_rows,
             train_loss,
             held_out_loss,
-            dpo_pairs: if dpo { pairs_written } else { 0 },
+            dpo_pairs,
             dpo_loss: dpo_step.as_ref().map(|m| m.loss),
             dpo_margin: dpo_step.as_ref().and_then(|m| m.pairs.map(|p| p.margin)),
             dpo_accuracy: dpo_step.as_ref().and_then(|m| m.pairs.map(|p| p.accuracy)),

@@ -97,8 +97,9 @@ pub(crate) fn read_rows(
 
 /// Reads a preference-pairs file (JSONL, as `whet keep --pairs` and TRL write it: `prompt`, a text or a
 /// conversation's turns, then `chosen` and `rejected`, each a text or a one-message assistant turn) into
-/// examples: pair `i`'s chosen answer is example `2i`, its rejected one `2i + 1`. A pair that cannot be used
-/// (a field missing, an empty answer, longer than `max_len`) is an error naming the file, line and field, or
+/// examples: pair `i`'s chosen answer is example `2i`, its rejected one `2i + 1`. An empty answer is an answer
+/// (the token that ends it: a model's empty sample is a fine negative). A pair that cannot be used (a field
+/// missing, longer than `max_len`) is an error naming the file, line and field, or
 /// with `OnError::Skip` counted by reason.
 pub fn read_pair_examples(
     input: &Path,
@@ -154,11 +155,6 @@ pub fn read_pair_examples(
             refuse(&mut rejected, "no_response", field, "needs a non-empty text (or one assistant turn)".into())?;
             continue;
         };
-        if let Some(field) = [("chosen", &chosen), ("rejected", &worse)].iter().find(|(_, a)| a.is_empty()).map(|f| f.0)
-        {
-            refuse(&mut rejected, "no_response", field, "an empty answer".into())?;
-            continue;
-        }
         let pair = [example(tokenizer, &prompt, &chosen, mode)?, example(tokenizer, &prompt, &worse, mode)?];
         if let Some((field, e)) = ["chosen", "rejected"].into_iter().zip(&pair).find(|(_, e)| e.tokens.len() > max_len)
         {

@@ -462,9 +462,17 @@ fn checkpoint_dir(out: &Path) -> Result<PathBuf> {
 }
 
 /// Identifies a run: its settings and its examples. A checkpoint of another run is not resumed.
-fn fingerprint(config: &TrainConfig, examples: &[Example]) -> Result<String> {
+fn fingerprint(config: &TrainConfig, examples: &[Example], labels: &Ranked) -> Result<String> {
     let mut hash = xxhash_rust::xxh3::Xxh3::new();
     hash.update(serde_json::to_string(config)?.as_bytes());
+    // A reward model's labels: the same texts scored again are another run.
+    for r in &labels.rewards {
+        hash.update(&r.to_le_bytes());
+    }
+    for g in &labels.groups {
+        g.iter().for_each(|i| hash.update(&(*i as u64).to_le_bytes()));
+        hash.update(b"/");
+    }
     for e in examples {
         hash.update(&(e.prompt_len as u64).to_le_bytes());
         for t in &e.tokens {
@@ -644,7 +652,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         _ => None,
     };
     let mut optimizer = AdamW::new(config.optimizer, &params)?;
-    let fingerprint = fingerprint(config, examples)?;
+    let fingerprint = fingerprint(config, examples, &train_set)?;
     let checkpoint = checkpoint_dir(&config.out)?;
     let resumed = load_checkpoint(&checkpoint, &fingerprint, &params, &mut optimizer)?;
     let resumed_at = resumed.as_ref().map_or(0, |s| s.step);
@@ -698,14 +706,14 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
             planned.micro_batches.iter().map(|rows| preference::chosen_tokens(examples, rows)).sum();
         let mut dropout = Dropout::new(step_seed(config.seed, step));
         let mut grads: BTreeMap<String, Tensor> = BTreeMap::new();
-        let (mut objective, mut loss, mut tokens) = (0f64, 0f64, 0usize);
+        let (mut objective, mut loss, mut tokens, mut cross_entropy) = (0f64, 0f64, 0usize, 0f64);
         let mut pair_sums = PairSums::default();
         for rows in &planned.micro_batches {
             let scaled = match config.objective {
                 Objective::Sft => {
                     let batch = data::batch(examples, rows, pad, config.train_on_prompt);
                     let losses = micro_batch_losses(&model, &frozen, config, &batch, Some(&mut dropout))?;
-                    loss += losses.cross_entropy.to_scalar::<f32>()? as f64 / learned.max(1.0);
+                    cross_entropy += losses.cross_entropy.to_scalar::<f32>()? as f64;
                     (losses.objective / learned.max(1.0))?
                 }
                 Objective::Dpo => {
@@ -745,6 +753,10 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
                     grads.insert(name.clone(), g);
                 }
             }
+        }
+        if config.objective == Objective::Sft {
+            // Summed first, divided once: the same bits as before DPO shared this loop.
+            loss = cross_entropy / learned.max(1.0);
         }
         let lr = config.schedule.lr_at(step, steps);
         let grad_norm = optimizer.step(&params, &grads, lr)?;

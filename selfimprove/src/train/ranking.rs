@@ -80,11 +80,12 @@ pub fn read_ranked(
             .map(|c| c.value(row) as f64)
             .filter(|r| r.is_finite())
             .ok_or_else(|| {
+                let id = batch.column_by_name(schema::ID).map(|c| c.as_string::<i32>().value(row).to_string());
                 Error::Invalid(format!(
-                    "{}: row {} has no reward (Float32 column `reward`): score the samples first (whet reward), or \
-                     give a pairs file",
+                    "{}: row id {}, field reward: missing, not a number, or not the Float32 column `whet reward` \
+                     writes; score the samples first (whet reward), or give a pairs file",
                     input.display(),
-                    keys.len() + 1
+                    id.unwrap_or_default()
                 ))
             })?;
         let id = batch.column_by_name(schema::ID).map(|c| c.as_string::<i32>().value(row).to_string());
