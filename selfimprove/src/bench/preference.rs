@@ -285,10 +285,21 @@ fn reward_model(
     Ok(result)
 }
 
+/// An arm's folder: its name, and for DPO with other than the default settings, those too (so a run with
+/// another DPO learning rate adds its arm beside the others, which it reads back).
+fn arm_folder(size: &PreferenceSize, arm: &str) -> String {
+    let full = PreferenceSize::full();
+    if arm == "sft+dpo" && (size.dpo_lr != full.dpo_lr || size.dpo_steps != full.dpo_steps) {
+        return format!("sft+dpo-lr{}-steps{}", size.dpo_lr, size.dpo_steps);
+    }
+    arm.to_string()
+}
+
 /// One arm's rounds settings.
 fn arm_config(dir: &Path, size: &PreferenceSize, seed: u64, arm: &str) -> RoundsConfig {
     let filtered = arm != "control";
-    let mut config = RoundsConfig { out: dir.join(arm), ..tiny_rounds_config(dir, &size.demo, seed, filtered) };
+    let out = dir.join(arm_folder(size, arm));
+    let mut config = RoundsConfig { out, ..tiny_rounds_config(dir, &size.demo, seed, filtered) };
     match arm {
         "sft+dpo" => {
             config.preference = PreferenceSettings {

@@ -193,6 +193,16 @@ impl Runner<'_> {
         Ok(dir.join("prompts.parquet"))
     }
 
+    /// Runs the trainer, each of its steps an event of round `round`.
+    fn train(&mut self, round: usize, config: &TrainConfig) -> Result<()> {
+        let on_event = &mut *self.on_event;
+        train(config, &mut |m, steps| {
+            on_event(Event::Train { round, metrics: m, steps });
+            true
+        })?;
+        Ok(())
+    }
+
     /// `adapter` merged into `base` as the round's folder `name`.
     fn merged(&mut self, round: usize, name: &'static str, base: &Path, adapter: &Path) -> Result<PathBuf> {
         let model = round_dir(self.config, round).join(name);
@@ -238,11 +248,7 @@ impl Runner<'_> {
                 train_on_prompt: false,
                 ..config.train.clone()
             };
-            let on_event = &mut *self.on_event;
-            train(&dpo, &mut |m, steps| {
-                on_event(Event::Train { round, metrics: m, steps });
-                true
-            })?;
+            self.train(round, &dpo)?;
         }
         let metrics: Vec<StepMetrics> = crate::folder::read_json_lines(&trained.join("metrics.jsonl"))?;
         let record = ["whetstone-trained.json", "whetstone-adapter.json"]
@@ -341,11 +347,7 @@ impl Runner<'_> {
                 },
                 ..config.train.clone()
             };
-            let on_event = &mut *self.on_event;
-            train(&train_config, &mut |m, steps| {
-                on_event(Event::Train { round, metrics: m, steps });
-                true
-            })?;
+            self.train(round, &train_config)?;
         }
         // The trainer's record: in the model folder (full) or beside the adapter (LoRA).
         let record =

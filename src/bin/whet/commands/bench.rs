@@ -51,13 +51,22 @@ enum Bench {
         /// Seeds (default: 3, or 1 with --quick).
         #[arg(long)]
         seeds: Option<usize>,
+        /// DPO's peak learning rate each round (default 5e-4); another value runs the DPO arm again in a
+        /// folder of its own and reads the other arms back.
+        #[arg(long)]
+        dpo_lr: Option<f64>,
+        /// DPO's steps each round (default 50).
+        #[arg(long)]
+        dpo_steps: Option<usize>,
     },
 }
 
 pub fn run(a: Args) -> Result<()> {
     let (out, quick, seeds, embedder) = match a.command {
         Bench::Selection { out, quick, seeds, embedder } => (out, quick, seeds, embedder),
-        Bench::Preference { out, quick, seeds } => return run_preference(out, quick, seeds),
+        Bench::Preference { out, quick, seeds, dpo_lr, dpo_steps } => {
+            return run_preference(out, quick, seeds, dpo_lr, dpo_steps)
+        }
     };
     let mut size = if quick { BenchSize::quick() } else { BenchSize::full() };
     size.seeds = seeds.unwrap_or(size.seeds);
@@ -117,9 +126,17 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-fn run_preference(out: PathBuf, quick: bool, seeds: Option<usize>) -> Result<()> {
+fn run_preference(
+    out: PathBuf,
+    quick: bool,
+    seeds: Option<usize>,
+    dpo_lr: Option<f64>,
+    dpo_steps: Option<usize>,
+) -> Result<()> {
     let mut size = if quick { PreferenceSize::quick() } else { PreferenceSize::full() };
     size.seeds = seeds.unwrap_or(size.seeds);
+    size.dpo_lr = dpo_lr.unwrap_or(size.dpo_lr);
+    size.dpo_steps = dpo_steps.unwrap_or(size.dpo_steps);
     let bar = Bar::steps("");
     let report = preference::run(&out, &size, &mut |e| match e {
         PreferenceEvent::Part(part) => {
