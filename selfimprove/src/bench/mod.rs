@@ -7,7 +7,6 @@
 //! - [`preference`]: `whet bench preference`: does learning from rejected samples pay? SFT on kept samples,
 //!   SFT + DPO, a reward model instead of the verifier, and the unfiltered control, over seeds.
 
-#[cfg(feature = "llm")]
 pub mod preference;
 pub mod selection;
 pub mod skills;
