@@ -167,8 +167,13 @@ fn whet_generate_gives_four_distinct_seeded_samples_per_gsm8k_question_and_whet_
     let err = whet_fails(&["judge", s(&model), s(&samples), s(&j2), "--scale", "5,1"]);
     assert!(err.contains("lowest then the highest"), "{err}");
 
-    // Unscored rows get no likelihood, with the reason saying what to run.
+    // Generated rows carry the generator's log-likelihood, which the likelihood reward reads per response token;
+    // rows with neither it nor `whet score`'s get no likelihood, with the reason saying what to run.
     let printed = whet_ok(&["reward", s(&samples), s(&tmp.path().join("x.parquet")), "--with", "likelihood"]);
+    assert!(printed.contains("mean log-prob -N, perplexity N") && printed.contains("160"), "{printed}");
+    let plain = tmp.path().join("plain.jsonl");
+    std::fs::write(&plain, "{\"prompt\": \"What is 2 + 2?\", \"response\": \"4\"}\n").unwrap();
+    let printed = whet_ok(&["reward", s(&plain), s(&tmp.path().join("y.parquet")), "--with", "likelihood"]);
     assert!(printed.contains("score the rows under a model first (whet score)"), "{printed}");
 }
 

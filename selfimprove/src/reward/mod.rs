@@ -65,7 +65,10 @@ impl Reward for Likelihood {
             Some(m) if m.is_finite() => {
                 Score { value: m.exp(), reason: format!("mean log-prob {m:.3}, perplexity {:.2}", (-m).exp()) }
             }
-            _ => Score::fail("no mean_log_prob: score the rows under a model first (whet score)"),
+            _ => Score::fail(
+                "no mean_log_prob (whet score) nor log_likelihood (whet generate): score the rows under a model first \
+                 (whet score)",
+            ),
         }
     }
 }
