@@ -2,7 +2,10 @@
 //! scratch), on candle, the candle inside mistral.rs.
 //!
 //! - [`llama`]: the trainable forward pass; [`lora`]: adapters in the PEFT layout and merged folders;
-//!   [`optim`]: AdamW; [`schedule`]: learning rates for rounds; [`data`]: examples, packing, batches.
+//!   [`optim`]: AdamW; [`schedule`]: learning rates for rounds; [`data`]: examples, packing, batches;
+//!   [`preference`]: DPO on chosen/rejected pairs; [`ranking`]: reward models (a head that ranks answers).
+//! - What is learned ([`Objective`]): SFT on responses (below), DPO, or a reward model; all three share the
+//!   step loop, the optimizer, checkpoints and metrics.
 //! - The loss covers response tokens only (the prompt is masked), averaged over the response tokens of an
 //!   optimizer step (all its micro-batches together). Optional terms: β·KL(model ‖ frozen reference), SuperHF's
 //!   guard against drifting from the base, and distillation: α × the gold answer's cross-entropy + (1 − α) ×
