@@ -8,12 +8,13 @@ use candle_core::{DType, Device, Tensor};
 
 use super::{Candidate, Reward, Score};
 use crate::error::{Error, Result};
-use crate::folder::{load_tensors, read_json};
+use crate::folder::load_tensors;
 use crate::prompt::{Prompt, PromptMode, PromptTokenizer};
 use crate::train::data::example;
 use crate::train::llama::{Llama, Trainable};
 use crate::train::lora::{load_with_adapter, LoraSpec};
 use crate::train::ranking::{scores, HEAD, HEAD_FILE};
+use crate::train::read_record;
 use crate::ModelFolder;
 
 /// A reward model loaded for scoring (f32, on the CPU).
@@ -41,8 +42,7 @@ impl RewardModel {
         check_folder(folder)?;
         let device = Device::Cpu;
         let adapter = folder.join("adapter_config.json").is_file();
-        let record =
-            read_json(&folder.join(if adapter { "whetstone-adapter.json" } else { "whetstone-trained.json" }))?;
+        let record = read_record(folder)?;
         let mode = match record["config"]["prompt_mode"].as_str() {
             Some("raw") => PromptMode::Raw,
             _ => PromptMode::Chat,

@@ -23,7 +23,7 @@ use crate::prompt::{column_or_meta, row_response, text_at};
 use crate::reward::stage::{RewardResults, RewardSpec, RewardStep};
 use crate::sampling::Sampling;
 use crate::train::schedule::Schedule;
-use crate::train::{lora, train, Method, Objective, StepMetrics, TrainConfig};
+use crate::train::{lora, read_record, train, Method, Objective, StepMetrics, TrainConfig};
 use crate::ModelFolder;
 
 impl RoundsConfig {
@@ -251,11 +251,7 @@ impl Runner<'_> {
             self.train(round, &dpo)?;
         }
         let metrics: Vec<StepMetrics> = crate::folder::read_json_lines(&trained.join("metrics.jsonl"))?;
-        let record = ["whetstone-trained.json", "whetstone-adapter.json"]
-            .iter()
-            .find_map(|f| read_json(&trained.join(f)).ok())
-            .ok_or_else(|| Error::Invalid(format!("{}: no training record", trained.display())))?;
-        let used = record["report"]["examples"].as_u64().unwrap_or(0);
+        let used = read_record(&trained)?["report"]["examples"].as_u64().unwrap_or(0);
         let model = match config.train.method {
             Method::Full => trained,
             Method::Lora => self.merged(round, "model", sft_model, &trained)?,
@@ -349,10 +345,8 @@ impl Runner<'_> {
             };
             self.train(round, &train_config)?;
         }
-        // The trainer's record: in the model folder (full) or beside the adapter (LoRA).
-        let record =
-            ["whetstone-trained.json", "whetstone-adapter.json"].iter().find_map(|f| read_json(&trained.join(f)).ok());
-        if let Some(record) = record {
+        // The trainer's record (none where the round kept nothing to train on).
+        if let Ok(record) = read_record(&trained) {
             train_loss = record["report"]["final_loss"].as_f64();
             held_out_loss = record["report"]["eval_loss_after"].as_f64();
         }

@@ -299,6 +299,20 @@ pub fn pair_groups(examples: &[Example]) -> Vec<Vec<usize>> {
     (0..examples.len() / 2).map(|p| vec![2 * p, 2 * p + 1]).collect()
 }
 
+/// Where each example of `rows` lies in the micro-batch's tokens flattened (`[rows × width]`), in the order
+/// the rows lay them out.
+pub fn spans(examples: &[Example], rows: &[Row], width: usize) -> Vec<std::ops::Range<usize>> {
+    let mut spans = Vec::new();
+    for (r, row) in rows.iter().enumerate() {
+        let mut position = r * width;
+        for &i in row {
+            spans.push(position..position + examples[i].tokens.len());
+            position += examples[i].tokens.len();
+        }
+    }
+    spans
+}
+
 /// A micro-batch's tensors' contents: tokens, segment of each token, next-token targets and loss weights,
 /// each `[rows, time]`, rows padded to the longest.
 #[derive(Debug, Clone, PartialEq)]

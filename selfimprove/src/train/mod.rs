@@ -377,14 +377,28 @@ struct TokenLosses {
 }
 
 fn token_losses(model: &Llama, batch: &data::Batch, dropout: Option<&mut Dropout>) -> Result<TokenLosses> {
-    let device = &model.device;
-    let inputs = Inputs::new(&batch.tokens, &batch.segments, device, model.dtype)?;
-    let (b, t) = (batch.tokens.len(), batch.tokens.first().map_or(0, Vec::len));
-    let targets = Tensor::from_vec(batch.targets.concat(), (b, t, 1), device)?;
-    let weights = Tensor::from_vec(batch.weights.concat(), (b, t), device)?;
+    let inputs = Inputs::new(&batch.tokens, &batch.segments, &model.device, model.dtype)?;
     let logp = log_softmax(&model.forward(&inputs, true, dropout)?)?;
-    let nll = logp.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?.neg()?;
-    Ok(TokenLosses { inputs, logp, nll, weights })
+    let (target, weights) = target_log_probs(&logp, batch)?;
+    Ok(TokenLosses { inputs, logp, nll: target.neg()?, weights })
+}
+
+/// From log-probabilities `[batch, time, vocab]`: each token's target's `[batch, time]`, and its loss weight
+/// (in the same type).
+fn target_log_probs(logp: &Tensor, batch: &data::Batch) -> Result<(Tensor, Tensor)> {
+    let (b, t) = (batch.tokens.len(), batch.tokens.first().map_or(0, Vec::len));
+    let targets = Tensor::from_vec(batch.targets.concat(), (b, t, 1), logp.device())?;
+    let weights = Tensor::from_vec(batch.weights.concat(), (b, t), logp.device())?.to_dtype(logp.dtype())?;
+    Ok((logp.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?, weights))
+}
+
+/// The trainer's record of a finished run (its settings and report): `whetstone-trained.json` in a model
+/// folder, or `whetstone-adapter.json` beside an adapter.
+pub fn read_record(out: &Path) -> Result<serde_json::Value> {
+    ["whetstone-trained.json", "whetstone-adapter.json"]
+        .iter()
+        .find_map(|f| crate::folder::read_json(&out.join(f)).ok())
+        .ok_or_else(|| Error::Invalid(format!("{}: no training record (whetstone-trained.json)", out.display())))
 }
 
 fn micro_batch_losses(
@@ -465,7 +479,7 @@ fn checkpoint_dir(out: &Path) -> Result<PathBuf> {
 }
 
 /// Identifies a run: its settings and its examples. A checkpoint of another run is not resumed.
-fn fingerprint(config: &TrainConfig, examples: &[Example], labels: &Ranked) -> Result<String> {
+fn fingerprint(config: &TrainConfig, labels: &Ranked) -> Result<String> {
     let mut hash = xxhash_rust::xxh3::Xxh3::new();
     hash.update(serde_json::to_string(config)?.as_bytes());
     // A reward model's labels: the same texts scored again are another run.
@@ -476,7 +490,7 @@ fn fingerprint(config: &TrainConfig, examples: &[Example], labels: &Ranked) -> R
         g.iter().for_each(|i| hash.update(&(*i as u64).to_le_bytes()));
         hash.update(b"/");
     }
-    for e in examples {
+    for e in &labels.examples.examples {
         hash.update(&(e.prompt_len as u64).to_le_bytes());
         for t in &e.tokens {
             hash.update(&t.to_le_bytes());
@@ -655,7 +669,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         _ => None,
     };
     let mut optimizer = AdamW::new(config.optimizer, &params)?;
-    let fingerprint = fingerprint(config, examples, &train_set)?;
+    let fingerprint = fingerprint(config, &train_set)?;
     let checkpoint = checkpoint_dir(&config.out)?;
     let resumed = load_checkpoint(&checkpoint, &fingerprint, &params, &mut optimizer)?;
     let resumed_at = resumed.as_ref().map_or(0, |s| s.step);

@@ -12,12 +12,12 @@
 //! `α ×` the chosen answers' cross-entropy, a mean over their tokens. With LoRA the reference is the same
 //! model with its adapters off, so no second copy is held.
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::data::{self, Example, Row};
 use super::llama::{Dropout, Inputs, Llama};
-use super::log_softmax;
+use super::{log_softmax, target_log_probs};
 use crate::error::Result;
 
 /// What a set of pairs shows: the DPO loss and the implicit rewards, means over the pairs.
@@ -88,17 +88,11 @@ pub struct PairLosses {
 /// out, from per-token log-probabilities `[rows, time]` (already zero where nothing is learned).
 fn per_example(token_logp: &Tensor, examples: &[Example], rows: &[Row]) -> Result<Tensor> {
     let (b, t) = token_logp.dims2()?;
-    let members: usize = rows.iter().map(Vec::len).sum();
+    let spans = data::spans(examples, rows, t);
+    let members = spans.len();
     let mut membership = vec![0f32; members * b * t];
-    let mut m = 0;
-    for (r, row) in rows.iter().enumerate() {
-        let mut position = r * t;
-        for &i in row {
-            let n = examples[i].tokens.len();
-            membership[m * b * t + position..m * b * t + position + n].fill(1.0);
-            position += n;
-            m += 1;
-        }
+    for (m, span) in spans.into_iter().enumerate() {
+        membership[m * b * t + span.start..m * b * t + span.end].fill(1.0);
     }
     let membership =
         Tensor::from_vec(membership, (members, b * t), token_logp.device())?.to_dtype(token_logp.dtype())?;
@@ -107,12 +101,8 @@ fn per_example(token_logp: &Tensor, examples: &[Example], rows: &[Row]) -> Resul
 
 /// Log-probabilities of each token's target `[rows, time]`, zero where nothing is learned.
 fn token_logp(logits: &Tensor, batch: &data::Batch) -> Result<Tensor> {
-    let device = logits.device();
-    let (b, t) = (batch.tokens.len(), batch.tokens.first().map_or(0, Vec::len));
-    let targets = Tensor::from_vec(batch.targets.concat(), (b, t, 1), device)?;
-    let weights = Tensor::from_vec(batch.weights.concat(), (b, t), device)?;
-    let logp = log_softmax(logits)?.gather(&targets, D::Minus1)?.squeeze(D::Minus1)?;
-    Ok((&logp * weights.to_dtype(logp.dtype())?)?)
+    let (target, weights) = target_log_probs(&log_softmax(logits)?, batch)?;
+    Ok((target * weights)?)
 }
 
 /// `log(1 + e^x)` without overflow: `max(x, 0) + log(1 + e^−|x|)`.

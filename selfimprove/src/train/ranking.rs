@@ -125,15 +125,9 @@ pub fn scores(
     let inputs = Inputs::new(&batch.tokens, &batch.segments, &model.device, model.dtype)?;
     let hidden = model.hidden(&inputs, true, dropout)?;
     let (b, t, h) = hidden.dims3()?;
-    let mut last = Vec::new();
-    for (r, row) in rows.iter().enumerate() {
-        let mut position = r * t;
-        for &i in row {
-            position += examples[i].tokens.len();
-            last.push((position - 1) as u32);
-        }
-    }
-    let last = Tensor::from_vec(last.clone(), last.len(), &model.device)?;
+    let last: Vec<u32> = data::spans(examples, rows, t).iter().map(|s| (s.end - 1) as u32).collect();
+    let n = last.len();
+    let last = Tensor::from_vec(last, n, &model.device)?;
     let at_last = hidden.reshape((b * t, h))?.index_select(&last, 0)?;
     Ok(at_last.to_dtype(head.dtype())?.matmul(&head.t()?)?.squeeze(D::Minus1)?)
 }

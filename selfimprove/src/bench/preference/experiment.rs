@@ -176,7 +176,7 @@ fn reward_model(
         ..Default::default()
     };
     let report = if rm.exists() {
-        serde_json::from_value(read_json(&rm.join("whetstone-trained.json"))?["report"].clone())?
+        serde_json::from_value(crate::train::read_record(&rm)?["report"].clone())?
     } else {
         on_event(PreferenceEvent::Part(format!("seed {seed} · reward model: training")));
         let label = format!("seed {seed} · reward model");
@@ -231,7 +231,8 @@ fn reward_model(
     let best_of_n = BTreeMap::from([
         ("reward model".to_string(), pick(&|i| rm_score[i])),
         ("likelihood".to_string(), pick(&|i| likelihood[i])),
-        ("random (first sample)".to_string(), pick(&|i| if groups.values().any(|g| g[0] == i) { 1.0 } else { 0.0 })),
+        // Samples are drawn independently: a prompt's first is a random pick (ties go to the lower index).
+        ("random (first sample)".to_string(), pick(&|_| 0.0)),
         ("verifier (pass@N)".to_string(), pick(&|i| right[i])),
     ]);
     let result = RewardModelResult {
