@@ -31,5 +31,5 @@ pub use inspect::{inspect, Inspection};
 pub use manifest::Manifest;
 pub use read::{count_rows, read_all, row_count, DatasetReader, OnError, Progress, ReadOptions};
 pub use record::{content_id, messages_at, Message, Record};
-pub use stage::{run_stage, Done, Dropped, RowProgress, Rows, Selection, Stage, StageError};
+pub use stage::{run_stage, Done, Dropped, Reordering, RowProgress, Rows, Selection, Stage, StageError};
 pub use write::{DatasetWriter, OutputFormat};

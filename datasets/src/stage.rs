@@ -394,6 +394,69 @@ impl Rows<'_> {
     }
 }
 
+/// What an ordering stage decides from the whole input: the output's rows as positions in the input (each
+/// exactly once), and columns added to them (one value per output row, in output order).
+#[derive(Default)]
+pub struct Reordering {
+    pub order: Vec<u32>,
+    pub columns: Vec<(arrow::datatypes::Field, arrow::array::ArrayRef)>,
+}
+
+impl Rows<'_> {
+    /// For a stage that puts the rows in another order: pass one reads every row into memory and `f` decides
+    /// from them all; pass two reads the input again (so the reader's rejected rows are written and counted as
+    /// every stage's are) and writes the reordered rows in place of each batch, batch for batch. Memory holds
+    /// the whole dataset.
+    pub fn reorder(
+        &mut self,
+        f: impl FnOnce(&RecordBatch) -> std::result::Result<Reordering, StageError>,
+    ) -> Result<()> {
+        let (mut reader, format) = self.open()?;
+        self.progress(&reader, &RowProgress::default());
+        let batches = reader.by_ref().collect::<Result<Vec<_>>>()?;
+        let all = arrow::compute::concat_batches(&reader.schema(), &batches)?;
+        drop(batches);
+        // A datasets error the stage passed on keeps its kind.
+        let decided = f(&all).map_err(|e| e.downcast::<Error>().map_or_else(Error::Stage, |e| *e))?;
+        let n = all.num_rows();
+        let mut seen = vec![false; n];
+        let permutation = decided.order.len() == n
+            && decided.order.iter().all(|&r| (r as usize) < n && !std::mem::replace(&mut seen[r as usize], true));
+        if !permutation || decided.columns.iter().any(|(_, c)| c.len() != n) {
+            return Err(Error::Internal(format!(
+                "stage {} reordered {n} rows into {}",
+                self.stage,
+                decided.order.len()
+            )));
+        }
+        let mut ordered = arrow::compute::take_record_batch(&all, &UInt32Array::from(decided.order))?;
+        drop(all);
+        for (field, column) in decided.columns {
+            ordered = with_column(&ordered, field, column)?;
+        }
+        let first_pass: Vec<String> = reader.reports().iter().map(|r| r.xxh3_128.clone()).collect();
+
+        let mut reader = DatasetReader::open(self.input, self.read.clone())?;
+        let mut offset = 0;
+        let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
+            let rows = batch.num_rows().min(ordered.num_rows() - offset);
+            offset += rows;
+            Ok((ordered.slice(offset - rows, rows), Vec::new()))
+        };
+        let mut dropped = Rejections::default();
+        let (output, rejected_file) = write_stream(&mut reader, self.output, format, &mut apply, &mut dropped)?;
+        let second_pass: Vec<String> = reader.reports().iter().map(|r| r.xxh3_128.clone()).collect();
+        if second_pass != first_pass || offset != n {
+            return Err(Error::Usage(format!(
+                "{}: the input changed while the stage read it twice; run it again",
+                self.input.display()
+            )));
+        }
+        self.wrote(&reader, output, rejected_file, dropped, 1);
+        Ok(())
+    }
+}
+
 /// Sets (or replaces) a column.
 pub fn with_column(
     batch: &RecordBatch,

@@ -104,3 +104,29 @@ fn whet_bench_preference_quick_runs_every_arm_from_one_model_and_reads_results_b
     let table = |t: &str| t.lines().filter(|l| l.starts_with('|')).map(str::to_string).collect::<Vec<_>>();
     assert_eq!(table(&printed), table(&again));
 }
+
+#[test]
+fn whet_bench_order_quick_trains_every_order_on_the_same_rows_and_reads_results_back() {
+    use whetstone::selfimprove::bench::order::{read_report, ORDERS};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("bench");
+    let printed = whet_ok(&["bench", "order", "--quick", "--out", s(&out)]);
+    for order in ORDERS {
+        assert!(printed.contains(&format!("| {order} |")), "{order}: {printed}");
+    }
+    assert!(printed.contains("The noise, two random orders"), "{printed}");
+    let report = read_report(&out).unwrap();
+    assert_eq!(report.results.len(), ORDERS.len());
+    for r in &report.results {
+        assert!((0.0..=1.0).contains(&r.macro_accuracy) && r.final_loss.is_finite(), "{r:?}");
+        let adaptive = r.order == "easy-to-hard" || r.order == "skill-it";
+        assert_eq!(r.re_orderings > 0, adaptive, "{r:?}");
+    }
+    let random = |name: &str| report.results.iter().find(|r| r.order == name).unwrap().final_loss;
+    assert_ne!(random("random"), random("random-2"), "two shuffles of the same rows");
+    let noise = (report.results[1].macro_accuracy - report.results[0].macro_accuracy).abs();
+    assert!((report.noise - noise).abs() < 1e-12);
+    let again = whet_ok(&["bench", "order", "--quick", "--out", s(&out)]);
+    let table = |t: &str| t.lines().filter(|l| l.starts_with('|')).map(str::to_string).collect::<Vec<_>>();
+    assert_eq!(table(&printed), table(&again), "results are read back");
+}

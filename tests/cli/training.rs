@@ -196,3 +196,68 @@ fn whet_trains_dpo_and_a_reward_model_on_pairs_and_rewards_with_it() {
     let err = whet_fails(&["reward", &p("samples.jsonl"), &p("x.parquet"), "--with", &format!("rm:{}", p("base"))]);
     assert!(err.contains("not a reward model"), "{err}");
 }
+
+#[test]
+fn whet_order_writes_a_curriculum_and_whet_train_follows_it_or_weighs_skills_as_it_learns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let p = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    let rows = |range: std::ops::Range<usize>| -> String {
+        range
+            .map(|i| {
+                let (a, b) = (i % 10, i / 10 % 10);
+                let (prompt, response, skill) = match i % 2 {
+                    0 => (format!("{a} plus {b}?"), (a + b).to_string(), "plus"),
+                    _ => (format!("{} minus {b}?", a + b), a.to_string(), "minus"),
+                };
+                format!("{{\"id\": \"r{i}\", \"prompt\": \"{prompt}\", \"response\": \"{response}\", \"source\": \"{skill}\"}}\n")
+            })
+            .collect()
+    };
+    std::fs::write(dir.join("train.jsonl"), rows(0..300)).unwrap();
+    std::fs::write(dir.join("eval.jsonl"), rows(300..340)).unwrap();
+    whet_ok(&["model", "tiny", &p("base"), "--corpus", &p("train.jsonl"), "--vocab", "300", "--context", "64"]);
+
+    let printed =
+        whet_ok(&["order", &p("train.jsonl"), &p("ordered.parquet"), "--by", "easy-to-hard", "--model", &p("base")]);
+    assert!(printed.contains("easy-to-hard") && printed.contains("300"), "{printed}");
+    let common = ["--base", &p("base"), "--method", "full", "--steps", "6", "--batch", "4"];
+    let printed = whet_ok(
+        &[&["train", "--data", &p("ordered.parquet"), "--out", &p("file-run"), "--order", "file"][..], &common]
+            .concat(),
+    );
+    assert!(printed.contains("order") && printed.contains("file"), "{printed}");
+
+    let printed = whet_ok(
+        &[
+            &[
+                "train",
+                "--data",
+                &p("train.jsonl"),
+                "--eval",
+                &p("eval.jsonl"),
+                "--out",
+                &p("skill-run"),
+                "--order",
+                "skill-it",
+                "--skill-column",
+                "source",
+                "--order-every",
+                "2",
+            ][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(printed.contains("skill-it (3 re-orderings"), "{printed}");
+    assert!(printed.contains("skill-it's last update (step 4"), "{printed}");
+    assert!(printed.contains("minus") && printed.contains("plus"), "{printed}");
+    assert_eq!(std::fs::read_to_string(dir.join("skill-run/order.jsonl")).unwrap().lines().count(), 3);
+
+    let e = whet_fails(&["order", &p("train.jsonl"), &p("x.jsonl"), "--by", "skill-it"]);
+    assert!(e.contains("whet train --order skill-it"), "{e}");
+    let e = whet_fails(
+        &[&["train", "--data", &p("train.jsonl"), "--out", &p("y"), "--order", "skill-it"][..], &common].concat(),
+    );
+    assert!(e.contains("skill_column"), "{e}");
+}

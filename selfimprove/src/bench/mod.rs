@@ -6,7 +6,10 @@
 //!   evaluated per skill.
 //! - [`preference`]: `whet bench preference`: does learning from rejected samples pay? SFT on kept samples,
 //!   SFT + DPO, a reward model instead of the verifier, and the unfiltered control, over seeds.
+//! - [`order`]: `whet bench order`: does the order of the same rows matter? Random, easy-to-hard and
+//!   skill-it orders of one random draw from the pool, over seeds, with two random orders as the noise.
 
+pub mod order;
 pub mod preference;
 pub mod selection;
 pub mod skills;

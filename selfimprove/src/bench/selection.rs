@@ -223,7 +223,7 @@ struct Line<'a> {
 }
 
 /// Rows as JSON lines (id, prompt, response, source).
-fn jsonl<'a>(rows: impl IntoIterator<Item = &'a SkillRow>) -> Result<String> {
+pub(super) fn jsonl<'a>(rows: impl IntoIterator<Item = &'a SkillRow>) -> Result<String> {
     let mut text = String::new();
     for r in rows {
         let line = Line { id: &r.id, prompt: &r.prompt, response: &r.response, source: &r.skill };
@@ -260,7 +260,7 @@ pub fn correct_of(model_dir: &Path, rows: &[&SkillRow], context: usize) -> Resul
 }
 
 /// A seed for (seed, method, part), so methods draw independently.
-fn seed_of(seed: u64, method: &str, part: u64) -> u64 {
+pub(super) fn seed_of(seed: u64, method: &str, part: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&[&seed.to_le_bytes()[..], method.as_bytes(), &part.to_le_bytes()[..]].concat())
 }
 

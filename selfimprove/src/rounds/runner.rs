@@ -246,6 +246,9 @@ impl Runner<'_> {
                 teacher: None,
                 distill_alpha: 1.0,
                 train_on_prompt: false,
+                // An order is SFT's: DPO takes its pairs at random.
+                order: crate::train::order::Order::Random,
+                skill_column: None,
                 ..config.train.clone()
             };
             self.train(round, &dpo)?;

@@ -95,6 +95,42 @@ pub(crate) fn read_rows(
     Ok(Examples { examples, rows_in, rejected })
 }
 
+/// [`read_examples`], with each example's label: the value of `column` (as text) in its row.
+pub fn read_labelled_examples(
+    input: &Path,
+    tokenizer: &PromptTokenizer,
+    mode: PromptMode,
+    max_len: usize,
+    on_error: OnError,
+    column: &str,
+) -> Result<(Examples, Vec<String>)> {
+    let mut labels = Vec::new();
+    // The batch's column as text, cast once per batch (the column kept, so its address names the batch).
+    let mut cast: Option<(arrow::array::ArrayRef, arrow::array::StringArray)> = None;
+    let examples = read_rows(input, tokenizer, mode, max_len, on_error, &mut |batch, row| {
+        let fresh = match (&cast, batch.column_by_name(column)) {
+            (Some((kept, _)), Some(now)) => !std::sync::Arc::ptr_eq(kept, now),
+            _ => true,
+        };
+        if fresh {
+            let values = super::order::labels_of(batch, column, input)?;
+            cast = Some((batch.column_by_name(column).expect("checked").clone(), values));
+        }
+        let values = &cast.as_ref().expect("cast above").1;
+        if values.is_null(row) {
+            let ids = batch.column_by_name(schema::ID).and_then(|c| c.as_string_opt::<i32>().cloned());
+            let id = ids.filter(|c| c.is_valid(row)).map(|c| c.value(row).to_string()).unwrap_or_default();
+            return Err(Error::Invalid(format!(
+                "{}: row with id {id:?} has no {column:?}: every row needs a skill",
+                input.display()
+            )));
+        }
+        labels.push(values.value(row).to_string());
+        Ok(())
+    })?;
+    Ok((examples, labels))
+}
+
 /// Reads a preference-pairs file (JSONL, as `whet keep --pairs` and TRL write it: `prompt`, a text or a
 /// conversation's turns, then `chosen` and `rejected`, each a text or a one-message assistant turn) into
 /// examples: pair `i`'s chosen answer is example `2i`, its rejected one `2i + 1`. An empty answer is an answer
@@ -223,8 +259,9 @@ pub struct Step {
 }
 
 /// The rows of every optimizer step of a run: each step has `accumulation` micro-batches of `batch` rows.
-/// Epochs are shuffled with `seed`; `steps`, when given, cuts or extends the run (cycling epochs).
-pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usize>, seed: u64) -> Vec<Step> {
+/// Epochs are shuffled with `seed` (`None`: every epoch in the examples' own order); `steps`, when given,
+/// cuts or extends the run (cycling epochs).
+pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usize>, seed: Option<u64>) -> Vec<Step> {
     let Batching { batch, accumulation, max_len, packing } = b;
     let per_step = batch * accumulation;
     let mut plan = Vec::new();
@@ -237,7 +274,11 @@ pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usiz
         if done || examples.is_empty() {
             break;
         }
-        let rows = pack(examples, &epoch_order(examples.len(), seed, epoch), max_len, packing);
+        let order = match seed {
+            Some(seed) => epoch_order(examples.len(), seed, epoch),
+            None => (0..examples.len()).collect(),
+        };
+        let rows = pack(examples, &order, max_len, packing);
         let in_epoch = rows.len().div_ceil(per_step);
         for (i, chunk) in rows.chunks(per_step).enumerate() {
             if steps.is_some_and(|s| plan.len() >= s) {
@@ -252,7 +293,7 @@ pub fn plan(examples: &[Example], b: Batching, epochs: usize, steps: Option<usiz
 }
 
 /// The order of `n` units in epoch `epoch`: a shuffle that is a function of the seed and the epoch.
-fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+pub(crate) fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut Xoshiro256PlusPlus::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
     order
@@ -374,18 +415,21 @@ mod tests {
         assert_eq!(pack(&examples, &order, 8, false).len(), 5);
 
         let b = Batching { batch: 1, accumulation: 2, max_len: 8, packing: false };
-        let plan = plan(&examples, b, 3, None, 7);
+        let plan = plan(&examples, b, 3, None, Some(7));
         assert_eq!(plan.len(), 3 * 3, "5 rows an epoch, 2 a step: 3 steps, 3 epochs");
         let seen: Vec<usize> = plan[..3].iter().flat_map(|s| s.micro_batches.concat().concat()).collect();
         assert_eq!(plan.iter().map(|s| s.epoch).collect::<Vec<_>>()[..4], [1.0 / 3.0, 2.0 / 3.0, 1.0, 1.0 + 1.0 / 3.0]);
         let mut sorted = seen.clone();
         sorted.sort();
         assert_eq!(sorted, vec![0, 1, 2, 3, 4], "the first epoch sees each example once");
-        let again = super::plan(&examples, b, 3, None, 7);
+        let again = super::plan(&examples, b, 3, None, Some(7));
         assert_eq!(plan, again, "the seed fixes the order");
-        let other = super::plan(&examples, b, 3, None, 8);
+        let other = super::plan(&examples, b, 3, None, Some(8));
         assert_ne!(plan, other);
-        assert_eq!(super::plan(&examples, b, 1, Some(7), 7).len(), 7, "steps cycle epochs");
+        assert_eq!(super::plan(&examples, b, 1, Some(7), Some(7)).len(), 7, "steps cycle epochs");
+        let in_file_order = super::plan(&examples, b, 2, None, None);
+        let first: Vec<usize> = in_file_order.iter().flat_map(|s| s.micro_batches.concat().concat()).collect();
+        assert_eq!(first, [0, 1, 2, 3, 4, 0, 1, 2, 3, 4], "no seed: the file's order, every epoch");
     }
 
     #[test]

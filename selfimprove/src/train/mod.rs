@@ -3,7 +3,8 @@
 //!
 //! - [`llama`]: the trainable forward pass; [`lora`]: adapters in the PEFT layout and merged folders;
 //!   [`optim`]: AdamW; [`schedule`]: learning rates for rounds; [`data`]: examples, packing, batches;
-//!   [`preference`]: DPO on chosen/rejected pairs; [`ranking`]: reward models (a head that ranks answers).
+//!   [`preference`]: DPO on chosen/rejected pairs; [`ranking`]: reward models (a head that ranks answers);
+//!   [`order`]: the order examples come in (random, the file's, easy-to-hard, skill-it).
 //! - What is learned ([`Objective`]): SFT on responses (below), DPO, or a reward model; all three share the
 //!   step loop, the optimizer, checkpoints and metrics.
 //! - The loss covers response tokens only (the prompt is masked), averaged over the response tokens of an
@@ -19,6 +20,7 @@ pub mod data;
 pub mod llama;
 pub mod lora;
 pub mod optim;
+pub mod order;
 pub mod preference;
 pub mod ranking;
 pub mod schedule;
@@ -42,6 +44,7 @@ use data::{Example, Examples};
 use llama::{Dropout, Inputs, Llama, Trainable};
 use lora::LoraSpec;
 use optim::{AdamW, AdamWConfig};
+use order::{Curriculum, Measure, Order, OrderState, OrderUpdate, Skills};
 use preference::{PairMetrics, PairSums};
 use ranking::Ranked;
 use schedule::Schedule;
@@ -147,6 +150,14 @@ pub struct TrainConfig {
     pub cpu: bool,
     /// Rows that cannot be trained on: `fail` (an error naming the row) or `skip` (counted).
     pub on_error: OnError,
+    /// The order examples come in (SFT): random, file, easy-to-hard or skill-it ([`order`]).
+    pub order: Order,
+    /// skill-it: the column of `data` and `eval` that names each row's skill (a source, or `cluster`).
+    pub skill_column: Option<String>,
+    /// easy-to-hard and skill-it: steps between re-orderings (0: a tenth of the run).
+    pub order_every: usize,
+    /// skill-it's η: how strongly a skill's held-out loss raises its weight.
+    pub skill_it_eta: f64,
 }
 
 impl Default for TrainConfig {
@@ -180,6 +191,10 @@ impl Default for TrainConfig {
             dtype: "auto".into(),
             cpu: !cfg!(feature = "cuda"),
             on_error: OnError::Fail,
+            order: Order::Random,
+            skill_column: None,
+            order_every: 0,
+            skill_it_eta: 0.5,
         }
     }
 }
@@ -264,6 +279,24 @@ impl TrainConfig {
                 return fail(format!("rpo_alpha {} must be 0 or more", self.rpo_alpha));
             }
         }
+        if self.order != Order::Random && self.objective != Objective::Sft {
+            return fail(format!(
+                "order {}: only SFT follows an order; DPO and reward models take their groups at random",
+                self.order.name()
+            ));
+        }
+        if self.order == Order::SkillIt && (self.skill_column.is_none() || self.eval.is_none()) {
+            return fail(
+                "order skill-it weighs skills by their held-out loss: set skill_column (--skill-column) and eval"
+                    .into(),
+            );
+        }
+        if self.skill_column.is_some() && self.order != Order::SkillIt {
+            return fail(format!("skill_column is skill-it's; order {} takes no skills", self.order.name()));
+        }
+        if !(self.skill_it_eta >= 0.0 && self.skill_it_eta.is_finite()) {
+            return fail(format!("skill_it_eta {} must be 0 or more", self.skill_it_eta));
+        }
         self.dtype()?;
         Ok(())
     }
@@ -295,6 +328,9 @@ impl TrainConfig {
         }
     }
 }
+
+/// The log of an adaptive order's re-orderings in the output folder (one [`OrderUpdate`] a line).
+pub const ORDER_LOG: &str = "order.jsonl";
 
 /// One optimizer step, as recorded in `metrics.jsonl`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -348,6 +384,16 @@ pub struct TrainReport {
     pub eval_pairs_before: Option<PairMetrics>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_pairs_after: Option<PairMetrics>,
+    /// The order followed; for easy-to-hard and skill-it, its re-orderings (each in `order.jsonl`), the
+    /// seconds they spent measuring, and the last one.
+    #[serde(default)]
+    pub order: Order,
+    #[serde(default)]
+    pub order_updates: usize,
+    #[serde(default)]
+    pub order_seconds: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_order_update: Option<OrderUpdate>,
 }
 
 /// The training objective's parts for one micro-batch: (objective summed over weighted tokens, cross-entropy
@@ -447,6 +493,44 @@ pub fn eval_loss(
     Ok(if count > 0.0 { sum / count } else { f64::NAN })
 }
 
+/// Each of the examples `which`'s summed cross-entropy over its learned tokens, and how many tokens that is
+/// (no dropout, nothing learned).
+pub fn example_losses(
+    model: &Llama,
+    examples: &[Example],
+    which: &[usize],
+    batch: usize,
+    max_len: usize,
+    train_on_prompt: bool,
+) -> Result<Vec<(f64, f64)>> {
+    let rows = data::pack(examples, which, max_len, true);
+    let mut out = Vec::with_capacity(which.len());
+    for rows in rows.chunks(batch.max(1)) {
+        let b = data::batch(examples, rows, 0, train_on_prompt);
+        let width = b.tokens.first().map_or(0, Vec::len);
+        let TokenLosses { nll, weights, .. } = token_losses(model, &b, None)?;
+        let nll: Vec<f32> = (nll * &weights)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1()?;
+        let weights = b.weights.concat();
+        for span in data::spans(examples, rows, width) {
+            let sum: f64 = nll[span.clone()].iter().map(|&x| x as f64).sum();
+            out.push((sum, weights[span].iter().map(|&w| w as f64).sum()));
+        }
+    }
+    Ok(out)
+}
+
+/// The folder's weights as the trainer reads them: a GGUF file (quantised) is refused, with how to import it.
+pub fn unquantised(folder: &ModelFolder, given: &Path) -> Result<PathBuf> {
+    if folder.gguf.is_some() {
+        return Err(Error::Invalid(format!(
+            "{}: the trainer needs the weights unquantised: import the file with `whet model import {0} FOLDER` \
+             and train FOLDER",
+            given.display()
+        )));
+    }
+    Ok(folder.path.clone())
+}
+
 /// Whether greedy decoding would give each example's response exactly, end-of-turn token included: true
 /// when at every response position the most likely next token is the response's own. Greedy decoding
 /// emits the response's first token iff it is the argmax after the prompt, then (having emitted it) the
@@ -478,10 +562,15 @@ fn checkpoint_dir(out: &Path) -> Result<PathBuf> {
     Ok(out.with_file_name(format!(".{}.checkpoint", name.to_string_lossy())))
 }
 
-/// Identifies a run: its settings and its examples. A checkpoint of another run is not resumed.
-fn fingerprint(config: &TrainConfig, labels: &Ranked) -> Result<String> {
+/// Identifies a run: its settings and its examples (and their skills). A checkpoint of another run is not
+/// resumed.
+fn fingerprint(config: &TrainConfig, labels: &Ranked, skills: Option<&Skills>) -> Result<String> {
     let mut hash = xxhash_rust::xxh3::Xxh3::new();
     hash.update(serde_json::to_string(config)?.as_bytes());
+    if let Some(skills) = skills {
+        hash.update(serde_json::to_string(&skills.names)?.as_bytes());
+        skills.train.iter().chain(&skills.held_out).for_each(|s| hash.update(&(*s as u64).to_le_bytes()));
+    }
     // A reward model's labels: the same texts scored again are another run.
     for r in &labels.rewards {
         hash.update(&r.to_le_bytes());
@@ -508,6 +597,9 @@ struct CheckpointState {
     eval_loss_before: Option<f64>,
     #[serde(default)]
     eval_pairs_before: Option<PairMetrics>,
+    /// An adaptive order's state.
+    #[serde(default)]
+    order: Option<OrderState>,
 }
 
 fn save_checkpoint(
@@ -566,15 +658,8 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     let started = Instant::now();
     config.check()?;
     let folder = ModelFolder::open(&config.base)?;
-    if folder.gguf.is_some() {
-        return Err(Error::Invalid(format!(
-            "{}: the trainer needs the weights unquantised: import the file with `whet model import {0} FOLDER` \
-             and train FOLDER",
-            config.base.display()
-        )));
-    }
     // The folder as resolved (a Hugging Face repo id names a snapshot in the local cache).
-    let base = folder.path.clone();
+    let base = unquantised(&folder, &config.base)?;
     let shape = llama::LlamaConfig::read(&base)?;
     let max_len = config.max_len.unwrap_or(shape.context.min(shape.sliding_window.unwrap_or(usize::MAX)));
     if max_len > shape.context {
@@ -591,11 +676,21 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
     }
     let tokenizer = PromptTokenizer::new(&folder)?;
     // Examples, and for DPO and reward models the groups compared within.
-    let read = |path: &Path, on_error: OnError| -> Result<Ranked> {
+    // skill-it: each example's skill too.
+    let read = |path: &Path, on_error: OnError| -> Result<(Ranked, Vec<String>)> {
         let mode = config.prompt_mode;
-        Ok(match config.objective {
+        let mut labels = Vec::new();
+        let ranked = match config.objective {
             Objective::Sft => {
-                let examples = data::read_examples(path, &tokenizer, mode, max_len, on_error)?;
+                let examples = match &config.skill_column {
+                    Some(column) => {
+                        let (examples, skills) =
+                            data::read_labelled_examples(path, &tokenizer, mode, max_len, on_error, column)?;
+                        labels = skills;
+                        examples
+                    }
+                    None => data::read_examples(path, &tokenizer, mode, max_len, on_error)?,
+                };
                 Ranked { rows_used: examples.examples.len(), examples, groups: vec![], rewards: vec![] }
             }
             Objective::Dpo => {
@@ -604,9 +699,10 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
                 Ranked { rows_used: groups.len(), examples, groups, rewards: vec![] }
             }
             Objective::Reward => ranking::read_ranked(path, &tokenizer, mode, max_len, on_error)?,
-        })
+        };
+        Ok((ranked, labels))
     };
-    let train_set = read(&config.data, config.on_error)?;
+    let (train_set, train_labels) = read(&config.data, config.on_error)?;
     let Examples { examples, rows_in, rejected } = &train_set.examples;
     let (rows_in, group_of) = (*rows_in, train_set.group_of());
     if train_set.rows_used == 0 {
@@ -617,15 +713,26 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         )));
     }
     // Held-out rows that cannot be used (no response, too long) are skipped and counted in the report.
-    let eval_set = match &config.eval {
-        Some(path) => Some(read(path, OnError::Skip)?),
-        None => None,
+    let (eval_set, eval_labels) = match &config.eval {
+        Some(path) => {
+            let (set, labels) = read(path, OnError::Skip)?;
+            (Some(set), labels)
+        }
+        None => (None, vec![]),
+    };
+    let skills = match config.order {
+        Order::SkillIt => Some(Skills::new(&train_labels, &eval_labels)?),
+        _ => None,
     };
     let eval: &[Example] = eval_set.as_ref().map_or(&[], |e| &e.examples.examples);
     let batching =
         data::Batching { batch: config.batch, accumulation: config.accumulation, max_len, packing: config.packing };
     let plan = match config.objective {
-        Objective::Sft => data::plan(&examples, batching, config.epochs, config.steps, config.seed),
+        // An adaptive order decides its steps as it goes; a random one's plan gives their number.
+        Objective::Sft => {
+            let seed = (config.order != Order::File).then_some(config.seed);
+            data::plan(examples, batching, config.epochs, config.steps, seed)
+        }
         Objective::Dpo | Objective::Reward => {
             data::plan_groups(&train_set.groups, examples, batching, config.epochs, config.steps, config.seed)
         }
@@ -669,7 +776,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         _ => None,
     };
     let mut optimizer = AdamW::new(config.optimizer, &params)?;
-    let fingerprint = fingerprint(config, &train_set)?;
+    let fingerprint = fingerprint(config, &train_set, skills.as_ref())?;
     let checkpoint = checkpoint_dir(&config.out)?;
     let resumed = load_checkpoint(&checkpoint, &fingerprint, &params, &mut optimizer)?;
     let resumed_at = resumed.as_ref().map_or(0, |s| s.step);
@@ -692,6 +799,39 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         };
         Ok((m.loss, Some(m)))
     };
+    let mut curriculum = config.order.adaptive().then(|| Curriculum {
+        order: config.order,
+        examples,
+        skills: skills.as_ref(),
+        batching,
+        seed: config.seed,
+        every: if config.order_every > 0 { config.order_every } else { (steps / 10).max(1) },
+        eta: config.skill_it_eta,
+        state: resumed.as_ref().and_then(|s| s.order.clone()).unwrap_or_default(),
+    });
+    // What an adaptive order measures: training examples' losses, or each skill's held-out loss.
+    let mut measure_order = |m: Measure| -> Result<Vec<f64>> {
+        let mean = |(sum, count): (f64, f64)| if count > 0.0 { sum / count } else { f64::NAN };
+        let on_prompt = config.train_on_prompt;
+        match m {
+            Measure::Examples(which) => Ok(example_losses(&model, examples, which, config.batch, max_len, on_prompt)?
+                .into_iter()
+                .map(mean)
+                .collect()),
+            Measure::Skills => {
+                let skills = skills.as_ref().expect("skill-it has skills");
+                let which: Vec<usize> = (0..eval.len()).filter(|&i| skills.held_out[i] != usize::MAX).collect();
+                let mut sums = vec![(0.0, 0.0); skills.names.len()];
+                for (&i, (sum, count)) in
+                    which.iter().zip(example_losses(&model, eval, &which, config.batch, max_len, on_prompt)?)
+                {
+                    let s = &mut sums[skills.held_out[i]];
+                    (s.0, s.1) = (s.0 + sum, s.1 + count);
+                }
+                Ok(sums.into_iter().map(mean).collect())
+            }
+        }
+    };
     let (eval_loss_before, eval_pairs_before) = match &resumed {
         Some(state) => (state.eval_loss_before, state.eval_pairs_before),
         None if !eval.is_empty() => {
@@ -701,8 +841,16 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         None => (None, None),
     };
 
-    for (step, planned) in plan.iter().enumerate().skip(resumed_at) {
+    for step in resumed_at..steps {
         let step_started = Instant::now();
+        let decided;
+        let planned = match &mut curriculum {
+            Some(c) => {
+                decided = c.next_step(step, &mut measure_order)?;
+                &decided
+            }
+            None => &plan[step],
+        };
         let all_rows = || planned.micro_batches.iter().flatten();
         // What the step's objective is a mean over: learned tokens (SFT), or pairs and the chosen answers'
         // tokens (DPO with RPO).
@@ -804,6 +952,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
                 metrics: metrics.clone(),
                 eval_loss_before,
                 eval_pairs_before,
+                order: curriculum.as_ref().map(|c| c.state.clone()),
             };
             save_checkpoint(&checkpoint, &params, &optimizer, &state)?;
         }
@@ -815,6 +964,7 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         }
     }
 
+    let order_updates = curriculum.map(|c| c.state.updates).unwrap_or_default();
     let train_seconds: f64 = metrics.iter().map(|m| m.seconds).sum();
     let tokens: usize = metrics.iter().map(|m| m.tokens).sum();
     let report = TrainReport {
@@ -838,6 +988,11 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         eval_rejected: eval_set.map(|e| e.examples.rejected).unwrap_or_default(),
         eval_pairs_before,
         eval_pairs_after: metrics.last().and_then(|m| m.eval_pairs),
+        order: config.order,
+        order_updates: order_updates.len(),
+        // Folded from +0: an empty f64 sum is −0.
+        order_seconds: order_updates.iter().fold(0.0, |sum, u| sum + u.seconds),
+        last_order_update: order_updates.last().cloned(),
     };
     let record = json!({
         "made_by": "whet train",
@@ -872,6 +1027,14 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
             lines.push('\n');
         }
         std::fs::write(dir.join("metrics.jsonl"), lines).map_err(|e| Error::io(dir.join("metrics.jsonl"), e))?;
+        if !order_updates.is_empty() {
+            let mut lines = String::new();
+            for u in &order_updates {
+                lines.push_str(&serde_json::to_string(u)?);
+                lines.push('\n');
+            }
+            std::fs::write(dir.join(ORDER_LOG), lines).map_err(|e| Error::io(dir.join(ORDER_LOG), e))?;
+        }
         std::fs::write(dir.join("loss.svg"), loss_chart(&metrics, config.objective)?)
             .map_err(|e| Error::io(dir.join("loss.svg"), e))
     })?;

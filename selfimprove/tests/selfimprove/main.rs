@@ -2,6 +2,7 @@
 //! need the `llm` feature.
 
 mod engine;
+mod order;
 mod parity;
 mod preference;
 mod train;

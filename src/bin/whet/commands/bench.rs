@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Subcommand;
 use comfy_table::Cell;
+use whetstone::selfimprove::bench::order::{self, OrderBenchEvent, OrderBenchSize};
 use whetstone::selfimprove::bench::preference::{self, PreferenceEvent, PreferenceSize};
 use whetstone::selfimprove::bench::selection::{self, BenchEvent, BenchSize, MeanSd};
 
@@ -59,6 +60,20 @@ enum Bench {
         #[arg(long)]
         dpo_steps: Option<usize>,
     },
+    /// Does the order of the same rows matter? On the selection benchmark's pool: the same randomly drawn rows
+    /// and steps, in two random orders (their difference is the noise), easy-to-hard (the model's own loss)
+    /// and skill-it (skills weighed by held-out loss); macro and rare-skill accuracy over seeds. Writes order.md.
+    Order {
+        /// Where everything goes (kept between runs: finished results are read back).
+        #[arg(long, default_value = "out/bench-order")]
+        out: PathBuf,
+        /// A short version (about a minute): every row of the table, too small to tell orders apart.
+        #[arg(long)]
+        quick: bool,
+        /// Seeds (default: 3, or 1 with --quick).
+        #[arg(long)]
+        seeds: Option<usize>,
+    },
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -67,6 +82,7 @@ pub fn run(a: Args) -> Result<()> {
         Bench::Preference { out, quick, seeds, dpo_lr, dpo_steps } => {
             return run_preference(out, quick, seeds, dpo_lr, dpo_steps)
         }
+        Bench::Order { out, quick, seeds } => return run_order(out, quick, seeds),
     };
     let mut size = if quick { BenchSize::quick() } else { BenchSize::full() };
     size.seeds = seeds.unwrap_or(size.seeds);
@@ -163,5 +179,32 @@ fn run_preference(
     let report = report?;
     let summary = std::fs::read_to_string(report.out.join("preference.md"))?;
     outln!("{summary}");
+    Ok(())
+}
+
+fn run_order(out: PathBuf, quick: bool, seeds: Option<usize>) -> Result<()> {
+    let mut size = if quick { OrderBenchSize::quick() } else { OrderBenchSize::full() };
+    size.seeds = seeds.unwrap_or(size.seeds);
+    let bar = Bar::steps("");
+    let report = order::run(&out, &size, &mut |e| match e {
+        OrderBenchEvent::Part(part) => {
+            bar.reset();
+            bar.line(format!("bench order · {part}"))
+        }
+        OrderBenchEvent::Train { seed, order, metrics, steps } => {
+            bar.train_step(Some(format!("seed {seed} · {order} · training")), metrics, steps)
+        }
+        OrderBenchEvent::Result(r) => bar.line(format!(
+            "seed {} · {}: macro {:.1}% · rare {:.1}% · {} re-orderings",
+            r.seed,
+            r.order,
+            100.0 * r.macro_accuracy,
+            100.0 * r.rare_accuracy,
+            r.re_orderings
+        )),
+    });
+    bar.finish();
+    let report = report?;
+    outln!("{}", std::fs::read_to_string(report.out.join("order.md"))?);
     Ok(())
 }

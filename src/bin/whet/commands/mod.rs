@@ -17,6 +17,7 @@ pub mod judge;
 pub mod keep;
 pub mod kmeans;
 pub mod model;
+pub mod order;
 pub mod reward;
 pub mod rounds;
 pub mod score;

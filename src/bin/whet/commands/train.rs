@@ -5,6 +5,7 @@ use comfy_table::Cell;
 use whetstone::datasets::OnError;
 use whetstone::notebook::thousands;
 use whetstone::selfimprove::prompt::PromptMode;
+use whetstone::selfimprove::train::order::Order;
 use whetstone::selfimprove::train::preference::PairMetrics;
 use whetstone::selfimprove::train::schedule::Shape;
 use whetstone::selfimprove::train::{train, Method, Objective, TrainConfig};
@@ -103,6 +104,19 @@ pub struct Args {
     /// What to do with a row that cannot be trained on (no response, too long): fail or skip.
     #[arg(long, value_parser = one_of::<OnError>(&OnError::NAMES))]
     on_error: Option<OnError>,
+    /// The order examples come in: random, file (the rows' order, as `whet order` wrote them), easy-to-hard
+    /// (the model's own loss, measured again as it learns) or skill-it (skills weighed by held-out loss).
+    #[arg(long, value_parser = one_of::<Order>(&Order::NAMES))]
+    order: Option<Order>,
+    /// skill-it: the column of --data and --eval naming each row's skill (a source, or `cluster`).
+    #[arg(long)]
+    skill_column: Option<String>,
+    /// easy-to-hard and skill-it: steps between re-orderings (a tenth of the run by default).
+    #[arg(long)]
+    order_every: Option<usize>,
+    /// skill-it's η (0.5 by default).
+    #[arg(long)]
+    skill_it_eta: Option<f64>,
 }
 
 /// The settings: the file's, then each flag given.
@@ -119,12 +133,14 @@ fn config(a: Args) -> Result<TrainConfig> {
          warmup => c.schedule.warmup, epochs => c.epochs, batch => c.batch, accumulation => c.accumulation,
          seed => c.seed, checkpoint_every => c.checkpoint_every, eval_every => c.eval_every,
          kl_beta => c.kl_beta, distill_alpha => c.distill_alpha, dtype => c.dtype, on_error => c.on_error,
-         method => c.method, objective => c.objective, beta => c.beta, rpo_alpha => c.rpo_alpha, mode => c.prompt_mode, schedule => c.schedule.shape);
+         method => c.method, objective => c.objective, beta => c.beta, rpo_alpha => c.rpo_alpha, mode => c.prompt_mode, schedule => c.schedule.shape,
+         order => c.order, order_every => c.order_every, skill_it_eta => c.skill_it_eta);
     // Settings that stay unset unless given.
     macro_rules! set_some {
         ($($flag:ident => $field:expr),* $(,)?) => { $(if a.$flag.is_some() { $field = a.$flag; })* };
     }
-    set_some!(eval => c.eval, teacher => c.teacher, steps => c.steps, max_len => c.max_len);
+    set_some!(eval => c.eval, teacher => c.teacher, steps => c.steps, max_len => c.max_len,
+              skill_column => c.skill_column);
     c.cpu |= a.cpu;
     Ok(c)
 }
@@ -155,6 +171,13 @@ pub fn run(a: Args) -> Result<()> {
         ("training loss, first → last step", loss(Some(r.first_loss), Some(r.final_loss))),
         ("held-out loss, before → after", loss(r.eval_loss_before, r.eval_loss_after)),
         ("held-out rows measured / skipped", format!("{} / {}", r.eval_examples, r.eval_rejected.total())),
+        (
+            "order",
+            match r.order_updates {
+                0 => r.order.name().to_string(),
+                n => format!("{} ({n} re-orderings, {:.1} s measuring)", r.order.name(), r.order_seconds),
+            },
+        ),
         ("held-out pairs: accuracy / margin, before", pairs(r.eval_pairs_before)),
         ("held-out pairs: accuracy / margin, after", pairs(r.eval_pairs_after)),
         ("seconds", format!("{:.1}", r.seconds)),
@@ -167,6 +190,18 @@ pub fn run(a: Args) -> Result<()> {
         t.add_row(vec![Cell::new(k), Cell::new(v)]);
     }
     outln!("{t}");
+    if let Some(u) = r.last_order_update.as_ref().filter(|u| !u.skills.is_empty()) {
+        let mut t = table(&["skill", "examples left", "held-out loss", "weight"]);
+        for s in &u.skills {
+            t.add_row(vec![
+                Cell::new(&s.skill),
+                Cell::new(s.left),
+                Cell::new(format!("{:.3}", s.held_out_loss)),
+                Cell::new(format!("{:.3}", s.weight)),
+            ]);
+        }
+        outln!("skill-it's last update (step {}, epoch {}):\n{t}", u.step, u.epoch);
+    }
     for (reason, n) in &r.rejected.by_reason {
         outln!("rejected: {reason}: {}", thousands(*n));
     }
@@ -174,5 +209,8 @@ pub fn run(a: Args) -> Result<()> {
         outln!("held-out rows skipped: {reason}: {}", thousands(*n));
     }
     outln!("metrics: {} · loss curve: {}", r.out.join("metrics.jsonl").display(), r.out.join("loss.svg").display());
+    if r.order_updates > 0 {
+        outln!("re-orderings: {}", r.out.join(whetstone::selfimprove::train::ORDER_LOG).display());
+    }
     Ok(())
 }
