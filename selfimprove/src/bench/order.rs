@@ -21,7 +21,7 @@ use rand::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use serde::{Deserialize, Serialize};
 
-use super::selection::{correct_of, jsonl, seed_of, MeanSd, SkillResult};
+use super::selection::{correct_of, jsonl, keep_settings, seed_of, skill_results, MeanSd, SkillResult};
 use super::skills::{self, SkillRow};
 use crate::error::{Error, Result};
 use crate::train::order::Order;
@@ -162,19 +162,7 @@ pub fn run(dir: &Path, size: &OrderBenchSize, on_event: &mut dyn FnMut(OrderBenc
         "size": OrderBenchSize { seeds: 0, ..size.clone() },
         "data": format!("{:032x}", xxhash_rust::xxh3::xxh3_128(pool_text.as_bytes())),
     });
-    let settings = dir.join("settings.json");
-    match std::fs::read_to_string(&settings) {
-        Ok(text) if serde_json::from_str::<serde_json::Value>(&text)? != wanted => {
-            return Err(Error::Invalid(format!(
-                "{}: holds a run with other settings; choose another folder or remove it",
-                dir.display()
-            )))
-        }
-        Ok(_) => {}
-        Err(_) => {
-            whetstone_datasets::write::write_atomic(&settings, serde_json::to_string_pretty(&wanted)?.as_bytes())?
-        }
-    }
+    keep_settings(&dir.join("settings.json"), &wanted)?;
     whetstone_datasets::write::write_atomic(&pool_path, pool_text.as_bytes())?;
 
     let mut results = Vec::new();
@@ -276,32 +264,14 @@ fn one(
         true
     })?;
     let train_seconds = started.elapsed().as_secs_f64();
-    let rows: Vec<&SkillRow> = test.iter().collect();
-    let right = correct_of(&config.out, &rows, size.model.context)?;
-    let skills: Vec<SkillResult> = skills::names()
-        .into_iter()
-        .map(|name| {
-            let (test_rows, correct) = rows
-                .iter()
-                .zip(&right)
-                .filter(|(r, _)| r.skill == name)
-                .fold((0, 0), |(n, k), (_, ok)| (n + 1, k + usize::from(*ok)));
-            SkillResult {
-                skill: name.into(),
-                selected: 0,
-                test_rows,
-                correct,
-                accuracy: correct as f64 / test_rows.max(1) as f64,
-            }
-        })
-        .collect();
-    let rare = skills::rare();
-    let rare_scores: Vec<f64> = skills.iter().filter(|s| rare.contains(s.skill.as_str())).map(|s| s.accuracy).collect();
+    let right = correct_of(&config.out, &test.iter().collect::<Vec<_>>(), size.model.context)?;
+    // Every order trains on the same rows: `selected` is left 0.
+    let (skills, rare_accuracy) = skill_results(test, &right, |_| 0);
     let result = OrderResult {
         seed,
         order: order.into(),
         macro_accuracy: skills.iter().map(|s| s.accuracy).sum::<f64>() / skills.len() as f64,
-        rare_accuracy: rare_scores.iter().sum::<f64>() / rare_scores.len().max(1) as f64,
+        rare_accuracy,
         final_loss: report.final_loss,
         held_out_loss: report.eval_loss_after,
         re_orderings: report.order_updates,

@@ -259,6 +259,49 @@ pub fn correct_of(model_dir: &Path, rows: &[&SkillRow], context: usize) -> Resul
     greedy_exact(&model, &examples, 32, context)
 }
 
+/// Accuracy per skill from each test row's verdict (`selected(skill)`: rows of it trained on), and the mean
+/// over the rare skills.
+pub(super) fn skill_results(
+    test: &[SkillRow],
+    right: &[bool],
+    selected: impl Fn(&str) -> usize,
+) -> (Vec<SkillResult>, f64) {
+    let skills: Vec<SkillResult> = skills::names()
+        .into_iter()
+        .map(|name| {
+            let (test_rows, correct) = test
+                .iter()
+                .zip(right)
+                .filter(|(r, _)| r.skill == name)
+                .fold((0, 0), |(n, k), (_, ok)| (n + 1, k + usize::from(*ok)));
+            SkillResult {
+                skill: name.into(),
+                selected: selected(name),
+                test_rows,
+                correct,
+                accuracy: correct as f64 / test_rows.max(1) as f64,
+            }
+        })
+        .collect();
+    let rare = skills::rare();
+    let rare_scores: Vec<f64> = skills.iter().filter(|s| rare.contains(s.skill.as_str())).map(|s| s.accuracy).collect();
+    let rare_accuracy = rare_scores.iter().sum::<f64>() / rare_scores.len().max(1) as f64;
+    (skills, rare_accuracy)
+}
+
+/// Records a run's settings in `path`, or checks that the run already there had the same ones (its results
+/// are read back, so they must be of this run).
+pub(super) fn keep_settings(path: &Path, wanted: &serde_json::Value) -> Result<()> {
+    match std::fs::read_to_string(path) {
+        Ok(text) if serde_json::from_str::<serde_json::Value>(&text)? != *wanted => Err(Error::Invalid(format!(
+            "{}: holds a run with other settings; choose another folder or remove it",
+            path.parent().unwrap_or(path).display()
+        ))),
+        Ok(_) => Ok(()),
+        Err(_) => Ok(whetstone_datasets::write::write_atomic(path, serde_json::to_string_pretty(wanted)?.as_bytes())?),
+    }
+}
+
 /// A seed for (seed, method, part), so methods draw independently.
 pub(super) fn seed_of(seed: u64, method: &str, part: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&[&seed.to_le_bytes()[..], method.as_bytes(), &part.to_le_bytes()[..]].concat())
@@ -425,27 +468,10 @@ impl Bench<'_> {
         }
         let final_loss = self.train(seed, method, base, &chosen, self.size.steps, &model)?;
         let train_seconds = started.elapsed().as_secs_f64();
-        let test: Vec<&SkillRow> = self.test.iter().collect();
-        let right = correct_of(&model, &test, self.size.model.context)?;
+        let right = correct_of(&model, &self.test.iter().collect::<Vec<_>>(), self.size.model.context)?;
         let coverage = select::coverage(&self.embeddings, self.dim, &chosen, None, None, seed)?;
-        let mut skills = Vec::new();
-        for name in skills::names() {
-            let (test_rows, correct) = test
-                .iter()
-                .zip(&right)
-                .filter(|(r, _)| r.skill == name)
-                .fold((0, 0), |(n, k), (_, ok)| (n + 1, k + usize::from(*ok)));
-            skills.push(SkillResult {
-                skill: name.into(),
-                selected: chosen.iter().filter(|&&r| self.pool[r].skill == name).count(),
-                test_rows,
-                correct,
-                accuracy: correct as f64 / test_rows.max(1) as f64,
-            });
-        }
-        let rare = skills::rare();
-        let rare_scores: Vec<f64> =
-            skills.iter().filter(|s| rare.contains(s.skill.as_str())).map(|s| s.accuracy).collect();
+        let (skills, rare_accuracy) =
+            skill_results(&self.test, &right, |name| chosen.iter().filter(|&&r| self.pool[r].skill == name).count());
         let worst = skills.iter().min_by(|a, b| a.accuracy.total_cmp(&b.accuracy)).expect("ten skills");
         let result = MethodResult {
             seed,
@@ -458,7 +484,7 @@ impl Bench<'_> {
             macro_accuracy: skills.iter().map(|s| s.accuracy).sum::<f64>() / skills.len() as f64,
             worst_accuracy: worst.accuracy,
             worst_skill: worst.skill.clone(),
-            rare_accuracy: rare_scores.iter().sum::<f64>() / rare_scores.len().max(1) as f64,
+            rare_accuracy,
             final_loss,
             train_seconds,
             skills,
@@ -496,18 +522,7 @@ pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMu
         "embedder": embedder,
         "data": data_hash,
     });
-    match std::fs::read_to_string(&settings) {
-        Ok(text) if serde_json::from_str::<serde_json::Value>(&text)? != wanted => {
-            return Err(Error::Invalid(format!(
-                "{}: holds a run with other settings; choose another folder or remove it",
-                dir.display()
-            )))
-        }
-        Ok(_) => {}
-        Err(_) => {
-            whetstone_datasets::write::write_atomic(&settings, serde_json::to_string_pretty(&wanted)?.as_bytes())?
-        }
-    }
+    keep_settings(&settings, &wanted)?;
 
     let pool_path = data_dir.join("pool.jsonl");
     whetstone_datasets::write::write_atomic(&pool_path, pool_text.as_bytes())?;

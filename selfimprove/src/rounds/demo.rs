@@ -110,17 +110,17 @@ impl DemoSize {
         }
     }
 
-    /// A few minutes: too short to learn much.
+    /// A couple of minutes (notebook 05 runs it in the test command): the loop end to end, too short to learn.
     pub fn pretrained_quick() -> Self {
         DemoSize {
             human: 0,
             pool: 200,
-            test: 16,
+            test: 8,
             pretrain_steps: 0,
             rounds: 1,
-            prompts_per_round: 16,
+            prompts_per_round: 8,
             samples_per_prompt: 2,
-            steps_per_round: 2,
+            steps_per_round: 1,
         }
     }
 }
