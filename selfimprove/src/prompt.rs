@@ -220,6 +220,11 @@ impl PromptTokenizer {
         }
     }
 
+    /// The tokens of text that continues a response already begun: no special tokens, no end.
+    pub fn continuation_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        self.encode(text, false)
+    }
+
     /// The tokens of a response after its prompt: the text without special tokens, then the token that ends it
     /// (in chat mode the template's end of an assistant turn, else end-of-sequence).
     pub fn response_tokens(&self, response: &str, mode: PromptMode) -> Result<Vec<u32>> {

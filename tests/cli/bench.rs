@@ -122,6 +122,7 @@ fn whet_bench_order_quick_trains_every_order_on_the_same_rows_and_reads_results_
         let adaptive = r.order == "easy-to-hard" || r.order == "skill-it";
         assert_eq!(r.re_orderings > 0, adaptive, "{r:?}");
     }
+    assert!(out.join("seed-0/skill-it/order.jsonl").is_file(), "the re-orderings are kept");
     let random = |name: &str| report.results.iter().find(|r| r.order == name).unwrap().final_loss;
     assert_ne!(random("random"), random("random-2"), "two shuffles of the same rows");
     let noise = (report.results[1].macro_accuracy - report.results[0].macro_accuracy).abs();

@@ -231,6 +231,35 @@ fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
     let eval = whetstone::datasets::Manifest::read_beside(&out_d.join("round-1/eval/scored.parquet")).unwrap();
     assert_eq!(eval.parameters["reward"], "exact", "held-out answers are measured by eval_reward");
 
+    // First-error pairing: roll-outs from each step (line) of the rejected answer; with min_reward 0 every
+    // roll-out counts as a success, so each pair's first error is its last step and its chosen answer is a
+    // roll-out that shares every step before it.
+    let text = std::fs::read_to_string(&dpo).unwrap().replace("out = \"dpo\"", "out = \"first-error\"")
+        + "pairing = \"first-error\"\nrollouts = 2\n";
+    let first_error = dir.join("first-error.toml");
+    std::fs::write(&first_error, text).unwrap();
+    let printed = whet_ok(&["rounds", s(&first_error)]);
+    assert!(printed.contains("first-error roll-outs"), "{printed}");
+    let out_f = dir.join("first-error");
+    let read = |p: &Path| whetstone::selfimprove::keep::read_pairs(p).unwrap();
+    let (before, after) =
+        (read(&out_f.join("round-1/keep/pairs.jsonl")), read(&out_f.join("round-1/first-error/pairs.jsonl")));
+    assert_eq!(before.len(), after.len());
+    let steps = |t: &str| t.split_inclusive('\n').count();
+    let expected: usize = before.iter().map(|p| 2 * steps(&p.rejected).saturating_sub(1)).sum();
+    let round_1 = whetstone::selfimprove::rounds::read_metrics(&out_f).unwrap().remove(1);
+    assert_eq!(round_1.first_error_rollouts as usize, expected, "two roll-outs from every proper prefix");
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((&a.prompt_id, &a.rejected), (&b.prompt_id, &b.rejected));
+        let shared: String = b.rejected.split_inclusive('\n').take(steps(&b.rejected).saturating_sub(1)).collect();
+        assert!(a.chosen.starts_with(&shared), "{a:?}");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_f.join("round-1/first-error/first-error.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["pairs"].as_u64().unwrap() as usize, before.len());
+    assert!(round_1.dpo_pairs > 0, "DPO trained on the re-made pairs");
+
     // Another seed gives another run; other settings in the same folder are refused.
     let text = std::fs::read_to_string(&broken).unwrap().replace("seed = 3", "seed = 4");
     std::fs::write(&broken, text).unwrap();

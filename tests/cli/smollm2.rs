@@ -465,7 +465,7 @@ fn the_demo_runs_lora_rounds_on_a_model_folder() {
     assert_eq!((filtered.len(), control.len()), (2, 2), "round 0 and one round in each arm");
     assert_eq!(filtered[0]["held_out_accuracy"], control[0]["held_out_accuracy"], "both arms start from one model");
     assert_eq!(control[1]["kept"], control[1]["samples"], "the control keeps every sample");
-    assert_eq!(filtered[1]["samples"], 32, "16 prompts × 2 samples");
+    assert_eq!(filtered[1]["samples"], 16, "8 prompts × 2 samples");
     // A folder is the base as it is (a .gguf file would be imported into OUT/base); LoRA on all 7 projections.
     let rounds = read_json(&out.join("filtered/rounds.json"));
     assert_eq!(rounds["base"], s(&fixture));
@@ -477,7 +477,7 @@ fn the_demo_runs_lora_rounds_on_a_model_folder() {
     assert!(out.join("filtered/round-1/model/model.safetensors").is_file(), "the merged model of the last round");
     // Bare questions about 2-digit numbers, the sums as references.
     let test = std::fs::read_to_string(out.join("data/test.jsonl")).unwrap();
-    assert_eq!(test.lines().count(), 16);
+    assert_eq!(test.lines().count(), 8);
     for line in test.lines() {
         let row: Value = serde_json::from_str(line).unwrap();
         let prompt = row["prompt"].as_str().unwrap();

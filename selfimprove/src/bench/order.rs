@@ -279,6 +279,12 @@ fn one(
         train_seconds,
         skills,
     };
+    // The model is not needed again; its re-orderings are kept beside the result.
+    let log = config.out.join(crate::train::ORDER_LOG);
+    if log.is_file() {
+        let kept = result_path.with_file_name(crate::train::ORDER_LOG);
+        std::fs::copy(&log, &kept).map_err(|e| Error::io(&kept, e))?;
+    }
     std::fs::remove_dir_all(&config.out).map_err(|e| Error::io(&config.out, e))?;
     whetstone_datasets::write::write_atomic(result_path, serde_json::to_string_pretty(&result)?.as_bytes())?;
     Ok(result)

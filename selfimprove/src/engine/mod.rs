@@ -340,6 +340,11 @@ impl Engine {
         self.prompts.response_tokens(response, mode)
     }
 
+    /// The tokens of text that continues a response begun in a prompt (a roll-out from a prefix of an answer).
+    pub fn continuation_tokens(&self, text: &str) -> Result<Vec<u32>> {
+        self.prompts.continuation_tokens(text)
+    }
+
     /// Generates every job, `max_batch` in flight at a time (mistral.rs batches whatever is in flight:
     /// its own limit on sequences did not hold them back); results come back in the jobs' order.
     /// `on_done(tokens)` is called as each sample finishes, for progress.

@@ -113,7 +113,7 @@ pub struct RewardResults {
 }
 
 impl RewardStep {
-    fn reward(&self) -> Result<Box<dyn Reward>> {
+    pub(crate) fn reward(&self) -> Result<Box<dyn Reward>> {
         if self.rewards.is_empty() {
             return Err(Error::Invalid(format!("name at least one reward: {:?}", RewardSpec::NAMES)));
         }

@@ -182,7 +182,14 @@ fn rounds_config(dir: &Path, model: &DemoModel, size: &DemoSize, seed: u64, filt
                     .to_vec(),
                 ..Default::default()
             },
-            schedule: Schedule { lr: 1e-3, warmup: 2, floor: 0.1, shape: Shape::Cosine, ..Default::default() },
+            // 2 warm-up steps of the full demo's 8; none for the quick one's single step.
+            schedule: Schedule {
+                lr: 1e-3,
+                warmup: (size.steps_per_round / 4).min(2),
+                floor: 0.1,
+                shape: Shape::Cosine,
+                ..Default::default()
+            },
             steps: Some(size.steps_per_round),
             batch: 8,
             // Packed rows of a few samples each (a sample is about 60 tokens), not of the model's whole context.

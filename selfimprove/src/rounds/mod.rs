@@ -29,6 +29,8 @@
 pub mod curve;
 #[cfg(feature = "llm")]
 pub mod demo;
+#[cfg(feature = "llm")]
+pub mod first_error;
 pub mod report;
 #[cfg(feature = "llm")]
 mod runner;
@@ -105,6 +107,18 @@ pub enum Preference {
     Dpo,
 }
 
+/// How a round's chosen/rejected pairs are made.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Pairing {
+    /// A prompt's best sample against its worst (`whet keep --pairs`).
+    #[default]
+    BestWorst,
+    /// The worst sample against a roll-out that shares its steps up to its first error ([`first_error`]):
+    /// costs generation.
+    FirstError,
+}
+
 /// The `[preference]` table: DPO on each round's pairs after its SFT, with `[train]`'s settings but these.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -118,11 +132,23 @@ pub struct PreferenceSettings {
     pub steps: Option<usize>,
     /// Peak learning rate of DPO (`[train]`'s when unset; DPO usually wants a smaller one).
     pub lr: Option<f64>,
+    /// `best-worst` or `first-error` (roll-outs from each step of the rejected answer).
+    pub pairing: Pairing,
+    /// first-error: roll-outs from each prefix.
+    pub rollouts: usize,
 }
 
 impl Default for PreferenceSettings {
     fn default() -> Self {
-        PreferenceSettings { method: Preference::None, beta: 0.1, rpo_alpha: 1.0, steps: None, lr: None }
+        PreferenceSettings {
+            method: Preference::None,
+            beta: 0.1,
+            rpo_alpha: 1.0,
+            steps: None,
+            lr: None,
+            pairing: Pairing::BestWorst,
+            rollouts: 4,
+        }
     }
 }
 
@@ -282,6 +308,9 @@ impl RoundsConfig {
             return fail(format!("distill weight {a} must be in [0, 1]"));
         }
         let p = &self.preference;
+        if p.pairing == Pairing::FirstError && p.rollouts == 0 {
+            return fail("[preference] first-error pairing needs rollouts of 1 or more".into());
+        }
         if p.method == Preference::Dpo {
             if !(p.beta > 0.0 && p.beta.is_finite()) || !(p.rpo_alpha >= 0.0 && p.rpo_alpha.is_finite()) {
                 return fail(format!(
@@ -338,6 +367,11 @@ pub struct RoundMetrics {
     pub dpo_margin: Option<f64>,
     #[serde(default)]
     pub dpo_accuracy: Option<f64>,
+    /// first-error pairing: the roll-outs generated and the seconds they took.
+    #[serde(default)]
+    pub first_error_rollouts: u64,
+    #[serde(default)]
+    pub first_error_seconds: f64,
     pub held_out_accuracy: f64,
     pub held_out_reward: f64,
     /// The learning curve's prediction of the next round's gain in held-out accuracy.

@@ -13,12 +13,13 @@ use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{read_all, run_stage, Manifest, ReadOptions, Rows, Stage};
 
-use super::{curve, report, Event, Preference, RoundMetrics, RoundsConfig, RoundsReport, TrainFrom};
+use super::first_error::{first_error_pairs, FirstErrorReport};
+use super::{curve, report, Event, Pairing, Preference, RoundMetrics, RoundsConfig, RoundsReport, TrainFrom};
 use crate::engine::generate::{Counter, GenerateResults, GenerateStep, OnEngine};
 use crate::engine::{Engine, EngineOptions};
 use crate::error::{Error, Result};
 use crate::folder::{read_json, write_folder};
-use crate::keep::{pairs, Keep, KeepResults, KeepStep};
+use crate::keep::{pairs, read_pairs, Keep, KeepResults, KeepStep};
 use crate::prompt::{column_or_meta, row_response, text_at};
 use crate::reward::stage::{RewardResults, RewardSpec, RewardStep};
 use crate::sampling::Sampling;
@@ -293,8 +294,37 @@ impl Runner<'_> {
         })?;
         let kept = dir.join("kept.parquet");
         let kept_manifest = manifest(&kept)?;
-        let pairs_file = dir.join("pairs.jsonl");
+        let mut pairs_file = dir.join("pairs.jsonl");
         let pairs_written = std::fs::read_to_string(&pairs_file).map_or(0, |t| t.lines().count() as u64);
+        let mut first_error = FirstErrorReport::default();
+        if config.preference.pairing == Pairing::FirstError && pairs_written > 0 {
+            let made_from = pairs_file.clone();
+            let dir = self.step(round, "first-error", |runner, dir| {
+                let pairs = read_pairs(&made_from)?;
+                let references = references_of(&scored)?;
+                let reward = runner.rewards()?.reward()?;
+                let sampling = Sampling { seed: config.seed_of(round, 7), ..config.generate.clone() };
+                let (made, report) = first_error_pairs(
+                    runner.engine(&generator)?,
+                    reward.as_ref(),
+                    &references,
+                    &pairs,
+                    &sampling,
+                    config.prompt_mode,
+                    config.keep.min_reward,
+                    config.preference.rollouts,
+                )?;
+                let mut lines = String::new();
+                for p in &made {
+                    lines.push_str(&serde_json::to_string(p)?);
+                    lines.push('\n');
+                }
+                whetstone_datasets::write::write_atomic(&dir.join("pairs.jsonl"), lines.as_bytes())?;
+                crate::folder::write_json(&dir.join("first-error.json"), &serde_json::to_value(&report)?)
+            })?;
+            first_error = serde_json::from_value(read_json(&dir.join("first-error.json"))?)?;
+            pairs_file = dir.join("pairs.jsonl");
+        }
 
         let dir = self.step(round, "curate", |_, dir| {
             // Nothing kept: nothing to curate (the stages' reader refuses an empty input).
@@ -400,6 +430,8 @@ impl Runner<'_> {
             dpo_loss: dpo_step.as_ref().map(|m| m.loss),
             dpo_margin: dpo_step.as_ref().and_then(|m| m.pairs.map(|p| p.margin)),
             dpo_accuracy: dpo_step.as_ref().and_then(|m| m.pairs.map(|p| p.accuracy)),
+            first_error_rollouts: first_error.rollouts,
+            first_error_seconds: first_error.seconds,
             held_out_accuracy: accuracy,
             held_out_reward: eval_reward,
             predicted_gain: None,
@@ -425,6 +457,21 @@ fn rows_of(path: &Path) -> Result<Vec<arrow::array::RecordBatch>> {
         return Ok(Vec::new());
     }
     Ok(read_all(path, read_options())?.0)
+}
+
+/// Each prompt's reference answer in scored samples, by prompt id.
+fn references_of(scored: &Path) -> Result<std::collections::HashMap<String, String>> {
+    let mut references = std::collections::HashMap::new();
+    for b in rows_of(scored)? {
+        for row in 0..b.num_rows() {
+            if let (Some(id), Some(reference)) =
+                (column_or_meta(&b, columns::PROMPT_ID, row), column_or_meta(&b, columns::REFERENCE, row))
+            {
+                references.insert(id, reference);
+            }
+        }
+    }
+    Ok(references)
 }
 
 /// The share of `clusters` that the rows of `kept` come from (0 without a cluster column).

@@ -81,6 +81,10 @@ fn print_rounds(rounds: &[RoundMetrics]) -> Result<()> {
     if dpo {
         header.push("DPO pairs (last step right)");
     }
+    let first_error = rounds.iter().any(|m| m.first_error_rollouts > 0);
+    if first_error {
+        header.push("first-error roll-outs (s)");
+    }
     header.push("predicted next gain");
     let mut t = table(&header);
     for m in rounds {
@@ -102,6 +106,9 @@ fn print_rounds(rounds: &[RoundMetrics]) -> Result<()> {
         if dpo {
             let right = m.dpo_accuracy.map_or(String::new(), |a| format!(" ({:.0}%)", 100.0 * a));
             row.push(Cell::new(format!("{}{right}", m.dpo_pairs)));
+        }
+        if first_error {
+            row.push(Cell::new(format!("{} ({:.0})", m.first_error_rollouts, m.first_error_seconds)));
         }
         row.push(Cell::new(gain));
         t.add_row(row);
