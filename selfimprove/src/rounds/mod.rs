@@ -308,8 +308,20 @@ impl RoundsConfig {
             return fail(format!("distill weight {a} must be in [0, 1]"));
         }
         let p = &self.preference;
-        if p.pairing == Pairing::FirstError && p.rollouts == 0 {
-            return fail("[preference] first-error pairing needs rollouts of 1 or more".into());
+        if p.pairing == Pairing::FirstError {
+            if p.method != Preference::Dpo {
+                return fail(
+                    "[preference] pairing = \"first-error\" re-makes the pairs DPO trains on: set method = \"dpo\""
+                        .into(),
+                );
+            }
+            if p.rollouts == 0 || !(self.generate.temperature > 0.0) {
+                return fail(format!(
+                    "[preference] first-error pairing needs rollouts of 1 or more ({}) and sampling that can differ \
+                     ([generate] temperature {} must be above 0)",
+                    p.rollouts, self.generate.temperature
+                ));
+            }
         }
         if p.method == Preference::Dpo {
             if !(p.beta > 0.0 && p.beta.is_finite()) || !(p.rpo_alpha >= 0.0 && p.rpo_alpha.is_finite()) {

@@ -13,7 +13,7 @@ use whetstone_datasets::schema::{self, columns};
 use whetstone_datasets::stage::with_column;
 use whetstone_datasets::{read_all, run_stage, Manifest, ReadOptions, Rows, Stage};
 
-use super::first_error::{first_error_pairs, FirstErrorReport};
+use super::first_error::{first_error_pairs, EngineRollOut, FirstErrorReport};
 use super::{curve, report, Event, Pairing, Preference, RoundMetrics, RoundsConfig, RoundsReport, TrainFrom};
 use crate::engine::generate::{Counter, GenerateResults, GenerateStep, OnEngine};
 use crate::engine::{Engine, EngineOptions};
@@ -304,13 +304,14 @@ impl Runner<'_> {
                 let references = references_of(&scored)?;
                 let reward = runner.rewards()?.reward()?;
                 let sampling = Sampling { seed: config.seed_of(round, 7), ..config.generate.clone() };
+                let model =
+                    EngineRollOut { engine: runner.engine(&generator)?, sampling: &sampling, mode: config.prompt_mode };
                 let (made, report) = first_error_pairs(
-                    runner.engine(&generator)?,
+                    &model,
                     reward.as_ref(),
                     &references,
                     &pairs,
                     &sampling,
-                    config.prompt_mode,
                     config.keep.min_reward,
                     config.preference.rollouts,
                 )?;

@@ -81,7 +81,7 @@ fn print_rounds(rounds: &[RoundMetrics]) -> Result<()> {
     if dpo {
         header.push("DPO pairs (last step right)");
     }
-    let first_error = rounds.iter().any(|m| m.first_error_rollouts > 0);
+    let first_error = rounds.iter().any(|m| m.first_error_seconds > 0.0);
     if first_error {
         header.push("first-error roll-outs (s)");
     }
