@@ -26,6 +26,16 @@ pub(crate) fn read_json_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Re
         .collect()
 }
 
+/// Values as JSON lines, one a line.
+pub(crate) fn json_lines<T: serde::Serialize>(values: &[T]) -> Result<String> {
+    let mut text = String::new();
+    for v in values {
+        text.push_str(&serde_json::to_string(v)?);
+        text.push('\n');
+    }
+    Ok(text)
+}
+
 pub(crate) fn write_json(path: &Path, value: &Value) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');

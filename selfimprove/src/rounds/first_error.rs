@@ -75,6 +75,8 @@ fn prompt_of(value: &serde_json::Value) -> (Prompt, String) {
 /// Where a pair's search is.
 struct Search {
     prompt: Prompt,
+    /// Tokens of the prompt alone (the answer's budget starts after them).
+    prompt_len: usize,
     prompt_text: String,
     steps: Vec<String>,
     /// A successful answer rolled out after each prefix tried so far, with its reward (index k: after k steps;
@@ -133,15 +135,21 @@ pub fn first_error_pairs(
                 return None;
             }
             let (prompt, prompt_text) = prompt_of(&p.prompt);
-            Some(Search {
+            let prompt_len = match model.tokens(&prompt, "") {
+                Ok(tokens) => tokens.len(),
+                Err(e) => return Some(Err(e)),
+            };
+            Some(Ok(Search {
                 prompt,
+                prompt_len,
                 prompt_text,
                 steps,
                 recovered: vec![(p.chosen.clone(), p.chosen_reward)],
                 first_error: None,
-            })
+            }))
         })
-        .collect();
+        .map(Option::transpose)
+        .collect::<Result<_>>()?;
     for k in 1.. {
         // The pairs still searching: every prefix so far was recovered from, and a shorter one than the whole
         // answer is left to try.
@@ -157,9 +165,8 @@ pub fn first_error_pairs(
             let s = searches[i].as_ref().expect("active");
             let prefix: String = s.steps[..k].concat();
             let tokens = model.tokens(&s.prompt, &prefix)?;
-            let prompt_only = model.tokens(&s.prompt, "")?.len();
             // The answer's own budget: what the prefix used of it is not given again.
-            let max_tokens = sampling.max_tokens.saturating_sub(tokens.len().saturating_sub(prompt_only)).max(1);
+            let max_tokens = sampling.max_tokens.saturating_sub(tokens.len().saturating_sub(s.prompt_len)).max(1);
             let tokens = Arc::new(tokens);
             for r in 0..rollouts {
                 jobs.push(Job {

@@ -315,11 +315,7 @@ impl Runner<'_> {
                     config.keep.min_reward,
                     config.preference.rollouts,
                 )?;
-                let mut lines = String::new();
-                for p in &made {
-                    lines.push_str(&serde_json::to_string(p)?);
-                    lines.push('\n');
-                }
+                let lines = crate::folder::json_lines(&made)?;
                 whetstone_datasets::write::write_atomic(&dir.join("pairs.jsonl"), lines.as_bytes())?;
                 crate::folder::write_json(&dir.join("first-error.json"), &serde_json::to_value(&report)?)
             })?;

@@ -1021,18 +1021,10 @@ pub fn train(config: &TrainConfig, on_step: &mut dyn FnMut(&StepMetrics, usize) 
         if let Some(head) = &head {
             save_tensors(&BTreeMap::from([(ranking::HEAD.to_string(), head.clone())]), &dir.join(ranking::HEAD_FILE))?;
         }
-        let mut lines = String::new();
-        for m in &metrics {
-            lines.push_str(&serde_json::to_string(m)?);
-            lines.push('\n');
-        }
+        let lines = crate::folder::json_lines(&metrics)?;
         std::fs::write(dir.join("metrics.jsonl"), lines).map_err(|e| Error::io(dir.join("metrics.jsonl"), e))?;
         if !order_updates.is_empty() {
-            let mut lines = String::new();
-            for u in &order_updates {
-                lines.push_str(&serde_json::to_string(u)?);
-                lines.push('\n');
-            }
+            let lines = crate::folder::json_lines(&order_updates)?;
             std::fs::write(dir.join(ORDER_LOG), lines).map_err(|e| Error::io(dir.join(ORDER_LOG), e))?;
         }
         std::fs::write(dir.join("loss.svg"), loss_chart(&metrics, config.objective)?)

@@ -16,7 +16,6 @@
 //! Every order keeps epochs whole: each example is seen once per epoch; an order changes only which come
 //! first. The state of the curriculum is in the trainer's checkpoints, so a stopped run resumes exactly.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -206,14 +205,9 @@ impl Curriculum<'_> {
     fn hardest_last(&mut self, step: usize, measure: &mut dyn FnMut(Measure) -> Result<Vec<f64>>) -> Result<()> {
         let started = Instant::now();
         let losses = measure(Measure::Examples(&self.state.queue))?;
-        let mut scored: Vec<(f64, usize)> = losses.into_iter().zip(self.state.queue.iter().copied()).collect();
-        scored.sort_by(|a, b| match (a.0.is_finite(), b.0.is_finite()) {
-            (true, true) => a.0.total_cmp(&b.0),
-            (x, y) => y.cmp(&x),
-        });
-        let finite: Vec<f64> = scored.iter().map(|s| s.0).filter(|l| l.is_finite()).collect();
-        let losses = (!finite.is_empty()).then(|| [finite[0], finite[finite.len() / 2], finite[finite.len() - 1]]);
-        self.state.queue = scored.into_iter().map(|s| s.1).collect();
+        let scored = lowest_loss_first(&self.state.queue, &losses);
+        let losses = spread(&scored);
+        self.state.queue = scored.into_iter().map(|s| s.0).collect();
         self.state.updates.push(OrderUpdate {
             step,
             epoch: self.state.epochs,
@@ -400,17 +394,11 @@ impl Stage for OrderStage {
                 return Ok(Reordering { order: shuffled.iter().map(|&r| r as u32).collect(), columns: vec![] });
             };
             let losses = self.losses(model, all)?;
-            // Lowest loss first; ties (and the unmeasured, last) keep the input's order.
-            let mut order: Vec<usize> = (0..n).collect();
-            order.sort_by(|&a, &b| match (losses[a].is_finite(), losses[b].is_finite()) {
-                (true, true) => losses[a].total_cmp(&losses[b]),
-                (x, y) => y.cmp(&x),
-            });
-            let finite: Vec<f64> = order.iter().map(|&r| losses[r]).filter(|l| l.is_finite()).collect();
-            results.measured = finite.len();
-            results.unmeasured = n - finite.len();
-            results.losses =
-                (!finite.is_empty()).then(|| [finite[0], finite[finite.len() / 2], finite[finite.len() - 1]]);
+            let scored = lowest_loss_first(&(0..n).collect::<Vec<_>>(), &losses);
+            let order: Vec<usize> = scored.iter().map(|s| s.0).collect();
+            results.measured = losses.iter().filter(|l| l.is_finite()).count();
+            results.unmeasured = n - results.measured;
+            results.losses = spread(&scored);
             let column = Float64Array::from(
                 order.iter().map(|&r| losses[r].is_finite().then_some(losses[r])).collect::<Vec<_>>(),
             );
@@ -442,11 +430,21 @@ pub(crate) fn labels_of(
     Ok(arrow::array::AsArray::as_string::<i32>(&text).clone())
 }
 
-/// How often each skill occurs, for reports.
-pub fn skill_counts(skills: &Skills) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    skills.train.iter().for_each(|&s| *counts.entry(skills.names[s].clone()).or_insert(0) += 1);
-    counts
+/// `items` with their `losses` (one each), lowest loss first: ties keep their order, and an item that could not
+/// be measured (a loss that is not finite) goes last.
+fn lowest_loss_first(items: &[usize], losses: &[f64]) -> Vec<(usize, f64)> {
+    let mut scored: Vec<(usize, f64)> = items.iter().copied().zip(losses.iter().copied()).collect();
+    scored.sort_by(|a, b| match (a.1.is_finite(), b.1.is_finite()) {
+        (true, true) => a.1.total_cmp(&b.1),
+        (x, y) => y.cmp(&x),
+    });
+    scored
+}
+
+/// The lowest, median and highest measured loss of [`lowest_loss_first`]'s order.
+fn spread(scored: &[(usize, f64)]) -> Option<[f64; 3]> {
+    let finite: Vec<f64> = scored.iter().map(|s| s.1).filter(|l| l.is_finite()).collect();
+    (!finite.is_empty()).then(|| [finite[0], finite[finite.len() / 2], finite[finite.len() - 1]])
 }
 
 #[cfg(test)]
