@@ -2,12 +2,14 @@
 """Executes notebooks with the whetstone kernel through the real Jupyter client (nbclient), checks their
 outputs, and renders each to HTML with nbconvert.
 
-    run-notebooks.py --out DIR [--expect-warm] NOTEBOOK...
+    run-notebooks.py --out DIR [--expect-warm] [--jobs N] NOTEBOOK...
 
-A notebook whose metadata lists files it needs (`"whetstone": {"needs": {PATH: "the script that makes it"}}`, paths
-from the repository's root) is skipped, with the reason, where one is missing. Checks, per notebook: no cell ends in an error or writes to stderr; a cell tagged `expect-html-table` shows an HTML table
-(`text/html` with `<table`); a cell tagged `expect-svg` shows an SVG (`image/svg+xml`). Before the notebooks
-it runs the kernel's own checks: a panic in a cell is reported and the variables of earlier cells survive it.
+Notebooks run N at a time (default 2), each with its own kernel; the notebooks write to different folders under
+work/. A notebook whose metadata lists files it needs (`"whetstone": {"needs": {PATH: "the script that makes
+it"}}`, paths from the repository's root) is skipped, with the reason, where one is missing. Checks, per notebook:
+no cell ends in an error or writes to stderr; a cell tagged `expect-html-table` shows an HTML table (`text/html`
+with `<table`); a cell tagged `expect-svg` shows an SVG (`image/svg+xml`). First in the queue are the kernel's
+own checks: a panic in a cell is reported and the variables of earlier cells survive it.
 The kernel's stderr goes to DIR/<name>.kernel.log and is printed when something fails; with --expect-warm, a
 kernel that compiles any whetstone crate at start fails the run (install --warm should have done it).
 Timings (kernel start to ready, first cell, whole notebook) go to stdout as a table and to DIR/timings.json.
@@ -15,9 +17,11 @@ Timings (kernel start to ready, first cell, whole notebook) go to stdout as a ta
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import nbformat
@@ -122,57 +126,76 @@ def kernel_checks(out_dir, cwd):
     return ready, seconds
 
 
+def run_job(name, path, out, cwd, expect_warm):
+    """One notebook (or the kernel checks when path is None), in a worker process: ("ok", timings),
+    ("skipped", reason) or ("failed", message with the kernel's last stderr lines)."""
+    (cwd / "work").mkdir(exist_ok=True)
+    started = time.time()
+    try:
+        if path is None:
+            ready, seconds = kernel_checks(out, cwd)
+        else:
+            nb = nbformat.read(path, as_version=4)
+            needs = nb.metadata.get("whetstone", {}).get("needs", {})
+            missing = [f"{need} (run {script})" for need, script in needs.items() if not (ROOT / need).exists()]
+            if missing:
+                return "skipped", f"{name} (it needs {', '.join(missing)})"
+            ready, seconds = run(nb, name, out, cwd)
+            nbformat.write(nb, out / f"{name}.ipynb")
+            html, _ = HTMLExporter().from_notebook_node(nb)
+            (out / f"{name}.html").write_text(html)
+            check_notebook(nb, name)
+        log = kernel_log(out, name)
+        compiled = [l.strip() for l in log.splitlines() if l.strip().startswith("Compiling whetstone")]
+        if expect_warm and compiled:
+            raise Failure(f"{name}: the kernel compiled at start, though installed warm: {compiled}")
+    except Failure as e:
+        message = f"FAILED {e}"
+        log = kernel_log(out, name)
+        if log:
+            message += f"\n--- kernel stderr ({name}), last 60 lines ---\n" + "\n".join(log.splitlines()[-60:])
+        return "failed", message
+    return "ok", {
+        "notebook": name,
+        "kernel_ready_s": round(ready, 1),
+        "first_cell_s": round(seconds[0], 1) if seconds else None,
+        "start_to_first_result_s": round(ready + (seconds[0] if seconds else 0), 1),
+        "total_s": round(time.time() - started, 1),
+        "cells": len(seconds),
+        "cell_s": [round(x, 1) for x in seconds],
+    }
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--expect-warm", action="store_true")
+    # Two at a time by default: a kernel's start is mostly Evcxr's analysis of the crate graph on one core, and
+    # a notebook waits on its `whet` runs and cell compiles in turns, so a second one fills the idle core.
+    parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    timings = []
-    failed = []
-    skipped = []
     jobs = [("kernel-checks", None)] + [(p.stem, p) for p in args.notebooks]
-    for name, path in jobs:
-        cwd = (path.parent if path else args.notebooks[0].parent).resolve()
-        (cwd / "work").mkdir(exist_ok=True)
-        started = time.time()
-        try:
-            if path is None:
-                ready, seconds = kernel_checks(args.out, cwd)
-            else:
-                nb = nbformat.read(path, as_version=4)
-                needs = nb.metadata.get("whetstone", {}).get("needs", {})
-                missing = [f"{need} (run {script})" for need, script in needs.items() if not (ROOT / need).exists()]
-                if missing:
-                    skipped.append(f"{name} (it needs {', '.join(missing)})")
-                    print(f"skipped {skipped[-1]}", flush=True)
-                    continue
-                ready, seconds = run(nb, name, args.out, cwd)
-                nbformat.write(nb, args.out / f"{name}.ipynb")
-                html, _ = HTMLExporter().from_notebook_node(nb)
-                (args.out / f"{name}.html").write_text(html)
-                check_notebook(nb, name)
-            log = kernel_log(args.out, name)
-            compiled = [l.strip() for l in log.splitlines() if l.strip().startswith("Compiling whetstone")]
-            if args.expect_warm and compiled:
-                raise Failure(f"{name}: the kernel compiled at start, though installed warm: {compiled}")
-            timings.append({
-                "notebook": name,
-                "kernel_ready_s": round(ready, 1),
-                "first_cell_s": round(seconds[0], 1) if seconds else None,
-                "start_to_first_result_s": round(ready + (seconds[0] if seconds else 0), 1),
-                "total_s": round(time.time() - started, 1),
-                "cells": len(seconds),
-                "cell_s": [round(x, 1) for x in seconds],
-            })
-        except Failure as e:
-            failed.append(name)
-            print(f"FAILED {e}", file=sys.stderr)
-            log = kernel_log(args.out, name)
-            if log:
-                print(f"--- kernel stderr ({name}), last 60 lines ---", file=sys.stderr)
-                print("\n".join(log.splitlines()[-60:]), file=sys.stderr)
+    started = time.time()
+    # Separate processes (not threads): each client runs its own event loop and kernel manager.
+    with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(run_job, name, path, args.out, (path.parent if path else args.notebooks[0].parent).resolve(),
+                        args.expect_warm)
+            for name, path in jobs
+        ]
+        results = []
+        for (name, _), future in zip(jobs, futures):
+            status, detail = future.result()
+            results.append((name, status, detail))
+            if status == "skipped":
+                print(f"skipped {detail}", flush=True)
+            elif status == "failed":
+                print(detail, file=sys.stderr, flush=True)
+    timings = [detail for _, status, detail in results if status == "ok"]
+    skipped = [detail for _, status, detail in results if status == "skipped"]
+    failed = [name for name, status, _ in results if status == "failed"]
     (args.out / "timings.json").write_text(json.dumps(timings, indent=2) + "\n")
     header = ["notebook", "kernel ready", "first cell", "start → first result", "all cells", "cells"]
     rows = [[t["notebook"], f"{t['kernel_ready_s']} s", f"{t['first_cell_s']} s",
@@ -180,6 +203,7 @@ def main():
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     for r in [header] + rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    print(f"{len(jobs)} jobs, {args.jobs} at a time: {time.time() - started:.0f} s in all")
     print(f"executed notebooks and their HTML: {args.out}")
     if skipped:
         print(f"skipped, not checked: {'; '.join(skipped)}")
