@@ -13,6 +13,6 @@ cargo fmt --all -- --check
 cargo test --workspace --all-targets --features whetstone/cluster
 cargo test --workspace --doc --features whetstone/cluster
 # After the tests, not beside them: each keeps both cores busy. Measured cold (2026-12-07): evcxr_jupyter's
-# install beside the test build saved 13 s of 376, and the kernel's compile beside the tests cost 102 s more
+# install beside the test build saved 21 s of 2,161, and the kernel's compile beside the tests cost 98 s more
 # than the two one after the other.
 ./scripts/test-notebooks.sh
