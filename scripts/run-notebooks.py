@@ -8,7 +8,7 @@ Notebooks run N at a time (default 2), each with its own kernel; the notebooks w
 work/. A notebook whose metadata lists files it needs (`"whetstone": {"needs": {PATH: "the script that makes
 it"}}`, paths from the repository's root) is skipped, with the reason, where one is missing. Checks, per notebook:
 no cell ends in an error or writes to stderr; a cell tagged `expect-html-table` shows an HTML table (`text/html`
-with `<table`); a cell tagged `expect-svg` shows an SVG (`image/svg+xml`). Last in the queue are the kernel's
+with `<table`); a cell tagged `expect-svg` shows an SVG (`image/svg+xml`). First in the queue are the kernel's
 own checks: a panic in a cell is reported and the variables of earlier cells survive it.
 The kernel's stderr goes to DIR/<name>.kernel.log and is printed when something fails; with --expect-warm, a
 kernel that compiles any whetstone crate at start fails the run (install --warm should have done it).
@@ -176,9 +176,7 @@ def main():
     parser.add_argument("notebooks", nargs="+", type=Path)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    # In the order given (scripts/test-notebooks.sh puts the longest first), the short kernel checks last: with
-    # two workers the run ends about when the longest notebook does.
-    jobs = [(p.stem, p) for p in args.notebooks] + [("kernel-checks", None)]
+    jobs = [("kernel-checks", None)] + [(p.stem, p) for p in args.notebooks]
     started = time.time()
     # Separate processes (not threads): each client runs its own event loop and kernel manager.
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:

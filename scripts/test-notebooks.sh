@@ -19,12 +19,5 @@ cargo build --workspace --all-targets --features whetstone/cluster
 # (keyed by the checkout's path), so only the first run compiles.
 jupyter="${TMPDIR:-/tmp}/whetstone-notebook-test-$(pwd | cksum | cut -d' ' -f1)/jupyter"
 ./target/debug/whetstone-kernel install --jupyter-path "$jupyter" --evcxr .cache/evcxr/bin/evcxr_jupyter --warm
-# The longest first (05 289 s, 02 205 s, 04 125 s in the cold run of 2026-12-07), then the others in name order: two
-# run at a time, and the run ends about when the longest one does.
-longest=(notebooks/05-real-model.ipynb notebooks/02-diversity.ipynb notebooks/04-selection-evidence.ipynb)
-ordered=("${longest[@]}")
-for nb in notebooks/*.ipynb; do
-    [[ " ${longest[*]} " == *" $nb "* ]] || ordered+=("$nb")
-done
 JUPYTER_PATH="$jupyter" .venv/bin/python scripts/run-notebooks.py --out target/notebook-test/out --expect-warm \
-    "${ordered[@]}"
+    notebooks/*.ipynb

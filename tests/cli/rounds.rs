@@ -250,6 +250,7 @@ fn rounds_killed_at_any_point_resume_to_the_same_model_and_metrics() {
         (read(&out_f.join("round-1/keep/pairs.jsonl")), read(&out_f.join("round-1/first-error/pairs.jsonl")));
     assert_eq!(before.len(), after.len());
     let searched = before.iter().filter(|p| first_error::steps(&p.rejected).len() > 1).count();
+    assert!(searched > 0, "some rejected answer has two steps or more, so the search runs");
     let round_1 = whetstone::selfimprove::rounds::read_metrics(&out_f).unwrap().remove(1);
     assert_eq!(round_1.first_error_rollouts as usize, 2 * searched, "two roll-outs after each rejected first step");
     assert_eq!(before, after, "nothing recovers: every pair as it was");

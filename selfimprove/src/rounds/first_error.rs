@@ -74,9 +74,7 @@ fn prompt_of(value: &serde_json::Value) -> (Prompt, String) {
 
 /// Where a pair's search is.
 struct Search {
-    prompt: Prompt,
-    /// Tokens of the prompt alone (the answer's budget starts after them).
-    prompt_len: usize,
+    prompt_tokens: Vec<u32>,
     prompt_text: String,
     steps: Vec<String>,
     /// A successful answer rolled out after each prefix tried so far, with its reward (index k: after k steps;
@@ -86,10 +84,11 @@ struct Search {
     first_error: Option<usize>,
 }
 
-/// What the search needs of a model: the tokens of a prompt followed by the start of an answer, and samples for
-/// jobs (in the jobs' order).
+/// What the search needs of a model: the tokens of a prompt, those of an answer's start that follows it, and
+/// samples for jobs (in the jobs' order).
 pub trait RollOut {
-    fn tokens(&self, prompt: &Prompt, answer_start: &str) -> Result<Vec<u32>>;
+    fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>>;
+    fn continuation_tokens(&self, answer_start: &str) -> Result<Vec<u32>>;
     fn generate(&self, jobs: Vec<Job>) -> Result<Vec<Sample>>;
 }
 
@@ -101,10 +100,12 @@ pub struct EngineRollOut<'a> {
 }
 
 impl RollOut for EngineRollOut<'_> {
-    fn tokens(&self, prompt: &Prompt, answer_start: &str) -> Result<Vec<u32>> {
-        let mut tokens = self.engine.prompt_tokens(prompt, self.mode)?;
-        tokens.extend(self.engine.continuation_tokens(answer_start)?);
-        Ok(tokens)
+    fn prompt_tokens(&self, prompt: &Prompt) -> Result<Vec<u32>> {
+        self.engine.prompt_tokens(prompt, self.mode)
+    }
+
+    fn continuation_tokens(&self, answer_start: &str) -> Result<Vec<u32>> {
+        self.engine.continuation_tokens(answer_start)
     }
 
     fn generate(&self, jobs: Vec<Job>) -> Result<Vec<Sample>> {
@@ -135,13 +136,12 @@ pub fn first_error_pairs(
                 return None;
             }
             let (prompt, prompt_text) = prompt_of(&p.prompt);
-            let prompt_len = match model.tokens(&prompt, "") {
-                Ok(tokens) => tokens.len(),
+            let prompt_tokens = match model.prompt_tokens(&prompt) {
+                Ok(tokens) => tokens,
                 Err(e) => return Some(Err(e)),
             };
             Some(Ok(Search {
-                prompt,
-                prompt_len,
+                prompt_tokens,
                 prompt_text,
                 steps,
                 recovered: vec![(p.chosen.clone(), p.chosen_reward)],
@@ -164,10 +164,10 @@ pub fn first_error_pairs(
         for &i in &active {
             let s = searches[i].as_ref().expect("active");
             let prefix: String = s.steps[..k].concat();
-            let tokens = model.tokens(&s.prompt, &prefix)?;
+            let continuation = model.continuation_tokens(&prefix)?;
             // The answer's own budget: what the prefix used of it is not given again.
-            let max_tokens = sampling.max_tokens.saturating_sub(tokens.len().saturating_sub(s.prompt_len)).max(1);
-            let tokens = Arc::new(tokens);
+            let max_tokens = sampling.max_tokens.saturating_sub(continuation.len()).max(1);
+            let tokens = Arc::new([s.prompt_tokens.as_slice(), &continuation].concat());
             for r in 0..rollouts {
                 jobs.push(Job {
                     prompt_tokens: tokens.clone(),
@@ -240,8 +240,12 @@ mod tests {
 
     impl RollOut for Scripted {
         // The prompt is one token; each line of the answer's start another.
-        fn tokens(&self, _: &Prompt, answer_start: &str) -> Result<Vec<u32>> {
-            Ok(std::iter::once(0).chain(steps(answer_start).iter().map(|_| 1)).collect())
+        fn prompt_tokens(&self, _: &Prompt) -> Result<Vec<u32>> {
+            Ok(vec![0])
+        }
+
+        fn continuation_tokens(&self, answer_start: &str) -> Result<Vec<u32>> {
+            Ok(steps(answer_start).iter().map(|_| 1).collect())
         }
 
         fn generate(&self, jobs: Vec<Job>) -> Result<Vec<Sample>> {
