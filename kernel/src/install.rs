@@ -128,6 +128,7 @@ impl Installed {
         let template = slots::template_dir(&self.work_dir());
         let _lock = slots::lock(&template)?;
         let dep_line = format!("whetstone = {}", dep_config(&self.whetstone, &self.features));
+        write_profile(&self.work_dir(), &self.whetstone)?;
         warm::compile(&template, &dep_line)?;
         slots::reset_idle(&self.work_dir())
     }
@@ -171,6 +172,7 @@ pub fn install(opts: &InstallOptions) -> Result<PathBuf> {
     write(&config.join("init.evcxr"), &init_evcxr(&whetstone, &opts.features))?;
     write(&config.join("prelude.rs"), PRELUDE)?;
     write(&dir.join("kernel.json"), &(serde_json::to_string_pretty(&spec)? + "\n"))?;
+    write_profile(&dir.join("work"), &whetstone)?;
     Ok(dir)
 }
 
@@ -196,6 +198,21 @@ pub fn uninstall(location: &Location) -> Result<Option<PathBuf>> {
     }
     std::fs::remove_dir_all(&dir).with_context(|| format!("{}: cannot remove it", dir.display()))?;
     Ok(Some(dir))
+}
+
+/// Writes (or removes) the Cargo configuration above the slots: see [`warm::profile_config`].
+fn write_profile(work: &Path, whetstone: &Path) -> Result<()> {
+    let path = work.join(".cargo").join("config.toml");
+    match warm::profile_config(whetstone)? {
+        Some(text) => {
+            std::fs::create_dir_all(work.join(".cargo"))?;
+            write(&path, &text)
+        }
+        None => match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
+        },
+    }
 }
 
 /// Writes a file atomically, so a half-written kernelspec never shows.
@@ -262,6 +279,9 @@ mod tests {
         assert!(init.contains("default-features = false"), "notebooks skip the CLI's dependencies: {init}");
         assert!(init.contains("features = [\"cuda\"]") && !init.contains(":cache"), "{init}");
         assert_eq!(std::fs::read_to_string(dir.join("evcxr/prelude.rs")).unwrap(), PRELUDE);
+        // The slots' builds take the workspace's optimisation levels from the folder above them.
+        let profile = std::fs::read_to_string(dir.join("work/.cargo/config.toml")).unwrap();
+        assert!(profile.contains("[profile.dev.package.\"candle-core\"]\nopt-level = 2"), "{profile}");
 
         // A start takes the first slot; a second kernel meanwhile the next.
         let (_, first) = prepare_start(&dir, |_, _| {}).unwrap();

@@ -4,7 +4,8 @@
 //! the profile, `RUSTFLAGS`, target and compiler match. So this writes the same `Cargo.toml` (Evcxr's template:
 //! `cdylib`, `opt-level = 2`, …, with the `:dep` line of `init.evcxr`), sets the same environment
 //! (`RUSTFLAGS=-Cprefer-dynamic`, plus lld's flag or mold's wrapper when Evcxr would pick them; the rustc and
-//! cargo that `rustup which` names) and runs `cargo build --target HOST`. The notebook test checks the result:
+//! cargo that `rustup which` names) and runs `cargo build --target HOST`, under the workspace's optimisation
+//! levels ([`profile_config`], in the folder above). The notebook test checks the result:
 //! after a warm install, the kernel's start compiles none of whetstone's crates.
 
 use std::path::{Path, PathBuf};
@@ -41,6 +42,66 @@ overflow-checks = true
 {dep_line}
 "#
     )
+}
+
+/// Cargo configuration for Evcxr's builds: the optimisation levels of the whetstone workspace's dev profile, so
+/// the kernel compiles the whetstone tree as the workspace's own tests do. `None` when the crate's manifest
+/// names none.
+///
+/// Evcxr's cell crate is the only member of its build, so by its `[profile.dev]` every crate of the tree would
+/// compile at opt-level 2, the cold ones too (the template took 510 s so, 2026-12-07). Cargo reads configuration
+/// from the folders above the one it runs in, and a profile there wins over a manifest's: written to the
+/// kernel's `work/` folder, this holds for the template and every slot. Only dependencies get levels (the cell
+/// crate keeps Evcxr's, and its `:opt`): `"*"` and the named ones as the workspace sets them, and whetstone's
+/// own crates at the workspace's `[profile.dev]` level.
+pub fn profile_config(whetstone: &Path) -> Result<Option<String>> {
+    let read = |path: &Path| -> Result<toml::Table> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read it", path.display()))?;
+        text.parse::<toml::Table>().with_context(|| format!("{}: not a Cargo manifest", path.display()))
+    };
+    let manifest = whetstone.join("Cargo.toml");
+    let root = read(&manifest)?;
+    let dev = root.get("profile").and_then(|p| p.get("dev"));
+    let Some(packages) = dev.and_then(|d| d.get("package")).and_then(|p| p.as_table()) else {
+        return Ok(None);
+    };
+    // A level is a number, or "s"/"z": written back as TOML (a JSON string is a TOML basic string).
+    let level_text =
+        |v: &toml::Value| v.as_integer().map(|n| n.to_string()).or_else(|| v.as_str().map(|s| json_string(s)));
+    let mut levels: Vec<(String, String)> = packages
+        .iter()
+        .filter_map(|(name, settings)| Some((name.clone(), level_text(settings.get("opt-level")?)?)))
+        .collect();
+    if let Some(own) = dev.and_then(|d| d.get("opt-level")).and_then(level_text) {
+        let members = root.get("workspace").and_then(|w| w.get("members")).and_then(|m| m.as_array());
+        let mut names: Vec<String> = root
+            .get("package")
+            .and_then(|p| p.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned)
+            .into_iter()
+            .collect();
+        for member in members.into_iter().flatten().filter_map(|m| m.as_str()) {
+            let path = whetstone.join(member).join("Cargo.toml");
+            let name =
+                read(&path)?.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()).map(str::to_owned);
+            names.push(name.with_context(|| format!("{}: no package name", path.display()))?);
+        }
+        levels.extend(names.into_iter().map(|n| (n, own.clone())));
+    }
+    let mut text = format!(
+        "# Written by `whetstone-kernel install`: the optimisation levels of {}'s dev profile, for the whetstone\n\
+         # tree that every cell depends on (the cell crate keeps Evcxr's level).\n",
+        manifest.display()
+    );
+    for (name, level) in levels {
+        text.push_str(&format!("[profile.dev.package.{}]\nopt-level = {level}\n", json_string(&name)));
+    }
+    Ok(Some(text))
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string")
 }
 
 /// The path of a Rust tool as Evcxr finds it: `rustup which TOOL`, else on PATH.
@@ -139,5 +200,25 @@ mod tests {
         assert_eq!(doc["lib"]["crate-type"][0].as_str(), Some("cdylib"));
         assert_eq!(doc["profile"]["dev"]["opt-level"].as_integer(), Some(2));
         assert_eq!(doc["dependencies"]["whetstone"]["path"].as_str(), Some("/w"));
+    }
+
+    #[test]
+    fn the_kernels_levels_are_the_workspaces_dev_profile() {
+        let text = profile_config(&crate::workspace_root()).unwrap().expect("the workspace sets levels");
+        let doc: toml::Table = toml::from_str(&text).unwrap();
+        let level = |name: &str| doc["profile"]["dev"]["package"].get(name).map(|p| p["opt-level"].as_integer());
+        assert_eq!(level("*"), Some(Some(0)), "{text}");
+        assert_eq!(level("candle-core"), Some(Some(2)));
+        assert_eq!(level("whetstone-curation"), Some(Some(1)), "the workspace's crates at its [profile.dev] level");
+        assert_eq!(level("whetstone"), Some(Some(1)));
+        assert_eq!(level("ctx"), None, "the cell crate keeps Evcxr's level");
+
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("Cargo.toml"), "[package]\nname = \"x\"\n[profile.dev]\nopt-level = 1\n")
+            .unwrap();
+        assert_eq!(profile_config(tmp.path()).unwrap(), None, "no package levels: Evcxr's own");
+        std::fs::write(tmp.path().join("Cargo.toml"), "[package\n").unwrap();
+        let err = format!("{:#}", profile_config(tmp.path()).unwrap_err());
+        assert!(err.contains("Cargo.toml: not a Cargo manifest"), "{err}");
     }
 }
