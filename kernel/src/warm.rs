@@ -13,6 +13,9 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+/// Evcxr's default optimisation level for the crates it compiles (`:opt 2`).
+const EVCXR_OPT_LEVEL: u32 = 2;
+
 /// Evcxr 0.22's `Cargo.toml` for its cell crate (`Module::get_cargo_toml_contents`), at its default `:opt 2`.
 pub fn evcxr_cargo_toml(dep_line: &str) -> String {
     format!(
@@ -27,7 +30,7 @@ crate-type = ["cdylib"]
 path = "src/lib.rs"
 
 [profile.dev]
-opt-level = 2
+opt-level = {EVCXR_OPT_LEVEL}
 debug = false
 strip = "debuginfo"
 rpath = true
@@ -53,7 +56,8 @@ overflow-checks = true
 /// from the folders above the one it runs in, and a profile there wins over a manifest's: written to the
 /// kernel's `work/` folder, this holds for the template and every slot. Only dependencies get levels (the cell
 /// crate keeps Evcxr's, and its `:opt`): `"*"` and the named ones as the workspace sets them, and whetstone's
-/// own crates at the workspace's `[profile.dev]` level.
+/// own crates at Evcxr's. Names the kernel's tree lacks (mistral.rs) do no harm: cargo
+/// matches a configuration's profile names against the tree without a warning for those that match nothing.
 pub fn profile_config(whetstone: &Path) -> Result<Option<String>> {
     let read = |path: &Path| -> Result<toml::Table> {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read it", path.display()))?;
@@ -72,23 +76,22 @@ pub fn profile_config(whetstone: &Path) -> Result<Option<String>> {
         .iter()
         .filter_map(|(name, settings)| Some((name.clone(), level_text(settings.get("opt-level")?)?)))
         .collect();
-    if let Some(own) = dev.and_then(|d| d.get("opt-level")).and_then(level_text) {
-        let members = root.get("workspace").and_then(|w| w.get("members")).and_then(|m| m.as_array());
-        let mut names: Vec<String> = root
-            .get("package")
-            .and_then(|p| p.get("name"))
-            .and_then(|n| n.as_str())
-            .map(str::to_owned)
-            .into_iter()
-            .collect();
-        for member in members.into_iter().flatten().filter_map(|m| m.as_str()) {
-            let path = whetstone.join(member).join("Cargo.toml");
-            let name =
-                read(&path)?.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()).map(str::to_owned);
-            names.push(name.with_context(|| format!("{}: no package name", path.display()))?);
-        }
-        levels.extend(names.into_iter().map(|n| (n, own.clone())));
+    // whetstone's own crates at Evcxr's level, as the cell crate: notebooks run their loops in the kernel (at the
+    // workspace's level 1, notebook 02's embedding and clustering took 42 s more).
+    let members = root.get("workspace").and_then(|w| w.get("members")).and_then(|m| m.as_array());
+    let mut names: Vec<String> = root
+        .get("package")
+        .and_then(|p| p.get("name"))
+        .and_then(|n| n.as_str())
+        .map(str::to_owned)
+        .into_iter()
+        .collect();
+    for member in members.into_iter().flatten().filter_map(|m| m.as_str()) {
+        let path = whetstone.join(member).join("Cargo.toml");
+        let name = read(&path)?.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()).map(str::to_owned);
+        names.push(name.with_context(|| format!("{}: no package name", path.display()))?);
     }
+    levels.extend(names.into_iter().map(|n| (n, EVCXR_OPT_LEVEL.to_string())));
     let mut text = format!(
         "# Written by `whetstone-kernel install`: the optimisation levels of {}'s dev profile, for the whetstone\n\
          # tree that every cell depends on (the cell crate keeps Evcxr's level).\n",
@@ -209,8 +212,8 @@ mod tests {
         let level = |name: &str| doc["profile"]["dev"]["package"].get(name).map(|p| p["opt-level"].as_integer());
         assert_eq!(level("*"), Some(Some(0)), "{text}");
         assert_eq!(level("candle-core"), Some(Some(2)));
-        assert_eq!(level("whetstone-curation"), Some(Some(1)), "the workspace's crates at its [profile.dev] level");
-        assert_eq!(level("whetstone"), Some(Some(1)));
+        assert_eq!(level("whetstone-curation"), Some(Some(2)), "whetstone's crates at Evcxr's level");
+        assert_eq!(level("whetstone"), Some(Some(2)));
         assert_eq!(level("ctx"), None, "the cell crate keeps Evcxr's level");
 
         let tmp = tempfile::tempdir().unwrap();
