@@ -5,7 +5,7 @@ executors, and MinHash dedup against datatrove's, on a synthetic pool of T0 prom
 A benchmark, not a test. Usually run through scripts/bench-cluster.sh, which sets up .venv and builds whet with
 the `cluster` feature.
 
-The pool: --rows rows (10,000,000) in --files Parquet files under .cache/bench/cluster-pool-ROWS/, built once.
+The pool: --rows rows (10,000,000) in --files Parquet files under .cache/bench/t0-pool-ROWS/, built once.
 Row i takes T0 prompt (and response) i mod P (P = 41,813 T0 rows), with its numbers shifted and a name put in
 front, both drawn from i's hash (60 names, shifts 0-4): most variants of a prompt are near duplicates of
 each other, a few exact ones.
@@ -66,8 +66,9 @@ NUMBER = re.compile(r"\d+")
 
 def build_pool(rows: int, files: int, cache: Path) -> Path:
     """The pool's folder of Parquet files (id, prompt, response); built once, a marker file written last."""
-    folder = cache / f"cluster-pool-{rows}"
-    done = cache / f"cluster-pool-{rows}.done.json"
+    # "t0-pool": pools built before the responses were read (`completion`) were prompts only.
+    folder = cache / f"t0-pool-{rows}"
+    done = cache / f"t0-pool-{rows}.done.json"
     if done.exists():
         return folder
     shutil.rmtree(folder, ignore_errors=True)
@@ -80,7 +81,8 @@ def build_pool(rows: int, files: int, cache: Path) -> Path:
                 if line.strip():
                     r = json.loads(line)
                     if isinstance(r.get("prompt"), str):
-                        base.append((r["prompt"], r.get("response") or ""))
+                        # T0's rows name the response `completion`.
+                        base.append((r["prompt"], r.get("response") or r.get("completion") or ""))
     print(f"building {rel(folder)}: {rows:,} rows from {len(base):,} T0 rows in {files} files ...", flush=True)
     per_file = -(-rows // files)
     started = time.perf_counter()

@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""Benchmark whetstone's MinHash dedup, exact dedup and quality filters against datatrove's on the same pool of
+T0-derived rows: wall time, rows/s, peak memory, rows removed and the agreement of the removed ids.
+
+A benchmark, not a test. Usually run through scripts/bench-dedup.sh, which sets up .venv (datatrove 0.10.1 from
+PyPI) and builds whet.
+
+The pool: bench_cluster.py's (--rows rows, 1,000,000 by default, in --files Parquet files of id, prompt and
+response, built once under .cache/bench/): row i is T0 row i mod 41,813 with a name put in front and its numbers
+shifted, so most rows are near duplicates of others and a few exact ones.
+
+Contestants, each a child process timed from start to exit (wall seconds), --cores cores (RAYON_NUM_THREADS for
+whet, the executor's workers for datatrove):
+
+  minhash  whet curate, one dedup step: 5-word shingles, 14 bands × 8 rows, seed 1, twice: with a candidate's
+           estimated Jaccard confirmed at --threshold (whetstone's way), and at 0.01, where every band
+           collision is a duplicate (datatrove's way). datatrove: its four MinHash stages with the same shingles,
+           bands, seed, normalisation and word split (scripts/bench_dedup_datatrove.py says what cannot match).
+  exact    whet dedup --method exact; datatrove's three exact-dedup stages on whetstone's key.
+  filter   whet filter (its defaults); datatrove's LambdaFilter running the same four rules ported to Python.
+
+Agreement: the Jaccard index of the sets of removed ids (1.0: the same rows removed). Speed-up: datatrove's
+seconds / whetstone's (above 1: whetstone is faster).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from bench_cluster import build_pool, run_tree
+from benchlib import (bench_dirs, fmt_table, machine_line, rel, report_head, run_child, save_report, whet_binary,
+                      whet_version)
+
+HERE = Path(__file__).resolve().parent
+
+
+def removed_ids_whet(rejected: Path) -> list[str]:
+    if not rejected.exists():  # a stage that rejects nothing writes no rejected file
+        return []
+    with open(rejected, encoding="utf-8") as f:
+        return [str(json.loads(line)["row"]["id"]) for line in f if line.strip()]
+
+
+def removed_ids_datatrove(folder: Path) -> list[str]:
+    ids = []
+    for f in sorted(folder.glob("*.jsonl")):
+        with open(f, encoding="utf-8") as fh:
+            ids.extend(str(json.loads(line)["id"]) for line in fh if line.strip())
+    return ids
+
+
+def jaccard(a: list[str], b: list[str]) -> float:
+    sa, sb = set(a), set(b)
+    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
+
+
+def whet_argv(whet: Path, step: str, pool: Path, out: Path, threshold: float | None, seed: int) -> list[str]:
+    if step == "minhash":
+        toml = out.parent / "pipeline.toml"
+        toml.write_text(f"input = {json.dumps(str(pool))}\noutput = {json.dumps(str(out))}\nseed = {seed}\n\n"
+                        f'[[stage]]\nrun = "dedup"\nmethod = "minhash"\nthreshold = {threshold}\n'
+                        f"bands = 14\nrows = 8\nshingle = 5\n")
+        return [str(whet), "curate", str(toml)]
+    if step == "exact":
+        return [str(whet), "dedup", str(pool), str(out), "--method", "exact"]
+    if step == "filter":
+        return [str(whet), "filter", str(pool), str(out)]
+    raise ValueError(step)
+
+
+def run_whet(whet: Path, step: str, pool: Path, args, outdir: Path, threshold: float | None = None) -> dict:
+    label = f"whetstone (Jaccard ≥ {threshold})" if threshold is not None else "whetstone"
+    run_dir = outdir / (f"{step}-whet" + (f"-{threshold}" if threshold is not None else ""))
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    out = run_dir / "out.parquet"
+    env = {**os.environ, "RAYON_NUM_THREADS": str(args.cores)}
+    print(f"  {step:8} {label:28} ...", end="", flush=True)
+    r = run_child(whet_argv(whet, step, pool, out, threshold, args.seed), run_dir / "run.log", env=env)
+    if r["rc"] != 0:
+        print(" failed")
+        return {"step": step, "contestant": label, "failed": f"see {rel(run_dir / 'run.log')}"}
+    manifest = json.loads(Path(str(out) + ".manifest.json").read_text())
+    removed = removed_ids_whet(Path(str(out) + ".rejected.jsonl"))
+    if manifest["rows"]["in"] != args.rows or len(removed) != manifest["rows"]["rejected"]:
+        print(" rows lost")
+        return {"step": step, "contestant": label, "failed": f"rows in/out/rejected do not add up: {manifest['rows']}"}
+    out.unlink(missing_ok=True)
+    print(f" {r['seconds']:8.1f} s  {len(removed):,} removed  {r['rss_mib']:,.0f} MiB", flush=True)
+    return {"step": step, "contestant": label, "seconds": r["seconds"], "rss_mib": r["rss_mib"],
+            "removed": removed, "threshold": threshold}
+
+
+def run_datatrove(step: str, pool: Path, args, outdir: Path) -> dict:
+    work = outdir / f"{step}-datatrove"
+    shutil.rmtree(work, ignore_errors=True)  # also its logging folders: a completed task would be skipped
+    work.mkdir(parents=True)
+    print(f"  {step:8} {'datatrove':28} ...", end="", flush=True)
+    argv = [sys.executable, str(HERE / "bench_dedup_datatrove.py"), step, str(pool), str(work), str(args.cores)]
+    r = run_tree(argv, work / "run.log")
+    if r["rc"] != 0:
+        print(" failed")
+        return {"step": step, "contestant": "datatrove", "failed": f"see {rel(work / 'run.log')}"}
+    times = {}
+    for line in (work / "run.log").read_text(errors="replace").splitlines():
+        if line.startswith("TIMES "):
+            times = json.loads(line[6:])
+    removed = removed_ids_datatrove(work / "removed")
+    shutil.rmtree(work / "kept", ignore_errors=True)
+    print(f" {r['seconds']:8.1f} s  {len(removed):,} removed  largest process {r['rss_mib']:,.0f} MiB,"
+          f" all together {r['tree_rss_mib']:,.0f} MiB", flush=True)
+    return {"step": step, "contestant": "datatrove", "seconds": r["seconds"], "rss_mib": r["rss_mib"],
+            "tree_rss_mib": r["tree_rss_mib"], "stage_seconds": times, "removed": removed}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--whet", required=True)
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--files", type=int, default=8)
+    ap.add_argument("--steps", default="minhash,exact,filter")
+    ap.add_argument("--cores", type=int, default=2)
+    ap.add_argument("--threshold", type=float, default=0.7, help="whetstone's confirming Jaccard for MinHash")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--no-datatrove", action="store_true")
+    args = ap.parse_args()
+    whet = whet_binary(args.whet)
+    cache, outdir = bench_dirs(f"dedup-{args.rows}")
+    print(machine_line(cpu=True))
+    print(f"whet: {rel(whet)} ({whet_version(whet)}); {args.cores} cores each")
+    pool = build_pool(args.rows, args.files, cache)
+
+    results = []
+    for step in args.steps.split(","):
+        if step == "minhash":
+            results.append(run_whet(whet, step, pool, args, outdir, threshold=args.threshold))
+            results.append(run_whet(whet, step, pool, args, outdir, threshold=0.01))
+        else:
+            results.append(run_whet(whet, step, pool, args, outdir))
+        if not args.no_datatrove:
+            results.append(run_datatrove(step, pool, args, outdir))
+
+    checks_failed = [f"{r['step']} {r['contestant']}: {r['failed']}" for r in results if "failed" in r]
+    table = []
+    for r in results:
+        if "failed" in r:
+            continue
+        peer = next((p for p in results if p["step"] == r["step"] and p["contestant"] == "datatrove"
+                     and "failed" not in p), None)
+        if peer is not None and r is not peer:
+            r["speedup"] = peer["seconds"] / r["seconds"]
+            r["jaccard_removed"] = jaccard(r["removed"], peer["removed"])
+        table.append([r["step"], r["contestant"], f"{r['seconds']:.1f}", f"{args.rows / r['seconds']:,.0f}",
+                      f"{r['speedup']:.1f}×" if "speedup" in r else "-", f"{len(r['removed']):,}",
+                      f"{r['jaccard_removed']:.4f}" if "jaccard_removed" in r else "-",
+                      f"{r['rss_mib']:,.0f}" + (f" (all {r['tree_rss_mib']:,.0f})" if "tree_rss_mib" in r else "")])
+    print()
+    print(f"{args.rows:,} rows, {args.cores} cores; speed-up = datatrove's seconds / this row's; agreement = Jaccard"
+          " of the removed ids with datatrove's")
+    for line in fmt_table(["step", "run", "seconds", "rows/s", "speed-up", "removed", "agreement", "peak MiB"], table,
+                          left={0, 1}):
+        print(line)
+
+    for r in results:
+        r["removed_count"] = len(r.pop("removed", []))
+    report = {**report_head(cpu=True), "rows": args.rows, "cores": args.cores, "whet": whet_version(whet),
+              "results": results}
+    return save_report(cache / f"dedup-results-{args.rows}.json", report, checks_failed)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
