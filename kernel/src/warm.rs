@@ -47,8 +47,8 @@ overflow-checks = true
     )
 }
 
-/// Cargo configuration for Evcxr's builds: the optimisation levels of the whetstone workspace's dev profile, so
-/// the kernel compiles the whetstone tree as the workspace's own tests do. `None` when the crate's manifest
+/// Cargo configuration for Evcxr's builds: the optimisation levels the whetstone workspace's dev profile gives its
+/// dependencies, so the kernel compiles them as the workspace's own tests do. `None` when the crate's manifest
 /// names none.
 ///
 /// Evcxr's cell crate is the only member of its build, so by its `[profile.dev]` every crate of the tree would
@@ -91,7 +91,12 @@ pub fn profile_config(whetstone: &Path) -> Result<Option<String>> {
         let name = read(&path)?.get("package").and_then(|p| p.get("name")).and_then(|n| n.as_str()).map(str::to_owned);
         names.push(name.with_context(|| format!("{}: no package name", path.display()))?);
     }
-    levels.extend(names.into_iter().map(|n| (n, EVCXR_OPT_LEVEL.to_string())));
+    for name in names {
+        // One table per name: a second would make the file invalid TOML.
+        if !levels.iter().any(|(n, _)| *n == name) {
+            levels.push((name, EVCXR_OPT_LEVEL.to_string()));
+        }
+    }
     let mut text = format!(
         "# Written by `whetstone-kernel install`: the optimisation levels of {}'s dev profile, for the whetstone\n\
          # tree that every cell depends on (the cell crate keeps Evcxr's level).\n",
