@@ -251,6 +251,8 @@ def run_whet(whet: Path, step: str, source: Path, executors: int, args, outdir: 
 
 def removed_ids_whet(rejected: Path) -> list[str]:
     ids = []
+    if not rejected.exists():  # a stage that rejects nothing writes no rejected file
+        return ids
     with open(rejected, encoding="utf-8") as f:
         for line in f:
             r = json.loads(line)

@@ -32,18 +32,11 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench_cluster import build_pool, run_tree
+from bench_cluster import build_pool, jaccard, removed_ids_whet, run_tree
 from benchlib import (bench_dirs, fmt_table, machine_line, rel, report_head, run_child, save_report, whet_binary,
                       whet_version)
 
 HERE = Path(__file__).resolve().parent
-
-
-def removed_ids_whet(rejected: Path) -> list[str]:
-    if not rejected.exists():  # a stage that rejects nothing writes no rejected file
-        return []
-    with open(rejected, encoding="utf-8") as f:
-        return [str(json.loads(line)["row"]["id"]) for line in f if line.strip()]
 
 
 def removed_ids_datatrove(folder: Path) -> list[str]:
@@ -52,11 +45,6 @@ def removed_ids_datatrove(folder: Path) -> list[str]:
         with open(f, encoding="utf-8") as fh:
             ids.extend(str(json.loads(line)["id"]) for line in fh if line.strip())
     return ids
-
-
-def jaccard(a: list[str], b: list[str]) -> float:
-    sa, sb = set(a), set(b)
-    return len(sa & sb) / len(sa | sb) if sa | sb else 1.0
 
 
 def whet_argv(whet: Path, step: str, pool: Path, out: Path, threshold: float | None, seed: int) -> list[str]:
