@@ -8,7 +8,8 @@ the `cluster` feature.
 The pool: --rows rows (10,000,000) in --files Parquet files under .cache/bench/t0-pool-ROWS/, built once.
 Row i takes T0 prompt (and response) i mod P (P = 41,813 T0 rows), with its numbers shifted and a name put in
 front, both drawn from i's hash (60 names, shifts 0-4): most variants of a prompt are near duplicates of
-each other, a few exact ones.
+each other, a few exact ones. One row in 50 is spoiled for the filters (an empty, refused, repetitive or
+symbol-filled response, or an over-long prompt).
 
 Contestants, each a child process timed from start to exit (wall seconds; rows/s = pool rows / wall):
 
@@ -64,12 +65,37 @@ NAMES = ("Ada Ben Chloe Dmitri Elena Farid Grace Hiro Ines Jonas Kofi Lena Mateo
 NUMBER = re.compile(r"\d+")
 
 
+# One row in BAD_EVERY is spoiled in one of the ways whetstone's default filters catch (BAD_KINDS), so the filter
+# benchmarks have rows to remove: T0's own rows pass them all.
+BAD_EVERY = 50
+BAD_KINDS = ("empty response", "refusal", "repeated words", "symbols", "too long")
+
+
+def spoil(i: int, prompt: str, response: str) -> tuple[str, str]:
+    """Row i's prompt and response, spoiled where i is a multiple of BAD_EVERY."""
+    if i % BAD_EVERY:
+        return prompt, response
+    kind = BAD_KINDS[(i // BAD_EVERY) % len(BAD_KINDS)]
+    if kind == "empty response":
+        return prompt, ""
+    if kind == "refusal":
+        return prompt, "I'm sorry, but I can't help with that request."
+    if kind == "repeated words":
+        return prompt, " ".join(["the answer is yes"] * 20)
+    if kind == "symbols":
+        return prompt, "#@%&*" * 20 + response[:40]
+    # too long (over 100,000 characters), only one time in 50 (each is about 100 kB)
+    return (prompt + " " + "lorem " * 17_000, response) if (i // BAD_EVERY) % 50 == 4 else (prompt, "")
+
+
 def build_pool(rows: int, files: int, cache: Path) -> Path:
     """The pool's folder of Parquet files (id, prompt, response); built once, a marker file written last."""
-    # "t0-pool": pools built before the responses were read (`completion`) were prompts only.
     folder = cache / f"t0-pool-{rows}"
     done = cache / f"t0-pool-{rows}.done.json"
-    if done.exists():
+    # The marker names what the pool holds: a pool built without responses (read as `completion`) or without the
+    # spoiled rows is built again.
+    marker = {"rows": rows, "files": files, "responses": "completion", "bad_every": BAD_EVERY, "bad": BAD_KINDS}
+    if done.exists() and json.loads(done.read_text()) == json.loads(json.dumps(marker)):
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -95,13 +121,14 @@ def build_pool(rows: int, files: int, cache: Path) -> Path:
             name, shift = NAMES[h % len(NAMES)], (h >> 8) % 5
             if shift:
                 prompt = NUMBER.sub(lambda m: str(int(m.group()) + shift), prompt)
+            prompt, response = spoil(i, f"{name} asks: {prompt}", response)
             ids.append(f"r{i}")
-            prompts.append(f"{name} asks: {prompt}")
+            prompts.append(prompt)
             responses.append(response)
         table = pa.table({"id": ids, "prompt": prompts, "response": responses})
         pq.write_table(table, folder / f"part-{f:03d}.parquet", compression="zstd", row_group_size=200_000)
         print(f"  file {f + 1}/{files}: {hi:,} rows, {time.perf_counter() - started:.0f} s", flush=True)
-    done.write_text(json.dumps({"rows": rows, "files": files}) + "\n")
+    done.write_text(json.dumps(marker) + "\n")
     return folder
 
 

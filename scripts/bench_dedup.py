@@ -7,14 +7,15 @@ PyPI) and builds whet.
 
 The pool: bench_cluster.py's (--rows rows, 1,000,000 by default, in --files Parquet files of id, prompt and
 response, built once under .cache/bench/): row i is T0 row i mod 41,813 with a name put in front and its numbers
-shifted, so most rows are near duplicates of others and a few exact ones.
+shifted, so most rows are near duplicates of others and a few exact ones; one row in 50 is spoiled (an empty,
+refused, repetitive or symbol-filled response, or an over-long prompt) for the filters to find.
 
 Contestants, each a child process timed from start to exit (wall seconds), --cores cores (RAYON_NUM_THREADS for
 whet, the executor's workers for datatrove):
 
-  minhash  whet curate, one dedup step: 5-word shingles, 14 bands × 8 rows, seed 1, twice: with a candidate's
+  minhash  whet dedup --method minhash: 5-word shingles, 14 bands × 8 rows, seed 1, twice: with a candidate's
            estimated Jaccard confirmed at --threshold (whetstone's way), and at 0.01, where every band
-           collision is a duplicate (datatrove's way). datatrove: its four MinHash stages with the same shingles,
+           collision is a duplicate (datatrove's way); linked rows form clusters, each keeping its first row. datatrove: its four MinHash stages with the same shingles,
            bands, seed, normalisation and word split (scripts/bench_dedup_datatrove.py says what cannot match).
   exact    whet dedup --method exact; datatrove's three exact-dedup stages on whetstone's key.
   filter   whet filter (its defaults); datatrove's LambdaFilter running the same four rules ported to Python.
@@ -49,11 +50,8 @@ def removed_ids_datatrove(folder: Path) -> list[str]:
 
 def whet_argv(whet: Path, step: str, pool: Path, out: Path, threshold: float | None, seed: int) -> list[str]:
     if step == "minhash":
-        toml = out.parent / "pipeline.toml"
-        toml.write_text(f"input = {json.dumps(str(pool))}\noutput = {json.dumps(str(out))}\nseed = {seed}\n\n"
-                        f'[[stage]]\nrun = "dedup"\nmethod = "minhash"\nthreshold = {threshold}\n'
-                        f"bands = 14\nrows = 8\nshingle = 5\n")
-        return [str(whet), "curate", str(toml)]
+        return [str(whet), "dedup", str(pool), str(out), "--method", "minhash", "--threshold", str(threshold),
+                "--shingle", "5", "--bands", "14", "--rows", "8", "--seed", str(seed)]
     if step == "exact":
         return [str(whet), "dedup", str(pool), str(out), "--method", "exact"]
     if step == "filter":

@@ -114,7 +114,8 @@ impl FilterStep {
 pub enum DedupMethod {
     /// Normalised prompt and response equal.
     Exact,
-    /// Word-shingle Jaccard similarity, estimated with MinHash LSH.
+    /// Word-shingle Jaccard similarity, estimated with MinHash LSH; rows linked through others are one
+    /// cluster, which keeps its first row.
     Minhash,
     /// Embedding cosine similarity through an HNSW index (needs an `embedding` column).
     Semantic,

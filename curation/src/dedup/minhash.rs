@@ -1,17 +1,20 @@
-//! Near-duplicate detection with MinHash LSH: word-shingle sets, `bands × rows` min-hash permutations,
-//! band buckets for candidates, and the estimated Jaccard similarity to confirm them.
+//! Near-duplicate detection with MinHash LSH: word-shingle sets, `bands × rows` min-hash permutations, band
+//! buckets for candidates and the estimated Jaccard similarity to confirm them. Confirmed pairs link rows into
+//! clusters (connected components, as datatrove and text-dedup take them); each cluster keeps its first row.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::path::Path;
 
-use arrow::array::{Array, RecordBatch};
+use arrow::array::Array;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use whetstone_datasets::{run_stage, schema, Dropped, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage};
+use whetstone_datasets::{run_stage, schema, Manifest, Progress, ReadOptions, RowProgress, Rows, Selection, Stage};
 
 use crate::dedup::exact::normalise;
+use crate::dedup::Groups;
 use crate::error::{Error, Result};
 use crate::filters::text_columns;
 
@@ -66,27 +69,45 @@ impl Permutations {
         Permutations { a, b }
     }
 
-    /// The min-hash signature of a text's shingles (all `u32::MAX` for a text too short to shingle).
+    /// The min-hash signature of a normalised text's shingles (all `u32::MAX` for a text with no words).
+    /// Normalised, its words are separated by single spaces, so each shingle is a slice of it.
     fn signature(&self, text: &str, shingle: usize) -> Vec<u32> {
-        let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
-        let mut sig = vec![u32::MAX; self.a.len()];
-        let shingles: Vec<u64> = if words.len() < shingle {
-            if words.is_empty() {
-                Vec::new()
-            } else {
-                vec![xxhash_rust::xxh3::xxh3_64(words.join(" ").as_bytes())]
+        let mut words = Vec::new();
+        let mut at = 0;
+        for word in text.split(' ') {
+            if !word.is_empty() {
+                words.push((at, at + word.len()));
             }
-        } else {
-            words.windows(shingle).map(|w| xxhash_rust::xxh3::xxh3_64(w.join(" ").as_bytes())).collect()
-        };
-        for x in shingles {
-            let x = x % MERSENNE;
+            at += word.len() + 1;
+        }
+        let mut sig = vec![u32::MAX; self.a.len()];
+        let mut add = |(start, _): (usize, usize), (_, end): (usize, usize)| {
+            let x = xxhash_rust::xxh3::xxh3_64(&text.as_bytes()[start..end]) % MERSENNE;
             for (s, (&a, &b)) in sig.iter_mut().zip(self.a.iter().zip(&self.b)) {
-                let h = ((a as u128 * x as u128 + b as u128) % MERSENNE as u128) as u64;
+                let h = mod_mersenne(a as u128 * x as u128 + b as u128);
                 *s = (*s).min(h as u32);
             }
+        };
+        if words.len() < shingle {
+            if let (Some(&first), Some(&last)) = (words.first(), words.last()) {
+                add(first, last);
+            }
+        } else {
+            words.windows(shingle).for_each(|w| add(w[0], w[shingle - 1]));
         }
         sig
+    }
+}
+
+/// `y mod (2⁶¹ − 1)` for `y < 2¹²³`, folding with 2⁶¹ ≡ 1: the value `%` gives, without a 128-bit division
+/// (the signature's inner loop).
+fn mod_mersenne(y: u128) -> u64 {
+    let folded = (y as u64 & MERSENNE) + (y >> 61) as u64;
+    let r = (folded & MERSENNE) + (folded >> 61);
+    if r >= MERSENNE {
+        r - MERSENNE
+    } else {
+        r
     }
 }
 
@@ -114,7 +135,7 @@ impl MinHasher {
 
     /// One key per band: the hash of the band's slice of the signature. Rows sharing a key are candidates.
     pub fn band_keys(&self, signature: &[u32]) -> Vec<u64> {
-        signature.chunks(self.rows).map(|band| xxhash_rust::xxh3::xxh3_64(bytes_of(band))).collect()
+        (0..signature.len() / self.rows).map(|band| self.band_key(signature, band)).collect()
     }
 }
 
@@ -123,8 +144,75 @@ pub fn estimated_jaccard(a: &[u32], b: &[u32]) -> f64 {
     a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64
 }
 
-/// The MinHash dedup stage: a row whose estimated Jaccard similarity to an earlier kept row reaches the
-/// threshold is dropped (reason `near_duplicate`) with `dup_of` naming that row.
+/// What MinHash dedup found while clustering.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MinHashResults {
+    /// Pairs sharing a band key, not yet in one cluster, whose similarity was estimated.
+    pub compared_pairs: u64,
+    /// Pairs linked: rows with equal signatures, and compared pairs at or above the threshold.
+    pub linked_pairs: u64,
+    /// Clusters of more than one row.
+    pub clusters_with_duplicates: u64,
+}
+
+impl MinHasher {
+    /// Clusters of near duplicates among rows with these signatures (one after another): rows sharing a band
+    /// key whose estimated Jaccard similarity reaches `threshold` are linked, and a cluster is what links
+    /// join, rooted at its first row. Links are found band by band, sorted by key (memory: 16 bytes a row);
+    /// the order in which they are found does not change the clusters.
+    fn cluster(&self, signatures: &[u32], threshold: f64, found: &mut MinHashResults) -> Groups {
+        let perms = self.perms.a.len();
+        let n = signatures.len() / perms;
+        let sig = |i: u32| &signatures[i as usize * perms..][..perms];
+        let mut groups = Groups::new(n);
+        // A row whose signature equals an earlier row's links to whatever that row links to: only the first is
+        // compared. (Many copies of one text would otherwise be compared pair by pair.)
+        let mut first_with: HashMap<u64, u32> = HashMap::with_capacity(n);
+        let mut compared = Vec::with_capacity(n);
+        for i in 0..n as u32 {
+            match first_with.entry(xxhash_rust::xxh3::xxh3_64(bytes_of(sig(i)))) {
+                Entry::Occupied(e) if sig(*e.get()) == sig(i) => {
+                    groups.join(*e.get(), i);
+                    found.linked_pairs += 1;
+                }
+                Entry::Occupied(_) => compared.push(i),
+                Entry::Vacant(e) => {
+                    e.insert(i);
+                    compared.push(i);
+                }
+            }
+        }
+        drop(first_with);
+        let mut keyed: Vec<(u64, u32)> = Vec::with_capacity(compared.len());
+        for band in 0..perms / self.rows {
+            keyed.clear();
+            keyed.par_extend(compared.par_iter().map(|&i| (self.band_key(sig(i), band), i)));
+            keyed.par_sort_unstable();
+            for bucket in keyed.chunk_by(|x, y| x.0 == y.0).filter(|b| b.len() > 1) {
+                for (k, &(_, a)) in bucket.iter().enumerate().skip(1) {
+                    for &(_, b) in &bucket[..k] {
+                        if groups.root(a) != groups.root(b) {
+                            found.compared_pairs += 1;
+                            if estimated_jaccard(sig(a), sig(b)) >= threshold {
+                                groups.join(a, b);
+                                found.linked_pairs += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        groups
+    }
+
+    fn band_key(&self, signature: &[u32], band: usize) -> u64 {
+        xxhash_rust::xxh3::xxh3_64(bytes_of(&signature[band * self.rows..][..self.rows]))
+    }
+}
+
+/// The MinHash dedup stage: rows linked by band collisions whose estimated Jaccard similarity reaches the
+/// threshold form clusters; each keeps its first row, and drops the others (reason `near_duplicate`) with
+/// `dup_of` naming that row.
 pub fn dedup_minhash(
     input: &Path,
     output: &Path,
@@ -136,7 +224,7 @@ pub fn dedup_minhash(
 }
 
 impl Stage for MinHashOptions {
-    type Results = ();
+    type Results = MinHashResults;
     type Error = Error;
 
     fn name(&self) -> &str {
@@ -144,62 +232,72 @@ impl Stage for MinHashOptions {
     }
 
     fn parameters(&self) -> serde_json::Value {
-        serde_json::json!({"method": "minhash", "options": self})
+        serde_json::json!({"method": "minhash", "clusters": "connected components", "options": self})
     }
 
-    fn run(&self, rows: &mut Rows) -> Result<()> {
-        let opts = self;
-        let hasher = MinHasher::new(opts)?;
-        // Kept rows: id and signature; band buckets point into them.
-        let mut kept: Vec<(String, Vec<u32>)> = Vec::new();
-        let mut buckets: Vec<HashMap<u64, Vec<u32>>> = vec![HashMap::new(); opts.bands];
-        rows.filter(|batch: RecordBatch| {
-            let (ids, prompts, responses) = text_columns(&batch)?;
-            let signatures: Vec<Vec<u32>> = (0..batch.num_rows())
-                .into_par_iter()
-                .map(|i| {
-                    let response = if responses.is_valid(i) { responses.value(i) } else { "" };
-                    hasher.signature(&format!("{} {response}", prompts.value(i)))
-                })
-                .collect();
-            let mut keep = Vec::new();
-            let mut dropped = Vec::new();
-            let mut dup_of = Vec::new();
-            for (i, sig) in signatures.into_iter().enumerate() {
-                let keys = hasher.band_keys(&sig);
-                let mut best: Option<(f64, u32)> = None;
-                for (band, key) in keys.iter().enumerate() {
-                    for &candidate in buckets[band].get(key).map(Vec::as_slice).unwrap_or_default() {
-                        let j = estimated_jaccard(&sig, &kept[candidate as usize].1);
-                        if j >= opts.threshold && best.is_none_or(|(bj, _)| j > bj) {
-                            best = Some((j, candidate));
-                        }
+    fn run(&self, rows: &mut Rows) -> Result<MinHashResults> {
+        let hasher = MinHasher::new(self)?;
+        // On a cluster only the rows sharing a band key with another row are examined: the others are alone.
+        let examine = rows.read_options().examine.clone();
+        let mut found = MinHashResults::default();
+        rows.whole_columns(&[schema::ID, schema::PROMPT, schema::RESPONSE], |batches| {
+            // Pass one: the signature of every row examined; its position and id.
+            let (mut positions, mut ids, mut signatures) = (Vec::new(), Vec::new(), Vec::new());
+            let mut offset = 0u64;
+            for batch in batches {
+                let batch = batch?;
+                let (id, prompts, responses) = text_columns(&batch)?;
+                let end = offset + batch.num_rows() as u64;
+                let picked: Vec<usize> = match &examine {
+                    None => (0..batch.num_rows()).collect(),
+                    Some(examined) => {
+                        let from = examined.partition_point(|&r| r < offset);
+                        let to = examined.partition_point(|&r| r < end);
+                        examined[from..to].iter().map(|&r| (r - offset) as usize).collect()
                     }
+                };
+                let signed: Vec<Vec<u32>> = picked
+                    .par_iter()
+                    .map(|&i| {
+                        let response = if responses.is_valid(i) { responses.value(i) } else { "" };
+                        hasher.signature(&format!("{} {response}", prompts.value(i)))
+                    })
+                    .collect();
+                for (&i, sig) in picked.iter().zip(signed) {
+                    positions.push((offset + i as u64) as u32);
+                    ids.push(id.value(i).to_string());
+                    signatures.extend(sig);
                 }
-                match best {
-                    Some((j, of)) => {
-                        let of = &kept[of as usize].0;
-                        dropped.push((i, "near_duplicate".to_string(), format!("estimated Jaccard {j:.2} with {of}")));
-                        dup_of.push(of.clone());
-                    }
-                    None => {
-                        let index = kept.len() as u32;
-                        for (band, key) in keys.into_iter().enumerate() {
-                            buckets[band].entry(key).or_default().push(index);
-                        }
-                        kept.push((ids.value(i).to_string(), sig));
-                        keep.push(i as u32);
-                    }
+                offset = end;
+            }
+            let mut groups = hasher.cluster(&signatures, self.threshold, &mut found);
+            let perms = self.bands * self.rows;
+            let roots: Vec<u32> = (0..positions.len() as u32).map(|k| groups.root(k)).collect();
+            let mut sizes = vec![0u32; roots.len()];
+            roots.iter().for_each(|&r| sizes[r as usize] += 1);
+            found.clusters_with_duplicates = (0..roots.len()).filter(|&k| roots[k] == k as u32 && sizes[k] > 1).count() as u64;
+
+            // Each cluster's first row is kept; the rows not examined are kept as they are.
+            let mut decided = Selection::default();
+            let mut signed = positions.iter().zip(&roots).enumerate().peekable();
+            for position in 0..offset as u32 {
+                let Some((k, (_, &root))) = signed.next_if(|&(_, (&p, _))| p == position) else {
+                    decided.keep.push(position);
+                    continue;
+                };
+                if root == k as u32 {
+                    decided.keep.push(position);
+                    continue;
                 }
+                let of = &ids[root as usize];
+                let j = estimated_jaccard(&signatures[k * perms..][..perms], &signatures[root as usize * perms..][..perms]);
+                let size = sizes[root as usize];
+                let detail = format!("estimated Jaccard {j:.2} with {of}, the first of a cluster of {size}");
+                decided.rejected.push((position, "near_duplicate".to_string(), detail, Some(of.clone())));
             }
-            let kept_rows = arrow::compute::take_record_batch(&batch, &arrow::array::UInt32Array::from(keep))?;
-            let mut dropped = Dropped::rows(&batch, dropped)?;
-            for (d, of) in dropped.iter_mut().zip(dup_of) {
-                d.row[schema::columns::DUP_OF] = of.into();
-            }
-            Ok((kept_rows, dropped))
+            Ok(decided)
         })?;
-        Ok(())
+        Ok(found)
     }
 }
 
@@ -238,5 +336,66 @@ mod tests {
         let o = MinHashOptions::for_threshold(0.5, 0).unwrap();
         assert_eq!(o.bands * o.rows, 128);
         assert!(MinHashOptions::for_threshold(1.5, 0).is_err());
+    }
+
+    #[test]
+    fn folding_gives_the_remainder() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(3);
+        let m = MERSENNE as u128;
+        let mut cases = vec![0, 1, m - 1, m, m + 1, 2 * m, (m - 1) * (m - 1) + (m - 1), (1u128 << 123) - 1];
+        cases.extend((0..100_000).map(|_| rng.gen::<u128>() >> 5));
+        for y in cases {
+            assert_eq!(mod_mersenne(y) as u128, y % m, "{y}");
+        }
+    }
+
+    #[test]
+    fn clusters_are_what_links_join() {
+        let hasher = MinHasher::new(&MinHashOptions { shingle: 1, bands: 4, rows: 2, threshold: 0.3, seed: 0 }).unwrap();
+        let a = [1, 2, 3, 4, 5, 6, 7, 8];
+        let b = [1, 2, 3, 40, 50, 60, 70, 80]; // band 0 with a, Jaccard 3/8: linked
+        let c = [100, 200, 300, 400, 50, 600, 70, 80]; // band 3 with b, 3/8: linked; nothing shared with a
+        let d = [1, 2, 0, 0, 0, 0, 0, 0]; // band 0 with a and b, but 2/8: below the threshold
+        let roots = |rows: &[&[u32; 8]]| {
+            let flat: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+            let mut found = MinHashResults::default();
+            let mut groups = hasher.cluster(&flat, 0.3, &mut found);
+            ((0..rows.len() as u32).map(|i| groups.root(i)).collect::<Vec<_>>(), found)
+        };
+        let (r, found) = roots(&[&a, &b, &c, &d, &a]);
+        assert_eq!(r, [0, 0, 0, 3, 0], "a chain is one cluster; a copy joins it; d stays alone");
+        // The copy is linked without comparing; b–c and the a–b pair link, d is compared with a and b.
+        assert_eq!(found.linked_pairs, 3);
+        assert_eq!(found.compared_pairs, 4);
+        let (r, _) = roots(&[&c, &d, &b, &a]);
+        assert_eq!(r, [0, 1, 0, 0], "the same clusters in another order, rooted at their first row");
+    }
+
+    #[test]
+    fn signatures_are_the_plain_definitions() {
+        // The definition, slowly: each shingle's words joined, exact 128-bit remainders.
+        fn plain(perms: &Permutations, text: &str, shingle: usize) -> Vec<u32> {
+            let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
+            let shingles: Vec<String> = match words.len() {
+                0 => vec![],
+                n if n < shingle => vec![words.join(" ")],
+                _ => words.windows(shingle).map(|w| w.join(" ")).collect(),
+            };
+            let mut sig = vec![u32::MAX; perms.a.len()];
+            for s in shingles {
+                let x = xxhash_rust::xxh3::xxh3_64(s.as_bytes()) % MERSENNE;
+                for (m, (&a, &b)) in sig.iter_mut().zip(perms.a.iter().zip(&perms.b)) {
+                    *m = (*m).min(((a as u128 * x as u128 + b as u128) % MERSENNE as u128) as u64 as u32);
+                }
+            }
+            sig
+        }
+        let perms = Permutations::new(112, 9);
+        for text in ["", "one", "two words", "ünïcode wörds and more of them here", "a b c d e f g h i j k l m n o p"] {
+            let text = normalise(text);
+            for shingle in [1, 3, 5] {
+                assert_eq!(perms.signature(&text, shingle), plain(&perms, &text, shingle), "{text:?} {shingle}");
+            }
+        }
     }
 }

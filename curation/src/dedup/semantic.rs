@@ -15,6 +15,7 @@ use whetstone_datasets::{run_stage, schema, Manifest, Progress, ReadOptions, Row
 use candle_core::{Device, Tensor};
 
 use crate::cluster::{kmeans, nearest_centroids, KMeansOptions};
+use crate::dedup::Groups;
 use crate::embed::embeddings_concat;
 use crate::error::{Error, Result};
 use crate::vector::dot;
@@ -81,27 +82,6 @@ struct UnitCosine;
 impl Distance<f32> for UnitCosine {
     fn eval(&self, a: &[f32], b: &[f32]) -> f32 {
         (1.0 - dot(a, b)).max(0.0)
-    }
-}
-
-/// Union-find over row indices, the smaller index as the root so groups are stable.
-struct Groups(Vec<u32>);
-
-impl Groups {
-    fn root(&mut self, mut x: u32) -> u32 {
-        while self.0[x as usize] != x {
-            let parent = self.0[x as usize];
-            self.0[x as usize] = self.0[parent as usize];
-            x = parent;
-        }
-        x
-    }
-    fn join(&mut self, a: u32, b: u32) {
-        let (ra, rb) = (self.root(a), self.root(b));
-        if ra != rb {
-            let (lo, hi) = (ra.min(rb), ra.max(rb));
-            self.0[hi as usize] = lo;
-        }
     }
 }
 
@@ -219,7 +199,7 @@ impl Stage for SemanticOptions {
             let (vectors, dim, batch) = embeddings_concat(batches)?;
             let n = batch.num_rows();
             let pairs = similar_pairs(&vectors, dim, opts)?;
-            let mut groups = Groups((0..n as u32).collect());
+            let mut groups = Groups::new(n);
             for &(a, b) in &pairs {
                 groups.join(a, b);
             }

@@ -8,8 +8,9 @@ use crate::args::{one_of, ReadArgs};
 use crate::progress::Bar;
 use crate::table::drops;
 
-/// Drop duplicates: exact (normalised text) or near (MinHash LSH); each dropped row names the kept row
-/// it duplicates (dup_of) in OUT.rejected.jsonl.
+/// Drop duplicates: exact (normalised text), near (MinHash LSH) or semantic (embeddings); each dropped
+/// row names the kept row it duplicates (dup_of) in OUT.rejected.jsonl. Near and semantic duplicates form
+/// clusters (rows linked through others count too); each cluster keeps one row.
 #[derive(clap::Args)]
 pub struct Args {
     input: PathBuf,
@@ -25,6 +26,12 @@ pub struct Args {
     /// minhash: words per shingle.
     #[arg(long, default_value_t = DedupStep::default().shingle)]
     shingle: usize,
+    /// minhash: LSH bands, and permutations per band (default: the split of 128 permutations whose
+    /// threshold is nearest --threshold; datatrove's default is 14 bands of 8).
+    #[arg(long, requires = "rows")]
+    bands: Option<usize>,
+    #[arg(long, requires = "bands")]
+    rows: Option<usize>,
     /// semantic: `clusters` compares rows inside k-means clusters (SemDeDup's way; each row also searches
     /// its next-nearest cluster); `hnsw` searches an HNSW graph (hnsw_rs).
     #[arg(long, default_value = "clusters", value_parser = one_of::<SemanticIndex>(&SemanticIndex::NAMES))]
@@ -40,6 +47,8 @@ pub fn run(a: Args) -> Result<()> {
         method: a.method,
         threshold: a.threshold,
         shingle: a.shingle,
+        bands: a.bands,
+        rows: a.rows,
         index: a.index,
         seed: Some(a.seed),
         ..Default::default()
