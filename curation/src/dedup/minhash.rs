@@ -275,7 +275,8 @@ impl Stage for MinHashOptions {
             let roots: Vec<u32> = (0..positions.len() as u32).map(|k| groups.root(k)).collect();
             let mut sizes = vec![0u32; roots.len()];
             roots.iter().for_each(|&r| sizes[r as usize] += 1);
-            found.clusters_with_duplicates = (0..roots.len()).filter(|&k| roots[k] == k as u32 && sizes[k] > 1).count() as u64;
+            found.clusters_with_duplicates =
+                (0..roots.len()).filter(|&k| roots[k] == k as u32 && sizes[k] > 1).count() as u64;
 
             // Each cluster's first row is kept; the rows not examined are kept as they are.
             let mut decided = Selection::default();
@@ -290,7 +291,8 @@ impl Stage for MinHashOptions {
                     continue;
                 }
                 let of = &ids[root as usize];
-                let j = estimated_jaccard(&signatures[k * perms..][..perms], &signatures[root as usize * perms..][..perms]);
+                let j =
+                    estimated_jaccard(&signatures[k * perms..][..perms], &signatures[root as usize * perms..][..perms]);
                 let size = sizes[root as usize];
                 let detail = format!("estimated Jaccard {j:.2} with {of}, the first of a cluster of {size}");
                 decided.rejected.push((position, "near_duplicate".to_string(), detail, Some(of.clone())));
@@ -351,7 +353,8 @@ mod tests {
 
     #[test]
     fn clusters_are_what_links_join() {
-        let hasher = MinHasher::new(&MinHashOptions { shingle: 1, bands: 4, rows: 2, threshold: 0.3, seed: 0 }).unwrap();
+        let hasher =
+            MinHasher::new(&MinHashOptions { shingle: 1, bands: 4, rows: 2, threshold: 0.3, seed: 0 }).unwrap();
         let a = [1, 2, 3, 4, 5, 6, 7, 8];
         let b = [1, 2, 3, 40, 50, 60, 70, 80]; // band 0 with a, Jaccard 3/8: linked
         let c = [100, 200, 300, 400, 50, 600, 70, 80]; // band 3 with b, 3/8: linked; nothing shared with a
@@ -391,7 +394,8 @@ mod tests {
             sig
         }
         let perms = Permutations::new(112, 9);
-        for text in ["", "one", "two words", "ünïcode wörds and more of them here", "a b c d e f g h i j k l m n o p"] {
+        for text in ["", "one", "two words", "ünïcode wörds and more of them here", "a b c d e f g h i j k l m n o p"]
+        {
             let text = normalise(text);
             for shingle in [1, 3, 5] {
                 assert_eq!(perms.signature(&text, shingle), plain(&perms, &text, shingle), "{text:?} {shingle}");
