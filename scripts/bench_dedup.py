@@ -13,14 +13,19 @@ refused, repetitive or symbol-filled response, or an over-long prompt) for the f
 Contestants, each a child process timed from start to exit (wall seconds), --cores cores (RAYON_NUM_THREADS for
 whet, the executor's workers for datatrove):
 
-  minhash  whet dedup --method minhash: 5-word shingles, 14 bands × 8 rows, seed 1, twice: with a candidate's
+  minhash  whet dedup --method minhash: 5-word shingles, 14 bands × 8 rows, seed 1: with a candidate's
            estimated Jaccard confirmed at --threshold (whetstone's way), and at 0.01, where every band
-           collision is a duplicate (datatrove's way); linked rows form clusters, each keeping its first row. datatrove: its four MinHash stages with the same shingles,
+           collision is a duplicate (datatrove's way), then that again with the next seed; linked rows form
+           clusters, each keeping its first row. datatrove: its four MinHash stages with the same shingles,
            bands, seed, normalisation and word split (scripts/bench_dedup_datatrove.py says what cannot match).
+           MinHash samples: two seeds remove different rows where pairs sit near the bands' threshold, so the
+           agreement of whetstone's two seeds is the most two implementations can be expected to agree.
   exact    whet dedup --method exact; datatrove's three exact-dedup stages on whetstone's key.
   filter   whet filter (its defaults); datatrove's LambdaFilter running the same four rules ported to Python.
 
-Agreement: the Jaccard index of the sets of removed ids (1.0: the same rows removed). Speed-up: datatrove's
+Agreement: the Jaccard index of the sets of removed ids (1.0: the same rows removed). For MinHash also with
+datatrove's clusters each keeping its first row, as whetstone's do (datatrove's union-find keeps the root its
+merges by size left, not the first row): the agreement of the clusters themselves. Speed-up: datatrove's
 seconds / whetstone's (above 1: whetstone is faster).
 """
 
@@ -41,11 +46,34 @@ HERE = Path(__file__).resolve().parent
 
 
 def removed_ids_datatrove(folder: Path) -> list[str]:
-    ids = []
+    return [str(doc["id"]) for doc in removed_docs_datatrove(folder)]
+
+
+def removed_docs_datatrove(folder: Path) -> list[dict]:
+    docs = []
     for f in sorted(folder.glob("*.jsonl")):
         with open(f, encoding="utf-8") as fh:
-            ids.extend(str(json.loads(line)["id"]) for line in fh if line.strip())
-    return ids
+            docs.extend(json.loads(line) for line in fh if line.strip())
+    return docs
+
+
+def removed_keeping_first_datatrove(work: Path) -> list[str]:
+    """The ids datatrove's MinHash clusters would remove if each kept its first row in the pool's order, as
+    whetstone's do (datatrove's union by size keeps whichever root the merges left). The clusters come from its
+    cluster ids: on the removed rows, and on the kept ones (Parquet, -1 for a row in no cluster)."""
+    import pyarrow.parquet as pq
+
+    members: dict[int, list[str]] = {}
+    for doc in removed_docs_datatrove(work / "removed"):
+        members.setdefault(doc["metadata"]["minhash_cluster_id"], []).append(str(doc["id"]))
+    for f in sorted((work / "kept").glob("*.parquet")):
+        t = pq.read_table(f, columns=["id", "metadata"])
+        cluster = t.column("metadata").combine_chunks().field("minhash_cluster_id").to_pylist()
+        for i, c in zip(t.column("id").to_pylist(), cluster):
+            if c != -1:
+                members.setdefault(c, []).append(str(i))
+    position = lambda i: int(i[1:])  # noqa: E731 (the pool's ids are r0, r1, ...)
+    return [i for ids in members.values() for i in sorted(ids, key=position)[1:]]
 
 
 def whet_argv(whet: Path, step: str, pool: Path, out: Path, threshold: float | None, seed: int) -> list[str]:
@@ -59,15 +87,19 @@ def whet_argv(whet: Path, step: str, pool: Path, out: Path, threshold: float | N
     raise ValueError(step)
 
 
-def run_whet(whet: Path, step: str, pool: Path, args, outdir: Path, threshold: float | None = None) -> dict:
-    label = f"whetstone (Jaccard ≥ {threshold})" if threshold is not None else "whetstone"
-    run_dir = outdir / (f"{step}-whet" + (f"-{threshold}" if threshold is not None else ""))
+def run_whet(whet: Path, step: str, pool: Path, args, outdir: Path, threshold: float | None = None,
+             seed: int | None = None) -> dict:
+    seed = args.seed if seed is None else seed
+    label = "whetstone"
+    if threshold is not None:
+        label += f" (Jaccard ≥ {threshold}" + (f", seed {seed})" if seed != args.seed else ")")
+    run_dir = outdir / (f"{step}-whet" + (f"-{threshold}-seed{seed}" if threshold is not None else ""))
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     out = run_dir / "out.parquet"
     env = {**os.environ, "RAYON_NUM_THREADS": str(args.cores)}
     print(f"  {step:8} {label:28} ...", end="", flush=True)
-    r = run_child(whet_argv(whet, step, pool, out, threshold, args.seed), run_dir / "run.log", env=env)
+    r = run_child(whet_argv(whet, step, pool, out, threshold, seed), run_dir / "run.log", env=env)
     if r["rc"] != 0:
         print(" failed")
         return {"step": step, "contestant": label, "failed": f"see {rel(run_dir / 'run.log')}"}
@@ -79,7 +111,7 @@ def run_whet(whet: Path, step: str, pool: Path, args, outdir: Path, threshold: f
     out.unlink(missing_ok=True)
     print(f" {r['seconds']:8.1f} s  {len(removed):,} removed  {r['rss_mib']:,.0f} MiB", flush=True)
     return {"step": step, "contestant": label, "seconds": r["seconds"], "rss_mib": r["rss_mib"],
-            "removed": removed, "threshold": threshold}
+            "removed": removed, "threshold": threshold, "seed": seed}
 
 
 def run_datatrove(step: str, pool: Path, args, outdir: Path) -> dict:
@@ -97,11 +129,13 @@ def run_datatrove(step: str, pool: Path, args, outdir: Path) -> dict:
         if line.startswith("TIMES "):
             times = json.loads(line[6:])
     removed = removed_ids_datatrove(work / "removed")
+    first_kept = removed_keeping_first_datatrove(work) if step == "minhash" else None
     shutil.rmtree(work / "kept", ignore_errors=True)
     print(f" {r['seconds']:8.1f} s  {len(removed):,} removed  largest process {r['rss_mib']:,.0f} MiB,"
           f" all together {r['tree_rss_mib']:,.0f} MiB", flush=True)
     return {"step": step, "contestant": "datatrove", "seconds": r["seconds"], "rss_mib": r["rss_mib"],
-            "tree_rss_mib": r["tree_rss_mib"], "stage_seconds": times, "removed": removed}
+            "tree_rss_mib": r["tree_rss_mib"], "stage_seconds": times, "removed": removed,
+            **({"removed_keeping_first": first_kept} if first_kept is not None else {})}
 
 
 def main() -> int:
@@ -126,6 +160,7 @@ def main() -> int:
         if step == "minhash":
             results.append(run_whet(whet, step, pool, args, outdir, threshold=args.threshold))
             results.append(run_whet(whet, step, pool, args, outdir, threshold=0.01))
+            results.append(run_whet(whet, step, pool, args, outdir, threshold=0.01, seed=args.seed + 1))
         else:
             results.append(run_whet(whet, step, pool, args, outdir))
         if not args.no_datatrove:
@@ -141,21 +176,33 @@ def main() -> int:
         if peer is not None and r is not peer:
             r["speedup"] = peer["seconds"] / r["seconds"]
             r["jaccard_removed"] = jaccard(r["removed"], peer["removed"])
+            if "removed_keeping_first" in peer:
+                r["jaccard_clusters"] = jaccard(r["removed"], peer["removed_keeping_first"])
         table.append([r["step"], r["contestant"], f"{r['seconds']:.1f}", f"{args.rows / r['seconds']:,.0f}",
                       f"{r['speedup']:.1f}×" if "speedup" in r else "-", f"{len(r['removed']):,}",
                       f"{r['jaccard_removed']:.4f}" if "jaccard_removed" in r else "-",
+                      f"{r['jaccard_clusters']:.4f}" if "jaccard_clusters" in r else "-",
                       f"{r['rss_mib']:,.0f}" + (f" (all {r['tree_rss_mib']:,.0f})" if "tree_rss_mib" in r else "")])
     print()
     print(f"{args.rows:,} rows, {args.cores} cores; speed-up = datatrove's seconds / this row's; agreement = Jaccard"
-          " of the removed ids with datatrove's")
-    for line in fmt_table(["step", "run", "seconds", "rows/s", "speed-up", "removed", "agreement", "peak MiB"], table,
-                          left={0, 1}):
+          " of the removed ids with datatrove's; clusters = the same with datatrove's clusters each keeping its"
+          " first row, as whetstone's do")
+    head = ["step", "run", "seconds", "rows/s", "speed-up", "removed", "agreement", "clusters", "peak MiB"]
+    for line in fmt_table(head, table, left={0, 1}):
         print(line)
+
+    seeds = [r for r in results if r["step"] == "minhash" and r.get("threshold") == 0.01 and "failed" not in r]
+    seed_agreement = None
+    if len(seeds) == 2:
+        seed_agreement = jaccard(seeds[0]["removed"], seeds[1]["removed"])
+        print(f"MinHash's own sampling: whetstone at 0.01 with seeds {seeds[0]['seed']} and {seeds[1]['seed']}"
+              f" agree at {seed_agreement:.4f}")
 
     for r in results:
         r["removed_count"] = len(r.pop("removed", []))
+        r.pop("removed_keeping_first", None)
     report = {**report_head(cpu=True), "rows": args.rows, "cores": args.cores, "whet": whet_version(whet),
-              "results": results}
+              "minhash_seed_agreement": seed_agreement, "results": results}
     return save_report(cache / f"dedup-results-{args.rows}.json", report, checks_failed)
 
 

@@ -12,8 +12,11 @@ WORK/kept/ (Parquet, as whetstone writes its output), and prints `TIMES {"stage"
            (WORKERS). 5-word shingles, 14 bands × 8 rows, seed 1, text lower-cased and whitespace collapsed
            (whetstone's normalisation: datatrove's punctuation, number and accent folding off), words split on
            whitespace (datatrove's English default is spaCy's tokenizer, which needs spaCy and made 205 of 217 s
-           at 200k rows). Not matchable: xxh64 shingle hashes (whetstone: xxh3), numpy's wrapping arithmetic
-           (whetstone: exact mod 2^61−1), every band collision a duplicate and clusters transitive (union-find).
+           at 200k rows). Every band collision is a duplicate (whetstone's --threshold 0.01 does the same);
+           clusters are transitive (union-find), each keeping its earliest row, as whetstone's. Not matchable:
+           xxh64 shingle hashes (whetstone: xxh3), numpy's seeded draws and wrapping arithmetic (whetstone:
+           xoshiro's draws, exact mod 2^61−1), so the two sample different permutations. Each row carries its
+           cluster id (save_cluster_id, load_cluster_ids) for bench_dedup.py to compare the clusters.
   exact    ExactDedupSignature → ExactFindDedups (1 task) → ExactDedupFilter: whetstone's key (prompt and
            response, each lower-cased and whitespace-collapsed), the earliest file's row kept.
   filter   whetstone's four quality rules, ported to Python, as a LambdaFilter (datatrove has none of them:
@@ -124,8 +127,8 @@ def stages(step: str, pool: str, work: str, workers: int) -> list[tuple[str, lis
             ("buckets", [MinhashDedupBuckets(input_folder=f"{work}/signatures", output_folder=f"{work}/buckets",
                                              config=config)], BUCKETS),
             ("clusters", [MinhashDedupCluster(input_folder=f"{work}/buckets", output_folder=f"{work}/remove_ids",
-                                              config=config)], 1),
-            ("filter", [reader(pool), MinhashDedupFilter(input_folder=f"{work}/remove_ids",
+                                              config=config, save_cluster_id=True)], 1),
+            ("filter", [reader(pool), MinhashDedupFilter(input_folder=f"{work}/remove_ids", load_cluster_ids=True,
                                                          exclusion_writer=removed()), kept()], workers),
         ]
     if step == "exact":
