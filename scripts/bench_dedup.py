@@ -46,15 +46,18 @@ HERE = Path(__file__).resolve().parent
 
 
 def removed_ids_datatrove(folder: Path) -> list[str]:
-    return [str(doc["id"]) for doc in removed_docs_datatrove(folder)]
+    return [i for i, _ in removed_datatrove(folder)]
 
 
-def removed_docs_datatrove(folder: Path) -> list[dict]:
-    docs = []
+def removed_datatrove(folder: Path):
+    """(id, MinHash cluster id or None) of each removed row. Only these are kept: this process forks the next
+    contestant, and Linux counts the memory it had then in the child's peak RSS (ru_maxrss)."""
     for f in sorted(folder.glob("*.jsonl")):
         with open(f, encoding="utf-8") as fh:
-            docs.extend(json.loads(line) for line in fh if line.strip())
-    return docs
+            for line in fh:
+                if line.strip():
+                    doc = json.loads(line)
+                    yield str(doc["id"]), doc.get("metadata", {}).get("minhash_cluster_id")
 
 
 def removed_keeping_first_datatrove(work: Path) -> list[str]:
@@ -64,8 +67,8 @@ def removed_keeping_first_datatrove(work: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     members: dict[int, list[str]] = {}
-    for doc in removed_docs_datatrove(work / "removed"):
-        members.setdefault(doc["metadata"]["minhash_cluster_id"], []).append(str(doc["id"]))
+    for i, c in removed_datatrove(work / "removed"):
+        members.setdefault(c, []).append(i)
     for f in sorted((work / "kept").glob("*.parquet")):
         t = pq.read_table(f, columns=["id", "metadata"])
         cluster = t.column("metadata").combine_chunks().field("minhash_cluster_id").to_pylist()

@@ -520,7 +520,10 @@ pub fn write_stream(
         let mut failure = None;
         while let Some(batch) = reader.next() {
             let sent = rejected.write(&reader.take_rejected()).and(batch).and_then(&mut *f).and_then(|(b, gone)| {
-                let lines: Vec<serde_json::Value> = gone.iter().map(Dropped::to_json).collect();
+                let lines: Vec<serde_json::Value> = {
+                    use rayon::prelude::*;
+                    gone.par_iter().map(Dropped::to_json).collect()
+                };
                 rejected.write_values(&lines)?;
                 gone.iter().for_each(|d| dropped.add_reason(&d.reason, || d.example()));
                 Ok(b)

@@ -102,11 +102,18 @@ impl RejectedWriter {
                 self.out.insert((BufWriter::new(file), temp))
             }
         };
-        for row in rows {
-            serde_json::to_writer(&mut *out, row)?;
-            out.write_all(b"\n").map_err(|e| Error::io(&self.path, e))?;
-        }
-        Ok(())
+        // Serialised on every core (a dedup stage may reject most of a million rows), written in order.
+        use rayon::prelude::*;
+        let lines = rows
+            .par_iter()
+            .map(|row| {
+                serde_json::to_vec(row).map(|mut line| {
+                    line.push(b'\n');
+                    line
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        lines.iter().try_for_each(|line| out.write_all(line)).map_err(|e| Error::io(&self.path, e))
     }
 
     /// Puts the file in place; returns its path, or `None` when no row was rejected.

@@ -12,7 +12,38 @@ use crate::filters::{split, text_columns};
 
 /// Text normalised for exact matching: lower case, whitespace runs collapsed, ends trimmed.
 pub fn normalise(text: &str) -> String {
-    text.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
+    if text.is_ascii() {
+        // Byte by byte (most texts): ASCII's whitespace as `split_whitespace` takes it, vertical tab included.
+        let mut out = Vec::with_capacity(text.len());
+        let mut gap = false;
+        for &b in text.as_bytes() {
+            if matches!(b, b' ' | b'\t'..=b'\r') {
+                gap = true;
+                continue;
+            }
+            if gap && !out.is_empty() {
+                out.push(b' ');
+            }
+            gap = false;
+            out.push(b.to_ascii_lowercase());
+        }
+        return String::from_utf8(out).expect("ASCII in, ASCII out");
+    }
+    let mut out = String::with_capacity(text.len());
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        // Lower-cased in place where the word is ASCII; `to_lowercase` per word otherwise (a word-final sigma).
+        if word.is_ascii() {
+            let from = out.len();
+            out.push_str(word);
+            out[from..].make_ascii_lowercase();
+        } else {
+            out.push_str(&word.to_lowercase());
+        }
+    }
+    out
 }
 
 /// What two rows share when they are exact duplicates: the 128-bit xxh3 of the normalised prompt and response
@@ -78,5 +109,25 @@ impl Stage for ExactDedup {
             }
             Ok((kept, dropped))
         })?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalising_lowers_case_and_collapses_whitespace() {
+        assert_eq!(normalise("  Hello\t\tWORLD \n again "), "hello world again");
+        // Non-ASCII words as `to_lowercase` lowers them, a word-final sigma included.
+        assert_eq!(normalise("ÉCOLE  ΟΔΟΣ Straße"), "école οδος straße");
+        assert_eq!(normalise(" \t\n"), "");
+        // Both paths as the plain definition has it, every ASCII whitespace byte among them.
+        let plain = |t: &str| t.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ");
+        for t in ["a\x0bB\x0cc\rD\n\te", " x\x1fY ", "Ab\u{a0}Cd É\x0bF", "\u{2003}Zz\u{85}Q  ", "MiXeD 123 !?"] {
+            assert_eq!(normalise(t), plain(t), "{t:?}");
+        }
+        assert_eq!(exact_key("A  b", Some("C")), exact_key("a b", Some("c")));
+        assert_ne!(exact_key("a b", Some("c")), exact_key("a", Some("b c")));
     }
 }
