@@ -55,7 +55,7 @@ impl MinHashOptions {
 
 /// The permutations: h(x) = the upper 32 bits of (a·x + b) mod 2⁶⁴ with `a` odd (multiply-add-shift, a universal
 /// family), over each shingle's 64-bit xxh3. Products of 64-bit lanes vectorise; datasketch's (a·x + b) mod
-/// (2⁶¹ − 1) needs 128-bit products and made three quarters of the stage's time.
+/// (2⁶¹ − 1) needs 128-bit products and took half the stage's processor time.
 struct Permutations {
     a: Vec<u64>,
     b: Vec<u64>,
