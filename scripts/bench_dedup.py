@@ -71,7 +71,10 @@ def removed_keeping_first_datatrove(work: Path) -> list[str]:
         members.setdefault(c, []).append(i)
     for f in sorted((work / "kept").glob("*.parquet")):
         t = pq.read_table(f, columns=["id", "metadata"])
-        cluster = t.column("metadata").combine_chunks().field("minhash_cluster_id").to_pylist()
+        metadata = t.column("metadata").combine_chunks()
+        if metadata.type.get_field_index("minhash_cluster_id") < 0:
+            continue  # a task with nothing to remove passes its rows on without cluster ids: none is in a cluster
+        cluster = metadata.field("minhash_cluster_id").to_pylist()
         for i, c in zip(t.column("id").to_pylist(), cluster):
             if c != -1:
                 members.setdefault(c, []).append(str(i))

@@ -13,9 +13,10 @@ WORK/kept/ (Parquet, as whetstone writes its output), and prints `TIMES {"stage"
            (whetstone's normalisation: datatrove's punctuation, number and accent folding off), words split on
            whitespace (datatrove's English default is spaCy's tokenizer, which needs spaCy and made 205 of 217 s
            at 200k rows). Every band collision is a duplicate (whetstone's --threshold 0.01 does the same);
-           clusters are transitive (union-find), each keeping its earliest row, as whetstone's. Not matchable:
-           xxh64 shingle hashes (whetstone: xxh3), numpy's seeded draws and wrapping arithmetic (whetstone:
-           xoshiro's draws, exact mod 2^61−1), so the two sample different permutations. Each row carries its
+           clusters are transitive (union-find), each keeping the root its union by size left (whetstone's keep
+           their first row). Not matchable: xxh64 shingle hashes (whetstone: xxh3), numpy's seeded draws and
+           (a·x + b) mod 2^61−1 after wrapping products (whetstone: xoshiro's draws, the upper 32 bits of
+           (a·x + b) mod 2^64), so the two sample different permutations. Each row carries its
            cluster id (save_cluster_id, load_cluster_ids) for bench_dedup.py to compare the clusters.
   exact    ExactDedupSignature → ExactFindDedups (1 task) → ExactDedupFilter: whetstone's key (prompt and
            response, each lower-cased and whitespace-collapsed), the earliest file's row kept.

@@ -99,7 +99,7 @@ impl Permutations {
 fn fold_min(sig: &mut [u32], a: &[u64], b: &[u64], shingles: &[u64]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx512dq") {
+        if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512dq") {
             // SAFETY: the processor has the features the function is compiled for.
             return unsafe { fold_min_avx512(sig, a, b, shingles) };
         }
