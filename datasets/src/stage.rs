@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use arrow::array::{AsArray, RecordBatch, UInt32Array};
 use arrow::datatypes::{DataType, Field, UInt32Type};
 
+use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -520,10 +521,7 @@ pub fn write_stream(
         let mut failure = None;
         while let Some(batch) = reader.next() {
             let sent = rejected.write(&reader.take_rejected()).and(batch).and_then(&mut *f).and_then(|(b, gone)| {
-                let lines: Vec<serde_json::Value> = {
-                    use rayon::prelude::*;
-                    gone.par_iter().map(Dropped::to_json).collect()
-                };
+                let lines: Vec<serde_json::Value> = gone.par_iter().map(Dropped::to_json).collect();
                 rejected.write_values(&lines)?;
                 gone.iter().for_each(|d| dropped.add_reason(&d.reason, || d.example()));
                 Ok(b)

@@ -15,6 +15,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
@@ -103,7 +104,6 @@ impl RejectedWriter {
             }
         };
         // Serialised on every core (a dedup stage may reject most of a million rows), written in order.
-        use rayon::prelude::*;
         let lines = rows
             .par_iter()
             .map(|row| {
@@ -517,7 +517,6 @@ fn alpaca_row(t: Turns) -> Value {
 /// Rows as JSON objects (`meta` inlined), as the `jsonl` writer writes them.
 pub fn batch_rows_json(batch: &RecordBatch) -> Result<Vec<serde_json::Value>> {
     // In slices of 1,024 rows on every core: a dedup stage may reject most of a million rows.
-    use rayon::prelude::*;
     const SLICE: usize = 1024;
     let starts: Vec<usize> = (0..batch.num_rows()).step_by(SLICE).collect();
     let slices = starts

@@ -29,21 +29,8 @@ pub fn normalise(text: &str) -> String {
         }
         return String::from_utf8(out).expect("ASCII in, ASCII out");
     }
-    let mut out = String::with_capacity(text.len());
-    for word in text.split_whitespace() {
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        // Lower-cased in place where the word is ASCII; `to_lowercase` per word otherwise (a word-final sigma).
-        if word.is_ascii() {
-            let from = out.len();
-            out.push_str(word);
-            out[from..].make_ascii_lowercase();
-        } else {
-            out.push_str(&word.to_lowercase());
-        }
-    }
-    out
+    // Word by word otherwise: `to_lowercase` lowers a word-final sigma as the word's end.
+    text.split_whitespace().map(str::to_lowercase).collect::<Vec<_>>().join(" ")
 }
 
 /// What two rows share when they are exact duplicates: the 128-bit xxh3 of the normalised prompt and response

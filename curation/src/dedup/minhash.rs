@@ -387,16 +387,18 @@ mod tests {
     #[test]
     fn signatures_are_the_plain_definitions() {
         // The definition, slowly: each shingle's words joined, 128-bit products.
-        fn plain(perms: &Permutations, text: &str, shingle: usize) -> Vec<u32> {
+        fn shingle_hashes(text: &str, shingle: usize) -> Vec<u64> {
             let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
             let shingles: Vec<String> = match words.len() {
                 0 => vec![],
                 n if n < shingle => vec![words.join(" ")],
                 _ => words.windows(shingle).map(|w| w.join(" ")).collect(),
             };
+            shingles.iter().map(|s| xxhash_rust::xxh3::xxh3_64(s.as_bytes())).collect()
+        }
+        fn plain(perms: &Permutations, text: &str, shingle: usize) -> Vec<u32> {
             let mut sig = vec![u32::MAX; perms.a.len()];
-            for s in shingles {
-                let x = xxhash_rust::xxh3::xxh3_64(s.as_bytes());
+            for x in shingle_hashes(text, shingle) {
                 for (m, (&a, &b)) in sig.iter_mut().zip(perms.a.iter().zip(&perms.b)) {
                     *m = (*m).min(((a as u128 * x as u128 + b as u128) % (1 << 64) >> 32) as u32);
                 }
@@ -412,13 +414,7 @@ mod tests {
                 assert_eq!(sig, plain(&perms, &text, shingle), "{text:?} {shingle}");
                 // The processor's vector path (the one taken above, where it has one) against plain code.
                 let mut scalar = vec![u32::MAX; perms.a.len()];
-                let words: Vec<&str> = text.split(' ').filter(|w| !w.is_empty()).collect();
-                let xs: Vec<u64> = match words.len() {
-                    0 => vec![],
-                    n if n < shingle => vec![xxhash_rust::xxh3::xxh3_64(words.join(" ").as_bytes())],
-                    _ => words.windows(shingle).map(|w| xxhash_rust::xxh3::xxh3_64(w.join(" ").as_bytes())).collect(),
-                };
-                fold_min_plain(&mut scalar, &perms.a, &perms.b, &xs);
+                fold_min_plain(&mut scalar, &perms.a, &perms.b, &shingle_hashes(&text, shingle));
                 assert_eq!(sig, scalar);
             }
         }
