@@ -145,14 +145,14 @@ def run_one(name: str, **kw) -> dict:
 def thread_report() -> list[str]:
     lines = [f"faiss OpenMP threads: {faiss.omp_get_max_threads()}"]
     env = [f"{v}={os.environ[v]}" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                            "RAYON_NUM_THREADS") if v in os.environ]
+                                            "RAYON_NUM_THREADS", "OPENBLAS_CORETYPE") if v in os.environ]
     lines.append("thread env: " + (", ".join(env) if env else "none set (library defaults)"))
     if threadpoolctl is None:
         lines.append("threadpoolctl not installed: BLAS/OpenMP pools not listed")
         return lines
     for p in threadpoolctl.threadpool_info():
         lines.append(f"threadpool: {p.get('user_api')}/{p.get('internal_api')} {p.get('version') or ''} "
-                     f"threads={p.get('num_threads')} ({Path(p.get('filepath', '')).name})")
+                     f"{p.get('architecture') or ''} threads={p.get('num_threads')} ({Path(p.get('filepath', '')).name})")
     return lines
 
 

@@ -7,12 +7,11 @@
 //! group. The assignment equals plain Lloyd's (up to float rounding in near ties): the same inertia in
 //! fewer operations once the centroids settle.
 
-use candle_core::{Device, Tensor};
 use rayon::prelude::*;
 
-use super::{kmeans, sq_norms, KMeansOptions, BLOCK};
+use super::{kmeans, sq_norms, with_dots, KMeansOptions};
 use crate::error::Result;
-use crate::vector::sq_distance;
+use crate::vector::{dot_products, sq_distance, ROWS_PER_PRODUCT};
 
 /// Centroids per group: bigger groups give looser bounds but better-shaped matrix products.
 const GROUP_SIZE: usize = 32;
@@ -87,39 +86,34 @@ impl Bounds {
     fn full_pass(&mut self, data: &[f32], dim: usize, centroids: &[f32]) -> Result<()> {
         let k = centroids.len() / dim;
         let t = self.groups.len();
-        let c = Tensor::from_slice(centroids, (k, dim), &Device::Cpu)?.t()?.contiguous()?;
         let c_norms = sq_norms(centroids, dim);
-        for (start, block) in data.chunks(BLOCK * dim).enumerate().map(|(b, x)| (b * BLOCK, x)) {
-            let rows = block.len() / dim;
-            let x = Tensor::from_slice(block, (rows, dim), &Device::Cpu)?;
-            let dots: Vec<f32> = x.matmul(&c)?.flatten_all()?.to_vec1()?;
-            let end = start + rows;
-            let (labels, upper, lower) =
-                (&mut self.labels[start..end], &mut self.upper[start..end], &mut self.lower[start * t..end * t]);
-            let (groups, norms) = (&self.groups, &self.row_norms[start..end]);
-            labels
-                .par_iter_mut()
-                .zip(upper.par_iter_mut())
-                .zip(lower.par_chunks_mut(t))
-                .zip(dots.par_chunks(k))
-                .zip(norms.par_iter())
-                .for_each(|((((label, upper), lower), dots), &xn)| {
-                    let dist = |j: u32| xn - 2.0 * dots[j as usize] + c_norms[j as usize];
-                    // Each group's nearest goes to its lower bound; the nearest of all is the row's own, and its
-                    // group's bound is then the group's second nearest.
-                    let (mut home, mut own) = (0, GroupBest { distance: f32::INFINITY, centroid: 0, second: 0.0 });
-                    for (g, (lb, members)) in lower.iter_mut().zip(groups).enumerate() {
-                        let best = best_in(members.iter().map(|&j| (j, dist(j))));
-                        *lb = best.distance;
-                        if best.distance < own.distance {
-                            (home, own) = (g, best);
-                        }
+        let groups = &self.groups;
+        let outs = self
+            .labels
+            .par_chunks_mut(ROWS_PER_PRODUCT)
+            .zip(self.upper.par_chunks_mut(ROWS_PER_PRODUCT))
+            .zip(self.lower.par_chunks_mut(ROWS_PER_PRODUCT * t))
+            .zip(self.row_norms.par_chunks(ROWS_PER_PRODUCT));
+        with_dots(data, dim, centroids, outs, |(((labels, upper), lower), norms), _, dots| {
+            for ((((label, upper), lower), dots), &xn) in
+                labels.iter_mut().zip(upper).zip(lower.chunks_mut(t)).zip(dots.chunks(k)).zip(norms)
+            {
+                let dist = |j: u32| xn - 2.0 * dots[j as usize] + c_norms[j as usize];
+                // Each group's nearest goes to its lower bound; the nearest of all is the row's own, and its
+                // group's bound is then the group's second nearest.
+                let (mut home, mut own) = (0, GroupBest { distance: f32::INFINITY, centroid: 0, second: 0.0 });
+                for (g, (lb, members)) in lower.iter_mut().zip(groups).enumerate() {
+                    let best = best_in(members.iter().map(|&j| (j, dist(j))));
+                    *lb = best.distance;
+                    if best.distance < own.distance {
+                        (home, own) = (g, best);
                     }
-                    *label = own.centroid;
-                    *upper = own.distance;
-                    lower[home] = own.second;
-                });
-        }
+                }
+                *label = own.centroid;
+                *upper = own.distance;
+                lower[home] = own.second;
+            }
+        });
         Ok(())
     }
 
@@ -185,8 +179,8 @@ impl Bounds {
         let found: Vec<Vec<(u32, GroupBest)>> = by_group
             .par_iter()
             .enumerate()
-            .flat_map_iter(|(g, entries)| entries.chunks(BLOCK).map(move |block| (g, block)))
-            .map(|(g, entries)| -> Result<Vec<(u32, GroupBest)>> {
+            .flat_map_iter(|(g, entries)| entries.chunks(ROWS_PER_PRODUCT).map(move |block| (g, block)))
+            .map(|(g, entries)| -> Vec<(u32, GroupBest)> {
                 let members = &self.groups[g];
                 let mut rows: Vec<f32> = Vec::with_capacity(entries.len() * dim);
                 for &e in entries {
@@ -197,10 +191,9 @@ impl Bounds {
                 for &j in members {
                     cents.extend_from_slice(&new[j as usize * dim..(j as usize + 1) * dim]);
                 }
-                let x = Tensor::from_vec(rows, (entries.len(), dim), &Device::Cpu)?;
-                let c = Tensor::from_vec(cents, (members.len(), dim), &Device::Cpu)?;
-                let dots: Vec<f32> = x.matmul(&c.t()?)?.flatten_all()?.to_vec1()?;
-                Ok(entries
+                let mut dots = vec![0f32; entries.len() * members.len()];
+                dot_products(&rows, &cents, dim, &mut dots);
+                entries
                     .iter()
                     .zip(dots.chunks(members.len()))
                     .map(|(&e, dots)| {
@@ -209,9 +202,9 @@ impl Bounds {
                             best_in(members.iter().zip(dots).map(|(&j, &d)| (j, xn - 2.0 * d + c_norms[j as usize])));
                         (e, best)
                     })
-                    .collect())
+                    .collect()
             })
-            .collect::<Result<_>>()?;
+            .collect();
         let mut results = vec![GroupBest { distance: 0.0, centroid: 0, second: 0.0 }; checks.len()];
         for (e, best) in found.into_iter().flatten() {
             results[e as usize] = best;
