@@ -48,7 +48,8 @@ pub struct KMeans {
     pub converged: bool,
 }
 
-/// k-means++ seeds from at most this many rows per cluster (and at least SEED_MIN_POINTS rows).
+/// k-means++ seeds from at most this many rows per cluster (and at least SEED_MIN_POINTS rows): greedy seeding on
+/// 16 rows per cluster ends within 0.1–2.4% of scikit-learn's inertia over every row on T0, on 32 level with it.
 const SEED_POINTS_PER_CLUSTER: usize = 16;
 const SEED_MIN_POINTS: usize = 8_192;
 
@@ -272,9 +273,9 @@ pub fn kmeans(data: &[f32], dim: usize, opts: &KMeansOptions) -> Result<(KMeans,
     Ok((KMeans { k, dim, centroids, sizes, inertia, iterations, converged }, labels))
 }
 
-/// k-means++ seeds for `n` rows of dimension `dim`. k-means++ makes one pass over its points per centroid: on
-/// a sample of SEED_POINTS_PER_CLUSTER × k rows (all rows when fewer) it costs a small fraction of the Lloyd
-/// iterations, as faiss's sampling does. `rows(Some(picked))` gives those rows' vectors in that order,
+/// k-means++ seeds for `n` rows of dimension `dim`. k-means++ makes one pass over its points per centroid, so it
+/// runs on a sample of SEED_POINTS_PER_CLUSTER × k rows (all rows when fewer): at k = 1024 on T0 that is still
+/// half of the fit, and fewer rows cost inertia (README, k-means). `rows(Some(picked))` gives those rows' vectors in that order,
 /// `rows(None)` every row's; a caller whose rows live elsewhere (on a cluster) fetches only those.
 pub fn initial_centroids(
     n: usize,
