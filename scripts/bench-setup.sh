@@ -28,7 +28,7 @@ bench_setup() {
     fi
 
     # faiss-cpu's wheel bundles OpenBLAS 0.3.15, which does not know newer Xeons and falls back to its generic
-    # "Prescott" kernels: faiss's k-means ran 5× slower here (4.5 s against 1.0 s). Peers run at their best, so
+    # "Prescott" kernels: faiss's k-means ran 4.5 times slower here (4.5 s against 1.0 s). Peers run at their best, so
     # name the AVX-512 kernels where the processor has them (the user may still set their own).
     if [[ -z "${OPENBLAS_CORETYPE:-}" ]] && grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
         export OPENBLAS_CORETYPE=SkylakeX

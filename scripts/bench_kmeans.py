@@ -14,8 +14,9 @@ A benchmark, not a test. Contestants, all on the same float32 matrix (the `embed
 
 The peers run in this Python process, after the embeddings are loaded (loading is not timed). Seeding differs:
 whetstone and scikit-learn use k-means++ (scikit-learn's greedy variant, 2 + log k trials per centroid); faiss
-draws its initial centroids at random. With tol 0 whetstone and faiss run exactly ITERS iterations; scikit-learn
-also stops early if no label changes (its `n_iter_` shows in the iters column). Every contestant runs --repeat
+draws its initial centroids at random. With tol 0 faiss runs exactly ITERS iterations, whetstone too unless no
+centroid moved (converged); scikit-learn also stops early if no label changes (its `n_iter_` shows in the iters
+column). Every contestant runs --repeat
 times (order rotated per round) and the median fit time is reported. Threads: library defaults, printed below.
 
 Cases (--cases; default all that exist):
@@ -24,8 +25,8 @@ Cases (--cases; default all that exist):
   200k        200,000 rows (--rows) cycling the T0 prompts with " #<row>" appended, hashing dim 384, cached
 
 Checks (exit 1 when one fails): every run succeeds; whetstone's manifest agrees with the matrix (rows, dim)
-and ran exactly ITERS iterations (fewer only where it converged: no centroid moved); every inertia is finite; whetstone's inertia is at most --max-inertia-ratio
-times the best peer's. The speed goals (≥ 1.5× faiss, ≥ 5× scikit-learn) are reported, not checked.
+and ran exactly ITERS iterations (fewer only where it converged: no centroid moved); every inertia is finite;
+whetstone's inertia is at most --max-inertia-ratio times the best peer's. The speed goals (≥ 1.5× faiss, ≥ 5× scikit-learn) are reported, not checked.
 
 linfa (linfa-clustering's KMeans) is not a contestant here: it is much slower and is measured separately.
 Usually run through scripts/bench-kmeans.sh, which sets up .venv and builds whet.

@@ -1,6 +1,7 @@
 //! Dense-vector kernels written so the compiler vectorises them: 16 independent lanes, summed at the end
 //! (a plain sum of products stays scalar, because float addition is not reassociated). On x86-64 processors
-//! with AVX2 and FMA (checked at run time) a copy compiled for them runs instead.
+//! with AVX2 and FMA (checked at run time) a copy compiled for them runs instead. Products of many rows with
+//! many rows go to gemm ([`dot_products`]).
 
 const LANES: usize = 16;
 
@@ -62,7 +63,7 @@ pub const ROWS_PER_PRODUCT: usize = 512;
 pub fn dot_products(a: &[f32], b: &[f32], dim: usize, out: &mut [f32]) {
     let (rows, cols) = (a.len() / dim.max(1), b.len() / dim.max(1));
     assert!(
-        a.len() == rows * dim && b.len() == cols * dim && out.len() == rows * cols,
+        a.len() == rows * dim && b.len() == cols * dim && rows.checked_mul(cols) == Some(out.len()),
         "dot_products: {} and {} values are not rows of dimension {dim} for a {}-value product",
         a.len(),
         b.len(),

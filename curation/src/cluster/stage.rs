@@ -157,7 +157,8 @@ impl Stage for Clustering<'_> {
 }
 
 fn lloyd_parameters(o: &KMeansOptions) -> serde_json::Value {
-    json!({"algorithm": "kmeans++/lloyd", "k": o.k, "max_iter": o.max_iter, "tol": o.tol, "seed": o.seed})
+    json!({"algorithm": "kmeans++/lloyd", "k": o.k, "max_iter": o.max_iter, "tol": o.tol, "seed": o.seed,
+        "seeding": o.seeding})
 }
 
 /// The cluster stage for a model fitted elsewhere (Lloyd's iterations on a cluster, `whet curate --cluster`):
