@@ -27,18 +27,21 @@ fn smollm2() -> Option<PathBuf> {
     }
 }
 
-/// `.venv/bin/python` when it has transformers, torch and gguf (transformers reads GGUF files with gguf; the
-/// benchmarks' scripts/bench-setup.sh makes the venv), else `None` with the reason.
+/// `.venv/bin/python` when it has transformers, torch, gguf and accelerate (what transformers needs to read a GGUF
+/// file; the benchmarks' scripts/bench-setup.sh makes the venv), else `None` with the reason.
 fn python_with_transformers() -> Option<PathBuf> {
     let python = Path::new(ROOT).join(".venv/bin/python");
     let ok = std::process::Command::new(&python)
-        .args(["-c", "import transformers, torch, gguf"])
+        .args(["-c", "import transformers, torch, gguf, accelerate"])
         .output()
         .is_ok_and(|o| o.status.success());
     if ok {
         Some(python)
     } else {
-        eprintln!("skipped the transformers comparison: no transformers, torch and gguf in {}", python.display());
+        eprintln!(
+            "skipped the transformers comparison: no transformers, torch, gguf and accelerate in {}",
+            python.display()
+        );
         None
     }
 }

@@ -47,8 +47,8 @@ impl KMeansOptions {
         KMeansOptions { k, max_iter: 25, tol: 1e-4, seed, seeding: Seeding::Greedy }
     }
 
-    /// Clusters to select from: plain k-means++ seeds ([`Seeding::Plain`]).
-    pub fn for_selection(k: usize, seed: u64) -> Self {
+    /// Plain k-means++ seeds ([`Seeding::Plain`]): clusters to select from or to search in.
+    pub fn plain(k: usize, seed: u64) -> Self {
         KMeansOptions { seeding: Seeding::Plain, ..Self::new(k, seed) }
     }
 }

@@ -206,7 +206,7 @@ impl Stage for SelectOptions {
             let mut clusters = clusters_of(&batch)?;
             if opts.method == Method::Kmq && (clusters.is_none() || opts.k.is_some()) {
                 let k = opts.k.unwrap_or(budget).min(rows);
-                clusters = Some(kmeans(data, dim, &KMeansOptions::for_selection(k, opts.seed))?.1);
+                clusters = Some(kmeans(data, dim, &KMeansOptions::plain(k, opts.seed))?.1);
             }
             let mut new_weights = None;
             let picks = match opts.method {

@@ -439,8 +439,7 @@ impl Bench<'_> {
                     .flat_map(|&r| self.embeddings[r * self.dim..(r + 1) * self.dim].iter().copied())
                     .collect();
                 let k = self.size.k.min(self.deduped.len());
-                let (_, c) =
-                    kmeans(&kept, self.dim, &KMeansOptions::for_selection(k, seed_of(seed, "kmeans-dedup", 0)))?;
+                let (_, c) = kmeans(&kept, self.dim, &KMeansOptions::plain(k, seed_of(seed, "kmeans-dedup", 0)))?;
                 let budget = budget.min(self.deduped.len());
                 let within = Within::Central { embeddings: &kept, dim: self.dim, temperature: DEFAULT_KMQ_TEMPERATURE };
                 rows(select::kmq(&c, budget, None, within, seed_of(seed, method, 0))?)
@@ -576,7 +575,7 @@ pub fn run(dir: &Path, size: &BenchSize, embedder: &str, on_event: &mut dyn FnMu
         let (_, clusters) = kmeans(
             &bench.embeddings,
             bench.dim,
-            &KMeansOptions::for_selection(size.k.min(bench.pool.len()), seed_of(seed, "kmeans", 0)),
+            &KMeansOptions::plain(size.k.min(bench.pool.len()), seed_of(seed, "kmeans", 0)),
         )?;
         for method in METHODS {
             (bench.on_event)(BenchEvent::Part(format!("seed {seed}: {method}")));
