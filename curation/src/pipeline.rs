@@ -38,7 +38,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use whetstone_datasets::write::{manifest_path, write_atomic};
 use whetstone_datasets::{Manifest, OnError, Progress, ReadOptions};
 
-use crate::cluster::{cluster_dataset, cluster_dataset_streaming, KMeans, KMeansOptions};
+use crate::cluster::{cluster_dataset, cluster_dataset_streaming, KMeans, KMeansOptions, Seeding};
 use crate::decontam::decontaminate;
 use crate::dedup::exact::dedup_exact;
 use crate::dedup::minhash::{dedup_minhash, MinHashOptions};
@@ -255,12 +255,14 @@ pub struct ClusterStep {
     /// memory (max_iter counts passes). None: Lloyd's algorithm on all rows in memory. On a cluster
     /// (`whet curate --cluster`) k-means is always Lloyd's, the rows staying on the executors.
     pub mini_batch: Option<usize>,
+    /// k-means++ seeding: greedy (the lowest inertia), or plain for clusters to select from (see [`Seeding`]).
+    pub seeding: Seeding,
 }
 
 impl Default for ClusterStep {
     fn default() -> Self {
         let d = KMeansOptions::new(0, 0);
-        ClusterStep { k: 0, max_iter: d.max_iter, tol: d.tol, seed: None, mini_batch: None }
+        ClusterStep { k: 0, max_iter: d.max_iter, tol: d.tol, seed: None, mini_batch: None, seeding: d.seeding }
     }
 }
 
@@ -269,6 +271,7 @@ impl ClusterStep {
         KMeansOptions {
             max_iter: self.max_iter,
             tol: self.tol,
+            seeding: self.seeding,
             ..KMeansOptions::new(self.k, self.seed.unwrap_or(seed))
         }
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use arrow::array::{Array, AsArray, Float32Array, UInt32Array};
 use arrow::datatypes::Float32Type;
+use whetstone_curation::cluster::Seeding;
 use whetstone_curation::pipeline::{run_steps, step_file, ClusterStep, EmbedStep, Step as CurationStep};
 use whetstone_curation::select::{select_dataset, Budget, Method as SelectMethod, SelectOptions, SelectResults};
 use whetstone_datasets::schema::{self, columns};
@@ -140,7 +141,8 @@ impl Runner<'_> {
             let embedded = dir.join("embedded.parquet");
             let embed = EmbedStep { dim: 256, ..Default::default() };
             CurationStep::Embed(embed).run(&config.prompts, &embedded, read_options(), config.seed, |_| {})?;
-            let cluster = ClusterStep { k: config.select.clusters, ..Default::default() };
+            // Clusters to select from: plain k-means++ seeds (greedy ones spread kMQ's picks less).
+            let cluster = ClusterStep { k: config.select.clusters, seeding: Seeding::Plain, ..Default::default() };
             CurationStep::Cluster(cluster).run(
                 &embedded,
                 &dir.join("pool.parquet"),

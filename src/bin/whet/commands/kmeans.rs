@@ -33,7 +33,14 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let step = ClusterStep { k: a.k, max_iter: a.max_iter, tol: a.tol, seed: Some(a.seed), mini_batch: a.mini_batch };
+    let step = ClusterStep {
+        k: a.k,
+        max_iter: a.max_iter,
+        tol: a.tol,
+        seed: Some(a.seed),
+        mini_batch: a.mini_batch,
+        ..Default::default()
+    };
     let bar = Bar::bytes(if a.mini_batch.is_some() { "labelling" } else { "reading" });
     let (m, model) = step.run(&a.input, &a.output, a.read.options()?, a.seed, |p| bar.follow_bytes(p))?;
     bar.finish();
