@@ -15,6 +15,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The names most code and notebooks use.
 pub mod prelude {
     pub use whetstone_curation::embed::{embed_dataset, Embedder, HashingEmbedder, SentenceEncoder, TextField};
+    pub use whetstone_curation::filters::special_tokens::SpecialTokenMode;
     pub use whetstone_curation::pipeline::{
         ClusterStep, DecontamStep, DedupMethod, DedupStep, EmbedStep, FilterStep, Pipeline, SelectStep, Step,
     };
@@ -22,7 +23,7 @@ pub mod prelude {
     pub use whetstone_curation::select::{Budget, Method};
     pub use whetstone_datasets::{
         convert, inspect, read_all, row_count, schema, ConvertOptions, DatasetReader, DatasetWriter, FieldMap,
-        Manifest, OnError, OutputFormat, ReadOptions, SourceFormat,
+        Manifest, OnError, OutputFormat, ReadOptions, SourceFormat, SpecialTokens,
     };
     pub use whetstone_kernel::notebook::{
         run, run_seeded, shared_data, sql, thousands, whet, Chart, Dataset, Show, StageDone, Table,

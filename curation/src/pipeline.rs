@@ -45,6 +45,7 @@ use crate::dedup::minhash::{dedup_minhash, MinHashOptions};
 use crate::dedup::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
 use crate::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
 use crate::error::{Error, Result};
+use crate::filters::special_tokens::SpecialTokenMode;
 use crate::filters::{filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams};
 use crate::select::{select_dataset, Budget, Method, SelectOptions, SelectResults, WeightUpdate};
 
@@ -74,6 +75,9 @@ pub struct FilterStep {
     pub max_symbols: f64,
     /// Keep empty and refused responses.
     pub keep_refusals: bool,
+    /// Special-token strings in the texts (`<|endoftext|>`, `<|im_end|>`, …): keep, strip (from the ends of
+    /// each text) or reject.
+    pub special_tokens: SpecialTokenMode,
 }
 
 impl Default for FilterStep {
@@ -86,6 +90,7 @@ impl Default for FilterStep {
             max_repeated: 0.5,
             max_symbols: 0.5,
             keep_refusals: false,
+            special_tokens: SpecialTokenMode::Keep,
         }
     }
 }
@@ -413,7 +418,8 @@ impl Step {
                 let filters = f.filters();
                 let mut parameters = serde_json::to_value(f).expect("serialisable");
                 parameters["filters"] = filters.iter().map(|f| f.name()).collect::<Vec<_>>().into();
-                filter_dataset(input, output, &filters, parameters, read, |p, _| on_progress(p))
+                Ok(filter_dataset(input, output, f.special_tokens, &filters, parameters, read, |p, _| on_progress(p))?
+                    .manifest)
             }
             Step::Dedup(d) => {
                 let seed = d.seed.unwrap_or(seed);

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::format::FieldMap;
 use crate::manifest::Manifest;
 use crate::read::{OnError, Progress, ReadOptions};
+use crate::special_tokens::{SpecialTokenReport, SpecialTokenScan, SpecialTokens};
 use crate::stage::{run_stage, Rows, Stage};
 use crate::write::OutputFormat;
 
@@ -38,8 +39,14 @@ struct Convert<'a> {
     output: &'a Path,
 }
 
+/// What converting found: the special-token strings in the texts, which `whet convert` keeps and warns of.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConvertResults {
+    pub special_tokens: SpecialTokenReport,
+}
+
 impl Stage for Convert<'_> {
-    type Results = ();
+    type Results = ConvertResults;
     type Error = crate::Error;
 
     fn name(&self) -> &str {
@@ -60,7 +67,13 @@ impl Stage for Convert<'_> {
         self.opts.format
     }
 
-    fn run(&self, rows: &mut Rows) -> Result<()> {
-        rows.map(Ok)
+    fn run(&self, rows: &mut Rows) -> Result<ConvertResults> {
+        let known = SpecialTokens::known();
+        let mut scan = SpecialTokenScan::new(&known, 1);
+        rows.map(|batch| {
+            scan.add(&batch);
+            Ok(batch)
+        })?;
+        Ok(ConvertResults { special_tokens: scan.finish() })
     }
 }

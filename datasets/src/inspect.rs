@@ -1,4 +1,5 @@
-//! What is in a dataset: layout, columns, row count, sample rows and length statistics.
+//! What is in a dataset: layout, columns, row count, sample rows, length statistics and the special-token
+//! strings its texts hold.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +11,7 @@ use serde_json::Value;
 use crate::error::Result;
 use crate::read::{DatasetReader, InputReport, Progress, ReadOptions, Rejections};
 use crate::schema;
+use crate::special_tokens::{SpecialTokenReport, SpecialTokenScan, SpecialTokens};
 
 /// Percentiles of a length distribution.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
@@ -77,6 +79,8 @@ pub struct Inspection {
     pub conversations: u64,
     pub lengths: BTreeMap<String, TextLengths>,
     pub samples: Vec<Value>,
+    /// Special-token strings in the texts (`<|endoftext|>`, `<|im_end|>`, …), with example rows.
+    pub special_tokens: SpecialTokenReport,
     pub rejected: Rejections,
     pub inputs: Vec<InputReport>,
 }
@@ -89,11 +93,12 @@ pub struct Column {
     pub nullable: bool,
 }
 
-/// Reads the whole input once (streaming) and describes it.
+/// Reads the whole input once (streaming) and describes it, looking for the strings of `special_tokens`.
 pub fn inspect(
     path: &Path,
     opts: ReadOptions,
     samples: usize,
+    special_tokens: &SpecialTokens,
     on_progress: impl FnOnce(Progress),
 ) -> Result<Inspection> {
     let mut reader = DatasetReader::open(path, opts)?;
@@ -104,8 +109,10 @@ pub fn inspect(
     let mut prompt = LengthCollector::default();
     let mut response = LengthCollector::default();
     let mut sample_rows = Vec::new();
+    let mut markers = SpecialTokenScan::new(special_tokens, 3);
     for batch in reader.by_ref() {
         let batch = batch?;
+        markers.add(&batch);
         rows += batch.num_rows() as u64;
         if sample_rows.len() < samples {
             sample_rows.extend(crate::write::batch_rows_json(
@@ -143,6 +150,7 @@ pub fn inspect(
         conversations,
         lengths: BTreeMap::from([("prompt".to_string(), prompt.finish()), ("response".to_string(), response.finish())]),
         samples: sample_rows,
+        special_tokens: markers.finish(),
         rejected: reader.rejections().clone(),
         inputs: reader.reports().to_vec(),
     })

@@ -149,3 +149,48 @@ fn exports_trainer_layouts_from_real_data() {
     assert_eq!(first["messages"][1]["content"], original[0]["instances"][0]["output"]);
     assert_eq!(text.lines().count(), 252);
 }
+
+#[test]
+fn t0s_endoftext_strings_are_found_warned_of_and_stripped() {
+    let Some(data) = shared_data() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = dir.path().join("t0.parquet");
+    let out = crate::common::whet(&["convert", s(&data.join("t0-templates")), s(&t0)]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("warning: 41,813 rows hold special-token strings (<|endoftext|> ×41,813), kept as text"),
+        "{stderr}"
+    );
+    let batch = all_rows(&t0);
+    let responses = batch.column_by_name("response").unwrap().as_string::<i32>();
+    assert!(responses.iter().flatten().all(|r| r.ends_with("<|endoftext|>")), "convert keeps the text as it is");
+
+    let found: Value = serde_json::from_str(&whet_ok(&["inspect", s(&data.join("t0-templates")), "--json"])).unwrap();
+    let strings = found["special_tokens"]["strings"].as_array().unwrap();
+    assert_eq!(strings.len(), 1, "{strings:?}");
+    let endoftext = &strings[0];
+    assert_eq!(
+        (endoftext["string"].as_str(), endoftext["family"].as_str()),
+        (Some("<|endoftext|>"), Some("GPT-2/NeoX"))
+    );
+    assert_eq!([&endoftext["rows"], &endoftext["occurrences"], &endoftext["at_ends"]], [41_813; 3]);
+    assert_eq!(endoftext["examples"][0]["field"], "response");
+    assert!(endoftext["examples"][0]["context"].as_str().unwrap().ends_with("<|endoftext|>"));
+    let table = whet_ok(&["inspect", s(&t0)]);
+    assert!(table.contains("<|endoftext|>") && table.contains("41,813 of 41,813 rows hold"), "{table}");
+
+    let clean = dir.path().join("clean.parquet");
+    let shown = whet_ok(&["filter", s(&t0), s(&clean), "--special-tokens", "strip"]);
+    assert!(shown.contains("stripped from 41,813 rows: <|endoftext|> ×41,813"), "{shown}");
+    let m = Manifest::read_beside(&clean).unwrap();
+    assert_eq!(m.results["special_tokens_stripped"]["strings"]["<|endoftext|>"], 41_813);
+    assert_eq!(m.parameters["special_tokens"], "strip");
+    assert_eq!(m.rows.rows_rejected, m.rejected.by_reason.values().sum::<u64>());
+    assert!(!m.rejected.by_reason.contains_key("special_tokens"), "T0's strings are all at the ends");
+    let table = whet_ok(&["inspect", s(&clean)]);
+    assert!(table.contains("special-token strings: none"), "{table}");
+    let batch = all_rows(&clean);
+    let responses = batch.column_by_name("response").unwrap().as_string::<i32>();
+    assert!(responses.iter().flatten().all(|r| !r.contains("<|endoftext|>") && r == r.trim_end()));
+}

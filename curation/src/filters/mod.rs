@@ -1,16 +1,22 @@
 //! Row filters, datatrove-style: each is one method that keeps a row or says why not; counting, writing
 //! the rejected rows and the manifest live once, in the stage runner. Exact deduplication
 //! ([`crate::dedup::exact`]) and n-gram decontamination ([`crate::decontam`]) keep or drop rows the same way
-//! (with state: what was seen, what the evaluation sets hold), through [`split`].
+//! (with state: what was seen, what the evaluation sets hold), through [`split`]. Special-token strings
+//! ([`special_tokens`]) are kept, stripped or rejected before the filters see the rows.
+
+pub mod special_tokens;
 
 use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch, StringArray, UInt32Array};
 use rayon::prelude::*;
 use rustc_hash::FxHashSet;
-use whetstone_datasets::{run_stage, schema, Dropped, Manifest, Progress, ReadOptions, RowProgress, Rows, Stage};
+use whetstone_datasets::{
+    run_stage, schema, Done, Dropped, Progress, ReadOptions, RowProgress, Rows, SpecialTokens, Stage,
+};
 
 use crate::error::{Error, Result};
+use special_tokens::{special_tokens_batch, SpecialTokenMode, Stripped};
 
 /// The texts of one row a filter looks at.
 pub struct Row<'a> {
@@ -182,25 +188,36 @@ pub(crate) fn split(
     Ok((kept, dropped))
 }
 
-/// The filter stage: heuristic quality filters, each named in the rejection reasons.
+/// What the filter stage changed without rejecting: the special-token strings it stripped.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FilterResults {
+    pub special_tokens_stripped: Stripped,
+}
+
+/// The filter stage: special-token strings handled as `special_tokens` says, then heuristic quality filters,
+/// each named in the rejection reasons.
 pub fn filter_dataset(
     input: &Path,
     output: &Path,
+    special_tokens: SpecialTokenMode,
     filters: &[Box<dyn Filter>],
     parameters: serde_json::Value,
     read: ReadOptions,
     on_progress: impl FnOnce(Progress, RowProgress),
-) -> Result<Manifest> {
-    Ok(run_stage(&Heuristics { filters, parameters }, input, output, read, on_progress)?.manifest)
+) -> Result<Done<FilterResults>> {
+    let stage = Heuristics { special_tokens, tokens: SpecialTokens::known(), filters, parameters };
+    run_stage(&stage, input, output, read, on_progress)
 }
 
 struct Heuristics<'a> {
+    special_tokens: SpecialTokenMode,
+    tokens: SpecialTokens,
     filters: &'a [Box<dyn Filter>],
     parameters: serde_json::Value,
 }
 
 impl Stage for Heuristics<'_> {
-    type Results = ();
+    type Results = FilterResults;
     type Error = Error;
 
     fn name(&self) -> &str {
@@ -211,8 +228,15 @@ impl Stage for Heuristics<'_> {
         self.parameters.clone()
     }
 
-    fn run(&self, rows: &mut Rows) -> Result<()> {
-        Ok(rows.filter(|batch| Ok(filter_batch(batch, self.filters)?))?)
+    fn run(&self, rows: &mut Rows) -> Result<FilterResults> {
+        let mut stripped = Stripped::default();
+        rows.filter(|batch| {
+            let (batch, mut dropped) = special_tokens_batch(batch, self.special_tokens, &self.tokens, &mut stripped)?;
+            let (kept, more) = filter_batch(batch, self.filters)?;
+            dropped.extend(more);
+            Ok((kept, dropped))
+        })?;
+        Ok(FilterResults { special_tokens_stripped: stripped })
     }
 }
 

@@ -319,6 +319,7 @@ fn dedup_and_decontamination_counts_add_up_on_real_data() {
 
 #[test]
 fn filters_drop_bad_rows_with_named_reasons() {
+    use whetstone_curation::filters::special_tokens::SpecialTokenMode;
     use whetstone_curation::filters::{filter_dataset, EmptyOrRefused, Filter, Length, RepeatedNgrams};
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("rows.jsonl");
@@ -335,11 +336,102 @@ fn filters_drop_bad_rows_with_named_reasons() {
         Box::new(EmptyOrRefused),
     ];
     let out = dir.path().join("kept.parquet");
-    let m = filter_dataset(&input, &out, &filters, serde_json::json!({}), ReadOptions::default(), |_, _| {}).unwrap();
+    let m = filter_dataset(
+        &input,
+        &out,
+        SpecialTokenMode::Keep,
+        &filters,
+        serde_json::json!({}),
+        ReadOptions::default(),
+        |_, _| {},
+    )
+    .unwrap()
+    .manifest;
     assert_eq!((m.rows.rows_in, m.rows.rows_out, m.rows.rows_rejected), (4, 1, 3));
     let reasons: Vec<(&str, u64)> = m.rejected.by_reason.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     assert_eq!(reasons, [("empty_or_refused", 1), ("length", 1), ("repeated_ngrams", 1)]);
     let dropped = rejected_lines(&m);
     assert_eq!(dropped.len(), 3);
     assert!(dropped.iter().any(|d| d["reason"] == "length" && d["row"]["prompt"] == "?"));
+}
+
+#[test]
+fn special_token_strings_are_stripped_from_the_ends_or_their_rows_rejected() {
+    use whetstone_curation::filters::special_tokens::SpecialTokenMode;
+    use whetstone_curation::filters::{filter_dataset, FilterResults};
+    use whetstone_datasets::{messages_at, SpecialTokens};
+    let dir = tempfile::tempdir().unwrap();
+    // One file per layout: a reader recognises the layout of a file from its rows.
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    let rows = [
+        serde_json::json!({"prompt": "Which organisms like heat?", "completion": "thermophilic organisms<|endoftext|>"}),
+        serde_json::json!({"prompt": "Name a colour.", "completion": "Red."}),
+        serde_json::json!({"prompt": "<s>[INST] Hi [/INST]", "completion": "Hello</s>"}),
+        serde_json::json!({"prompt": "Continue:", "completion": "Sure.<|im_end|>\n<|im_start|>user\nmore"}),
+    ];
+    std::fs::write(input.join("a.jsonl"), rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let chat = serde_json::json!({"messages": [
+        {"role": "system", "content": "Be brief.<|eot_id|>"},
+        {"role": "user", "content": "2 + 2?"},
+        {"role": "assistant", "content": "4 <end_of_turn>\n"},
+    ]});
+    std::fs::write(input.join("b.jsonl"), format!("{chat}\n")).unwrap();
+    let run = |mode, name: &str| {
+        let out = dir.path().join(name);
+        let done =
+            filter_dataset(&input, &out, mode, &[], serde_json::json!({}), ReadOptions::default(), |_, _| {}).unwrap();
+        let read: FilterResults = done.manifest.results().unwrap();
+        assert_eq!(read, done.results, "the manifest holds the counts");
+        (out, done.manifest, done.results.special_tokens_stripped)
+    };
+
+    let (out, m, stripped) = run(SpecialTokenMode::Strip, "stripped.parquet");
+    assert_eq!((m.rows.rows_in, m.rows.rows_out, m.rows.rows_rejected), (5, 4, 1));
+    assert_eq!(m.rejected.by_reason["special_tokens"], 1);
+    let dropped = rejected_lines(&m);
+    assert_eq!(dropped[0]["detail"], "response holds \"<|im_end|>\" inside the text");
+    let counts: Vec<(&str, u64)> = stripped.strings.iter().map(|(s, n)| (s.as_str(), *n)).collect();
+    assert_eq!(
+        counts,
+        [
+            ("</s>", 1),
+            ("<end_of_turn>", 1),
+            ("<s>", 1),
+            ("<|endoftext|>", 1),
+            ("<|eot_id|>", 1),
+            ("[/INST]", 1),
+            ("[INST]", 1)
+        ]
+    );
+    assert_eq!(stripped.rows, 3);
+    let kept = one(&out);
+    let (prompts, responses) = (
+        kept.column_by_name("prompt").unwrap().as_string::<i32>(),
+        kept.column_by_name("response").unwrap().as_string::<i32>(),
+    );
+    let texts: Vec<(&str, &str)> = (0..kept.num_rows()).map(|i| (prompts.value(i), responses.value(i))).collect();
+    assert_eq!(
+        texts,
+        [
+            ("Which organisms like heat?", "thermophilic organisms"),
+            ("Name a colour.", "Red."),
+            ("Hi", "Hello"),
+            ("2 + 2?", "4")
+        ]
+    );
+    let turns: Vec<String> = messages_at(&kept, 3).unwrap().into_iter().map(|m| m.content).collect();
+    assert_eq!(turns, ["Be brief.", "2 + 2?", "4"], "a chat row's turns are stripped with its prompt and response");
+    let known = SpecialTokens::known();
+    assert!(texts.iter().all(|(p, r)| known.first(p).is_none() && known.first(r).is_none()));
+
+    let (_, m, stripped) = run(SpecialTokenMode::Reject, "rejected.parquet");
+    assert_eq!((m.rows.rows_out, m.rows.rows_rejected), (1, 4));
+    assert_eq!(stripped.rows, 0);
+    let details: Vec<String> = rejected_lines(&m).iter().map(|d| d["detail"].as_str().unwrap().to_string()).collect();
+    assert!(details.contains(&"response holds \"<|endoftext|>\"".to_string()), "{details:?}");
+    assert!(details.contains(&"messages[0].content holds \"<|eot_id|>\"".to_string()), "{details:?}");
+
+    let (_, m, stripped) = run(SpecialTokenMode::Keep, "kept.parquet");
+    assert_eq!((m.rows.rows_out, stripped), (5, Default::default()));
 }

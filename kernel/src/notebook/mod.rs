@@ -156,6 +156,32 @@ impl Dataset {
         table
     }
 
+    /// The special-token strings in the texts (`<|endoftext|>`, `<|im_end|>`, `[INST]`, … of the common model
+    /// families), with the first row holding each.
+    pub fn special_tokens(&self) -> Table {
+        let known = whetstone_datasets::SpecialTokens::known();
+        let mut scan = whetstone_datasets::special_tokens::SpecialTokenScan::new(&known, 1);
+        self.batches.iter().for_each(|b| scan.add(b));
+        let found = scan.finish();
+        let mut table = Table::new(
+            &format!("{} of {} rows hold special-token strings", thousands(found.rows), thousands(self.rows() as u64)),
+            &["string", "family", "rows", "occurrences", "at the ends", "first row", "where"],
+        );
+        for c in &found.strings {
+            let first = c.examples.first();
+            table.rows.push(vec![
+                c.string.clone(),
+                c.family.clone(),
+                thousands(c.rows),
+                thousands(c.occurrences),
+                thousands(c.at_ends),
+                first.map(|e| format!("{} ({})", thousands(e.row), e.field)).unwrap_or_default(),
+                first.map(|e| format!("{:?}", e.context)).unwrap_or_default(),
+            ]);
+        }
+        table
+    }
+
     fn caption(&self) -> String {
         let rows = self.rows();
         let mut caption =
@@ -455,15 +481,8 @@ impl StageDone {
         for (reason, n) in &m.rejected.by_reason {
             table = table.row(&[&format!("  rejected: {reason}"), &thousands(*n)]);
         }
-        for (key, value) in m.results.as_object().into_iter().flatten() {
-            let text = match value {
-                serde_json::Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
-                serde_json::Value::Number(n) => n.as_u64().map(thousands).unwrap_or_else(|| n.to_string()),
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                _ => continue, // per-cluster tables and the like stay in the manifest
-            };
-            table = table.row(&[&key.replace('_', " "), &text]);
+        for (key, text) in results_rows(&m.results, "", 2) {
+            table = table.row(&[&key, &text]);
         }
         table.row(&[&"seconds", &format!("{:.1}", m.seconds)])
     }
@@ -471,6 +490,30 @@ impl StageDone {
     pub fn evcxr_display(&self) {
         self.summary().evcxr_display()
     }
+}
+
+/// A stage's results as (measure, value) rows: numbers, text and flags, and small objects (at most 8 entries,
+/// `depth` levels down) as their entries; per-cluster tables and the like stay in the manifest.
+fn results_rows(results: &serde_json::Value, prefix: &str, depth: usize) -> Vec<(String, String)> {
+    let mut rows = Vec::new();
+    for (key, value) in results.as_object().into_iter().flatten() {
+        // Field names read as words; a string counted by name (`<|im_end|>`) stays as it is.
+        let words = key.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let key = format!("{prefix}{}", if words { key.replace('_', " ") } else { key.clone() });
+        let text = match value {
+            serde_json::Value::Number(n) if n.is_f64() => format!("{:.4}", n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::Number(n) => n.as_u64().map(thousands).unwrap_or_else(|| n.to_string()),
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            serde_json::Value::Object(o) if depth > 0 && o.len() <= 8 => {
+                rows.extend(results_rows(value, &format!("{key}: "), depth - 1));
+                continue;
+            }
+            _ => continue,
+        };
+        rows.push((key, text));
+    }
+    rows
 }
 
 /// Runs a curation step from `input` to `output` (seed 0 unless the step sets one), with text progress;

@@ -2,7 +2,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use comfy_table::Cell;
-use whetstone::datasets::{self, ConvertOptions, OutputFormat};
+use whetstone::datasets::{self, convert::ConvertResults, ConvertOptions, OutputFormat};
+use whetstone::notebook::thousands;
 
 use crate::args::{one_of, ReadArgs};
 use crate::progress::Bar;
@@ -59,5 +60,20 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     outln!("manifest: {}", datasets::write::manifest_path(&a.output).display());
+    let found = m.results::<ConvertResults>()?.special_tokens;
+    if found.rows > 0 {
+        // Kept as they are (a conversion changes no text); stderr, so a pipe of the tables stays clean.
+        eprintln!(
+            "warning: {} rows hold special-token strings ({}), kept as text; `whet inspect` shows them, `whet filter \
+             --special-tokens strip` removes those at the ends of texts",
+            thousands(found.rows),
+            found
+                .strings
+                .iter()
+                .map(|c| format!("{} ×{}", c.string, thousands(c.occurrences)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     Ok(())
 }

@@ -1,9 +1,12 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
+use whetstone::curation::filters::special_tokens::SpecialTokenMode;
+use whetstone::curation::filters::FilterResults;
 use whetstone::curation::pipeline::{FilterStep, Step};
+use whetstone::notebook::thousands;
 
-use crate::args::ReadArgs;
+use crate::args::{one_of, ReadArgs};
 use crate::progress::Bar;
 use crate::table::drops;
 
@@ -29,6 +32,11 @@ pub struct Args {
     /// Keep empty and refused responses.
     #[arg(long)]
     keep_refusals: bool,
+    /// Special-token strings in the texts (`<|endoftext|>`, `<|im_end|>`, `[INST]`, …): keep them, strip them
+    /// from the start and end of every text (a row holding one inside a text is rejected), or reject every
+    /// row that holds one.
+    #[arg(long, default_value = "keep", value_parser = one_of::<SpecialTokenMode>(&SpecialTokenMode::NAMES))]
+    special_tokens: SpecialTokenMode,
     #[command(flatten)]
     read: ReadArgs,
 }
@@ -42,10 +50,16 @@ pub fn run(a: Args) -> Result<()> {
         max_repeated: a.max_repeated,
         max_symbols: a.max_symbols,
         keep_refusals: a.keep_refusals,
+        special_tokens: a.special_tokens,
     });
     let bar = Bar::bytes("filtering");
     let m = step.run(&a.input, &a.output, a.read.options()?, 0, |p| bar.follow_bytes(p))?;
     bar.finish();
     drops(&m)?;
+    let stripped = m.results::<FilterResults>()?.special_tokens_stripped;
+    if stripped.rows > 0 {
+        let strings: Vec<String> = stripped.strings.iter().map(|(s, n)| format!("{s} ×{}", thousands(*n))).collect();
+        outln!("stripped from {} rows: {}", thousands(stripped.rows), strings.join(", "));
+    }
     Ok(())
 }

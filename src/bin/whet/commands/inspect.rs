@@ -3,13 +3,16 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use comfy_table::{Cell, CellAlignment};
 use serde_json::Value;
-use whetstone::datasets::{self, inspect::Inspection};
+use whetstone::datasets::{self, inspect::Inspection, SpecialTokens};
+use whetstone::notebook::thousands;
 
 use crate::args::ReadArgs;
 use crate::progress::Bar;
 use crate::table::{num, rows_table, table, CELL_CHARS};
 
-/// Describe a dataset: layout, columns, row count, samples, length statistics.
+/// Describe a dataset: layout, columns, row count, samples, length statistics, and the special-token strings
+/// its texts hold (`<|endoftext|>`, `<|im_end|>`, `[INST]`, … of the ChatML, Llama, Mistral, GPT-2/NeoX, Gemma
+/// and Phi families).
 #[derive(clap::Args)]
 pub struct Args {
     /// File, directory or glob.
@@ -20,13 +23,22 @@ pub struct Args {
     /// How many sample rows to show.
     #[arg(long, default_value_t = 3)]
     samples: usize,
+    /// Also look for this tokenizer's own special tokens: a model (folder, .gguf file, Hugging Face repo id in
+    /// the local cache) or a tokenizer.json.
+    #[arg(long, value_name = "MODEL")]
+    tokenizer: Option<PathBuf>,
     #[command(flatten)]
     read: ReadArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let mut special_tokens = SpecialTokens::known();
+    if let Some(model) = &a.tokenizer {
+        let own = whetstone::selfimprove::prompt::tokenizer_special_tokens(model)?;
+        special_tokens = special_tokens.with(&format!("{} (tokenizer)", model.display()), own);
+    }
     let bar = Bar::bytes("reading");
-    let found = datasets::inspect(&a.path, a.read.options()?, a.samples, |p| bar.follow_bytes(p))?;
+    let found = datasets::inspect(&a.path, a.read.options()?, a.samples, &special_tokens, |p| bar.follow_bytes(p))?;
     bar.finish();
     if a.json {
         outln!("{}", inspection_json(&found));
@@ -76,6 +88,32 @@ fn print_inspection(found: &Inspection) -> Result<()> {
     outln!("{t}");
     if !found.samples.is_empty() {
         outln!("{}", rows_table(&found.samples, CELL_CHARS));
+    }
+    let markers = &found.special_tokens;
+    if markers.strings.is_empty() {
+        outln!("special-token strings: none");
+    } else {
+        let mut t =
+            table(&["special-token string", "family", "rows", "occurrences", "at the ends", "first row", "where"]);
+        for c in &markers.strings {
+            let first = c.examples.first();
+            t.add_row(vec![
+                Cell::new(&c.string),
+                Cell::new(&c.family),
+                num(c.rows),
+                num(c.occurrences),
+                num(c.at_ends),
+                Cell::new(first.map(|e| format!("{} ({})", thousands(e.row), e.field)).unwrap_or_default()),
+                Cell::new(first.map(|e| format!("{:?}", e.context)).unwrap_or_default()),
+            ]);
+        }
+        outln!("{t}");
+        outln!(
+            "{} of {} rows hold special-token strings (whetstone's tokenisation keeps them text); `whet filter \
+             --special-tokens strip` removes those at the ends of texts",
+            thousands(markers.rows),
+            thousands(found.rows)
+        );
     }
     let empty: Vec<&Path> = found.inputs.iter().filter(|i| i.rows_in == 0).map(|i| i.path.as_path()).collect();
     if !empty.is_empty() {
