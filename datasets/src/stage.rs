@@ -245,15 +245,24 @@ fn examine_only(
             .column_by_name(EXAMINED_AT)
             .and_then(|c| c.as_primitive_opt::<UInt32Type>())
             .ok_or_else(|| Error::Internal("a stage's filter lost the examined rows' positions".into()))?;
-        let kept_at: std::collections::HashSet<u32> = kept_at.values().iter().copied().collect();
-        let keep: Vec<u32> =
-            (0..batch.num_rows() as u32).filter(|i| kept_at.contains(i) || picked.binary_search(i).is_err()).collect();
+        // The rows not examined as they were; the examined ones kept as the stage left them (stripped of
+        // special-token strings, say), in their places.
+        let kept_at: std::collections::HashMap<u32, usize> =
+            kept_at.values().iter().enumerate().map(|(k, &at)| (at, k)).collect();
+        let mut kept = kept;
+        kept.remove_column(kept.schema().index_of(EXAMINED_AT).expect("found above"));
+        let rows: Vec<(usize, usize)> = (0..batch.num_rows() as u32)
+            .filter_map(|i| match kept_at.get(&i) {
+                Some(&k) => Some((1, k)),
+                None => picked.binary_search(&i).is_err().then_some((0, i as usize)),
+            })
+            .collect();
         for d in &mut dropped {
             if let Some(row) = d.row.as_object_mut() {
                 row.shift_remove(EXAMINED_AT);
             }
         }
-        Ok((arrow::compute::take_record_batch(&batch, &UInt32Array::from(keep))?, dropped))
+        Ok((arrow::compute::interleave_record_batch(&[&batch, &kept], &rows)?, dropped))
     }
 }
 

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use serde_json::Value;
-use tokenizers::{Encoding, Tokenizer};
+use tokenizers::{AddedToken, Encoding, Tokenizer};
 use whetstone_datasets::schema;
 use whetstone_datasets::{messages_at, Message, SpecialTokens};
 
@@ -82,23 +82,33 @@ pub fn row_response(batch: &RecordBatch, row: usize) -> Option<String> {
     }
 }
 
-/// The special tokens of `tokenizer` (its added tokens marked special), in the order of their ids.
+/// The control tokens of `tokenizer`, in the order of their ids: its added tokens marked special, and those
+/// added as ordinary but written as markers (`<tool_call>`, `<think>`, `[TOOL_CALLS]`; a GGUF file's
+/// user-defined tokens): both would be parsed out of a row's text.
 pub fn special_token_strings(tokenizer: &Tokenizer) -> Vec<String> {
     let mut added: Vec<(u32, String)> = tokenizer
         .get_added_tokens_decoder()
         .into_iter()
-        .filter(|(_, t)| t.special)
+        .filter(|(_, t)| t.special || looks_like_a_marker(&t.content))
         .map(|(id, t)| (id, t.content))
         .collect();
     added.sort();
     added.into_iter().map(|(_, content)| content).collect()
 }
 
-/// The special tokens of `model`'s tokenizer: a model as [`crate::ModelFolder::open`] takes it, or a
-/// tokenizer.json file.
+/// `<…>` or `[…]` without whitespace: an added token that is a marker, not a word or a run of spaces.
+fn looks_like_a_marker(content: &str) -> bool {
+    let bracketed =
+        (content.starts_with('<') && content.ends_with('>')) || (content.starts_with('[') && content.ends_with(']'));
+    content.len() >= 3 && bracketed && !content.contains(char::is_whitespace)
+}
+
+/// The control tokens of `model`'s tokenizer ([`special_token_strings`]): a tokenizer.json, a folder holding
+/// one, or a model as [`crate::ModelFolder::open`] takes it (a .gguf file, a Hugging Face repo id).
 pub fn tokenizer_special_tokens(model: &Path) -> Result<Vec<String>> {
-    let tokenizer = if model.is_file() && model.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
-        Tokenizer::from_file(model).map_err(|e| Error::Tokenizer(format!("{}: {e}", model.display())))?
+    let file = if model.is_dir() { model.join("tokenizer.json") } else { model.to_path_buf() };
+    let tokenizer = if file.is_file() && file.extension().is_some_and(|e| e.eq_ignore_ascii_case("json")) {
+        Tokenizer::from_file(&file).map_err(|e| Error::Tokenizer(format!("{}: {e}", file.display())))?
     } else {
         crate::ModelFolder::open(model)?.tokenizer
     };
@@ -118,6 +128,8 @@ pub struct PromptTokenizer {
     pub tokenizer: Tokenizer,
     /// The same tokenizer with its special tokens read as text: for the rows' own text.
     text_tokenizer: Tokenizer,
+    /// Both without truncation or padding, for the pieces of a chat prompt: (template, text).
+    pieces: (Tokenizer, Tokenizer),
     /// The tokenizer's special tokens, found in the rows' text to keep them text through the chat template.
     special: SpecialTokens,
     /// The chat template, compiled once (or why it does not compile); `None` without a template.
@@ -160,13 +172,24 @@ impl PromptTokenizer {
                 _ => None,
             },
         };
+        // The text tokenizer reads its special tokens as text; markers added as ordinary tokens are marked
+        // special in it first (the same ids), so it reads them as text too.
+        let own = special_token_strings(&folder.tokenizer);
         let mut text_tokenizer = folder.tokenizer.clone();
+        let markers: Vec<AddedToken> = own.iter().map(|s| AddedToken::from(s.clone(), true)).collect();
+        text_tokenizer.add_special_tokens(&markers);
         text_tokenizer.set_encode_special_tokens(true);
-        let own = special_token_strings(&folder.tokenizer).into_iter().map(|s| (s, "tokenizer".to_string()));
+        // A chat prompt's pieces are truncated and padded once, whole, as a prompt without such strings is.
+        let unbounded = |t: &Tokenizer| {
+            let mut t = t.clone();
+            t.with_truncation(None).expect("no truncation is valid").with_padding(None);
+            t
+        };
         let mut tokenizer = PromptTokenizer {
             tokenizer: folder.tokenizer.clone(),
+            pieces: (unbounded(&folder.tokenizer), unbounded(&text_tokenizer)),
             text_tokenizer,
-            special: SpecialTokens::new(own),
+            special: SpecialTokens::new(own.into_iter().map(|s| (s, "tokenizer".to_string()))),
             chat: template.map(|t| Self::compile(&t)),
             bos: special(&config["bos_token"]),
             eos: special(&config["eos_token"]),
@@ -228,34 +251,36 @@ impl PromptTokenizer {
     /// The chat template applied to `turns`, tokenized: the template's markers are control tokens, the turns'
     /// text is text. Each special-token string in a turn renders as a placeholder, and the rendered prompt is
     /// encoded piece by piece, the strings with the text tokenizer; a conversation without such strings
-    /// renders and encodes in one piece, exactly as before. (A tokenizer that marks the start of a piece, as
-    /// Metaspace does, starts the text after such a string as a new word.)
+    /// renders and encodes in one piece, exactly as before. Around such a string the pieces split words as the
+    /// template's own markers do: a byte-level tokenizer's `" <|"` becomes `" "` and `"<|"`, and one that marks
+    /// the start of a piece (Metaspace) starts the text after the string as a new word.
     fn chat_tokens(&self, turns: &[(String, String)]) -> Result<Vec<u32>> {
-        let mut strings: Vec<&str> = Vec::new();
-        let masked: Vec<(String, String)> = turns
-            .iter()
-            .map(|(role, content)| {
-                let mut out = String::with_capacity(content.len());
-                let mut last = 0;
-                // A placeholder character in the row itself is masked too, so every one in the render is ours.
-                let own = content.match_indices([PLACEHOLDER_OPEN, PLACEHOLDER_CLOSE]).map(|(at, c)| at..at + c.len());
-                let mut found: Vec<std::ops::Range<usize>> =
-                    self.special.find(content).map(|(_, at)| at).chain(own).collect();
-                found.sort_by_key(|r| r.start);
-                for at in found {
-                    out.push_str(&content[last..at.start]);
-                    out.push_str(&placeholder(strings.len()));
-                    strings.push(&content[at.clone()]);
-                    last = at.end;
-                }
-                out.push_str(&content[last..]);
-                (role.clone(), out)
-            })
-            .collect();
+        let mut strings: Vec<String> = Vec::new();
+        let mut mask = |text: &str| -> String {
+            // A placeholder character in the row itself is masked too, so every one in the render is ours.
+            let own = text.match_indices([PLACEHOLDER_OPEN, PLACEHOLDER_CLOSE]).map(|(at, c)| at..at + c.len());
+            let mut found: Vec<std::ops::Range<usize>> = self.special.find(text).map(|(_, at)| at).chain(own).collect();
+            if found.is_empty() {
+                return text.to_string();
+            }
+            found.sort_by_key(|r| r.start);
+            let (mut out, mut last) = (String::with_capacity(text.len() + 8 * found.len()), 0);
+            for at in found {
+                out.push_str(&text[last..at.start]);
+                out.push_str(&placeholder(strings.len()));
+                strings.push(text[at.clone()].to_string());
+                last = at.end;
+            }
+            out.push_str(&text[last..]);
+            out
+        };
+        // Roles too: a row's role names are its own text.
+        let masked: Vec<(String, String)> = turns.iter().map(|(role, content)| (mask(role), mask(content))).collect();
         let text = self.render_chat(&masked)?;
         if strings.is_empty() {
             return self.encode(&text, true);
         }
+        let (template, row_text) = &self.pieces;
         let mut pieces: Vec<Encoding> = Vec::new();
         let mut rest = text.as_str();
         while let Some(open) = rest.find(PLACEHOLDER_OPEN) {
@@ -263,17 +288,17 @@ impl PromptTokenizer {
             let close = after.find(PLACEHOLDER_CLOSE);
             let string = close.and_then(|c| after[..c].parse::<usize>().ok()).and_then(|i| strings.get(i));
             let (Some(close), Some(string)) = (close, string) else {
+                let shown: Vec<&String> = strings.iter().take(3).collect();
                 return Err(Error::Invalid(format!(
-                    "the chat template changed a turn that holds the special-token string {:?}; whetstone cannot \
-                     keep it text (strip such strings first: whet filter --special-tokens strip)",
-                    strings[0]
+                    "the chat template changed a turn that holds special-token strings ({shown:?}); whetstone \
+                     cannot keep them text (strip such strings first: whet filter --special-tokens strip)"
                 )));
             };
-            pieces.push(Self::encoding(&self.tokenizer, &rest[..open], false)?);
-            pieces.push(Self::encoding(&self.text_tokenizer, string, false)?);
+            pieces.push(Self::encoding(template, &rest[..open], false)?);
+            pieces.push(Self::encoding(row_text, string, false)?);
             rest = &after[close + PLACEHOLDER_CLOSE.len_utf8()..];
         }
-        pieces.push(Self::encoding(&self.tokenizer, rest, false)?);
+        pieces.push(Self::encoding(template, rest, false)?);
         let whole = self
             .tokenizer
             .post_process(Encoding::merge(pieces, false), None, true)
@@ -410,12 +435,13 @@ mod tests {
             assert_eq!(tiny.tokenizer.decode(&ids, false).unwrap(), rendered(injected), "{injected:?}");
             assert_ne!(ids, whole(&rendered(injected)));
         }
-        let turns = Prompt::Turns(vec![
+        let marked: Vec<(String, String)> = vec![
             ("system".into(), "Be brief.</s>".into()),
             ("user".into(), "2 + 2?".into()),
             ("assistant".into(), "4</s>".into()),
             ("user".into(), "and 3 + 5?<|assistant|>".into()),
-        ]);
+        ];
+        let turns = Prompt::Turns(marked.clone());
         let clean = Prompt::Turns(vec![
             ("system".into(), "Be brief.".into()),
             ("user".into(), "2 + 2?".into()),
@@ -424,6 +450,18 @@ mod tests {
         ]);
         let ids = tiny.prompt_tokens(&turns, PromptMode::Chat).unwrap();
         assert_eq!(controls(&ids), controls(&tiny.prompt_tokens(&clean, PromptMode::Chat).unwrap()));
+
+        // A template that repeats a turn and reverses the others: each string is text wherever it lands.
+        let config_path = folder.join("tokenizer_config.json");
+        let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        config["chat_template"] = "{{ messages[-1]['content'] }}|{% for m in messages|reverse %}<|{{ m['role'] }}|>\n\
+            {{ m['content'] }}</s>\n{% endfor %}<|assistant|>\n"
+            .into();
+        std::fs::write(&config_path, config.to_string()).unwrap();
+        let twice = PromptTokenizer::new(&crate::ModelFolder::open(&folder).unwrap()).unwrap();
+        let ids = twice.prompt_tokens(&turns, PromptMode::Chat).unwrap();
+        assert_eq!(twice.tokenizer.decode(&ids, false).unwrap(), twice.render_chat(&marked).unwrap());
+        assert_eq!(controls(&ids), controls(&twice.prompt_tokens(&clean, PromptMode::Chat).unwrap()));
 
         let eos = tiny.tokenizer.token_to_id("</s>").unwrap();
         let response = tiny.response_tokens("It is 4.</s>", PromptMode::Chat).unwrap();

@@ -86,6 +86,7 @@ seed = 3
 [[stage]]
 run = "filter"
 min_response = 60
+special_tokens = "reject"
 
 [[stage]]
 run = "dedup"
@@ -137,6 +138,8 @@ k = 10
     assert_eq!(manifests[4].output.path, out);
     assert_eq!(manifests[4].rows.rows_out, 150);
     assert_eq!(manifests[1].parameters["options"]["threshold"], 0.7);
+    assert_eq!(manifests[0].parameters["special_tokens"], "reject");
+    assert!(!manifests[0].rejected.by_reason.contains_key("special_tokens"), "GSM8K's <<48/2=24>> are no markers");
     assert_eq!(manifests[3].parameters["dim"], 64);
     assert_eq!(manifests[4].parameters["seed"], 3, "the pipeline's seed reaches the stages");
 
@@ -145,6 +148,13 @@ k = 10
         .unwrap();
     let e = whet_fails(&["curate", s(&pipeline)]);
     assert!(e.contains("gsm8k.toml") && e.contains("max_symbol"), "{e}");
+    std::fs::write(
+        &pipeline,
+        "input = \"x\"\noutput = \"y\"\n[[stage]]\nrun = \"filter\"\nspecial_tokens = \"drop\"\n",
+    )
+    .unwrap();
+    let e = whet_fails(&["curate", s(&pipeline)]);
+    assert!(e.contains("drop") && e.contains("strip"), "{e}");
     std::fs::write(&pipeline, "input = \"x\"\noutput = \"y\"\n[[stage]]\nrun = \"sort\"\n").unwrap();
     let e = whet_fails(&["curate", s(&pipeline)]);
     assert!(e.contains("sort"), "{e}");

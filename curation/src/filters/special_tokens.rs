@@ -41,7 +41,8 @@ pub struct Stripped {
 /// The reason rows are rejected with, in the manifest.
 pub const REASON: &str = "special_tokens";
 
-/// Applies `mode` to `batch`: the rows kept (with their texts stripped) and the rows rejected.
+/// Applies `mode` to `batch`: the rows kept (with their texts stripped) and the rows rejected (as they came).
+/// `stripped` counts what was taken off the rows kept here (the quality filters may still drop some).
 pub fn special_tokens_batch(
     batch: RecordBatch,
     mode: SpecialTokenMode,
@@ -57,18 +58,10 @@ pub fn special_tokens_batch(
     let mut removed = Vec::new();
     for i in 0..batch.num_rows() {
         let mut verdict = None;
-        let mut row_removed = 0;
+        removed.clear();
         for (field, text) in row_texts(&batch, prompts, responses, i) {
             let left = match mode {
-                SpecialTokenMode::Strip => {
-                    removed.clear();
-                    let left = tokens.strip_ends(text, &mut removed);
-                    row_removed += removed.len();
-                    for &t in &removed {
-                        *stripped.strings.entry(tokens.string(t).to_string()).or_default() += 1;
-                    }
-                    left
-                }
+                SpecialTokenMode::Strip => tokens.strip_ends(text, &mut removed),
                 _ => text,
             };
             if let Some(t) = tokens.first(left) {
@@ -77,14 +70,17 @@ pub fn special_tokens_batch(
                 break;
             }
         }
-        if verdict.is_none() && row_removed > 0 {
+        if verdict.is_none() && !removed.is_empty() {
             stripped.rows += 1;
+            for &t in &removed {
+                *stripped.strings.entry(tokens.string(t).to_string()).or_default() += 1;
+            }
             changed = true;
         }
         verdicts.push(verdict);
     }
-    let batch = if changed { strip_columns(&batch, tokens)? } else { batch };
-    super::split(batch, verdicts)
+    let (kept, dropped) = super::split(batch, verdicts)?;
+    Ok((if changed { strip_columns(&kept, tokens)? } else { kept }, dropped))
 }
 
 /// `batch` with every prompt, response and turn stripped of the strings at its ends.

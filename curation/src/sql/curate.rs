@@ -30,6 +30,7 @@ use super::SqlSession;
 use crate::cluster::{initial_centroids, label_dataset, KMeans, KMeansOptions};
 use crate::embed::{embed_dataset, embeddings_of, with_embedding, Embedder};
 use crate::error::{Error, Result};
+use crate::filters::special_tokens::SpecialTokenMode;
 use crate::pipeline::{ClusterWork, DedupMethod, Pipeline, PipelineReport, Step};
 
 /// The staged rows' position column.
@@ -403,7 +404,13 @@ pub fn examine_query(step: &Step, seed: u64, table: &str) -> Result<Option<Strin
     Ok(Some(match step {
         Step::Filter(f) => {
             let settings = serde_json::to_string(f).expect("serialisable");
-            format!("SELECT {ROW} FROM {table} WHERE filter_reason(prompt, response, {}) IS NOT NULL", quote(&settings))
+            // filter_reason sees the prompt and response; a conversation's other turns may hold special-token
+            // strings too, so conversations are examined whole when those are stripped or rejected.
+            let turns = if f.special_tokens == SpecialTokenMode::Keep { "" } else { "messages IS NOT NULL OR " };
+            format!(
+                "SELECT {ROW} FROM {table} WHERE {turns}filter_reason(prompt, response, {}) IS NOT NULL",
+                quote(&settings)
+            )
         }
         Step::Dedup(d) if d.method == DedupMethod::Exact => format!(
             "SELECT {ROW} FROM (SELECT {ROW}, count(*) OVER (PARTITION BY k) AS n \

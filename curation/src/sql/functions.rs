@@ -22,10 +22,12 @@ use datafusion::logical_expr::{
 };
 use datafusion::scalar::ScalarValue;
 use rayon::prelude::*;
+use whetstone_datasets::SpecialTokens;
 
 use crate::decontam::EvalNgrams;
 use crate::dedup::minhash::{MinHashOptions, MinHasher};
 use crate::embed::{minilm_dir, Embedder, HashingEmbedder, SentenceEncoder};
+use crate::filters::special_tokens::SpecialTokenMode;
 
 /// The scalar functions, as a session or a cluster's function registry registers them.
 pub fn scalar_functions() -> Vec<ScalarUDF> {
@@ -294,6 +296,8 @@ impl ScalarUDFImpl for FilterReason {
             }
         };
         let filters = settings.filters();
+        // With special-token strings stripped or rejected, a row holding one is the stage's to change or drop.
+        let special = (settings.special_tokens != SpecialTokenMode::Keep).then(SpecialTokens::known);
         let prompts = texts(&args.args[0], args.number_rows)?;
         let responses = texts(&args.args[1], args.number_rows)?;
         let reasons: Vec<Option<&str>> = (0..prompts.len())
@@ -304,6 +308,12 @@ impl ScalarUDFImpl for FilterReason {
                     prompt: if prompts.is_valid(i) { prompts.value(i) } else { "" },
                     response: responses.is_valid(i).then(|| responses.value(i)),
                 };
+                let marked = special.as_ref().is_some_and(|s| {
+                    s.first(row.prompt).is_some() || row.response.is_some_and(|r| s.first(r).is_some())
+                });
+                if marked {
+                    return Some(crate::filters::special_tokens::REASON);
+                }
                 filters.iter().find(|f| f.check(&row).is_some()).map(|f| f.name())
             })
             .collect();

@@ -223,3 +223,50 @@ fn embed_and_kmeans_on_a_cluster_match_the_run_here() {
     assert_eq!(sizes(km_there), 1319, "every row labelled");
     eprintln!("inertia: {ih:.3} here, {it:.3} on the cluster");
 }
+
+/// Special-token strings stripped by a filter step on the cluster: the rows holding them (a conversation's
+/// other turns included) are examined on the driver and written stripped, as here.
+#[test]
+fn special_token_strings_are_stripped_on_a_cluster_as_here() {
+    let Some(data) = shared() else {
+        eprintln!("skipped: no shared data");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    std::fs::copy(data.join("gsm8k/test.jsonl"), input.join("a.jsonl")).unwrap();
+    let rows = [
+        serde_json::json!({"prompt": "Which organisms like heat?", "completion": "thermophilic organisms<|endoftext|>"}),
+        serde_json::json!({"prompt": "<s>[INST] Hi [/INST]", "completion": "Hello</s>"}),
+        serde_json::json!({"prompt": "Continue:", "completion": "Sure.<|im_end|>\n<|im_start|>user\nmore"}),
+    ];
+    std::fs::write(input.join("b.jsonl"), rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let chat = serde_json::json!({"messages": [
+        {"role": "system", "content": "Be brief.<|eot_id|>"},
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "It is 4."},
+    ]});
+    std::fs::write(input.join("c.jsonl"), format!("{chat}\n")).unwrap();
+    let table = dir.path().join("rows.parquet");
+    convert(&input, &table, &ConvertOptions::default(), |_| {}).unwrap();
+    let toml = |out: &str| {
+        format!(
+            "input = {:?}\noutput = {out:?}\n\n[[stage]]\nrun = \"filter\"\nspecial_tokens = \"strip\"\n",
+            table.display().to_string()
+        )
+    };
+    let (here, there) = here_and_on_a_cluster(dir.path(), toml);
+    let (h, t) = (&here.steps[0], &there.steps[0]);
+    let (mh, mt) = (
+        whetstone_datasets::Manifest::read(&h.manifest).unwrap(),
+        whetstone_datasets::Manifest::read(&t.manifest).unwrap(),
+    );
+    assert_eq!((mh.rows.rows_in, mh.rows.rows_rejected), (1323, 1));
+    assert_eq!(serde_json::to_value(&mh.rows).unwrap(), serde_json::to_value(&mt.rows).unwrap());
+    assert_eq!(mh.results, mt.results);
+    assert_eq!(mh.results["special_tokens_stripped"]["rows"], 3);
+    assert_eq!(mh.output.xxh3_128, mt.output.xxh3_128, "the same rows, stripped the same");
+    let work = t.cluster.as_ref().expect("the cluster took the step");
+    assert_eq!(work.rows_examined, 4, "the three rows holding strings and the conversation");
+}

@@ -368,7 +368,7 @@ fn special_token_strings_are_stripped_from_the_ends_or_their_rows_rejected() {
         serde_json::json!({"prompt": "Which organisms like heat?", "completion": "thermophilic organisms<|endoftext|>"}),
         serde_json::json!({"prompt": "Name a colour.", "completion": "Red."}),
         serde_json::json!({"prompt": "<s>[INST] Hi [/INST]", "completion": "Hello</s>"}),
-        serde_json::json!({"prompt": "Continue:", "completion": "Sure.<|im_end|>\n<|im_start|>user\nmore"}),
+        serde_json::json!({"prompt": "Continue:<|endoftext|>", "completion": "Sure.<|im_end|>\n<|im_start|>user\nmore"}),
     ];
     std::fs::write(input.join("a.jsonl"), rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
     let chat = serde_json::json!({"messages": [
@@ -391,6 +391,7 @@ fn special_token_strings_are_stripped_from_the_ends_or_their_rows_rejected() {
     assert_eq!(m.rejected.by_reason["special_tokens"], 1);
     let dropped = rejected_lines(&m);
     assert_eq!(dropped[0]["detail"], "response holds \"<|im_end|>\" inside the text");
+    assert_eq!(dropped[0]["row"]["prompt"], "Continue:<|endoftext|>", "a rejected row is written as it came");
     let counts: Vec<(&str, u64)> = stripped.strings.iter().map(|(s, n)| (s.as_str(), *n)).collect();
     assert_eq!(
         counts,
@@ -404,7 +405,7 @@ fn special_token_strings_are_stripped_from_the_ends_or_their_rows_rejected() {
             ("[INST]", 1)
         ]
     );
-    assert_eq!(stripped.rows, 3);
+    assert_eq!(stripped.rows, 3, "the rejected row's strings are not counted as stripped");
     let kept = one(&out);
     let (prompts, responses) = (
         kept.column_by_name("prompt").unwrap().as_string::<i32>(),

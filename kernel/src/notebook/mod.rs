@@ -505,7 +505,7 @@ fn results_rows(results: &serde_json::Value, prefix: &str, depth: usize) -> Vec<
             serde_json::Value::Number(n) => n.as_u64().map(thousands).unwrap_or_else(|| n.to_string()),
             serde_json::Value::String(s) => s.clone(),
             serde_json::Value::Bool(b) => b.to_string(),
-            serde_json::Value::Object(o) if depth > 0 && o.len() <= 8 => {
+            serde_json::Value::Object(o) if depth > 0 && o.len() <= 8 && !o.values().any(|v| v.is_array()) => {
                 rows.extend(results_rows(value, &format!("{key}: "), depth - 1));
                 continue;
             }
@@ -540,5 +540,21 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(41813), "41,813");
         assert_eq!(thousands(1234567), "1,234,567");
+    }
+
+    #[test]
+    fn a_summary_shows_small_result_objects_entry_by_entry() {
+        let results = serde_json::json!({
+            "inertia": 1.5,
+            "special_tokens_stripped": {"rows": 41813, "strings": {"<|end_of_text|>": 2}},
+            "per_cluster": {"sizes": [3, 4]},
+        });
+        let rows: Vec<(String, String)> = results_rows(&results, "", 2);
+        let expected = [
+            ("inertia", "1.5000"),
+            ("special tokens stripped: rows", "41,813"),
+            ("special tokens stripped: strings: <|end_of_text|>", "2"),
+        ];
+        assert_eq!(rows, expected.map(|(k, v)| (k.to_string(), v.to_string())));
     }
 }
