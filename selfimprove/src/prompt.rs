@@ -377,13 +377,20 @@ mod tests {
     use super::*;
     use crate::model::tiny::{make_tiny_model, TinyLlama};
 
-    #[test]
-    fn chat_responses_end_with_the_token_the_template_closes_a_turn_with() {
+    /// A tiny model made here (its tokenizer and chat template are what these tests read), in a folder that
+    /// lives as long as the guard.
+    fn tiny_folder() -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let corpus = dir.path().join("corpus.txt");
         std::fs::write(&corpus, "What is 2 + 2? It is 4.\nWhat is 3 + 5? It is 8.\n".repeat(20)).unwrap();
         let folder = dir.path().join("tiny");
         make_tiny_model(&folder, &[corpus], &TinyLlama { vocab: 280, context: 64, ..Default::default() }).unwrap();
+        (dir, folder)
+    }
+
+    #[test]
+    fn chat_responses_end_with_the_token_the_template_closes_a_turn_with() {
+        let (_dir, folder) = tiny_folder();
         let open = || PromptTokenizer::new(&crate::ModelFolder::open(&folder).unwrap()).unwrap();
         let tiny = open();
         let (eos, pad) = (tiny.tokenizer.token_to_id("</s>").unwrap(), tiny.tokenizer.token_to_id("<pad>").unwrap());
@@ -408,11 +415,7 @@ mod tests {
 
     #[test]
     fn special_token_strings_in_a_row_are_text_and_clean_rows_tokenize_as_before() {
-        let dir = tempfile::tempdir().unwrap();
-        let corpus = dir.path().join("corpus.txt");
-        std::fs::write(&corpus, "What is 2 + 2? It is 4.\nWhat is 3 + 5? It is 8.\n".repeat(20)).unwrap();
-        let folder = dir.path().join("tiny");
-        make_tiny_model(&folder, &[corpus], &TinyLlama { vocab: 280, context: 64, ..Default::default() }).unwrap();
+        let (_dir, folder) = tiny_folder();
         let tiny = PromptTokenizer::new(&crate::ModelFolder::open(&folder).unwrap()).unwrap();
         let specials: Vec<u32> =
             special_token_strings(&tiny.tokenizer).iter().map(|s| tiny.tokenizer.token_to_id(s).unwrap()).collect();
