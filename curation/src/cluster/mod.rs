@@ -15,7 +15,7 @@ mod minibatch;
 pub mod stage;
 mod yinyang;
 
-use crate::vector::{dot_products, sq_distance, sq_norm, ROWS_PER_PRODUCT};
+use crate::vector::{dot_products, sq_distance, sq_distances, sq_norm, ROWS_PER_PRODUCT};
 pub use minibatch::kmeans_minibatch;
 pub use stage::{cluster_dataset, cluster_dataset_streaming, label_dataset, ClusterResults};
 
@@ -208,16 +208,12 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, seeding: Seeding, rng: &mu
         Seeding::Plain => 1,
     };
     let mut centroids = Vec::with_capacity(k * dim);
-    let mut c_norms = Vec::with_capacity(k);
     let first = rng.gen_range(0..n);
     centroids.extend_from_slice(&data[first * dim..(first + 1) * dim]);
-    c_norms.push(sq_norm(&centroids));
     let mut closest: Vec<f32> = data.par_chunks(dim).map(|r| sq_distance(r, &centroids[..dim])).collect();
-    let mut owner = vec![0u32; n];
     let mut to_candidates = vec![0f32; n * trials];
     let mut cumulative = vec![0f64; n];
-    let mut apart = Vec::new();
-    for step in 1..k {
+    for _ in 1..k {
         let mut total = 0f64;
         for (c, &d) in cumulative.iter_mut().zip(&closest) {
             total += d as f64;
@@ -233,44 +229,29 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, seeding: Seeding, rng: &mu
             })
             .collect();
         let rows: Vec<f32> = candidates.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect();
-        // A row can only come nearer to a candidate than to its own centroid if the two are less than twice its
-        // distance apart (triangle inequality): a row far from every candidate is not read (on clustered data;
-        // on the benchmark's embeddings almost every row is).
-        apart.resize(trials * step, 0.0);
-        dot_products(&rows, &centroids, dim, &mut apart);
-        for (apart, cand) in apart.chunks_mut(step).zip(rows.chunks(dim)) {
-            let cn = sq_norm(cand);
-            apart.iter_mut().zip(&c_norms).for_each(|(a, &on)| *a = cn - 2.0 * *a + on);
-        }
         // Each block's sum of the distances left by each candidate; summed in block order, so the choice is
-        // the same on any number of threads.
+        // the same on any number of threads. Each row is read once for all the candidates (`sq_distances`):
+        // the triangle inequality, tried before, skipped almost no row on embeddings (their distances are all
+        // alike) and cost a product of the candidates with every centroid.
         let mut left = vec![vec![0f64; trials]; n.div_ceil(ROWS_PER_PRODUCT)];
         to_candidates
             .par_chunks_mut(ROWS_PER_PRODUCT * trials)
             .zip(data.par_chunks(ROWS_PER_PRODUCT * dim))
             .zip(closest.par_chunks(ROWS_PER_PRODUCT))
-            .zip(owner.par_chunks(ROWS_PER_PRODUCT))
             .zip(left.par_iter_mut())
-            .for_each(|((((to, x), closest), owner), left)| {
-                for (((to, x), &own), &o) in to.chunks_mut(trials).zip(x.chunks(dim)).zip(closest).zip(owner) {
-                    for (j, (t, cand)) in to.iter_mut().zip(rows.chunks(dim)).enumerate() {
-                        *t = if apart[j * step + o as usize] < 4.0 * own { sq_distance(x, cand).min(own) } else { own };
-                        left[j] += *t as f64;
+            .for_each(|(((to, x), closest), left)| {
+                for ((to, x), &own) in to.chunks_mut(trials).zip(x.chunks(dim)).zip(closest) {
+                    sq_distances(x, &rows, to);
+                    for (t, left) in to.iter_mut().zip(left.iter_mut()) {
+                        *t = t.min(own);
+                        *left += *t as f64;
                     }
                 }
             });
         let sums: Vec<f64> = (0..trials).map(|j| left.iter().map(|l| l[j]).sum()).collect();
         let best = (0..trials).min_by(|&a, &b| sums[a].total_cmp(&sums[b])).unwrap_or(0);
-        closest.par_iter_mut().zip(owner.par_iter_mut()).zip(to_candidates.par_chunks(trials)).for_each(
-            |((d, o), to)| {
-                if to[best] < *d {
-                    (*d, *o) = (to[best], step as u32);
-                }
-            },
-        );
-        let chosen = &rows[best * dim..(best + 1) * dim];
-        c_norms.push(sq_norm(chosen));
-        centroids.extend_from_slice(chosen);
+        closest.par_iter_mut().zip(to_candidates.par_chunks(trials)).for_each(|(d, to)| *d = d.min(to[best]));
+        centroids.extend_from_slice(&rows[best * dim..(best + 1) * dim]);
     }
     centroids
 }
