@@ -54,75 +54,6 @@ pub fn sq_norm(a: &[f32]) -> f32 {
     dot(a, a)
 }
 
-/// `out[j] = ‖x − cⱼ‖²` for the rows cⱼ of `rows` (row-major, `x.len()` columns): each exactly as
-/// [`sq_distance`] computes it (the same lanes, in the same order), with `x` read once for up to eight rows at a
-/// time, whose sums stay in registers. k-means++'s greedy seeding weighs its candidates with it.
-pub fn sq_distances(x: &[f32], rows: &[f32], out: &mut [f32]) {
-    assert_eq!(rows.len(), x.len() * out.len(), "{} rows of {} columns", out.len(), x.len());
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("fma") {
-            // SAFETY: the processor has the features the function was compiled for.
-            return unsafe { sq_distances_avx512(x, rows, out) };
-        }
-        if has!("avx2") && has!("fma") {
-            // SAFETY: as above.
-            return unsafe { sq_distances_avx2(x, rows, out) };
-        }
-    }
-    distances_in_groups(x, rows, out, |x, y, acc| acc + (x - y) * (x - y));
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,fma")]
-unsafe fn sq_distances_avx512(x: &[f32], rows: &[f32], out: &mut [f32]) {
-    distances_in_groups(x, rows, out, |x, y, acc| (x - y).mul_add(x - y, acc));
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn sq_distances_avx2(x: &[f32], rows: &[f32], out: &mut [f32]) {
-    distances_in_groups(x, rows, out, |x, y, acc| (x - y).mul_add(x - y, acc));
-}
-
-#[inline(always)]
-fn distances_in_groups(x: &[f32], rows: &[f32], out: &mut [f32], step: impl Fn(f32, f32, f32) -> f32 + Copy) {
-    let dim = x.len();
-    let (mut rows, mut out) = (rows, out);
-    while !out.is_empty() {
-        let m = match out.len() {
-            8.. => group::<8>(x, rows, out, step),
-            4.. => group::<4>(x, rows, out, step),
-            2.. => group::<2>(x, rows, out, step),
-            _ => group::<1>(x, rows, out, step),
-        };
-        (rows, out) = (&rows[m * dim..], &mut out[m..]);
-    }
-}
-
-/// The first `M` of `out`, each row's lanes as [`lanes`] keeps them; returns `M`.
-#[inline(always)]
-fn group<const M: usize>(x: &[f32], rows: &[f32], out: &mut [f32], step: impl Fn(f32, f32, f32) -> f32) -> usize {
-    let dim = x.len();
-    let mut acc = [[0f32; LANES]; M];
-    let whole = dim / LANES * LANES;
-    for at in (0..whole).step_by(LANES) {
-        let xs = &x[at..at + LANES];
-        for (j, acc) in acc.iter_mut().enumerate() {
-            let ys = &rows[j * dim + at..j * dim + at + LANES];
-            for l in 0..LANES {
-                acc[l] = step(xs[l], ys[l], acc[l]);
-            }
-        }
-    }
-    for (j, acc) in acc.iter().enumerate() {
-        let tail = x[whole..].iter().zip(&rows[j * dim + whole..(j + 1) * dim]).fold(0.0, |t, (&a, &b)| step(a, b, t));
-        out[j] = acc.iter().sum::<f32>() + tail;
-    }
-    M
-}
-
 /// Rows per block of [`dot_products`] when a caller runs blocks side by side: a block's products against a
 /// thousand centroids (2 MiB) stay in one core's L2 cache while the caller reads them.
 pub const ROWS_PER_PRODUCT: usize = 512;
@@ -180,21 +111,6 @@ mod tests {
         assert!((dot(&a, &b) - plain_dot).abs() < 1e-4);
         assert!((sq_distance(&a, &b) - plain_sq).abs() < 1e-4);
         assert!((sq_norm(&a) - dot(&a, &a)).abs() < 1e-4);
-    }
-
-    #[test]
-    fn grouped_distances_are_the_pairwise_ones_bit_for_bit() {
-        // 3 + 16 lanes' worth and a tail, against 1 to 13 rows: every group size and a remainder.
-        for dim in [3, 16, 37, 384] {
-            let x: Vec<f32> = (0..dim).map(|i| (i as f32 * 0.37).sin()).collect();
-            for m in 1..14 {
-                let rows: Vec<f32> = (0..m * dim).map(|i| (i as f32 * 0.11).cos()).collect();
-                let mut out = vec![0f32; m];
-                sq_distances(&x, &rows, &mut out);
-                let pairwise: Vec<f32> = rows.chunks(dim).map(|r| sq_distance(&x, r)).collect();
-                assert_eq!(out, pairwise, "dim {dim}, {m} rows");
-            }
-        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use aho_corasick::{AhoCorasick, MatchKind};
-use arrow::array::{Array, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, AsArray, ListArray, RecordBatch, StringArray};
 use serde::{Deserialize, Serialize};
 
 use crate::schema;
@@ -117,12 +117,14 @@ impl SpecialTokens {
     /// `text` without the strings at its start and end (and the whitespace around them); `removed` gets the
     /// index of each string taken off. A text with none is returned as it is.
     pub fn strip_ends<'t>(&self, text: &'t str, removed: &mut Vec<usize>) -> &'t str {
-        let longest = |candidates: &mut dyn Iterator<Item = usize>| candidates.max_by_key(|&i| self.strings[i].0.len());
+        let longest = |fits: &dyn Fn(&str) -> bool| {
+            (0..self.len()).filter(|&i| fits(self.string(i))).max_by_key(|&i| self.string(i).len())
+        };
         let mut s = text;
         let before = removed.len();
         loop {
             let t = s.trim_end();
-            match longest(&mut (0..self.len()).filter(|&i| t.ends_with(self.string(i)))) {
+            match longest(&|m| t.ends_with(m)) {
                 Some(i) => {
                     removed.push(i);
                     s = &t[..t.len() - self.string(i).len()];
@@ -134,7 +136,7 @@ impl SpecialTokens {
         let mut leading = false;
         loop {
             let t = s.trim_start();
-            match longest(&mut (0..self.len()).filter(|&i| t.starts_with(self.string(i)))) {
+            match longest(&|m| t.starts_with(m)) {
                 Some(i) => {
                     removed.push(i);
                     leading = true;
@@ -185,26 +187,58 @@ pub struct SpecialTokenReport {
     pub strings: Vec<SpecialTokenCount>,
 }
 
-/// The texts of row `i` a model would be trained on or given: a conversation's turns, else the prompt and
-/// the response (a chat row's prompt and response repeat two of its turns).
-pub fn row_texts<'b>(
-    batch: &'b RecordBatch,
-    prompts: &'b StringArray,
-    responses: &'b StringArray,
-    i: usize,
-) -> Vec<(String, &'b str)> {
-    if let Some(messages) = batch.column_by_name(schema::MESSAGES).and_then(|c| c.as_list_opt::<i32>()) {
-        if messages.is_valid(i) {
-            let (start, end) = (messages.value_offsets()[i] as usize, messages.value_offsets()[i + 1] as usize);
-            let contents: &StringArray = messages.values().as_struct().column(1).as_string();
-            return (start..end).map(|t| (format!("messages[{}].content", t - start), contents.value(t))).collect();
+/// Where a text sits in its row, as reasons and examples name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextField {
+    Prompt,
+    Response,
+    /// The content of a conversation's turn (from 0).
+    Turn(usize),
+}
+
+impl std::fmt::Display for TextField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TextField::Prompt => f.write_str(schema::PROMPT),
+            TextField::Response => f.write_str(schema::RESPONSE),
+            TextField::Turn(t) => write!(f, "{}[{t}].content", schema::MESSAGES),
         }
     }
-    let mut texts = vec![(schema::PROMPT.to_string(), prompts.value(i))];
-    if responses.is_valid(i) {
-        texts.push((schema::RESPONSE.to_string(), responses.value(i)));
+}
+
+/// The texts of a batch's rows a model would be trained on or given: a conversation's turns, else the prompt
+/// and the response (a chat row's prompt and response repeat two of its turns).
+pub struct RowTexts<'b> {
+    prompts: &'b StringArray,
+    responses: &'b StringArray,
+    turns: Option<(&'b ListArray, &'b StringArray)>,
+}
+
+impl<'b> RowTexts<'b> {
+    /// `None` when the batch has no text prompt or response column.
+    pub fn of(batch: &'b RecordBatch) -> Option<Self> {
+        let text = |name| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>());
+        let turns = batch.column_by_name(schema::MESSAGES).and_then(|c| c.as_list_opt::<i32>());
+        Some(RowTexts {
+            prompts: text(schema::PROMPT)?,
+            responses: text(schema::RESPONSE)?,
+            turns: turns.map(|list| (list, list.values().as_struct().column(1).as_string())),
+        })
     }
-    texts
+
+    /// Row `i`'s texts, each with where it sits.
+    pub fn row(&self, i: usize) -> impl Iterator<Item = (TextField, &'b str)> + 'b {
+        let turns = self.turns.filter(|(list, _)| list.is_valid(i)).map(|(list, contents)| {
+            let (start, end) = (list.value_offsets()[i] as usize, list.value_offsets()[i + 1] as usize);
+            (start..end).map(move |t| (TextField::Turn(t - start), contents.value(t)))
+        });
+        let (prompts, responses) = (self.prompts, self.responses);
+        let single = turns.is_none().then(move || {
+            let response = responses.is_valid(i).then(|| (TextField::Response, responses.value(i)));
+            std::iter::once((TextField::Prompt, prompts.value(i))).chain(response)
+        });
+        turns.into_iter().flatten().chain(single.into_iter().flatten())
+    }
 }
 
 /// Counts the special-token strings of the batches it is given, keeping `examples` example rows per string.
@@ -233,17 +267,15 @@ impl<'a> SpecialTokenScan<'a> {
 
     /// Scans the next batch of the dataset (rows are numbered in the order batches come).
     pub fn add(&mut self, batch: &RecordBatch) {
-        let text = |name| batch.column_by_name(name).and_then(|c| c.as_string_opt::<i32>());
-        let (Some(ids), Some(prompts), Some(responses)) =
-            (text(schema::ID), text(schema::PROMPT), text(schema::RESPONSE))
-        else {
+        let ids = batch.column_by_name(schema::ID).and_then(|c| c.as_string_opt::<i32>());
+        let (Some(ids), Some(texts)) = (ids, RowTexts::of(batch)) else {
             return;
         };
         let mut in_row: Vec<usize> = Vec::new();
         let mut removed = Vec::new();
         for i in 0..batch.num_rows() {
             in_row.clear();
-            for (field, text) in row_texts(batch, prompts, responses, i) {
+            for (field, text) in texts.row(i) {
                 for (t, at) in self.tokens.find(text) {
                     let count = &mut self.counts[t];
                     count.occurrences += 1;
@@ -254,7 +286,7 @@ impl<'a> SpecialTokenScan<'a> {
                             count.examples.push(SpecialTokenExample {
                                 row: self.rows_seen + i as u64,
                                 id: ids.value(i).to_string(),
-                                field: field.clone(),
+                                field: field.to_string(),
                                 context: around(text, at),
                             });
                         }

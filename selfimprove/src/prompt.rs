@@ -128,8 +128,9 @@ pub struct PromptTokenizer {
     pub tokenizer: Tokenizer,
     /// The same tokenizer with its special tokens read as text: for the rows' own text.
     text_tokenizer: Tokenizer,
-    /// Both without truncation or padding, for the pieces of a chat prompt: (template, text).
-    pieces: (Tokenizer, Tokenizer),
+    /// Both without truncation or padding, for the pieces of a chat prompt (template, text), where the
+    /// tokenizer has either; `None` where it has neither and the two serve as they are.
+    pieces: Option<(Tokenizer, Tokenizer)>,
     /// The tokenizer's special tokens, found in the rows' text to keep them text through the chat template.
     special: SpecialTokens,
     /// The chat template, compiled once (or why it does not compile); `None` without a template.
@@ -180,6 +181,7 @@ impl PromptTokenizer {
         text_tokenizer.add_special_tokens(&markers);
         text_tokenizer.set_encode_special_tokens(true);
         // A chat prompt's pieces are truncated and padded once, whole, as a prompt without such strings is.
+        let bounded = folder.tokenizer.get_truncation().is_some() || folder.tokenizer.get_padding().is_some();
         let unbounded = |t: &Tokenizer| {
             let mut t = t.clone();
             t.with_truncation(None).expect("no truncation is valid").with_padding(None);
@@ -187,7 +189,7 @@ impl PromptTokenizer {
         };
         let mut tokenizer = PromptTokenizer {
             tokenizer: folder.tokenizer.clone(),
-            pieces: (unbounded(&folder.tokenizer), unbounded(&text_tokenizer)),
+            pieces: bounded.then(|| (unbounded(&folder.tokenizer), unbounded(&text_tokenizer))),
             text_tokenizer,
             special: SpecialTokens::new(own.into_iter().map(|s| (s, "tokenizer".to_string()))),
             chat: template.map(|t| Self::compile(&t)),
@@ -280,7 +282,10 @@ impl PromptTokenizer {
         if strings.is_empty() {
             return self.encode(&text, true);
         }
-        let (template, row_text) = &self.pieces;
+        let (template, row_text) = match &self.pieces {
+            Some((template, text)) => (template, text),
+            None => (&self.tokenizer, &self.text_tokenizer),
+        };
         let mut pieces: Vec<Encoding> = Vec::new();
         let mut rest = text.as_str();
         while let Some(open) = rest.find(PLACEHOLDER_OPEN) {

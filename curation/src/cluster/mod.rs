@@ -15,7 +15,7 @@ mod minibatch;
 pub mod stage;
 mod yinyang;
 
-use crate::vector::{dot_products, sq_distance, sq_distances, sq_norm, ROWS_PER_PRODUCT};
+use crate::vector::{dot_products, sq_distance, sq_norm, ROWS_PER_PRODUCT};
 pub use minibatch::kmeans_minibatch;
 pub use stage::{cluster_dataset, cluster_dataset_streaming, label_dataset, ClusterResults};
 
@@ -230,9 +230,9 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, seeding: Seeding, rng: &mu
             .collect();
         let rows: Vec<f32> = candidates.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect();
         // Each block's sum of the distances left by each candidate; summed in block order, so the choice is
-        // the same on any number of threads. Each row is read once for all the candidates (`sq_distances`):
-        // the triangle inequality, tried before, skipped almost no row on embeddings (their distances are all
-        // alike) and cost a product of the candidates with every centroid.
+        // the same on any number of threads. Every row against every candidate: the triangle inequality, tried
+        // before, skipped almost no row on embeddings (their distances are all alike) and cost a product of the
+        // candidates with every centroid.
         let mut left = vec![vec![0f64; trials]; n.div_ceil(ROWS_PER_PRODUCT)];
         to_candidates
             .par_chunks_mut(ROWS_PER_PRODUCT * trials)
@@ -241,9 +241,8 @@ fn seed_plus_plus(data: &[f32], dim: usize, k: usize, seeding: Seeding, rng: &mu
             .zip(left.par_iter_mut())
             .for_each(|(((to, x), closest), left)| {
                 for ((to, x), &own) in to.chunks_mut(trials).zip(x.chunks(dim)).zip(closest) {
-                    sq_distances(x, &rows, to);
-                    for (t, left) in to.iter_mut().zip(left.iter_mut()) {
-                        *t = t.min(own);
+                    for ((t, left), candidate) in to.iter_mut().zip(left.iter_mut()).zip(rows.chunks(dim)) {
+                        *t = sq_distance(x, candidate).min(own);
                         *left += *t as f64;
                     }
                 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arrow::array::{ArrayRef, AsArray, ListArray, RecordBatch, StringArray, StructArray};
 use serde::{Deserialize, Serialize};
-use whetstone_datasets::special_tokens::{row_texts, SpecialTokens};
+use whetstone_datasets::special_tokens::{RowTexts, SpecialTokens};
 use whetstone_datasets::{schema, Dropped};
 
 use crate::error::Result;
@@ -52,14 +52,15 @@ pub fn special_tokens_batch(
     if mode == SpecialTokenMode::Keep {
         return Ok((batch, Vec::new()));
     }
-    let (_, prompts, responses) = super::text_columns(&batch)?;
+    super::text_columns(&batch)?; // the error naming a missing column
+    let texts = RowTexts::of(&batch).expect("the text columns are there");
     let mut verdicts: Vec<Option<(&'static str, String)>> = Vec::with_capacity(batch.num_rows());
     let mut changed = false;
     let mut removed = Vec::new();
     for i in 0..batch.num_rows() {
         let mut verdict = None;
         removed.clear();
-        for (field, text) in row_texts(&batch, prompts, responses, i) {
+        for (field, text) in texts.row(i) {
             let left = match mode {
                 SpecialTokenMode::Strip => tokens.strip_ends(text, &mut removed),
                 _ => text,
