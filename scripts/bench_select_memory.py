@@ -94,12 +94,13 @@ def main() -> int:
         results[name] = r
         print(f"  {name:<17} {r['peak_mib']:>8,.0f} MiB peak  {r['seconds']:>7.1f} s", flush=True)
     print()
-    print(f"{'selection':<10} {'whetstone MiB':>14} {'python MiB':>11} {'python ÷ whetstone':>19} "
-          f"{'whetstone s':>12} {'python s':>9}")
+    print(f"{'selection':<10} {'whetstone MiB':>14} {'python MiB':>11} {'memory: python ÷ whetstone':>27} "
+          f"{'whetstone s':>12} {'python s':>9} {'time: python ÷ whetstone':>25}")
     for m in ("random", "kmq"):
         w, p = results[f"whetstone {m}"], results[f"python {m}"]
-        print(f"{m:<10} {w['peak_mib']:>14,.0f} {p['peak_mib']:>11,.0f} {p['peak_mib'] / w['peak_mib']:>18.2f}× "
-              f"{w['seconds']:>12.1f} {p['seconds']:>9.1f}")
+        results[m] = {"memory_ratio": p['peak_mib'] / w['peak_mib'], "time_ratio": p['seconds'] / w['seconds']}
+        print(f"{m:<10} {w['peak_mib']:>14,.0f} {p['peak_mib']:>11,.0f} {results[m]['memory_ratio']:>26.2f}× "
+              f"{w['seconds']:>12.1f} {p['seconds']:>9.1f} {results[m]['time_ratio']:>24.2f}×")
     print("\nwhetstone times include its coverage metrics (mean/max distance to the selection, on a sample of rows);"
           " the Python contestants compute none.")
     write_json(cache / "select-memory-results.json", results)

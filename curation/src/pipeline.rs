@@ -537,7 +537,11 @@ impl Pipeline {
 
     fn read_options(&self) -> Result<ReadOptions> {
         let pairs: Vec<String> = self.map.iter().map(|(role, field)| format!("{role}={field}")).collect();
-        Ok(ReadOptions { map: whetstone_datasets::FieldMap::parse(&pairs)?, on_error: self.on_error, examine: None })
+        Ok(ReadOptions {
+            map: whetstone_datasets::FieldMap::parse(&pairs)?,
+            on_error: self.on_error,
+            ..Default::default()
+        })
     }
 
     /// Where step `i` writes: the last step writes the pipeline's output, the others a numbered file in

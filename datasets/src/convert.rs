@@ -29,7 +29,7 @@ pub fn convert(
     on_progress: impl FnOnce(Progress),
 ) -> Result<Manifest> {
     let stage = Convert { opts, input, output };
-    let read = ReadOptions { map: opts.map.clone(), on_error: opts.on_error, examine: None };
+    let read = ReadOptions { map: opts.map.clone(), on_error: opts.on_error, ..Default::default() };
     Ok(run_stage(&stage, input, output, read, |bytes, _| on_progress(bytes))?.manifest)
 }
 

@@ -125,7 +125,8 @@ impl<'a> Rows<'a> {
         &self.read
     }
 
-    fn open(&mut self) -> Result<(DatasetReader, OutputFormat)> {
+    /// The input, read whole or (`columns`) only those columns.
+    fn open(&mut self, columns: Option<&[&str]>) -> Result<(DatasetReader, OutputFormat)> {
         if self.written.is_some() {
             return Err(Error::Internal(format!("stage {} went through its rows twice", self.stage)));
         }
@@ -133,7 +134,8 @@ impl<'a> Rows<'a> {
             Some(f) => f,
             None => OutputFormat::from_path(self.output)?,
         };
-        let reader = DatasetReader::open(self.input, self.read.clone())?;
+        let columns = columns.map(|c| Arc::new(c.iter().map(|c| c.to_string()).collect()));
+        let reader = DatasetReader::open(self.input, ReadOptions { columns, ..self.read.clone() })?;
         refuse_overwriting_an_input(&reader, self.output)?;
         Ok((reader, format))
     }
@@ -181,7 +183,7 @@ impl<'a> Rows<'a> {
         per_row: u64,
         mut f: impl FnMut(RecordBatch) -> std::result::Result<(RecordBatch, Vec<Dropped>), StageError>,
     ) -> Result<()> {
-        let (mut reader, format) = self.open()?;
+        let (mut reader, format) = self.open(None)?;
         let rows = RowProgress::default();
         self.progress(&reader, &rows);
         let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
@@ -330,15 +332,13 @@ impl Rows<'_> {
         columns: &[&str],
         f: impl FnOnce(&mut dyn Iterator<Item = Result<RecordBatch>>) -> std::result::Result<Selection, StageError>,
     ) -> Result<()> {
-        let (mut reader, format) = self.open()?;
+        let (mut reader, format) = self.open(Some(columns))?;
         self.progress(&reader, &RowProgress::default());
         let mut rows_in = 0u64;
-        let mut projected = reader.by_ref().map(|batch| -> Result<RecordBatch> {
-            let batch = batch?;
-            rows_in += batch.num_rows() as u64;
-            let schema = batch.schema();
-            let wanted: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
-            Ok(batch.project(&wanted)?)
+        let mut projected = reader.by_ref().inspect(|batch| {
+            if let Ok(batch) = batch {
+                rows_in += batch.num_rows() as u64;
+            }
         });
         let decided = f(&mut projected).map_err(Error::Stage);
         // Whatever `f` left unread is read now, so the row count and the input's hash are whole.
@@ -358,7 +358,7 @@ impl Rows<'_> {
         decided.rejected.sort_by_key(|r| r.0);
 
         // Pass two: the same rows again, in the same order; the kept ones are written.
-        let mut reader = DatasetReader::open(self.input, self.read.clone())?;
+        let mut reader = DatasetReader::open(self.input, ReadOptions { columns: None, ..self.read.clone() })?;
         let (mut offset, mut next_keep, mut next_rejected) = (0u32, 0usize, 0usize);
         let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
             let end = offset + batch.num_rows() as u32;
@@ -421,7 +421,7 @@ impl Rows<'_> {
         &mut self,
         f: impl FnOnce(&RecordBatch) -> std::result::Result<Reordering, StageError>,
     ) -> Result<()> {
-        let (mut reader, format) = self.open()?;
+        let (mut reader, format) = self.open(None)?;
         self.progress(&reader, &RowProgress::default());
         let batches = reader.by_ref().collect::<Result<Vec<_>>>()?;
         let all = arrow::compute::concat_batches(&reader.schema(), &batches)?;
@@ -446,7 +446,7 @@ impl Rows<'_> {
         }
         let first_pass: Vec<String> = reader.reports().iter().map(|r| r.xxh3_128.clone()).collect();
 
-        let mut reader = DatasetReader::open(self.input, self.read.clone())?;
+        let mut reader = DatasetReader::open(self.input, ReadOptions { columns: None, ..self.read.clone() })?;
         let mut offset = 0;
         let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
             let rows = batch.num_rows().min(ordered.num_rows() - offset);

@@ -141,7 +141,7 @@ fn field_map_overrides_recognition() {
     let opts = ReadOptions {
         map: FieldMap::parse(&["prompt=text", "response=label", "id=uid"]).unwrap(),
         on_error: OnError::Fail,
-        examine: None,
+        ..Default::default()
     };
     let (format, rows) = read(&p, opts);
     assert_eq!(format, Some(SourceFormat::Mapped));

@@ -4,14 +4,15 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::with_dots;
 use crate::error::{Error, Result};
+use crate::vector::ROWS_PER_PRODUCT;
 
 pub mod stage;
 
@@ -439,8 +440,10 @@ pub struct Coverage {
     pub labels_total: Option<usize>,
 }
 
-/// Rows × selected distances past which the distance metrics are measured on a uniform sample of rows.
-const COVERAGE_FULL_PAIRS: usize = 1 << 30;
+/// Rows × selected distances past which the distance metrics are measured on a uniform sample of rows: 2²⁷
+/// pairs (26,843 rows for 5,000 picks: the mean's standard error is under 1% of the distances' spread) take
+/// about a second on two cores; 2³⁰ took a third of selecting 0.5% of a million rows.
+const COVERAGE_FULL_PAIRS: usize = 1 << 27;
 
 /// Coverage metrics of `picks` (embeddings are L2-normalised, so a dot product is a cosine). On large
 /// inputs the distances are measured from a uniform sample of rows drawn with `seed` (`distance_rows` says
@@ -458,7 +461,6 @@ pub fn coverage(
         return Err(Error::Invalid("nothing selected".into()));
     }
     let chosen: Vec<f32> = picks.iter().flat_map(|&r| embeddings[r * dim..(r + 1) * dim].iter().copied()).collect();
-    let s = Tensor::from_vec(chosen, (picks.len(), dim), &Device::Cpu)?.t()?.contiguous()?;
     let sampled: Vec<f32>;
     let measured = if n.saturating_mul(picks.len()) <= COVERAGE_FULL_PAIRS {
         embeddings
@@ -470,12 +472,13 @@ pub fn coverage(
         sampled = rows.iter().flat_map(|&r| embeddings[r * dim..(r + 1) * dim].iter().copied()).collect();
         &sampled
     };
-    let mut nearest = Vec::with_capacity(measured.len() / dim);
-    for block in measured.chunks(4096 * dim) {
-        let x = Tensor::from_slice(block, (block.len() / dim, dim), &Device::Cpu)?;
-        let best = x.matmul(&s)?.max(1)?.to_vec1::<f32>()?;
-        nearest.extend(best.into_iter().map(|dot| (1.0 - dot as f64).max(0.0)));
-    }
+    let mut nearest = vec![0f64; measured.len() / dim];
+    with_dots(measured, dim, &chosen, nearest.par_chunks_mut(ROWS_PER_PRODUCT), |nearest, _, dots| {
+        for (d, row) in nearest.iter_mut().zip(dots.chunks(picks.len())) {
+            let best = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            *d = (1.0 - best as f64).max(0.0);
+        }
+    });
     let (cluster_entropy, max_entropy) = match clusters {
         Some(c) => {
             let mut counts: BTreeMap<u32, usize> = BTreeMap::new();

@@ -52,6 +52,9 @@ pub struct ReadOptions {
     /// passes through it kept. A cluster run sets it: the cluster finds the rows worth a look (those failing a
     /// filter, or sharing a hash with another row), and the driver's pass runs the stage's own code on those.
     pub examine: Option<Arc<Vec<u64>>>,
+    /// Only these columns, in this order (those the input has): what a stage that decides over whole columns
+    /// reads. A whetstone Parquet file decodes only them; other inputs are read whole, then projected.
+    pub columns: Option<Arc<Vec<String>>>,
 }
 
 /// How far reading has got, in input bytes; shared with whoever draws a progress bar.
@@ -151,6 +154,8 @@ enum Source {
     Arrow {
         batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
         next_row: u64,
+        /// Whetstone rows with only [`ReadOptions::columns`] decoded.
+        projected: bool,
     },
 }
 
@@ -268,8 +273,8 @@ impl DatasetReader {
                 report.bytes = bytes;
                 report.xxh3_128 = hash;
                 report.container = format!("{other:?}").to_lowercase();
-                let batches = open_arrow(&path, other)?;
-                Source::Arrow { batches, next_row: 0 }
+                let (batches, projected) = open_arrow(&path, other, self.opts.columns.as_deref().map(Vec::as_slice))?;
+                Source::Arrow { batches, next_row: 0, projected }
             }
         };
         self.reports.push(report);
@@ -329,7 +334,7 @@ impl DatasetReader {
                     None => Ok(!self.pending.is_empty()),
                 }
             }
-            Source::Arrow { batches, next_row } => {
+            Source::Arrow { batches, next_row, projected } => {
                 let path = &self.inputs[self.next_input - 1];
                 let Some(batch) = batches.next() else {
                     return Ok(false);
@@ -338,7 +343,7 @@ impl DatasetReader {
                 let batch = batch
                     .map_err(|e| Error::file(path, format!("cannot read the rows from row {first_row} on: {e}")))?;
                 *next_row += batch.num_rows() as u64;
-                if schema::is_canonical(&batch.schema()) {
+                if *projected || schema::is_canonical(&batch.schema()) {
                     let report = self.report();
                     report.format = Some(SourceFormat::Whetstone);
                     report.rows_in += batch.num_rows() as u64;
@@ -447,6 +452,14 @@ impl DatasetReader {
     }
 
     fn push_batch(&mut self, batch: RecordBatch) -> Result<()> {
+        let batch = match &self.opts.columns {
+            Some(columns) => {
+                let schema = batch.schema();
+                let wanted: Vec<usize> = columns.iter().filter_map(|c| schema.index_of(c).ok()).collect();
+                batch.project(&wanted)?
+            }
+            None => batch,
+        };
         let path = &self.inputs[self.next_input - 1];
         match &self.schema {
             None => self.schema = Some(batch.schema()),

@@ -34,7 +34,7 @@ pub struct ReadArgs {
 
 impl ReadArgs {
     pub fn options(&self) -> anyhow::Result<ReadOptions> {
-        Ok(ReadOptions { map: FieldMap::parse(&self.map)?, on_error: self.on_error, examine: None })
+        Ok(ReadOptions { map: FieldMap::parse(&self.map)?, on_error: self.on_error, ..Default::default() })
     }
 }
 
