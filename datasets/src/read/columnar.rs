@@ -2,8 +2,9 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Seek};
-use std::path::{Path, PathBuf};
+use std::io::{BufReader, Read, Seek};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -13,6 +14,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
+use parquet::file::reader::{ChunkReader, Length};
 
 use super::Container;
 use crate::error::{Error, Result};
@@ -22,9 +24,9 @@ const BATCH_ROWS: usize = 8192;
 
 pub(super) type BatchIter = Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
 
-/// The file's batches, and whether they hold only `columns` of whetstone rows: a Parquet file in whetstone's
-/// schema decodes only the columns asked for (the others' pages are never read); every other input is read
-/// whole.
+/// The file's batches, and whether they are whetstone rows with only `columns` decoded (in the file's order; the
+/// reader puts them in the order asked for): a Parquet file in whetstone's schema decodes only the columns asked
+/// for (the others' pages are never read); every other input is read whole.
 pub(super) fn open_arrow(path: &Path, container: Container, columns: Option<&[String]>) -> Result<(BatchIter, bool)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut projected = false;
@@ -41,7 +43,8 @@ pub(super) fn open_arrow(path: &Path, container: Container, columns: Option<&[St
                 projected = true;
             }
             if metadata.metadata().num_row_groups() > 1 {
-                Box::new(RowGroups::new(path, metadata, mask))
+                let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+                Box::new(RowGroups::new(SharedFile { file: Arc::new(file), len }, metadata, mask))
             } else {
                 Box::new(
                     ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
@@ -91,72 +94,108 @@ pub(super) fn open_arrow(path: &Path, container: Container, columns: Option<&[St
     Ok((batches, projected))
 }
 
-/// Row groups decoded ahead of the one being read, each on its own thread: Parquet decoding (decompression,
-/// levels, copies) is most of reading a file, and one thread decoded a million rows of embeddings in twice the
-/// time pyarrow's two did.
-const GROUPS_AHEAD: usize = 2;
+/// Row groups decoded at once, each on its own thread (the one being read and the next): Parquet decoding
+/// (decompression, levels, copies) is most of reading a file, and one thread decoded a million rows of
+/// embeddings in twice the time pyarrow's two did.
+const GROUPS_AT_ONCE: usize = 2;
+
+/// One open file that every row group's thread reads at its own offsets (`pread`): all of them read the file
+/// that was opened, even if another is renamed into its place meanwhile (parquet's reader for `File` clones the
+/// handle and seeks, and clones share one position).
+#[derive(Clone)]
+struct SharedFile {
+    file: Arc<File>,
+    len: u64,
+}
+
+impl Length for SharedFile {
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+impl ChunkReader for SharedFile {
+    type T = BufReader<FileAt>;
+
+    fn get_read(&self, start: u64) -> parquet::errors::Result<Self::T> {
+        Ok(BufReader::new(FileAt { file: self.file.clone(), at: start }))
+    }
+
+    fn get_bytes(&self, start: u64, length: usize) -> parquet::errors::Result<bytes::Bytes> {
+        let mut buf = vec![0; length];
+        self.file.read_exact_at(&mut buf, start)?;
+        Ok(buf.into())
+    }
+}
+
+/// Reads a shared file from an offset on.
+struct FileAt {
+    file: Arc<File>,
+    at: u64,
+}
+
+impl Read for FileAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.at)?;
+        self.at += n as u64;
+        Ok(n)
+    }
+}
 
 /// A Parquet file's row groups decoded side by side, in order, each streaming its batches through a short
 /// queue (memory holds a few batches per group, not whole groups); cut again into batches of BATCH_ROWS rows,
 /// as one reader over the whole file cuts them.
 struct RowGroups {
-    path: PathBuf,
+    file: SharedFile,
     metadata: ArrowReaderMetadata,
     mask: ProjectionMask,
     next_group: usize,
-    decoding: VecDeque<(Receiver<std::result::Result<RecordBatch, ArrowError>>, JoinHandle<()>)>,
+    /// Each group's batches, and its thread (none where the thread could not start: its error is queued).
+    decoding: VecDeque<(Receiver<std::result::Result<RecordBatch, ArrowError>>, Option<JoinHandle<()>>)>,
     /// Decoded rows not yet handed out, in order.
     ready: VecDeque<RecordBatch>,
 }
 
 impl RowGroups {
-    fn new(path: &Path, metadata: ArrowReaderMetadata, mask: ProjectionMask) -> Self {
-        let mut groups = RowGroups {
-            path: path.to_path_buf(),
-            metadata,
-            mask,
-            next_group: 0,
-            decoding: VecDeque::new(),
-            ready: VecDeque::new(),
-        };
+    fn new(file: SharedFile, metadata: ArrowReaderMetadata, mask: ProjectionMask) -> Self {
+        let mut groups =
+            RowGroups { file, metadata, mask, next_group: 0, decoding: VecDeque::new(), ready: VecDeque::new() };
         groups.start_more();
         groups
     }
 
     fn start_more(&mut self) {
-        while self.decoding.len() < GROUPS_AHEAD && self.next_group < self.metadata.metadata().num_row_groups() {
+        while self.decoding.len() < GROUPS_AT_ONCE && self.next_group < self.metadata.metadata().num_row_groups() {
             let (tx, rx) = sync_channel(2);
-            let (path, metadata, mask, group) =
-                (self.path.clone(), self.metadata.clone(), self.mask.clone(), self.next_group);
+            let (file, metadata, mask, group) =
+                (self.file.clone(), self.metadata.clone(), self.mask.clone(), self.next_group);
+            let error = tx.clone();
             let decode = move || {
-                let reader = File::open(&path).map_err(|e| ArrowError::ExternalError(Box::new(e))).and_then(|file| {
-                    ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
-                        .with_row_groups(vec![group])
-                        .with_projection(mask)
-                        .with_batch_size(BATCH_ROWS)
-                        .build()
-                        .map_err(ArrowError::from)
-                });
-                match reader {
+                let batches = ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
+                    .with_row_groups(vec![group])
+                    .with_projection(mask)
+                    .with_batch_size(BATCH_ROWS)
+                    .build();
+                match batches {
                     Ok(batches) => {
                         for batch in batches {
-                            if tx.send(batch).is_err() {
-                                return; // the reader was dropped
+                            let failed = batch.is_err();
+                            // Ends when the reader was dropped, or after an error.
+                            if tx.send(batch).is_err() || failed {
+                                return;
                             }
                         }
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(e));
+                        let _ = tx.send(Err(e.into()));
                     }
                 }
             };
-            let thread = std::thread::Builder::new().name("whetstone-parquet".into()).spawn(decode);
-            match thread {
-                Ok(thread) => self.decoding.push_back((rx, thread)),
+            match std::thread::Builder::new().name("whetstone-parquet".into()).spawn(decode) {
+                Ok(thread) => self.decoding.push_back((rx, Some(thread))),
                 Err(e) => {
-                    let (tx, rx) = sync_channel(1);
-                    let _ = tx.send(Err(ArrowError::ExternalError(Box::new(e))));
-                    self.decoding.push_back((rx, std::thread::spawn(|| ())));
+                    let _ = error.send(Err(ArrowError::ExternalError(Box::new(e))));
+                    self.decoding.push_back((rx, None));
                 }
             }
             self.next_group += 1;
@@ -172,7 +211,7 @@ impl RowGroups {
                 Err(_) => {
                     // This group is done: its thread has ended; the next one starts decoding.
                     let (_, thread) = self.decoding.pop_front().expect("front above");
-                    if thread.join().is_err() {
+                    if thread.is_some_and(|t| t.join().is_err()) {
                         return Some(Err(ArrowError::ExternalError("a Parquet decoding thread panicked".into())));
                     }
                     self.start_more();

@@ -73,3 +73,46 @@ fn the_same_rows_read_alike_from_every_layout() {
         assert_eq!(rows[0]["response"], "5", "{name}: {}", rows[0]);
     }
 }
+
+#[test]
+fn a_parquet_file_of_many_row_groups_reads_as_one_stream_whole_or_only_the_columns_asked_for() {
+    use arrow::array::AsArray;
+    use whetstone_datasets::schema;
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl = dir.path().join("rows.jsonl");
+    std::fs::write(&jsonl, alpaca_lines(0..20_000)).unwrap();
+    let (batches, _) = read_all(&jsonl, ReadOptions::default()).unwrap();
+    // Row groups of 3,001 rows: seven, none aligned with the reader's batches of 8,192.
+    let path = dir.path().join("rows.parquet");
+    let props = parquet::file::properties::WriterProperties::builder().set_max_row_group_row_count(Some(3_001)).build();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&path).unwrap(), batches[0].schema(), Some(props))
+            .unwrap();
+    batches.iter().for_each(|b| w.write(b).unwrap());
+    assert_eq!(w.close().unwrap().num_row_groups(), 7);
+    let prompts = |b: &arrow::array::RecordBatch| -> Vec<String> {
+        b.column_by_name(schema::PROMPT).unwrap().as_string::<i32>().iter().map(|p| p.unwrap().to_string()).collect()
+    };
+    let want: Vec<String> = (0..20_000).map(|i| format!("instruction {i}")).collect();
+
+    let (whole, reader) = read_all(&path, ReadOptions::default()).unwrap();
+    let sizes: Vec<usize> = whole.iter().map(|b| b.num_rows()).collect();
+    assert_eq!(sizes, [8192, 8192, 3616], "batches cut as one reader over the file cuts them");
+    assert_eq!(whole.iter().flat_map(prompts).collect::<Vec<_>>(), want, "every row once, in file order");
+    let names = |b: &arrow::array::RecordBatch| -> Vec<String> {
+        b.schema().fields().iter().map(|f| f.name().clone()).collect()
+    };
+    assert_eq!(names(&whole[0]), names(&batches[0]), "every column");
+    assert_eq!((reader.reports()[0].rows_in, reader.reports()[0].rows_out), (20_000, 20_000));
+
+    let columns = Some(std::sync::Arc::new(vec![schema::PROMPT.to_string(), "absent".into(), schema::ID.into()]));
+    let (some, reader) = read_all(&path, ReadOptions { columns, ..Default::default() }).unwrap();
+    assert_eq!(names(&some[0]), [schema::PROMPT, schema::ID], "the columns asked for that the file has, in that order");
+    assert_eq!(some.iter().flat_map(prompts).collect::<Vec<_>>(), want);
+    assert_eq!(reader.reports()[0].rows_in, 20_000);
+    // A JSON input is read whole, then projected the same way.
+    let columns = Some(std::sync::Arc::new(vec![schema::PROMPT.to_string(), schema::ID.into()]));
+    let (json, _) = read_all(&jsonl, ReadOptions { columns, ..Default::default() }).unwrap();
+    assert_eq!(names(&json[0]), names(&some[0]));
+    assert_eq!(json.iter().flat_map(prompts).collect::<Vec<_>>(), want);
+}
