@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::{DataType, Field, Schema};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
 use parquet::arrow::ProjectionMask;
@@ -24,12 +24,16 @@ const BATCH_ROWS: usize = 8192;
 
 pub(super) type BatchIter = Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>;
 
-/// The file's batches, and whether they are whetstone rows with only `columns` decoded (in the file's order; the
-/// reader puts them in the order asked for): a Parquet file in whetstone's schema decodes only the columns asked
-/// for (the others' pages are never read); every other input is read whole.
-pub(super) fn open_arrow(path: &Path, container: Container, columns: Option<&[String]>) -> Result<(BatchIter, bool)> {
+/// The file's batches, and where they are whetstone rows with only `columns` decoded (in the file's order; the
+/// reader puts them in the order asked for), the file's whole schema: a Parquet file in whetstone's schema
+/// decodes only the columns asked for (the others' pages are never read); every other input is read whole.
+pub(super) fn open_arrow(
+    path: &Path,
+    container: Container,
+    columns: Option<&[String]>,
+) -> Result<(BatchIter, Option<SchemaRef>)> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut projected = false;
+    let mut projected = None;
     let batches: BatchIter = match container {
         Container::Parquet => {
             let not_parquet =
@@ -40,7 +44,7 @@ pub(super) fn open_arrow(path: &Path, container: Container, columns: Option<&[St
                 // Top-level fields are the Parquet schema's root columns, in the same order.
                 let roots: Vec<usize> = columns.iter().filter_map(|c| metadata.schema().index_of(c).ok()).collect();
                 mask = ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), roots);
-                projected = true;
+                projected = Some(metadata.schema().clone());
             }
             if metadata.metadata().num_row_groups() > 1 {
                 let len = file.metadata().map_err(|e| Error::io(path, e))?.len();

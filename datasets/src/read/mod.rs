@@ -154,8 +154,8 @@ enum Source {
     Arrow {
         batches: Box<dyn Iterator<Item = std::result::Result<RecordBatch, arrow::error::ArrowError>> + Send>,
         next_row: u64,
-        /// Whetstone rows with only [`ReadOptions::columns`] decoded.
-        projected: bool,
+        /// Whetstone rows with only [`ReadOptions::columns`] decoded: the file's whole schema.
+        projected: Option<SchemaRef>,
     },
 }
 
@@ -168,7 +168,9 @@ pub struct DatasetReader {
     roles: Option<Roles>,
     opts: ReadOptions,
     pending: VecDeque<RecordBatch>,
+    /// The batches' columns (those read), and the inputs' every column.
     schema: Option<SchemaRef>,
+    whole_schema: Option<SchemaRef>,
     reports: Vec<InputReport>,
     rejections: Rejections,
     /// Rejected rows not yet taken by [`DatasetReader::take_rejected`].
@@ -199,6 +201,7 @@ impl DatasetReader {
             opts,
             pending: VecDeque::new(),
             schema: None,
+            whole_schema: None,
             reports: Vec::new(),
             rejections: Rejections::default(),
             rejected_rows: Vec::new(),
@@ -343,12 +346,13 @@ impl DatasetReader {
                 let batch = batch
                     .map_err(|e| Error::file(path, format!("cannot read the rows from row {first_row} on: {e}")))?;
                 *next_row += batch.num_rows() as u64;
-                if *projected || schema::is_canonical(&batch.schema()) {
+                if projected.is_some() || schema::is_canonical(&batch.schema()) {
                     let report = self.report();
                     report.format = Some(SourceFormat::Whetstone);
                     report.rows_in += batch.num_rows() as u64;
                     report.rows_out += batch.num_rows() as u64;
-                    self.push_batch(batch)?;
+                    let whole = projected.clone().unwrap_or_else(|| batch.schema());
+                    self.push_batch(batch, &whole)?;
                 } else {
                     self.convert_arrow(batch, first_row)?;
                 }
@@ -445,13 +449,31 @@ impl DatasetReader {
             report.rows_in += batch.num_rows() as u64 + rejected;
             report.rows_out += batch.num_rows() as u64;
             if batch.num_rows() > 0 {
-                self.push_batch(batch)?;
+                let whole = batch.schema();
+                self.push_batch(batch, &whole)?;
             }
         }
         Ok(())
     }
 
-    fn push_batch(&mut self, batch: RecordBatch) -> Result<()> {
+    /// Queues `batch` (only [`ReadOptions::columns`] of it, where set); `whole` is its input's every column, which
+    /// must be every earlier input's, whatever the columns read.
+    fn push_batch(&mut self, batch: RecordBatch, whole: &Schema) -> Result<()> {
+        let path = &self.inputs[self.next_input - 1];
+        match &self.whole_schema {
+            None => self.whole_schema = Some(Arc::new(whole.clone())),
+            Some(earlier) if same_columns(earlier, whole) => {}
+            Some(earlier) => {
+                return Err(Error::file(
+                    path,
+                    format!(
+                        "its columns [{}] differ from earlier inputs' [{}]; read them separately",
+                        column_names(whole),
+                        column_names(earlier)
+                    ),
+                ))
+            }
+        }
         let batch = match &self.opts.columns {
             Some(columns) => {
                 let schema = batch.schema();
@@ -460,21 +482,8 @@ impl DatasetReader {
             }
             None => batch,
         };
-        let path = &self.inputs[self.next_input - 1];
-        match &self.schema {
-            None => self.schema = Some(batch.schema()),
-            Some(schema) if same_columns(schema, &batch.schema()) => {}
-            Some(schema) => {
-                return Err(Error::file(
-                    path,
-                    format!(
-                        "its columns [{}] differ from earlier inputs' [{}]; read them separately",
-                        column_names(&batch.schema()),
-                        column_names(schema)
-                    ),
-                ))
-            }
-        }
+        // The same columns read from the same whole columns: one schema for the stream.
+        self.schema.get_or_insert_with(|| batch.schema());
         let schema = self.schema.clone().expect("set above");
         self.pending.push_back(batch.with_schema(schema).unwrap_or_else(|_| unreachable!("same columns")));
         Ok(())

@@ -115,4 +115,31 @@ fn a_parquet_file_of_many_row_groups_reads_as_one_stream_whole_or_only_the_colum
     let (json, _) = read_all(&jsonl, ReadOptions { columns, ..Default::default() }).unwrap();
     assert_eq!(names(&json[0]), names(&some[0]));
     assert_eq!(json.iter().flat_map(prompts).collect::<Vec<_>>(), want);
+
+    // Inputs of different columns are refused as soon as the second is read, whatever the columns read.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    let extra = arrow::array::UInt32Array::from_iter_values(0..batches[0].num_rows() as u32);
+    let mut fields: Vec<_> = batches[0].schema().fields().iter().cloned().collect();
+    fields.push(std::sync::Arc::new(arrow::datatypes::Field::new("extra", arrow::datatypes::DataType::UInt32, false)));
+    let mut columns = batches[0].columns().to_vec();
+    columns.push(std::sync::Arc::new(extra));
+    let with_extra =
+        arrow::array::RecordBatch::try_new(std::sync::Arc::new(arrow::datatypes::Schema::new(fields)), columns)
+            .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        std::fs::File::create(mixed.join("a.parquet")).unwrap(),
+        with_extra.schema(),
+        None,
+    )
+    .unwrap();
+    w.write(&with_extra).unwrap();
+    w.close().unwrap();
+    std::fs::write(mixed.join("b.jsonl"), alpaca_lines(0..3)).unwrap();
+    let columns = Some(std::sync::Arc::new(vec![schema::PROMPT.to_string()]));
+    let Err(err) = read_all(&mixed, ReadOptions { columns, ..Default::default() }) else {
+        panic!("inputs of different columns read as one")
+    };
+    let err = err.to_string();
+    assert!(err.contains("b.jsonl") && err.contains("differ from earlier inputs"), "{err}");
 }
