@@ -125,6 +125,11 @@ impl<'a> Rows<'a> {
         &self.read
     }
 
+    /// The input again, whole, for a stage's second pass.
+    fn read_again(&self) -> Result<DatasetReader> {
+        DatasetReader::open(self.input, ReadOptions { columns: None, ..self.read.clone() })
+    }
+
     /// The input, read whole or (`columns`) only those columns.
     fn open(&mut self, columns: Option<&[&str]>) -> Result<(DatasetReader, OutputFormat)> {
         if self.written.is_some() {
@@ -335,15 +340,15 @@ impl Rows<'_> {
         let (mut reader, format) = self.open(Some(columns))?;
         self.progress(&reader, &RowProgress::default());
         let mut rows_in = 0u64;
-        let mut projected = reader.by_ref().inspect(|batch| {
+        let mut batches = reader.by_ref().inspect(|batch| {
             if let Ok(batch) = batch {
                 rows_in += batch.num_rows() as u64;
             }
         });
-        let decided = f(&mut projected).map_err(Error::Stage);
+        let decided = f(&mut batches).map_err(Error::Stage);
         // Whatever `f` left unread is read now, so the row count and the input's hash are whole.
-        projected.by_ref().try_for_each(|b| b.map(drop))?;
-        drop(projected);
+        batches.by_ref().try_for_each(|b| b.map(drop))?;
+        drop(batches);
         let mut decided = decided?;
         let first_pass: Vec<String> = reader.reports().iter().map(|r| r.xxh3_128.clone()).collect();
         let (kept, dropped) = (decided.keep.len() as u64, decided.dropped.values().sum::<u64>());
@@ -358,7 +363,7 @@ impl Rows<'_> {
         decided.rejected.sort_by_key(|r| r.0);
 
         // Pass two: the same rows again, in the same order; the kept ones are written.
-        let mut reader = DatasetReader::open(self.input, ReadOptions { columns: None, ..self.read.clone() })?;
+        let mut reader = self.read_again()?;
         let (mut offset, mut next_keep, mut next_rejected) = (0u32, 0usize, 0usize);
         let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
             let end = offset + batch.num_rows() as u32;
@@ -446,7 +451,7 @@ impl Rows<'_> {
         }
         let first_pass: Vec<String> = reader.reports().iter().map(|r| r.xxh3_128.clone()).collect();
 
-        let mut reader = DatasetReader::open(self.input, ReadOptions { columns: None, ..self.read.clone() })?;
+        let mut reader = self.read_again()?;
         let mut offset = 0;
         let mut apply = |batch: RecordBatch| -> Result<(RecordBatch, Vec<Dropped>)> {
             let rows = batch.num_rows().min(ordered.num_rows() - offset);

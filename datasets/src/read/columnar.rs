@@ -46,18 +46,8 @@ pub(super) fn open_arrow(
                 mask = ProjectionMask::roots(metadata.metadata().file_metadata().schema_descr(), roots);
                 projected = Some(metadata.schema().clone());
             }
-            if metadata.metadata().num_row_groups() > 1 {
-                let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-                Box::new(RowGroups::new(SharedFile { file: Arc::new(file), len }, metadata, mask))
-            } else {
-                Box::new(
-                    ParquetRecordBatchReaderBuilder::new_with_metadata(file, metadata)
-                        .with_projection(mask)
-                        .with_batch_size(BATCH_ROWS)
-                        .build()
-                        .map_err(not_parquet)?,
-                )
-            }
+            let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+            Box::new(RowGroups::new(SharedFile { file: Arc::new(file), len }, metadata, mask))
         }
         Container::Arrow => {
             let mut file = file;

@@ -352,7 +352,7 @@ impl DatasetReader {
                     report.rows_in += batch.num_rows() as u64;
                     report.rows_out += batch.num_rows() as u64;
                     let whole = projected.clone().unwrap_or_else(|| batch.schema());
-                    self.push_batch(batch, &whole)?;
+                    self.push_batch(batch, whole)?;
                 } else {
                     self.convert_arrow(batch, first_row)?;
                 }
@@ -450,7 +450,7 @@ impl DatasetReader {
             report.rows_out += batch.num_rows() as u64;
             if batch.num_rows() > 0 {
                 let whole = batch.schema();
-                self.push_batch(batch, &whole)?;
+                self.push_batch(batch, whole)?;
             }
         }
         Ok(())
@@ -458,17 +458,17 @@ impl DatasetReader {
 
     /// Queues `batch` (only [`ReadOptions::columns`] of it, where set); `whole` is its input's every column, which
     /// must be every earlier input's, whatever the columns read.
-    fn push_batch(&mut self, batch: RecordBatch, whole: &Schema) -> Result<()> {
+    fn push_batch(&mut self, batch: RecordBatch, whole: SchemaRef) -> Result<()> {
         let path = &self.inputs[self.next_input - 1];
         match &self.whole_schema {
-            None => self.whole_schema = Some(Arc::new(whole.clone())),
-            Some(earlier) if same_columns(earlier, whole) => {}
+            None => self.whole_schema = Some(whole),
+            Some(earlier) if same_columns(earlier, &whole) => {}
             Some(earlier) => {
                 return Err(Error::file(
                     path,
                     format!(
                         "its columns [{}] differ from earlier inputs' [{}]; read them separately",
-                        column_names(whole),
+                        column_names(&whole),
                         column_names(earlier)
                     ),
                 ))
@@ -483,8 +483,7 @@ impl DatasetReader {
             None => batch,
         };
         // The same columns read from the same whole columns: one schema for the stream.
-        self.schema.get_or_insert_with(|| batch.schema());
-        let schema = self.schema.clone().expect("set above");
+        let schema = self.schema.get_or_insert_with(|| batch.schema()).clone();
         self.pending.push_back(batch.with_schema(schema).unwrap_or_else(|_| unreachable!("same columns")));
         Ok(())
     }
