@@ -41,20 +41,38 @@ struct GroupBest {
     second: f32,
 }
 
-/// The best and second best of squared distances, as distances (one square root each, not one per centroid).
-fn best_in(squared: impl Iterator<Item = (u32, f32)>) -> GroupBest {
-    let mut b = GroupBest { distance: f32::INFINITY, centroid: 0, second: f32::INFINITY };
-    for (j, d) in squared {
-        if d < b.distance {
-            b.second = b.distance;
-            (b.distance, b.centroid) = (d, j);
-        } else if d < b.second {
-            b.second = d;
+/// Lanes of [`best_of`]: 16 running best and second-best pairs, so the loop vectorises.
+const LANES: usize = 16;
+
+/// The best and second best of one row's squared distances `xn − 2·dot + norm` to a group's centroids (their
+/// products with the row side by side, and their norms), as distances (one square root each, not one per
+/// centroid); `centroid` is the position of the first best in the group. Branch-free: each lane keeps its own
+/// best and second best (`second = min(second, max(best, d))`), merged at the end; min and max are exact, so
+/// the result is the sequential scan's.
+fn best_of(xn: f32, dots: &[f32], norms: &[f32]) -> GroupBest {
+    let squared = |dot: f32, norm: f32| xn - 2.0 * dot + norm;
+    let (mut best, mut second) = ([f32::INFINITY; LANES], [f32::INFINITY; LANES]);
+    let (dc, nc) = (dots.chunks_exact(LANES), norms.chunks_exact(LANES));
+    let (dr, nr) = (dc.remainder(), nc.remainder());
+    for (dots, norms) in dc.zip(nc) {
+        for l in 0..LANES {
+            let d = squared(dots[l], norms[l]);
+            second[l] = second[l].min(best[l].max(d));
+            best[l] = best[l].min(d);
         }
     }
-    b.distance = b.distance.max(0.0).sqrt();
-    b.second = b.second.max(0.0).sqrt();
-    b
+    for (l, (&dot, &norm)) in dr.iter().zip(nr).enumerate() {
+        let d = squared(dot, norm);
+        second[l] = second[l].min(best[l].max(d));
+        best[l] = best[l].min(d);
+    }
+    let (mut b, mut s) = (f32::INFINITY, f32::INFINITY);
+    for l in 0..LANES {
+        s = s.min(b.max(best[l])).min(second[l]);
+        b = b.min(best[l]);
+    }
+    let at = dots.iter().zip(norms).position(|(&dot, &norm)| squared(dot, norm) == b).unwrap_or(0);
+    GroupBest { distance: b.max(0.0).sqrt(), centroid: at as u32, second: s.max(0.0).sqrt() }
 }
 
 impl Bounds {
@@ -84,29 +102,39 @@ impl Bounds {
 
     /// Every distance, by blocked matrix products: labels and bounds exact.
     fn full_pass(&mut self, data: &[f32], dim: usize, centroids: &[f32]) -> Result<()> {
-        let k = centroids.len() / dim;
         let t = self.groups.len();
-        let c_norms = sq_norms(centroids, dim);
-        let groups = &self.groups;
+        // The centroids in group order, so that each group's products with a row lie side by side.
+        let order: Vec<u32> = self.groups.concat();
+        let grouped: Vec<f32> =
+            order.iter().flat_map(|&j| centroids[j as usize * dim..(j as usize + 1) * dim].iter().copied()).collect();
+        let c_norms = sq_norms(&grouped, dim);
+        let spans: Vec<(usize, usize)> = self
+            .groups
+            .iter()
+            .scan(0, |start, g| {
+                *start += g.len();
+                Some((*start - g.len(), *start))
+            })
+            .collect();
         let outs = self
             .labels
             .par_chunks_mut(ROWS_PER_PRODUCT)
             .zip(self.upper.par_chunks_mut(ROWS_PER_PRODUCT))
             .zip(self.lower.par_chunks_mut(ROWS_PER_PRODUCT * t))
             .zip(self.row_norms.par_chunks(ROWS_PER_PRODUCT));
-        with_dots(data, dim, centroids, outs, |(((labels, upper), lower), norms), _, dots| {
+        with_dots(data, dim, &grouped, outs, |(((labels, upper), lower), norms), _, dots| {
             for ((((label, upper), lower), dots), &xn) in
-                labels.iter_mut().zip(upper).zip(lower.chunks_mut(t)).zip(dots.chunks(k)).zip(norms)
+                labels.iter_mut().zip(upper).zip(lower.chunks_mut(t)).zip(dots.chunks(order.len())).zip(norms)
             {
-                let dist = |j: u32| xn - 2.0 * dots[j as usize] + c_norms[j as usize];
                 // Each group's nearest goes to its lower bound; the nearest of all is the row's own, and its
                 // group's bound is then the group's second nearest.
                 let (mut home, mut own) = (0, GroupBest { distance: f32::INFINITY, centroid: 0, second: 0.0 });
-                for (g, (lb, members)) in lower.iter_mut().zip(groups).enumerate() {
-                    let best = best_in(members.iter().map(|&j| (j, dist(j))));
+                for (g, (lb, &(start, end))) in lower.iter_mut().zip(&spans).enumerate() {
+                    let best = best_of(xn, &dots[start..end], &c_norms[start..end]);
                     *lb = best.distance;
                     if best.distance < own.distance {
                         (home, own) = (g, best);
+                        own.centroid = order[start + best.centroid as usize];
                     }
                 }
                 *label = own.centroid;
@@ -191,15 +219,15 @@ impl Bounds {
                 for &j in members {
                     cents.extend_from_slice(&new[j as usize * dim..(j as usize + 1) * dim]);
                 }
+                let member_norms: Vec<f32> = members.iter().map(|&j| c_norms[j as usize]).collect();
                 let mut dots = vec![0f32; entries.len() * members.len()];
                 dot_products(&rows, &cents, dim, &mut dots);
                 entries
                     .iter()
                     .zip(dots.chunks(members.len()))
                     .map(|(&e, dots)| {
-                        let xn = norms[checks[e as usize].0 as usize];
-                        let best =
-                            best_in(members.iter().zip(dots).map(|(&j, &d)| (j, xn - 2.0 * d + c_norms[j as usize])));
+                        let mut best = best_of(norms[checks[e as usize].0 as usize], dots, &member_norms);
+                        best.centroid = members[best.centroid as usize];
                         (e, best)
                     })
                     .collect()
@@ -246,5 +274,45 @@ impl Bounds {
             .zip(self.labels.par_iter())
             .map(|(x, &a)| sq_distance(x, &centroids[a as usize * dim..(a as usize + 1) * dim]))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn best_of_is_the_sequential_scan() {
+        // Groups shorter and longer than the lanes, with ties between the best and the second best.
+        for len in [1, 5, 16, 32, 37] {
+            for tie in [false, true] {
+                let dots: Vec<f32> = (0..len).map(|i| ((i * 7919) % 23) as f32 * 0.01).collect();
+                let mut norms: Vec<f32> = (0..len).map(|i| 1.0 + ((i * 104729) % 17) as f32 * 0.003).collect();
+                let xn = 1.5;
+                let squared: Vec<f32> = dots.iter().zip(&norms).map(|(&d, &n)| xn - 2.0 * d + n).collect();
+                if tie && len > 1 {
+                    // Two centroids at the smallest distance: the first is the best, the second its equal.
+                    let at = squared.iter().enumerate().min_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+                    let other = (at + len / 2 + 1) % len;
+                    norms[other] = squared[at] - xn + 2.0 * dots[other];
+                }
+                let squared: Vec<f32> = dots.iter().zip(&norms).map(|(&d, &n)| xn - 2.0 * d + n).collect();
+                let (mut best, mut at, mut second) = (f32::INFINITY, 0, f32::INFINITY);
+                for (j, &d) in squared.iter().enumerate() {
+                    if d < best {
+                        (second, best, at) = (best, d, j);
+                    } else if d < second {
+                        second = d;
+                    }
+                }
+                let got = best_of(xn, &dots, &norms);
+                assert_eq!(got.centroid as usize, at, "len {len}, tie {tie}");
+                assert_eq!(got.distance, best.max(0.0).sqrt(), "len {len}, tie {tie}");
+                assert_eq!(got.second, second.max(0.0).sqrt(), "len {len}, tie {tie}");
+                if tie && len > 1 {
+                    assert!(second == best || squared.iter().filter(|&&d| d == best).count() < 2, "len {len}");
+                }
+            }
+        }
     }
 }
