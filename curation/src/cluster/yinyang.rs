@@ -48,28 +48,48 @@ const LANES: usize = 16;
 /// products with the row side by side, and their norms), as distances (one square root each, not one per
 /// centroid); `centroid` is the position of the first best in the group. Branch-free: each lane keeps its own
 /// best and second best (`second = min(second, max(best, d))`), merged at the end; min and max are exact, so
-/// the result is the sequential scan's.
+/// the result is the sequential scan's. Compiled for AVX-512 where the processor has it (the full pass spent
+/// a tenth of its time here in SSE).
 fn best_of(xn: f32, dots: &[f32], norms: &[f32]) -> GroupBest {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the processor has the features the function was compiled for.
+        return unsafe { best_of_avx512(xn, dots, norms) };
+    }
+    best_of_lanes(xn, dots, norms)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn best_of_avx512(xn: f32, dots: &[f32], norms: &[f32]) -> GroupBest {
+    best_of_lanes(xn, dots, norms)
+}
+
+#[inline(always)]
+fn best_of_lanes(xn: f32, dots: &[f32], norms: &[f32]) -> GroupBest {
+    // `a < b` selects rather than `f32::min`: no NaN here, and the comparison is one instruction.
+    let lower = |a: f32, b: f32| if a < b { a } else { b };
+    let higher = |a: f32, b: f32| if a < b { b } else { a };
     let squared = |dot: f32, norm: f32| xn - 2.0 * dot + norm;
     let (mut best, mut second) = ([f32::INFINITY; LANES], [f32::INFINITY; LANES]);
+    let mut take = |l: usize, d: f32| {
+        second[l] = lower(second[l], higher(best[l], d));
+        best[l] = lower(best[l], d);
+    };
     let (dc, nc) = (dots.chunks_exact(LANES), norms.chunks_exact(LANES));
     let (dr, nr) = (dc.remainder(), nc.remainder());
     for (dots, norms) in dc.zip(nc) {
         for l in 0..LANES {
-            let d = squared(dots[l], norms[l]);
-            second[l] = second[l].min(best[l].max(d));
-            best[l] = best[l].min(d);
+            take(l, squared(dots[l], norms[l]));
         }
     }
     for (l, (&dot, &norm)) in dr.iter().zip(nr).enumerate() {
-        let d = squared(dot, norm);
-        second[l] = second[l].min(best[l].max(d));
-        best[l] = best[l].min(d);
+        take(l, squared(dot, norm));
     }
     let (mut b, mut s) = (f32::INFINITY, f32::INFINITY);
     for l in 0..LANES {
-        s = s.min(b.max(best[l])).min(second[l]);
-        b = b.min(best[l]);
+        s = lower(lower(s, higher(b, best[l])), second[l]);
+        b = lower(b, best[l]);
     }
     let at = dots.iter().zip(norms).position(|(&dot, &norm)| squared(dot, norm) == b).unwrap_or(0);
     GroupBest { distance: b.max(0.0).sqrt(), centroid: at as u32, second: s.max(0.0).sqrt() }
