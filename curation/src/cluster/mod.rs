@@ -71,7 +71,6 @@ pub struct KMeans {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Precision {
     Bf16,
-    #[cfg_attr(not(test), allow(dead_code))]
     F32,
 }
 
@@ -212,11 +211,11 @@ pub fn nearest_centroids(data: &[f32], dim: usize, centroids: &[f32], p: usize) 
 /// them: rounded unlike the subtracted form (a row on a centroid may keep a tiny distance), which chose the
 /// same seeds on T0 and in the unit test.
 ///
-/// With `Precision::Bf16` and a processor with AVX512-BF16, the distances to candidates are those of the rows
-/// rounded to bfloat16: each step streams the whole sample, so half the bytes and twice the products per
-/// instruction halve seeding's time (k = 1024 on T0). The draws and choices are k-means++'s on slightly moved
-/// points and the seeds are rows of `data`, so the seeds differ from f32's but not their quality (the unit test
-/// compares potentials); a processor without it seeds in f32.
+/// With `Precision::Bf16` (greedy seeding) and a processor with AVX512-BF16, the distances to candidates are
+/// those of the rows rounded to bfloat16: each step streams the whole sample, and this reads half the bytes with
+/// twice the products per instruction. The draws and choices are k-means++'s on slightly moved points and the
+/// seeds are rows of `data`: other seeds than f32's, of the same quality (the unit test compares potentials);
+/// a processor without it seeds in f32.
 fn seed_plus_plus(
     data: &[f32],
     dim: usize,
@@ -359,7 +358,12 @@ pub fn initial_centroids(
             points.len() / dim.max(1)
         )));
     }
-    Ok(seed_plus_plus(&points, dim, opts.k, opts.seeding, Precision::Bf16, &mut rng))
+    // Plain seeds (selection, semantic dedup) are cheap, one candidate per step: they stay f32.
+    let precision = match opts.seeding {
+        Seeding::Greedy => Precision::Bf16,
+        Seeding::Plain => Precision::F32,
+    };
+    Ok(seed_plus_plus(&points, dim, opts.k, opts.seeding, precision, &mut rng))
 }
 
 /// New centroids: the mean of each cluster's rows. An emptied cluster takes the row farthest from its
@@ -457,7 +461,7 @@ mod tests {
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed);
         let sample = n.min((SEED_POINTS_PER_CLUSTER * k).max(SEED_MIN_POINTS));
         assert_eq!(sample, n, "the reference seeds from every row");
-        let mut centroids = seed_plus_plus(&data, dim, k, opts.seeding, Precision::Bf16, &mut rng);
+        let mut centroids = seed_plus_plus(&data, dim, k, opts.seeding, Precision::Bf16, &mut rng); // as `kmeans` seeds greedily
         let (mut plain, mut dists) = assign(&data, dim, &centroids).unwrap();
         for _ in 0..opts.max_iter {
             centroids = update(&data, dim, k, &plain, &dists, &centroids);
