@@ -214,8 +214,8 @@ pub fn nearest_centroids(data: &[f32], dim: usize, centroids: &[f32], p: usize) 
 /// With `Precision::Bf16` (greedy seeding) and a processor with AVX512-BF16, the distances to candidates are
 /// those of the rows rounded to bfloat16: each step streams the whole sample, and this reads half the bytes with
 /// twice the products per instruction. The draws and choices are k-means++'s on slightly moved points and the
-/// seeds are rows of `data`: other seeds than f32's, of the same quality (the unit test compares potentials);
-/// a processor without it seeds in f32.
+/// seeds are rows of `data`: other seeds than f32's, of the same quality (the unit test compares potentials).
+/// A processor without it seeds in f32, so the same seed gives other clusters there.
 fn seed_plus_plus(
     data: &[f32],
     dim: usize,
@@ -233,12 +233,12 @@ fn seed_plus_plus(
     let first = rng.gen_range(0..n);
     centroids.extend_from_slice(&data[first * dim..(first + 1) * dim]);
     let mut closest: Vec<f32> = data.par_chunks(dim).map(|r| sq_distance(r, &centroids[..dim])).collect();
-    let low = match precision {
+    let bf16_rows = match precision {
         Precision::Bf16 => Bf16Rows::new(data, dim),
         Precision::F32 => None,
     };
-    let norms = match &low {
-        Some(low) => low.sq_norms(),
+    let norms = match &bf16_rows {
+        Some(rows) => rows.sq_norms(),
         None => sq_norms(data, dim),
     };
     let mut to_candidates = vec![0f32; n * trials];
@@ -260,7 +260,7 @@ fn seed_plus_plus(
             .collect();
         let rows: Vec<f32> = candidates.iter().flat_map(|&i| data[i * dim..(i + 1) * dim].iter().copied()).collect();
         let candidate_norms: Vec<f32> = candidates.iter().map(|&i| norms[i]).collect();
-        let low_candidates = low.as_ref().map(|low| low.pick(&candidates));
+        let bf16_candidates = bf16_rows.as_ref().map(|rows| rows.pick(&candidates));
         // Each block's sum of the distances left by each candidate; summed in block order, so the choice is
         // the same on any number of threads. Every row against every candidate, as ‖x‖² + ‖c‖² − 2x·c from one
         // product of the block with the candidates: half the arithmetic of subtracting first, which bounded
@@ -274,10 +274,10 @@ fn seed_plus_plus(
             .zip(left.par_iter_mut())
             .enumerate()
             .for_each(|(block, ((((to, x), closest), norms), left))| {
-                match (&low, &low_candidates) {
-                    (Some(low), Some(candidates)) => {
+                match (&bf16_rows, &bf16_candidates) {
+                    (Some(rows), Some(candidates)) => {
                         let start = block * ROWS_PER_PRODUCT;
-                        low.dot_products(start..start + closest.len(), candidates, to)
+                        rows.dot_products(start..start + closest.len(), candidates, to)
                     }
                     _ => dot_products(x, &rows, dim, to),
                 }
@@ -531,7 +531,7 @@ mod tests {
             .sum::<f64>()
             / 8.0;
         assert!(potential(&one) < 0.95 * plain, "greedy {} vs plain {plain}", potential(&one));
-        // Distances of bfloat16-rounded rows (where the processor has AVX512-BF16) seed as well.
+        // Distances of bfloat16-rounded rows seed as well (without AVX512-BF16 they are the f32 seeds: nothing to check).
         let (low, exact) = (potential(&low), potential(&one));
         assert!(low < 0.95 * plain && (low - exact).abs() < 0.02 * exact, "bfloat16 {low} vs f32 {exact}");
     }

@@ -41,7 +41,7 @@ struct GroupBest {
     second: f32,
 }
 
-/// Lanes of [`best_of`]: 16 running best and second-best pairs, so the loop vectorises.
+/// Lanes of [`best_of_lanes`]: 16 running best and second-best pairs, so the loop vectorises.
 const LANES: usize = 16;
 
 /// The best and second best of one row's squared distances `xn − 2·dot + norm` to a group's centroids (their
@@ -103,6 +103,7 @@ unsafe fn best_of_avx512(xn: f32, dots: &[f32], norms: &[f32]) -> GroupBest {
 /// merged at the end; min and max are exact, so the result is the sequential scan's.
 #[inline(always)]
 fn best_of_lanes(xn: f32, dots: &[f32], norms: &[f32]) -> GroupBest {
+    debug_assert_eq!(dots.len(), norms.len());
     // `a < b` selects rather than `f32::min`: no NaN here, and the comparison is one instruction.
     let lower = |a: f32, b: f32| if a < b { a } else { b };
     let higher = |a: f32, b: f32| if a < b { b } else { a };
@@ -340,7 +341,7 @@ mod tests {
     #[test]
     fn best_of_is_the_sequential_scan() {
         // Groups shorter and longer than the lanes, with ties between the best and the second best.
-        for len in [1, 5, 16, 32, 37] {
+        for len in [0, 1, 5, 16, 17, 32, 37] {
             for tie in [false, true] {
                 let dots: Vec<f32> = (0..len).map(|i| ((i * 7919) % 23) as f32 * 0.01).collect();
                 let mut norms: Vec<f32> = (0..len).map(|i| 1.0 + ((i * 104729) % 17) as f32 * 0.003).collect();
@@ -367,7 +368,7 @@ mod tests {
                     assert_eq!(got.second, second.max(0.0).sqrt(), "len {len}, tie {tie}");
                 }
                 if tie && len > 1 {
-                    assert!(second == best || squared.iter().filter(|&&d| d == best).count() < 2, "len {len}");
+                    assert!(squared.iter().filter(|&&d| d == best).count() >= 2 && second == best, "len {len}: no tie");
                 }
             }
         }
