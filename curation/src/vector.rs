@@ -1,7 +1,8 @@
 //! Dense-vector kernels written so the compiler vectorises them: 16 independent lanes, summed at the end
 //! (a plain sum of products stays scalar, because float addition is not reassociated). On x86-64 processors
 //! with AVX2 and FMA (checked at run time) a copy compiled for them runs instead. Products of many rows with
-//! many rows go to gemm ([`dot_products`]).
+//! many rows go to gemm ([`dot_products`]), with few columns to AVX-512 kernels of their own; [`Bf16Rows`]
+//! multiplies rows rounded to bfloat16.
 
 use rayon::prelude::*;
 
@@ -106,6 +107,23 @@ pub fn dot_products(a: &[f32], b: &[f32], dim: usize, out: &mut [f32]) {
     }
 }
 
+/// `$tile::<C>(args…)` for `C` = `$width` columns, at most 8 (the kernels' tiles): one copy of each tile width.
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_width {
+    ($width:expr, $tile:ident($($arg:expr),*)) => {
+        match $width {
+            1 => $tile::<1>($($arg),*),
+            2 => $tile::<2>($($arg),*),
+            3 => $tile::<3>($($arg),*),
+            4 => $tile::<4>($($arg),*),
+            5 => $tile::<5>($($arg),*),
+            6 => $tile::<6>($($arg),*),
+            7 => $tile::<7>($($arg),*),
+            _ => $tile::<8>($($arg),*),
+        }
+    };
+}
+
 /// Products with a few columns (k-means++ candidates) without gemm: gemm packs every block of rows before
 /// multiplying, which with so few columns costs as much as the products. Each row is read once per 8 columns,
 /// whose sums stay in registers. One row at a time: k-means++ streams a sample larger than the caches, and
@@ -127,16 +145,7 @@ mod narrow {
             let b = b.as_ptr().add(c * dim);
             for r in 0..rows {
                 let (a, out) = (a.as_ptr().add(r * dim), out.as_mut_ptr().add(r * cols + c));
-                match cols - c {
-                    1 => tile::<1>(a, b, dim, tail, out),
-                    2 => tile::<2>(a, b, dim, tail, out),
-                    3 => tile::<3>(a, b, dim, tail, out),
-                    4 => tile::<4>(a, b, dim, tail, out),
-                    5 => tile::<5>(a, b, dim, tail, out),
-                    6 => tile::<6>(a, b, dim, tail, out),
-                    7 => tile::<7>(a, b, dim, tail, out),
-                    _ => tile::<TILE_COLS>(a, b, dim, tail, out),
-                }
+                by_width!(cols - c, tile(a, b, dim, tail, out))
             }
         }
     }
@@ -217,35 +226,35 @@ impl Bf16Rows {
                 && out.len() == rows.len() * other.len(),
             "Bf16Rows::dot_products: shapes do not match"
         );
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `new` made rows only where the processor has AVX512-BF16; the shapes were checked above.
-        unsafe {
-            bf16::dot_products(
-                &self.values[rows.start * self.stride..rows.end * self.stride],
-                &other.values,
-                self.stride,
-                out,
-            )
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        unreachable!("Bf16Rows exist only on x86-64 processors with AVX512-BF16")
+        self.products(&self.values[rows.start * self.stride..rows.end * self.stride], &other.values, out);
     }
 
     /// Each row's product with itself, exactly as `dot_products` computes it (each column has its own sums), so
     /// a row's distance to itself comes out 0.
     pub fn sq_norms(&self) -> Vec<f32> {
-        (0..self.len())
-            .into_par_iter()
-            .map(|r| {
+        self.values
+            .par_chunks(self.stride)
+            .map(|row| {
                 let mut out = [0f32];
-                let row = Bf16Rows {
-                    values: self.values[r * self.stride..(r + 1) * self.stride].to_vec(),
-                    stride: self.stride,
-                };
-                self.dot_products(r..r + 1, &row, &mut out);
+                self.products(row, row, &mut out);
                 out[0]
             })
             .collect()
+    }
+
+    /// `out = a · bᵀ` for whole rows of this stride; `out` holds exactly their products.
+    fn products(&self, a: &[u16], b: &[u16], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `new` made rows only where the processor has AVX512-BF16; the callers pass whole rows of
+        // `self.stride` and an `out` of rows × columns.
+        unsafe {
+            bf16::dot_products(a, b, self.stride, out)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (a, b, out);
+            unreachable!("Bf16Rows exist only on x86-64 processors with AVX512-BF16")
+        }
     }
 }
 
@@ -264,25 +273,17 @@ mod bf16 {
 
     /// Values per step: one 512-bit register of bfloat16.
     pub const STEP: usize = 32;
+    const TILE_COLS: usize = 8;
 
     /// `out = a · bᵀ` for rows of `stride` (a multiple of STEP) bfloat16 values.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn dot_products(a: &[u16], b: &[u16], stride: usize, out: &mut [f32]) {
         let (rows, cols) = (a.len() / stride, b.len() / stride);
-        for c in (0..cols).step_by(8) {
+        for c in (0..cols).step_by(TILE_COLS) {
             let b = b.as_ptr().add(c * stride);
             for r in 0..rows {
                 let (a, out) = (a.as_ptr().add(r * stride), out.as_mut_ptr().add(r * cols + c));
-                match cols - c {
-                    1 => tile::<1>(a, b, stride, out),
-                    2 => tile::<2>(a, b, stride, out),
-                    3 => tile::<3>(a, b, stride, out),
-                    4 => tile::<4>(a, b, stride, out),
-                    5 => tile::<5>(a, b, stride, out),
-                    6 => tile::<6>(a, b, stride, out),
-                    7 => tile::<7>(a, b, stride, out),
-                    _ => tile::<8>(a, b, stride, out),
-                }
+                by_width!(cols - c, tile(a, b, stride, out))
             }
         }
     }
