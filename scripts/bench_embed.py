@@ -8,6 +8,9 @@ A benchmark, not a test. Both contestants embed the same texts with the same mod
                          process, WHETSTONE_MINILM=--model-dir). Two rows in the table: "stage", the embed stage's
                          wall time from OUT.parquet.manifest.json (`seconds`), and "process", the child's whole
                          wall time (start, loading the model, reading JSONL, writing Parquet)
+  whetstone bf16         the same with --precision bf16 (products of values rounded to bfloat16), where the
+                         processor has AVX512-BF16 (else not run, and said so): an extra pair of rows with its
+                         own cosine, never replacing the f32 rows
   sentence-transformers  SentenceTransformer(model_dir, device="cpu") in this process; after a short untimed
                          warm-up encode, model.encode(texts, batch_size=--st-batch-size, normalize_embeddings=True,
                          convert_to_numpy=True) is timed (encode only; loading the model is reported apart)
@@ -23,7 +26,7 @@ defaults (torch's intra-op thread count and the whet child's are printed, not se
 Checks (exit 1 when one fails): every run succeeds; whetstone's manifest says rows.out = --rows; its Parquet holds
 --rows embeddings of dim 384 whose `prompt` column equals the sample, in order; no embedding is non-finite; the
 per-row cosine between whetstone's and sentence-transformers' embeddings is at least --min-cosine (default 0.999)
-on every row (min and mean reported).
+on every row (min and mean reported), at bf16 too (whose goal, 0.9999, is printed against its min).
 Usually run through scripts/bench-embed.sh, which sets up .venv, fetches the model and builds whet.
 """
 
@@ -63,11 +66,21 @@ from benchlib import (REPO, atomic_open, bench_dirs, fmt_table, machine_line, re
 
 DIM = 384  # all-MiniLM-L6-v2's
 
-WHET_STAGE = "whetstone (stage)"
-WHET_PROCESS = "whetstone (process)"
 ST = "sentence-transformers"
 WHET = "whetstone"
-CONTESTANTS = [WHET, ST]
+WHET_BF16 = "whetstone bf16"
+PRECISION = {WHET: "f32", WHET_BF16: "bf16"}
+CONTESTANTS = [WHET, WHET_BF16, ST]
+BF16_GOAL = 0.9999  # issue 23: the bf16 row counts at this cosine or above
+
+
+def bf16_products() -> bool:
+    """Whether this processor has AVX512-BF16 (what `whet embed --precision bf16` needs)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags and " avx512f" in flags
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -146,8 +159,9 @@ def load_embeddings(path: Path) -> tuple[np.ndarray, list[str]]:
 # Contestants
 
 
-def run_whet(whet: Path, inp: Path, out: Path, model_dir: Path) -> dict:
-    argv = [str(whet), "embed", str(inp), str(out), "--embedder", "minilm", "--text", "prompt"]
+def run_whet(whet: Path, inp: Path, out: Path, model_dir: Path, precision: str) -> dict:
+    argv = [str(whet), "embed", str(inp), str(out), "--embedder", "minilm", "--text", "prompt", "--precision",
+            precision]
     env = dict(os.environ, WHETSTONE_MINILM=str(model_dir))
     return run_whet_stage(argv, out, lambda m: dict(stage_s=float(m["seconds"]), rows_out=int(m["rows"]["out"]),
                                                     embedder=(m.get("parameters") or {}).get("embedder")),
@@ -221,21 +235,24 @@ def main() -> int:
     print(f"sentence-transformers: model loaded in {st_load_s:.2f} s, batch size {args.st_batch_size}; "
           f"{args.repeat} run(s) each, median reported\n", flush=True)
 
-    out = outdir / f"whet-{n}rows-seed{args.seed}.parquet"
-    runs: dict[str, list[dict]] = {c: [] for c in CONTESTANTS}
+    outs = {name: outdir / f"whet-{PRECISION[name]}-{n}rows-seed{args.seed}.parquet" for name in PRECISION}
+    contestants = [c for c in CONTESTANTS if c != WHET_BF16 or bf16_products()]
+    if WHET_BF16 not in contestants:
+        print(f"{WHET_BF16}: not run (this processor has no AVX512-BF16)\n", flush=True)
+    runs: dict[str, list[dict]] = {c: [] for c in contestants}
     st_emb = None
     for r in range(args.repeat):
-        for name in rotated(CONTESTANTS, r):
+        for name in rotated(contestants, r):
             try:
-                res = run_whet(whet, sample, out, model_dir) if name == WHET else run_st(model, texts,
-                                                                                          args.st_batch_size)
+                res = (run_st(model, texts, args.st_batch_size) if name == ST
+                       else run_whet(whet, sample, outs[name], model_dir, PRECISION[name]))
             except Exception as e:  # a contestant that throws is a failed run, not a crashed benchmark
                 res = {"rc": -1, "error": f"{type(e).__name__}: {e}"}
             if "embeddings" in res:
                 st_emb = res.pop("embeddings")
             runs[name].append(res)
             status = "ok" if res.get("rc") == 0 else f"FAILED rc={res.get('rc')}"
-            if name == WHET and "stage_s" in res:
+            if "stage_s" in res:
                 t = f"{res['stage_s']:8.2f} s stage, {res['process_s']:.2f} s process"
             elif "encode_s" in res:
                 t = f"{res['encode_s']:8.2f} s encode"
@@ -244,38 +261,38 @@ def main() -> int:
             print(f"  round {r + 1}/{args.repeat}  {name:<22} {t}  {status}", flush=True)
 
     checks: list[str] = []
-    ok = {name: all(x.get("rc") == 0 for x in runs[name]) for name in CONTESTANTS}
-    for name in CONTESTANTS:
+    ok = {name: all(x.get("rc") == 0 for x in runs[name]) for name in contestants}
+    for name in contestants:
         if not ok[name]:
             err = next((x.get("error") for x in runs[name] if x.get("rc") != 0), "no run")
             checks.append(f"{name} failed: {err}")
 
     results: list[dict] = []
-    w_emb = None
-    if ok[WHET]:
-        w = runs[WHET]
+    embeddings: dict[str, np.ndarray] = {}
+    for name in (c for c in contestants if c != ST and ok[c]):
+        w = runs[name]
         stage_s = statistics.median(x["stage_s"] for x in w)
         process_s = statistics.median(x["process_s"] for x in w)
         rss = max(x["rss_mib"] for x in w)
         for x in w:
             if x["rows_out"] != n:
-                checks.append(f"whetstone's manifest says rows.out = {x['rows_out']:,}, the sample has {n:,}")
+                checks.append(f"{name}'s manifest says rows.out = {x['rows_out']:,}, the sample has {n:,}")
                 break
-        results.append({"contestant": WHET_STAGE, "sentences": n, "seconds": stage_s, "runs": w})
-        results.append({"contestant": WHET_PROCESS, "sentences": n, "seconds": process_s, "rss_mib": rss})
+        results.append({"contestant": f"{name} (stage)", "sentences": n, "seconds": stage_s, "runs": w})
+        results.append({"contestant": f"{name} (process)", "sentences": n, "seconds": process_s, "rss_mib": rss})
         try:
-            w_emb, w_prompts = load_embeddings(out)
+            w_emb, w_prompts = load_embeddings(outs[name])
             if w_emb.shape != (n, DIM):
-                checks.append(f"whetstone's embeddings are {w_emb.shape[0]:,} × {w_emb.shape[1]}, expected "
+                checks.append(f"{name}'s embeddings are {w_emb.shape[0]:,} × {w_emb.shape[1]}, expected "
                               f"{n:,} × {DIM}")
-                w_emb = None
             elif w_prompts != texts:
                 bad = next(i for i, (a, b) in enumerate(zip(w_prompts, texts)) if a != b)
-                checks.append(f"whetstone's output `prompt` column differs from the sample (first at row {bad}): "
+                checks.append(f"{name}'s output `prompt` column differs from the sample (first at row {bad}): "
                               f"order or text changed")
-                w_emb = None
+            else:
+                embeddings[name] = w_emb
         except Exception as e:
-            checks.append(f"reading whetstone's embeddings from {rel(out)}: {type(e).__name__}: {e}")
+            checks.append(f"reading {name}'s embeddings from {rel(outs[name])}: {type(e).__name__}: {e}")
     if ok[ST]:
         results.append({"contestant": ST, "sentences": n,
                         "seconds": statistics.median(x["encode_s"] for x in runs[ST]),
@@ -284,24 +301,26 @@ def main() -> int:
             checks.append(f"sentence-transformers returned {getattr(st_emb, 'shape', None)}, expected {n:,} × {DIM}")
             st_emb = None
 
-    cosine: dict | None = None
-    if w_emb is not None and st_emb is not None:
-        for name, e in ((WHET, w_emb), (ST, st_emb)):
-            if not np.isfinite(e).all():
-                checks.append(f"{name}: {int((~np.isfinite(e)).any(axis=1).sum()):,} rows with non-finite values")
+    cosines: dict[str, dict] = {}
+    if st_emb is not None and not np.isfinite(st_emb).all():
+        checks.append(f"{ST}: {int((~np.isfinite(st_emb)).any(axis=1).sum()):,} rows with non-finite values")
+    for name, w_emb in embeddings.items():
+        if st_emb is None:
+            break
+        if not np.isfinite(w_emb).all():
+            checks.append(f"{name}: {int((~np.isfinite(w_emb)).any(axis=1).sum()):,} rows with non-finite values")
         wn = np.linalg.norm(w_emb.astype(np.float64), axis=1)
         sn = np.linalg.norm(st_emb.astype(np.float64), axis=1)
         cos = (w_emb.astype(np.float64) * st_emb.astype(np.float64)).sum(axis=1) / np.maximum(wn * sn, 1e-30)
         worst = int(np.argmin(cos))
-        cosine = {"min": float(cos.min()), "mean": float(cos.mean()), "p01": float(np.quantile(cos, 0.01)),
-                  "below_threshold": int((cos < args.min_cosine).sum()), "threshold": args.min_cosine,
-                  "worst_row": worst, "worst_row_tokens": int(tok_lens[worst]),
-                  "whetstone_norms": [float(wn.min()), float(wn.max())]}
+        cosines[name] = {"min": float(cos.min()), "mean": float(cos.mean()), "p01": float(np.quantile(cos, 0.01)),
+                         "below_threshold": int((cos < args.min_cosine).sum()), "threshold": args.min_cosine,
+                         "worst_row": worst, "worst_row_tokens": int(tok_lens[worst]),
+                         "whetstone_norms": [float(wn.min()), float(wn.max())]}
         if not np.isfinite(cos).all() or cos.min() < args.min_cosine:
-            checks.append(f"cosine(whetstone, sentence-transformers) min {cos.min():.6f} < {args.min_cosine} "
-                          f"({cosine['below_threshold']:,} rows below; worst row {worst}, {tok_lens[worst]} tokens)")
-    elif ok[WHET] and ok[ST]:
-        checks.append("cosine check not run (embeddings unusable, see above)")
+            checks.append(f"cosine({name}, sentence-transformers) min {cos.min():.6f} < {args.min_cosine} "
+                          f"({cosines[name]['below_threshold']:,} rows below; worst row {worst}, {tok_lens[worst]} "
+                          f"tokens)")
 
     st_rate = None
     for row in results:
@@ -311,30 +330,38 @@ def main() -> int:
     for row in results:
         row["ratio_vs_st"] = row["sentences_per_s"] / st_rate if st_rate else None
 
+    def cos_cell(contestant: str) -> str:
+        c = cosines.get(contestant.removesuffix(" (stage)"))
+        return f"{c['min']:.6f}" if c and contestant.endswith("(stage)") else ""
+
     table = [[row["contestant"], f"{row['sentences']:,}", f"{row['seconds']:.3f}", f"{row['sentences_per_s']:,.1f}",
-              f"{row['ratio_vs_st']:.2f}×" if row["ratio_vs_st"] else "-"] for row in results]
-    for name in CONTESTANTS:
+              f"{row['ratio_vs_st']:.2f}×" if row["ratio_vs_st"] else "-", cos_cell(row["contestant"])]
+             for row in results]
+    for name in contestants:
         if not ok[name]:
-            table.append([name, f"{n:,}", "-", "-", "FAILED"])
+            table.append([name, f"{n:,}", "-", "-", "FAILED", ""])
     block = [f"all-MiniLM-L6-v2 on CPU, {n:,} T0 prompts (seed {args.seed}), median of {args.repeat} run(s):"]
-    block += fmt_table(["contestant", "sentences", "seconds", "sentences/s", "vs sentence-transformers"], table,
-                       left={0})
+    block += fmt_table(["contestant", "sentences", "seconds", "sentences/s", "vs sentence-transformers",
+                        "min cosine to s-t"], table, left={0})
     by = {row["contestant"]: row for row in results}
-    if WHET_STAGE in by and WHET_PROCESS in by:
-        p = by[WHET_PROCESS]
-        block.append(f"whetstone: stage {by[WHET_STAGE]['seconds']:.2f} s of a {p['seconds']:.2f} s process "
-                     f"(start, model load, reading and writing {p['seconds'] - by[WHET_STAGE]['seconds']:.2f} s), "
-                     f"peak RSS {p['rss_mib']:.0f} MiB")
+    for name in PRECISION:
+        stage, process = by.get(f"{name} (stage)"), by.get(f"{name} (process)")
+        if stage and process:
+            block.append(f"{name}: stage {stage['seconds']:.2f} s of a {process['seconds']:.2f} s process "
+                         f"(start, model load, reading and writing {process['seconds'] - stage['seconds']:.2f} s), "
+                         f"peak RSS {process['rss_mib']:.0f} MiB")
+            if ST in by:
+                block.append(f"{name} vs sentence-transformers: {stage['ratio_vs_st']:.2f}× (stage), "
+                             f"{process['ratio_vs_st']:.2f}× (whole process) the sentences/s")
     if ST in by:
         block.append(f"sentence-transformers: encode only, batch size {args.st_batch_size}, {torch_threads} torch "
                      f"threads; model load {st_load_s:.2f} s (not in the table)")
-    if WHET_STAGE in by and ST in by:
-        block.append(f"whetstone vs sentence-transformers: {by[WHET_STAGE]['ratio_vs_st']:.2f}× (stage), "
-                     f"{by[WHET_PROCESS]['ratio_vs_st']:.2f}× (whole process) the sentences/s")
-    if cosine:
-        block.append(f"cosine(whetstone, sentence-transformers) per row: min {cosine['min']:.6f}, mean "
-                     f"{cosine['mean']:.6f}, 1st percentile {cosine['p01']:.6f} (check: min ≥ {args.min_cosine}); "
-                     f"whetstone's norms {cosine['whetstone_norms'][0]:.4f}..{cosine['whetstone_norms'][1]:.4f}")
+    for name, c in cosines.items():
+        goal = (f"; issue 23's bf16 goal, min ≥ {BF16_GOAL}: {'met' if c['min'] >= BF16_GOAL else 'NOT met'}"
+                if name == WHET_BF16 else "")
+        block.append(f"cosine({name}, sentence-transformers) per row: min {c['min']:.6f}, mean {c['mean']:.6f}, "
+                     f"1st percentile {c['p01']:.6f} (check: min ≥ {args.min_cosine}{goal}); norms "
+                     f"{c['whetstone_norms'][0]:.4f}..{c['whetstone_norms'][1]:.4f}")
     for c in checks:
         block.append(f"CHECK FAILED: {c}")
     print()
@@ -347,7 +374,7 @@ def main() -> int:
                        "model_dir": str(model_dir), "min_cosine": args.min_cosine},
         "sample": {"path": str(sample), **sample_meta, "mean_chars": sum(map(len, texts)) / n,
                    "mean_tokens": float(tok_lens.mean()), "max_seq_length": max_seq, "truncated": truncated},
-        "results": results, "cosine": cosine, "checks_failed": checks,
+        "results": results, "cosine": cosines, "checks_failed": checks,
     }
     return save_report(cache / "embed-results.json", report, checks)
 

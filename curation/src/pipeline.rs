@@ -43,7 +43,7 @@ use crate::decontam::decontaminate;
 use crate::dedup::exact::dedup_exact;
 use crate::dedup::minhash::{dedup_minhash, MinHashOptions};
 use crate::dedup::semantic::{dedup_semantic, SemanticIndex, SemanticOptions};
-use crate::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, SentenceEncoder, TextField};
+use crate::embed::{embed_dataset, minilm_dir, Embedder, HashingEmbedder, Precision, SentenceEncoder, TextField};
 use crate::error::{Error, Result};
 use crate::filters::special_tokens::SpecialTokenMode;
 use crate::filters::{filter_dataset, EmptyOrRefused, Filter, Length, NonAlphanumeric, RepeatedNgrams};
@@ -213,11 +213,19 @@ pub struct EmbedStep {
     /// Dimension of the hashing embedder.
     pub dim: usize,
     pub seed: Option<u64>,
+    /// The precision of a BERT embedder's products (the hashing embedder has none).
+    pub precision: Precision,
 }
 
 impl Default for EmbedStep {
     fn default() -> Self {
-        EmbedStep { embedder: "hashing".into(), text: TextField::Prompt, dim: 512, seed: None }
+        EmbedStep {
+            embedder: "hashing".into(),
+            text: TextField::Prompt,
+            dim: 512,
+            seed: None,
+            precision: Precision::F32,
+        }
     }
 }
 
@@ -240,9 +248,9 @@ impl EmbedStep {
                             .into(),
                     )
                 })?;
-                Box::new(SentenceEncoder::load(&dir)?)
+                Box::new(SentenceEncoder::load(&dir, self.precision)?)
             }
-            dir => Box::new(SentenceEncoder::load(Path::new(dir))?),
+            dir => Box::new(SentenceEncoder::load(Path::new(dir), self.precision)?),
         })
     }
 }

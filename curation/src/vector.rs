@@ -259,7 +259,7 @@ impl Bf16Rows {
 }
 
 /// The nearest bfloat16 (ties to even), as its bits; a NaN stays a NaN.
-fn bf16_round(x: f32) -> u16 {
+pub(crate) fn bf16_round(x: f32) -> u16 {
     if x.is_nan() {
         return 0x7fc0;
     }

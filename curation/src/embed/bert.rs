@@ -116,6 +116,25 @@ impl Layer {
     }
 }
 
+/// A model folder's config, its weights (mapped, f32) under the names without a `bert.` prefix, and the weights'
+/// path for errors.
+pub fn open(dir: &Path, device: &Device) -> Result<(BertConfig, VarBuilder<'static>, std::path::PathBuf)> {
+    let config_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| Error::model(&config_path, format!("cannot read the model config: {e}")))?;
+    let config: BertConfig =
+        serde_json::from_str(&text).map_err(|e| Error::model(&config_path, format!("not a BERT config: {e}")))?;
+    let weights = dir.join("model.safetensors");
+    if !weights.exists() {
+        return Err(Error::model(&weights, "missing: a BERT folder needs model.safetensors"));
+    }
+    // SAFETY: the file is mapped read-only and not modified while the model lives.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
+    // Some checkpoints prefix every weight with `bert.`.
+    let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") { vb } else { vb.pp("bert") };
+    Ok((config, vb, weights))
+}
+
 /// The encoder: token ids in, last hidden states out.
 pub struct Bert {
     embeddings: Embeddings,
@@ -127,19 +146,7 @@ pub struct Bert {
 impl Bert {
     /// Loads `config.json` and `model.safetensors` from a Hugging Face model folder.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config_path = dir.join("config.json");
-        let text = std::fs::read_to_string(&config_path)
-            .map_err(|e| Error::model(&config_path, format!("cannot read the model config: {e}")))?;
-        let config: BertConfig =
-            serde_json::from_str(&text).map_err(|e| Error::model(&config_path, format!("not a BERT config: {e}")))?;
-        let weights = dir.join("model.safetensors");
-        if !weights.exists() {
-            return Err(Error::model(&weights, "missing: a BERT folder needs model.safetensors"));
-        }
-        // SAFETY: the file is mapped read-only and not modified while the model lives.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
-        // Some checkpoints prefix every weight with `bert.`.
-        let vb = if vb.contains_tensor("embeddings.word_embeddings.weight") { vb } else { vb.pp("bert") };
+        let (config, vb, weights) = open(dir, device)?;
         let embeddings = Embeddings::load(vb.pp("embeddings"), &config)
             .map_err(|e| Error::model(&weights, format!("not a BERT checkpoint: {e}")))?;
         let layers = (0..config.num_hidden_layers)

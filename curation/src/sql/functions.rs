@@ -26,7 +26,7 @@ use whetstone_datasets::SpecialTokens;
 
 use crate::decontam::EvalNgrams;
 use crate::dedup::minhash::{MinHashOptions, MinHasher};
-use crate::embed::{minilm_dir, Embedder, HashingEmbedder, SentenceEncoder};
+use crate::embed::{minilm_dir, Embedder, HashingEmbedder, Precision, SentenceEncoder};
 use crate::filters::special_tokens::SpecialTokenMode;
 
 /// The scalar functions, as a session or a cluster's function registry registers them.
@@ -397,9 +397,9 @@ fn embedder(name: &str) -> Result<Arc<dyn Embedder>> {
                      name a model folder"
                 ))
             })?;
-            Arc::new(SentenceEncoder::load(&dir).map_err(fail)?)
+            Arc::new(SentenceEncoder::load(&dir, Precision::F32).map_err(fail)?)
         }
-        dir => Arc::new(SentenceEncoder::load(Path::new(dir)).map_err(fail)?),
+        dir => Arc::new(SentenceEncoder::load(Path::new(dir), Precision::F32).map_err(fail)?),
     };
     loaded.insert(name.to_string(), e.clone());
     Ok(e)
