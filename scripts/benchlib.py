@@ -66,7 +66,11 @@ def tail(path: Path, n: int = 15) -> str:
 
 
 def run_child(argv: list[str], log: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Run argv to completion (stdout and stderr to log); wall seconds and peak RSS (MiB) of that child alone."""
+    """Run argv to completion (stdout and stderr to log); wall seconds and peak RSS (MiB) of that child.
+
+    The peak is the kernel's ru_maxrss, which carries this process's own peak across the spawn (exec records the
+    memory the child started from): it is the child's alone only while this process is smaller. A benchmark that
+    has loaded a large peer (torch) before spawning reports at least its own size here."""
     with open(log, "wb") as lf:
         start = time.perf_counter()
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=lf, stderr=subprocess.STDOUT, cwd=cwd, env=env)
