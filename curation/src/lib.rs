@@ -19,6 +19,7 @@ pub mod dedup;
 pub mod embed;
 pub mod error;
 pub mod filters;
+pub(crate) mod gemm_bf16;
 pub mod pipeline;
 pub mod project;
 pub mod select;

@@ -6,11 +6,19 @@
 //! falls below its upper bound, and then only that group's centroids are compared, in one matrix product per
 //! group. The assignment equals plain Lloyd's (up to float rounding in near ties): the same inertia in
 //! fewer operations once the centroids settle.
+//!
+//! On processors with AVX512-BF16 the products are bfloat16's (`gemm_bf16`: about twice f32's rate), and exact
+//! where they decide: a bfloat16 product is within [`BF16_ERROR`]`·‖x‖·‖c‖` of x·c, so every centroid whose
+//! rounded distance lies within twice that of the best is measured again in f32 (a few per row), and lower
+//! bounds are lowered by it. Labels and bounds are then those of f32 products.
+
+use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use super::{kmeans, sq_norms, with_dots, KMeansOptions};
 use crate::error::Result;
+use crate::gemm_bf16::{self, gemm, Pairs, Panels};
 use crate::vector::{dot_products, sq_distance, ROWS_PER_PRODUCT};
 
 /// Centroids per group: bigger groups give looser bounds but better-shaped matrix products.
@@ -18,10 +26,21 @@ const GROUP_SIZE: usize = 32;
 /// Past this share of (row, group) pairs to look into, a full pass is cheaper (measured on T0 embeddings:
 /// a group's narrow product with gathered rows runs at about a quarter of the full product's rate).
 const FULL_PASS_SHARE: f64 = 0.25;
-/// Rows per chunk of the per-row bound updates.
-const ROWS_PER_CHUNK: usize = 1024;
+/// Rows per chunk of a step: the rows a chunk looks at again are gathered from it while it sits in L2.
+const ROWS_PER_CHUNK: usize = 512;
+/// |x·c − x̃·c̃| ≤ BF16_ERROR·‖x‖·‖c‖ for x̃, c̃ rounded to bfloat16 (8 significant bits: each value within 2⁻⁸
+/// of itself, so each product within 2·2⁻⁸ + 2⁻¹⁶; summed over the row, Cauchy–Schwarz), with room for the f32
+/// sums.
+const BF16_ERROR: f32 = 0.008;
+
+thread_local! {
+    /// Each thread's rows as bfloat16 pairs and their products, kept across blocks.
+    static BF16_SCRATCH: RefCell<(Pairs, Vec<f32>)> = RefCell::default();
+}
 
 pub(super) struct Bounds {
+    /// Products in bfloat16 (with f32 re-checks) rather than f32.
+    bf16: bool,
     /// The group of each centroid, and each group's centroids.
     group_of: Vec<u32>,
     groups: Vec<Vec<u32>>,
@@ -39,6 +58,59 @@ struct GroupBest {
     distance: f32,
     centroid: u32,
     second: f32,
+}
+
+/// What a row learnt from one group: the nearest centroid that can beat its own (by f32 distance; `exact` is
+/// infinite where none can), and lower bounds on the distances to the group's centroids other than the one its
+/// products rank first (`to_first`'s bound: `first_lower` holds for the others, `second_lower` for all but it).
+#[derive(Clone, Copy)]
+struct Checked {
+    exact: f32,
+    exact_centroid: u32,
+    first: u32,
+    first_lower: f32,
+    second_lower: f32,
+}
+
+impl Checked {
+    /// From f32 products: everything exact.
+    fn of(best: GroupBest) -> Self {
+        Checked {
+            exact: best.distance,
+            exact_centroid: best.centroid,
+            first: best.centroid,
+            first_lower: best.distance,
+            second_lower: best.second,
+        }
+    }
+
+    /// The lower bound for the group once the row's centroid is `label`.
+    fn lower(&self, label: u32) -> f32 {
+        if self.first == label {
+            self.second_lower
+        } else {
+            self.first_lower
+        }
+    }
+}
+
+/// The error bound of a row's squared distances from bfloat16 products (2·BF16_ERROR·‖x‖·‖c‖ for the largest
+/// centroid norm), plus the f32 rounding of ‖x‖² − 2x·c + ‖c‖².
+fn bf16_slack(x_sq_norm: f32, max_c_sq_norm: f32) -> f32 {
+    2.0 * BF16_ERROR * (x_sq_norm * max_c_sq_norm).sqrt() + 1e-6 * (x_sq_norm + max_c_sq_norm)
+}
+
+/// A lower bound from a distance measured up to `slack` in its square.
+fn lowered(distance: f32, slack: f32) -> f32 {
+    (distance * distance - slack).max(0.0).sqrt()
+}
+
+/// The nearest of `candidates` (centroid ids whose rounded distance may beat `within²`) by f32 distance to `x`.
+fn nearest_exact(x: &[f32], centroids: &[f32], candidates: impl Iterator<Item = u32>) -> (f32, u32) {
+    let dim = x.len();
+    candidates
+        .map(|j| (sq_distance(x, &centroids[j as usize * dim..(j as usize + 1) * dim]), j))
+        .fold((f32::INFINITY, 0), |best, c| if c.0 < best.0 { c } else { best })
 }
 
 /// Lanes of [`best_of_lanes`]: 16 running best and second-best pairs, so the loop vectorises.
@@ -146,6 +218,7 @@ impl Bounds {
         group_of.iter().enumerate().for_each(|(j, &g)| groups[g as usize].push(j as u32));
         let n = data.len() / dim;
         let mut b = Bounds {
+            bf16: gemm_bf16::available(),
             group_of,
             groups,
             labels: vec![0; n],
@@ -173,31 +246,81 @@ impl Bounds {
                 Some((*start - g.len(), *start))
             })
             .collect();
+        let max_c_norm = c_norms.iter().fold(0f32, |m, &n| m.max(n));
+        let k = order.len();
+        // One row from its products with every centroid (in group order): the nearest, and each group's bound.
+        let settle = |x: &[f32],
+                      xn: f32,
+                      dots: &[f32],
+                      slack: f32,
+                      row: (&mut u32, &mut f32, &mut [f32]),
+                      firsts: &mut Vec<Checked>| {
+            let (label, upper, lower) = row;
+            firsts.clear();
+            let mut best = f32::INFINITY;
+            for &(start, end) in &spans {
+                let mut b = best_of(xn, &dots[start..end], &c_norms[start..end]);
+                b.centroid += start as u32;
+                best = best.min(b.distance);
+                firsts.push(Checked::of(b));
+            }
+            let (distance, own) = if slack == 0.0 {
+                let home = firsts.iter().min_by(|a, b| a.exact.total_cmp(&b.exact)).map_or(0, |c| c.exact_centroid);
+                (best, home)
+            } else {
+                // Every centroid whose rounded distance is within twice the error of the best, measured in f32.
+                let within = best * best + 2.0 * slack;
+                let candidates = (0..k as u32).filter(|&j| xn - 2.0 * dots[j as usize] + c_norms[j as usize] <= within);
+                let (d, j) = nearest_exact(x, &grouped, candidates);
+                (d.max(0.0).sqrt(), j)
+            };
+            for (lb, c) in lower.iter_mut().zip(firsts.iter()) {
+                *lb = if slack == 0.0 { c.lower(own) } else { lowered(c.lower(own), slack) };
+            }
+            *label = order[own as usize];
+            *upper = distance;
+        };
         let outs = self
             .labels
             .par_chunks_mut(ROWS_PER_PRODUCT)
             .zip(self.upper.par_chunks_mut(ROWS_PER_PRODUCT))
             .zip(self.lower.par_chunks_mut(ROWS_PER_PRODUCT * t))
             .zip(self.row_norms.par_chunks(ROWS_PER_PRODUCT));
-        with_dots(data, dim, &grouped, outs, |(((labels, upper), lower), norms), _, dots| {
-            for ((((label, upper), lower), dots), &xn) in
-                labels.iter_mut().zip(upper).zip(lower.chunks_mut(t)).zip(dots.chunks(order.len())).zip(norms)
-            {
-                // Each group's nearest goes to its lower bound; the nearest of all is the row's own, and its
-                // group's bound is then the group's second nearest.
-                let (mut home, mut own) = (0, GroupBest { distance: f32::INFINITY, centroid: 0, second: 0.0 });
-                for (g, (lb, &(start, end))) in lower.iter_mut().zip(&spans).enumerate() {
-                    let best = best_of(xn, &dots[start..end], &c_norms[start..end]);
-                    *lb = best.distance;
-                    if best.distance < own.distance {
-                        (home, own) = (g, best);
-                        own.centroid = order[start + best.centroid as usize];
-                    }
+        if !self.bf16 {
+            with_dots(data, dim, &grouped, outs, |(((labels, upper), lower), norms), rows, dots| {
+                let mut firsts = Vec::with_capacity(t);
+                for (((((label, upper), lower), dots), &xn), x) in labels
+                    .iter_mut()
+                    .zip(upper)
+                    .zip(lower.chunks_mut(t))
+                    .zip(dots.chunks(k))
+                    .zip(norms)
+                    .zip(rows.chunks(dim))
+                {
+                    settle(x, xn, dots, 0.0, (label, upper, lower), &mut firsts);
                 }
-                *label = own.centroid;
-                *upper = own.distance;
-                lower[home] = own.second;
-            }
+            });
+            return Ok(());
+        }
+        let panels = Panels::new(&grouped, k, dim);
+        data.par_chunks(ROWS_PER_PRODUCT * dim).zip(outs).for_each(|(rows, (((labels, upper), lower), norms))| {
+            BF16_SCRATCH.with_borrow_mut(|(pairs, dots)| {
+                let n = rows.len() / dim;
+                pairs.fill(rows, n, dim, dim);
+                dots.resize(n * k, 0.0);
+                gemm(pairs, &panels, None, dots, k);
+                let mut firsts = Vec::with_capacity(t);
+                for (((((label, upper), lower), dots), &xn), x) in labels
+                    .iter_mut()
+                    .zip(upper)
+                    .zip(lower.chunks_mut(t))
+                    .zip(dots.chunks(k))
+                    .zip(norms)
+                    .zip(rows.chunks(dim))
+                {
+                    settle(x, xn, dots, bf16_slack(xn, max_c_norm), (label, upper, lower), &mut firsts);
+                }
+            })
         });
         Ok(())
     }
@@ -245,83 +368,132 @@ impl Bounds {
                 checks
             })
             .collect();
-        let checks: Vec<(u32, u32)> = checks.into_iter().flatten().collect();
         // Early on most rows look into most groups: one full product is then cheaper than many narrow ones.
-        if checks.len() as f64 > FULL_PASS_SHARE * (self.labels.len() * t) as f64 {
+        let total: usize = checks.iter().map(Vec::len).sum();
+        if total as f64 > FULL_PASS_SHARE * (self.labels.len() * t) as f64 {
             return self.full_pass(data, dim, new);
         }
-        if checks.is_empty() {
+        if total == 0 {
             return Ok(());
         }
 
-        // 2. One matrix product per group: its centroids against the rows that must look into it.
-        let mut by_group: Vec<Vec<u32>> = vec![Vec::new(); t];
-        for (i, &(_, g)) in checks.iter().enumerate() {
-            by_group[g as usize].push(i as u32);
-        }
+        // 2. Chunk by chunk, one matrix product per group: its centroids against the chunk's rows that must look
+        //    into it (gathered from the chunk, which stays in cache).
         let c_norms = sq_norms(new, dim);
-        let norms = &self.row_norms;
-        let found: Vec<Vec<(u32, GroupBest)>> = by_group
+        let max_c_norm = c_norms.iter().fold(0f32, |m, &n| m.max(n));
+        let bf16 = self.bf16;
+        let groups: Vec<(Vec<f32>, Vec<f32>, Panels)> = self
+            .groups
             .par_iter()
-            .enumerate()
-            .flat_map_iter(|(g, entries)| entries.chunks(ROWS_PER_PRODUCT).map(move |block| (g, block)))
-            .map(|(g, entries)| -> Vec<(u32, GroupBest)> {
-                let members = &self.groups[g];
-                let mut rows: Vec<f32> = Vec::with_capacity(entries.len() * dim);
-                for &e in entries {
-                    let r = checks[e as usize].0 as usize;
-                    rows.extend_from_slice(&data[r * dim..(r + 1) * dim]);
-                }
-                let mut cents: Vec<f32> = Vec::with_capacity(members.len() * dim);
-                for &j in members {
-                    cents.extend_from_slice(&new[j as usize * dim..(j as usize + 1) * dim]);
-                }
-                let member_norms: Vec<f32> = members.iter().map(|&j| c_norms[j as usize]).collect();
-                let mut dots = vec![0f32; entries.len() * members.len()];
-                dot_products(&rows, &cents, dim, &mut dots);
-                entries
+            .map(|members| {
+                let cents: Vec<f32> = members
                     .iter()
-                    .zip(dots.chunks(members.len()))
-                    .map(|(&e, dots)| {
-                        let mut best = best_of(norms[checks[e as usize].0 as usize], dots, &member_norms);
-                        best.centroid = members[best.centroid as usize];
-                        (e, best)
-                    })
-                    .collect()
+                    .flat_map(|&j| new[j as usize * dim..(j as usize + 1) * dim].iter().copied())
+                    .collect();
+                let norms = members.iter().map(|&j| c_norms[j as usize]).collect();
+                let panels = if bf16 { Panels::new(&cents, members.len(), dim) } else { Panels::default() };
+                (cents, norms, panels)
             })
             .collect();
-        let mut results = vec![GroupBest { distance: 0.0, centroid: 0, second: 0.0 }; checks.len()];
-        for (e, best) in found.into_iter().flatten() {
-            results[e as usize] = best;
-        }
-
-        // 3. Each looked-at row takes the nearest centroid found and new bounds for the groups it saw.
-        let mut start = 0;
-        while start < checks.len() {
-            let row = checks[start].0 as usize;
-            let end = start + checks[start..].iter().take_while(|c| c.0 as usize == row).count();
-            let (old_label, old_distance) = (self.labels[row], self.upper[row]);
-            let (mut label, mut distance) = (old_label, old_distance);
-            for r in &results[start..end] {
-                if r.distance < distance {
-                    (label, distance) = (r.centroid, r.distance);
+        let (groups, group_of, members_of) = (&groups, &self.group_of, &self.groups);
+        self.labels
+            .par_chunks_mut(ROWS_PER_CHUNK)
+            .zip(self.upper.par_chunks_mut(ROWS_PER_CHUNK))
+            .zip(self.lower.par_chunks_mut(ROWS_PER_CHUNK * t))
+            .zip(self.row_norms.par_chunks(ROWS_PER_CHUNK))
+            .zip(checks.par_iter())
+            .enumerate()
+            .for_each(|(chunk, ((((labels, upper), lower), norms), checks))| {
+                if checks.is_empty() {
+                    return;
                 }
-            }
-            let lower = &mut self.lower[row * t..(row + 1) * t];
-            let old_group = self.group_of[old_label as usize];
-            let mut saw_old_group = false;
-            for (&(_, g), r) in checks[start..end].iter().zip(&results[start..end]) {
-                // The group's nearest other than the row's own centroid.
-                lower[g as usize] = if r.centroid == label { r.second } else { r.distance };
-                saw_old_group |= g == old_group;
-            }
-            if label != old_label && !saw_old_group {
-                lower[old_group as usize] = lower[old_group as usize].min(old_distance);
-            }
-            self.labels[row] = label;
-            self.upper[row] = distance;
-            start = end;
-        }
+                let first_row = chunk * ROWS_PER_CHUNK;
+                let x_of = |row: u32| &data[row as usize * dim..(row as usize + 1) * dim];
+                let mut by_group: Vec<Vec<u32>> = vec![Vec::new(); t];
+                for (i, &(_, g)) in checks.iter().enumerate() {
+                    by_group[g as usize].push(i as u32);
+                }
+                let none = Checked { exact: 0.0, exact_centroid: 0, first: 0, first_lower: 0.0, second_lower: 0.0 };
+                let mut results = vec![none; checks.len()];
+                for (g, entries) in by_group.iter().enumerate().filter(|(_, e)| !e.is_empty()) {
+                    let (members, (cents, member_norms, panels)) = (&members_of[g], &groups[g]);
+                    let settle = |e: u32, dots: &[f32]| {
+                        let row = checks[e as usize].0;
+                        let local = row as usize - first_row;
+                        let xn = norms[local];
+                        let mut best = best_of(xn, dots, member_norms);
+                        best.centroid = members[best.centroid as usize];
+                        if !bf16 {
+                            return Checked::of(best);
+                        }
+                        // Rounded products: the centroids that may beat the row's own (f32) distance or the group's
+                        // best, measured again; bounds lowered by the error.
+                        let slack = bf16_slack(xn, max_c_norm);
+                        let u = upper[local];
+                        let within = (best.distance * best.distance + 2.0 * slack).min(u * u + slack);
+                        let candidates = members
+                            .iter()
+                            .zip(dots.iter().zip(member_norms))
+                            .filter(|(_, (&dot, &cn))| xn - 2.0 * dot + cn <= within)
+                            .map(|(&j, _)| j);
+                        let (exact, exact_centroid) = nearest_exact(x_of(row), new, candidates);
+                        Checked {
+                            exact: exact.max(0.0).sqrt(),
+                            exact_centroid,
+                            first: best.centroid,
+                            first_lower: lowered(best.distance, slack),
+                            second_lower: lowered(best.second, slack),
+                        }
+                    };
+                    let rows = entries.iter().map(|&e| x_of(checks[e as usize].0));
+                    if bf16 {
+                        BF16_SCRATCH.with_borrow_mut(|(pairs, dots)| {
+                            pairs.fill_rows(rows, dim);
+                            dots.resize(entries.len() * members.len(), 0.0);
+                            gemm(pairs, panels, None, dots, members.len());
+                            for (&e, dots) in entries.iter().zip(dots.chunks(members.len())) {
+                                results[e as usize] = settle(e, dots);
+                            }
+                        });
+                    } else {
+                        let gathered: Vec<f32> = rows.flatten().copied().collect();
+                        let mut dots = vec![0f32; entries.len() * members.len()];
+                        dot_products(&gathered, cents, dim, &mut dots);
+                        for (&e, dots) in entries.iter().zip(dots.chunks(members.len())) {
+                            results[e as usize] = settle(e, dots);
+                        }
+                    }
+                }
+
+                // 3. Each looked-at row takes the nearest centroid found and new bounds for the groups it saw.
+                let mut start = 0;
+                while start < checks.len() {
+                    let row = checks[start].0 as usize;
+                    let local = row - first_row;
+                    let end = start + checks[start..].iter().take_while(|c| c.0 as usize == row).count();
+                    let (old_label, old_distance) = (labels[local], upper[local]);
+                    let (mut label, mut distance) = (old_label, old_distance);
+                    for r in &results[start..end] {
+                        if r.exact < distance {
+                            (label, distance) = (r.exact_centroid, r.exact);
+                        }
+                    }
+                    let lower = &mut lower[local * t..(local + 1) * t];
+                    let old_group = group_of[old_label as usize];
+                    let mut saw_old_group = false;
+                    for (&(_, g), r) in checks[start..end].iter().zip(&results[start..end]) {
+                        // The group's nearest other than the row's own centroid.
+                        lower[g as usize] = r.lower(label);
+                        saw_old_group |= g == old_group;
+                    }
+                    if label != old_label && !saw_old_group {
+                        lower[old_group as usize] = lower[old_group as usize].min(old_distance);
+                    }
+                    labels[local] = label;
+                    upper[local] = distance;
+                    start = end;
+                }
+            });
         Ok(())
     }
 

@@ -1,5 +1,5 @@
 //! The encoder of bert.rs at bfloat16 precision, on buffers of its own: the linear layers and attention's two
-//! products multiply values rounded to bfloat16 (gemm.rs: AVX512-BF16, twice f32's products per instruction); the
+//! products multiply values rounded to bfloat16 (gemm_bf16.rs: AVX512-BF16, twice f32's products per instruction); the
 //! residual stream, LayerNorm, softmax, GELU and pooling stay f32. A batch is its sequences' tokens one after
 //! another, without padding: each sequence attends over its own rows. One thread per batch.
 
@@ -10,8 +10,8 @@ use candle_core::{Device, Shape};
 use candle_nn::VarBuilder;
 
 use super::bert::{open, BertConfig};
-use super::gemm::{self, gemm, Pairs, Panels};
 use crate::error::{Error, Result};
+use crate::gemm_bf16::{self as gemm, gemm, Pairs, Panels};
 
 struct Norm {
     weight: Vec<f32>,

@@ -4,7 +4,6 @@
 
 mod bert;
 mod bert_bf16;
-mod gemm;
 mod hashing;
 
 use std::path::{Path, PathBuf};
