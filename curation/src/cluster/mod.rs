@@ -311,13 +311,28 @@ pub fn kmeans(data: &[f32], dim: usize, opts: &KMeansOptions) -> Result<(KMeans,
     let mut iterations = 0;
     let mut converged = false;
     let mut bounds = Bounds::new(data, dim, &centroids, opts.seed)?;
+    // Each cluster's sum and count, kept up to date from the rows that change cluster (after the first
+    // iterations, few do) rather than summed again over every row.
+    let (mut sums, mut counts) = cluster_sums(data, dim, k, &bounds.labels);
+    let mut before = Vec::new();
     while iterations < opts.max_iter {
         iterations += 1;
-        // Upper bounds stand in for the distances: `update` needs them only to refill an emptied cluster.
+        // Upper bounds stand in for the distances: they are needed only to refill an emptied cluster.
         let approx: Vec<f32> = bounds.upper.iter().map(|u| u * u).collect();
-        let updated = update(data, dim, k, &bounds.labels, &approx, &centroids);
+        let updated = means(data, dim, &sums, &counts, &bounds.labels, &approx, &centroids);
         let shift: f64 = updated.iter().zip(&centroids).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
+        before.clone_from(&bounds.labels);
         bounds.step(data, dim, &centroids, &updated)?;
+        for (row, (&from, &to)) in before.iter().zip(&bounds.labels).enumerate() {
+            if from != to {
+                let x = &data[row * dim..(row + 1) * dim];
+                let (from, to) = (from as usize, to as usize);
+                sums[from * dim..(from + 1) * dim].iter_mut().zip(x).for_each(|(s, &v)| *s -= v as f64);
+                sums[to * dim..(to + 1) * dim].iter_mut().zip(x).for_each(|(s, &v)| *s += v as f64);
+                counts[from] -= 1;
+                counts[to] += 1;
+            }
+        }
         centroids = updated;
         if shift <= opts.tol * variance.max(f64::MIN_POSITIVE) {
             converged = true;
@@ -366,11 +381,16 @@ pub fn initial_centroids(
     Ok(seed_plus_plus(&points, dim, opts.k, opts.seeding, precision, &mut rng))
 }
 
-/// New centroids: the mean of each cluster's rows. An emptied cluster takes the row farthest from its
-/// centroid (deterministic), so k clusters stay k.
+/// New centroids from every row (plain Lloyd's, the tests' reference): see [`means`].
+#[cfg(test)]
 fn update(data: &[f32], dim: usize, k: usize, labels: &[u32], dists: &[f32], old: &[f32]) -> Vec<f32> {
-    let (sums, counts) = data
-        .par_chunks(dim * 1024)
+    let (sums, counts) = cluster_sums(data, dim, k, labels);
+    means(data, dim, &sums, &counts, labels, dists, old)
+}
+
+/// Each cluster's sum of rows (f64) and count of rows.
+fn cluster_sums(data: &[f32], dim: usize, k: usize, labels: &[u32]) -> (Vec<f64>, Vec<u64>) {
+    data.par_chunks(dim * 1024)
         .zip(labels.par_chunks(1024))
         .fold(
             || (vec![0f64; k * dim], vec![0u64; k]),
@@ -390,7 +410,21 @@ fn update(data: &[f32], dim: usize, k: usize, labels: &[u32], dists: &[f32], old
                 ca.iter_mut().zip(&cb).for_each(|(x, y)| *x += y);
                 (a, ca)
             },
-        );
+        )
+}
+
+/// New centroids: the clusters' means from their sums and counts. An emptied cluster takes the row farthest
+/// from its centroid (by `dists`; deterministic), so k clusters stay k.
+fn means(
+    data: &[f32],
+    dim: usize,
+    sums: &[f64],
+    counts: &[u64],
+    labels: &[u32],
+    dists: &[f32],
+    old: &[f32],
+) -> Vec<f32> {
+    let k = counts.len();
     let mut centroids = old.to_vec();
     let empty = counts.iter().filter(|&&c| c == 0).count();
     let mut far: Vec<usize> = Vec::new();
