@@ -298,6 +298,11 @@ fn seed_plus_plus(
 
 /// Fits k-means to `data` (row-major, `dim` columns). Returns the model and each row's cluster.
 pub fn kmeans(data: &[f32], dim: usize, opts: &KMeansOptions) -> Result<(KMeans, Vec<u32>)> {
+    fit(data, dim, opts, crate::gemm_bf16::available())
+}
+
+/// [`kmeans`], its distances from bfloat16 products (with f32 re-checks) or from f32 products.
+fn fit(data: &[f32], dim: usize, opts: &KMeansOptions, bf16: bool) -> Result<(KMeans, Vec<u32>)> {
     let n = check(data, dim, opts.k)?;
     let k = opts.k;
     let mut centroids = initial_centroids(n, dim, opts, |picked| {
@@ -310,7 +315,7 @@ pub fn kmeans(data: &[f32], dim: usize, opts: &KMeansOptions) -> Result<(KMeans,
     let variance = if opts.tol > 0.0 { variance(data, dim) } else { 0.0 };
     let mut iterations = 0;
     let mut converged = false;
-    let mut bounds = Bounds::new(data, dim, &centroids, opts.seed)?;
+    let mut bounds = Bounds::new(data, dim, &centroids, opts.seed, bf16)?;
     // Each cluster's sum and count, kept up to date from the rows that change cluster (after the first
     // iterations, few do) rather than summed again over every row.
     let (mut sums, mut counts) = cluster_sums(data, dim, k, &bounds.labels);
@@ -491,7 +496,6 @@ mod tests {
         let data: Vec<f32> =
             (0..n * dim).map(|i| centres[(i / dim % 40) * dim + i % dim] + rng.gen_range(-0.4..0.4)).collect();
         let opts = KMeansOptions { max_iter: 15, tol: 0.0, ..KMeansOptions::new(k, 9) };
-        let (model, labels) = kmeans(&data, dim, &opts).unwrap();
         let mut rng = Xoshiro256PlusPlus::seed_from_u64(opts.seed);
         let sample = n.min((SEED_POINTS_PER_CLUSTER * k).max(SEED_MIN_POINTS));
         assert_eq!(sample, n, "the reference seeds from every row");
@@ -501,10 +505,14 @@ mod tests {
             centroids = update(&data, dim, k, &plain, &dists, &centroids);
             (plain, dists) = assign(&data, dim, &centroids).unwrap();
         }
-        let same = labels.iter().zip(&plain).filter(|(a, b)| a == b).count();
-        assert!(same as f64 >= 0.999 * n as f64, "{same} of {n} rows agree");
         let inertia: f64 = dists.iter().map(|&d| d as f64).sum();
-        assert!(((model.inertia - inertia) / inertia).abs() < 1e-4, "{} vs {inertia}", model.inertia);
+        // f32 products everywhere; bfloat16 products with f32 re-checks where the processor has them.
+        for bf16 in [false, crate::gemm_bf16::available()] {
+            let (model, labels) = fit(&data, dim, &opts, bf16).unwrap();
+            let same = labels.iter().zip(&plain).filter(|(a, b)| a == b).count();
+            assert!(same as f64 >= 0.999 * n as f64, "bf16 {bf16}: {same} of {n} rows agree");
+            assert!(((model.inertia - inertia) / inertia).abs() < 1e-4, "bf16 {bf16}: {} vs {inertia}", model.inertia);
+        }
     }
 
     #[test]

@@ -33,6 +33,9 @@ const ROWS_PER_CHUNK: usize = 512;
 /// sums.
 const BF16_ERROR: f32 = 0.008;
 
+/// A block of rows' labels, upper bounds, lower bounds and squared norms.
+type Block<'a> = (((&'a mut [u32], &'a mut [f32]), &'a mut [f32]), &'a [f32]);
+
 thread_local! {
     /// Each thread's rows as bfloat16 pairs and their products, kept across blocks.
     static BF16_SCRATCH: RefCell<(Pairs, Vec<f32>)> = RefCell::default();
@@ -205,8 +208,9 @@ fn best_of_lanes(xn: f32, dots: &[f32], norms: &[f32]) -> GroupBest {
 }
 
 impl Bounds {
-    /// Groups the centroids (k-means on the centroids themselves) and computes every bound exactly.
-    pub fn new(data: &[f32], dim: usize, centroids: &[f32], seed: u64) -> Result<Self> {
+    /// Groups the centroids (k-means on the centroids themselves) and computes every bound exactly; `bf16`:
+    /// from bfloat16 products (where the processor has them) with f32 re-checks.
+    pub fn new(data: &[f32], dim: usize, centroids: &[f32], seed: u64, bf16: bool) -> Result<Self> {
         let k = centroids.len() / dim;
         let t = (k / GROUP_SIZE).max(1);
         let group_of = if t == 1 {
@@ -218,7 +222,7 @@ impl Bounds {
         group_of.iter().enumerate().for_each(|(j, &g)| groups[g as usize].push(j as u32));
         let n = data.len() / dim;
         let mut b = Bounds {
-            bf16: gemm_bf16::available(),
+            bf16: bf16 && gemm_bf16::available(),
             group_of,
             groups,
             labels: vec![0; n],
@@ -280,46 +284,40 @@ impl Bounds {
             *label = order[own as usize];
             *upper = distance;
         };
+        // A block of rows from its products: exact ones (slack 0) or bfloat16's.
+        let bf16 = self.bf16;
+        let settle_block = |rows: &[f32], dots: &[f32], (((labels, upper), lower), norms): Block| {
+            let mut firsts = Vec::with_capacity(t);
+            for (((((label, upper), lower), dots), &xn), x) in labels
+                .iter_mut()
+                .zip(upper)
+                .zip(lower.chunks_mut(t))
+                .zip(dots.chunks(k))
+                .zip(norms)
+                .zip(rows.chunks(dim))
+            {
+                let slack = if bf16 { bf16_slack(xn, max_c_norm) } else { 0.0 };
+                settle(x, xn, dots, slack, (label, upper, lower), &mut firsts);
+            }
+        };
         let outs = self
             .labels
             .par_chunks_mut(ROWS_PER_PRODUCT)
             .zip(self.upper.par_chunks_mut(ROWS_PER_PRODUCT))
             .zip(self.lower.par_chunks_mut(ROWS_PER_PRODUCT * t))
             .zip(self.row_norms.par_chunks(ROWS_PER_PRODUCT));
-        if !self.bf16 {
-            with_dots(data, dim, &grouped, outs, |(((labels, upper), lower), norms), rows, dots| {
-                let mut firsts = Vec::with_capacity(t);
-                for (((((label, upper), lower), dots), &xn), x) in labels
-                    .iter_mut()
-                    .zip(upper)
-                    .zip(lower.chunks_mut(t))
-                    .zip(dots.chunks(k))
-                    .zip(norms)
-                    .zip(rows.chunks(dim))
-                {
-                    settle(x, xn, dots, 0.0, (label, upper, lower), &mut firsts);
-                }
-            });
+        if !bf16 {
+            with_dots(data, dim, &grouped, outs, |out, rows, dots| settle_block(rows, dots, out));
             return Ok(());
         }
         let panels = Panels::new(&grouped, k, dim);
-        data.par_chunks(ROWS_PER_PRODUCT * dim).zip(outs).for_each(|(rows, (((labels, upper), lower), norms))| {
+        data.par_chunks(ROWS_PER_PRODUCT * dim).zip(outs).for_each(|(rows, out)| {
             BF16_SCRATCH.with_borrow_mut(|(pairs, dots)| {
                 let n = rows.len() / dim;
                 pairs.fill(rows, n, dim, dim);
                 dots.resize(n * k, 0.0);
                 gemm(pairs, &panels, None, dots, k);
-                let mut firsts = Vec::with_capacity(t);
-                for (((((label, upper), lower), dots), &xn), x) in labels
-                    .iter_mut()
-                    .zip(upper)
-                    .zip(lower.chunks_mut(t))
-                    .zip(dots.chunks(k))
-                    .zip(norms)
-                    .zip(rows.chunks(dim))
-                {
-                    settle(x, xn, dots, bf16_slack(xn, max_c_norm), (label, upper, lower), &mut firsts);
-                }
+                settle_block(rows, dots, out);
             })
         });
         Ok(())
