@@ -41,17 +41,26 @@ pub struct Pairs {
 impl Pairs {
     /// `rows` rows of `k` values, row r at `src[r * stride..][..k]`.
     pub fn fill(&mut self, src: &[f32], rows: usize, k: usize, stride: usize) {
-        self.fill_rows((0..rows).map(|r| &src[r * stride..r * stride + k]), k);
+        self.fill_rows((0..rows).map(|r| &src[r * stride..r * stride + k]), k, None);
     }
 
-    /// The given rows of `k` values each. With AVX512-BF16, 32 values per instruction (`vcvtne2ps2bf16`: the same
-    /// rounding, except that subnormals become 0).
-    pub fn fill_rows<'a>(&mut self, rows: impl ExactSizeIterator<Item = &'a [f32]>, k: usize) {
+    /// The given rows of `k` values each, less `centre` (k values) where given. With AVX512-BF16, 32 values per
+    /// instruction (`vcvtne2ps2bf16`: the same rounding, except that subnormals become 0).
+    pub fn fill_rows<'a>(&mut self, rows: impl ExactSizeIterator<Item = &'a [f32]>, k: usize, centre: Option<&[f32]>) {
         let pairs = k.div_ceil(2);
         let fast = available();
         let out = self.rows_mut(rows.len(), k);
+        let mut centred = Vec::new();
         for (row, out) in rows.zip(out.chunks_exact_mut(pairs)) {
             assert_eq!(row.len(), k, "Pairs::fill_rows: a row of {} values, not {k}", row.len());
+            let row = match centre {
+                Some(centre) => {
+                    centred.clear();
+                    centred.extend(row.iter().zip(centre).map(|(x, c)| x - c));
+                    centred.as_slice()
+                }
+                None => row,
+            };
             #[cfg(target_arch = "x86_64")]
             if fast {
                 // SAFETY: the processor has the features; `out` holds ⌈k/2⌉ pairs.
@@ -250,7 +259,9 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         };
-        for &(m, n, k, ldc) in &[(1, 1, 1, 1), (13, 33, 7, 40), (97, 64, 384, 64), (110, 45, 33, 45), (5, 70, 64, 90)] {
+        for &(m, n, k, ldc) in
+            &[(1, 1, 1, 1), (13, 33, 7, 40), (97, 64, 384, 64), (110, 45, 33, 45), (5, 70, 64, 90), (30, 17, 50, 17)]
+        {
             let a: Vec<f32> = (0..m * k).map(|_| next()).collect();
             let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
             let bias: Vec<f32> = (0..n).map(|_| next()).collect();

@@ -328,14 +328,22 @@ fn fit(data: &[f32], dim: usize, opts: &KMeansOptions, bf16: bool) -> Result<(KM
         let shift: f64 = updated.iter().zip(&centroids).map(|(a, b)| ((a - b) as f64).powi(2)).sum();
         before.clone_from(&bounds.labels);
         bounds.step(data, dim, &centroids, &updated)?;
-        for (row, (&from, &to)) in before.iter().zip(&bounds.labels).enumerate() {
-            if from != to {
+        let moved: Vec<usize> = (0..n).filter(|&row| before[row] != bounds.labels[row]).collect();
+        if moved.len() > n / 8 {
+            // Early on many rows move: summing again runs on every core.
+            (sums, counts) = cluster_sums(data, dim, k, &bounds.labels);
+        } else {
+            for row in moved {
                 let x = &data[row * dim..(row + 1) * dim];
-                let (from, to) = (from as usize, to as usize);
+                let (from, to) = (before[row] as usize, bounds.labels[row] as usize);
                 sums[from * dim..(from + 1) * dim].iter_mut().zip(x).for_each(|(s, &v)| *s -= v as f64);
                 sums[to * dim..(to + 1) * dim].iter_mut().zip(x).for_each(|(s, &v)| *s += v as f64);
                 counts[from] -= 1;
                 counts[to] += 1;
+                if counts[from] == 0 {
+                    // No rounding residue left behind in an emptied cluster.
+                    sums[from * dim..(from + 1) * dim].fill(0.0);
+                }
             }
         }
         centroids = updated;

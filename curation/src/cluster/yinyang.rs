@@ -8,15 +8,15 @@
 //! fewer operations once the centroids settle.
 //!
 //! On processors with AVX512-BF16 the products are bfloat16's (`gemm_bf16`: about twice f32's rate), and exact
-//! where they decide: a bfloat16 product is within [`BF16_ERROR`]`·‖x‖·‖c‖` of x·c, so every centroid whose
+//! where they decide: a bfloat16 product is within [`bf16_error`]`·‖x‖·‖c‖` of x·c, so every centroid whose
 //! rounded distance lies within twice that of the best is measured again in f32 (a few per row), and lower
-//! bounds are lowered by it. Labels and bounds are then those of f32 products.
+//! bounds are lowered by it. Labels are then those of f32 distances, and bounds stay bounds (a little looser).
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{kmeans, sq_norms, with_dots, KMeansOptions};
+use super::{fit, sq_norms, with_dots, KMeansOptions};
 use crate::error::Result;
 use crate::gemm_bf16::{self, gemm, Pairs, Panels};
 use crate::vector::{dot_products, sq_distance, ROWS_PER_PRODUCT};
@@ -28,10 +28,13 @@ const GROUP_SIZE: usize = 32;
 const FULL_PASS_SHARE: f64 = 0.25;
 /// Rows per chunk of a step: the rows a chunk looks at again are gathered from it while it sits in L2.
 const ROWS_PER_CHUNK: usize = 512;
-/// |x·c − x̃·c̃| ≤ BF16_ERROR·‖x‖·‖c‖ for x̃, c̃ rounded to bfloat16 (8 significant bits: each value within 2⁻⁸
-/// of itself, so each product within 2·2⁻⁸ + 2⁻¹⁶; summed over the row, Cauchy–Schwarz), with room for the f32
-/// sums.
-const BF16_ERROR: f32 = 0.008;
+/// e such that |x·c − x̃·c̃| ≤ e·‖x‖·‖c‖ for x̃, c̃ rounded to bfloat16 and summed in f32 over `dim` values:
+/// 8 significant bits put each value within 2⁻⁸ of itself, so each product within 2·2⁻⁸ + 2⁻¹⁶ of its own
+/// (Cauchy–Schwarz sums that over the row), and each of the `dim` f32 additions adds at most 2⁻²⁴ more.
+/// (Subnormal values count as 0 in `vdpbf16ps`; embeddings hold none worth counting.)
+fn bf16_error(dim: usize) -> f32 {
+    (2.0f32.powi(-7) + 2.0f32.powi(-16) + (dim + 2) as f32 * 2.0f32.powi(-24)) * 1.01
+}
 
 /// A block of rows' labels, upper bounds, lower bounds and squared norms.
 type Block<'a> = (((&'a mut [u32], &'a mut [f32]), &'a mut [f32]), &'a [f32]);
@@ -44,6 +47,8 @@ thread_local! {
 pub(super) struct Bounds {
     /// Products in bfloat16 (with f32 re-checks) rather than f32.
     bf16: bool,
+    /// Full passes run so far.
+    full_passes: usize,
     /// The group of each centroid, and each group's centroids.
     group_of: Vec<u32>,
     groups: Vec<Vec<u32>>,
@@ -52,7 +57,11 @@ pub(super) struct Bounds {
     pub upper: Vec<f32>,
     /// Row-major `rows × groups`: at most the distance to any other centroid of the group.
     lower: Vec<f32>,
+    /// Squared norms of the rows, less `centre` where there is one.
     row_norms: Vec<f32>,
+    /// bfloat16 products are of rows and centroids less the rows' mean: their error grows with the norms, and
+    /// distances do not change (data far from the origin had every centroid within the error of the nearest).
+    centre: Option<Vec<f32>>,
 }
 
 /// One row's best centroid in a group, and the distance to the group's second best.
@@ -63,9 +72,10 @@ struct GroupBest {
     second: f32,
 }
 
-/// What a row learnt from one group: the nearest centroid that can beat its own (by f32 distance; `exact` is
-/// infinite where none can), and lower bounds on the distances to the group's centroids other than the one its
-/// products rank first (`to_first`'s bound: `first_lower` holds for the others, `second_lower` for all but it).
+/// What a row learnt from one group: the nearest of the centroids that may beat its own, by f32 distance
+/// (`exact`, infinite where the products left none to measure), and lower bounds: `first_lower` on the distance
+/// to every centroid of the group, `second_lower` on the distance to every one but `first` (the one the products
+/// rank first).
 #[derive(Clone, Copy)]
 struct Checked {
     exact: f32,
@@ -97,10 +107,26 @@ impl Checked {
     }
 }
 
-/// The error bound of a row's squared distances from bfloat16 products (2·BF16_ERROR·‖x‖·‖c‖ for the largest
-/// centroid norm), plus the f32 rounding of ‖x‖² − 2x·c + ‖c‖².
-fn bf16_slack(x_sq_norm: f32, max_c_sq_norm: f32) -> f32 {
-    2.0 * BF16_ERROR * (x_sq_norm * max_c_sq_norm).sqrt() + 1e-6 * (x_sq_norm + max_c_sq_norm)
+/// The error bound of a row's squared distances from bfloat16 products (2·e·‖x‖·‖c‖ for the largest centroid
+/// norm, e = `error`), plus the f32 rounding of the norms' sums and of ‖x‖² − 2x·c + ‖c‖².
+fn bf16_slack(error: f32, dim: usize, x_sq_norm: f32, max_c_sq_norm: f32) -> f32 {
+    2.0 * error * (x_sq_norm * max_c_sq_norm).sqrt() + (dim + 8) as f32 * 2.0f32.powi(-24) * (x_sq_norm + max_c_sq_norm)
+}
+
+/// Rows less `centre` (a copy), or the rows themselves.
+fn centred<'a>(rows: &'a [f32], dim: usize, centre: Option<&[f32]>) -> std::borrow::Cow<'a, [f32]> {
+    match centre {
+        Some(centre) => rows.chunks(dim).flat_map(|r| r.iter().zip(centre).map(|(x, c)| x - c)).collect(),
+        None => rows.into(),
+    }
+}
+
+/// Squared norms of rows less `centre` (where given).
+fn centred_norms(rows: &[f32], dim: usize, centre: Option<&[f32]>) -> Vec<f32> {
+    match centre {
+        Some(centre) => rows.par_chunks(dim).map(|r| sq_distance(r, centre)).collect(),
+        None => sq_norms(rows, dim),
+    }
 }
 
 /// A lower bound from a distance measured up to `slack` in its square.
@@ -208,40 +234,64 @@ fn best_of_lanes(xn: f32, dots: &[f32], norms: &[f32]) -> GroupBest {
 }
 
 impl Bounds {
-    /// Groups the centroids (k-means on the centroids themselves) and computes every bound exactly; `bf16`:
-    /// from bfloat16 products (where the processor has them) with f32 re-checks.
+    /// Groups the centroids (k-means on the centroids themselves) and computes every label and bound (a full
+    /// pass); `bf16`: from bfloat16 products (where the processor has them) with f32 re-checks.
     pub fn new(data: &[f32], dim: usize, centroids: &[f32], seed: u64, bf16: bool) -> Result<Self> {
         let k = centroids.len() / dim;
         let t = (k / GROUP_SIZE).max(1);
         let group_of = if t == 1 {
             vec![0; k]
         } else {
-            kmeans(centroids, dim, &KMeansOptions { max_iter: 5, tol: 0.0, ..KMeansOptions::new(t, seed) })?.1
+            fit(centroids, dim, &KMeansOptions { max_iter: 5, tol: 0.0, ..KMeansOptions::new(t, seed) }, bf16)?.1
         };
         let mut groups = vec![Vec::new(); t];
         group_of.iter().enumerate().for_each(|(j, &g)| groups[g as usize].push(j as u32));
         let n = data.len() / dim;
+        let bf16 = bf16 && gemm_bf16::available();
+        let centre = bf16.then(|| {
+            let sums = data.par_chunks(dim).fold(
+                || vec![0f64; dim],
+                |mut s, x| {
+                    s.iter_mut().zip(x).for_each(|(s, &v)| *s += v as f64);
+                    s
+                },
+            );
+            let sums = sums.reduce(
+                || vec![0f64; dim],
+                |mut a, b| {
+                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+                    a
+                },
+            );
+            sums.iter().map(|s| (s / n as f64) as f32).collect::<Vec<f32>>()
+        });
         let mut b = Bounds {
-            bf16: bf16 && gemm_bf16::available(),
+            bf16,
+            full_passes: 0,
             group_of,
             groups,
             labels: vec![0; n],
             upper: vec![0.0; n],
             lower: vec![0.0; n * t],
-            row_norms: sq_norms(data, dim),
+            row_norms: match &centre {
+                Some(centre) => data.par_chunks(dim).map(|x| sq_distance(x, centre)).collect(),
+                None => sq_norms(data, dim),
+            },
+            centre,
         };
         b.full_pass(data, dim, centroids)?;
         Ok(b)
     }
 
-    /// Every distance, by blocked matrix products: labels and bounds exact.
+    /// Every distance, by blocked matrix products: labels exact, bounds exact (f32) or a little loose (bf16).
     fn full_pass(&mut self, data: &[f32], dim: usize, centroids: &[f32]) -> Result<()> {
+        self.full_passes += 1;
         let t = self.groups.len();
         // The centroids in group order, so that each group's products with a row lie side by side.
         let order: Vec<u32> = self.groups.concat();
         let grouped: Vec<f32> =
             order.iter().flat_map(|&j| centroids[j as usize * dim..(j as usize + 1) * dim].iter().copied()).collect();
-        let c_norms = sq_norms(&grouped, dim);
+        let c_norms = centred_norms(&grouped, dim, self.centre.as_deref());
         let spans: Vec<(usize, usize)> = self
             .groups
             .iter()
@@ -251,12 +301,12 @@ impl Bounds {
             })
             .collect();
         let max_c_norm = c_norms.iter().fold(0f32, |m, &n| m.max(n));
-        let k = order.len();
+        let (k, error) = (order.len(), bf16_error(dim));
         // One row from its products with every centroid (in group order): the nearest, and each group's bound.
         let settle = |x: &[f32],
                       xn: f32,
                       dots: &[f32],
-                      slack: f32,
+                      slack: Option<f32>,
                       row: (&mut u32, &mut f32, &mut [f32]),
                       firsts: &mut Vec<Checked>| {
             let (label, upper, lower) = row;
@@ -268,23 +318,23 @@ impl Bounds {
                 best = best.min(b.distance);
                 firsts.push(Checked::of(b));
             }
-            let (distance, own) = if slack == 0.0 {
-                let home = firsts.iter().min_by(|a, b| a.exact.total_cmp(&b.exact)).map_or(0, |c| c.exact_centroid);
-                (best, home)
-            } else {
+            let (distance, own) = if let Some(slack) = slack {
                 // Every centroid whose rounded distance is within twice the error of the best, measured in f32.
                 let within = best * best + 2.0 * slack;
                 let candidates = (0..k as u32).filter(|&j| xn - 2.0 * dots[j as usize] + c_norms[j as usize] <= within);
                 let (d, j) = nearest_exact(x, &grouped, candidates);
                 (d.max(0.0).sqrt(), j)
+            } else {
+                let home = firsts.iter().min_by(|a, b| a.exact.total_cmp(&b.exact)).map_or(0, |c| c.exact_centroid);
+                (best, home)
             };
             for (lb, c) in lower.iter_mut().zip(firsts.iter()) {
-                *lb = if slack == 0.0 { c.lower(own) } else { lowered(c.lower(own), slack) };
+                *lb = slack.map_or(c.lower(own), |slack| lowered(c.lower(own), slack));
             }
             *label = order[own as usize];
             *upper = distance;
         };
-        // A block of rows from its products: exact ones (slack 0) or bfloat16's.
+        // A block of rows from its products: f32's (no slack) or bfloat16's.
         let bf16 = self.bf16;
         let settle_block = |rows: &[f32], dots: &[f32], (((labels, upper), lower), norms): Block| {
             let mut firsts = Vec::with_capacity(t);
@@ -296,7 +346,7 @@ impl Bounds {
                 .zip(norms)
                 .zip(rows.chunks(dim))
             {
-                let slack = if bf16 { bf16_slack(xn, max_c_norm) } else { 0.0 };
+                let slack = bf16.then(|| bf16_slack(error, dim, xn, max_c_norm));
                 settle(x, xn, dots, slack, (label, upper, lower), &mut firsts);
             }
         };
@@ -310,11 +360,12 @@ impl Bounds {
             with_dots(data, dim, &grouped, outs, |out, rows, dots| settle_block(rows, dots, out));
             return Ok(());
         }
-        let panels = Panels::new(&grouped, k, dim);
+        let centre = self.centre.as_deref();
+        let panels = Panels::new(&centred(&grouped, dim, centre), k, dim);
         data.par_chunks(ROWS_PER_PRODUCT * dim).zip(outs).for_each(|(rows, out)| {
             BF16_SCRATCH.with_borrow_mut(|(pairs, dots)| {
                 let n = rows.len() / dim;
-                pairs.fill(rows, n, dim, dim);
+                pairs.fill_rows(rows.chunks(dim), dim, centre);
                 dots.resize(n * k, 0.0);
                 gemm(pairs, &panels, None, dots, k);
                 settle_block(rows, dots, out);
@@ -377,9 +428,10 @@ impl Bounds {
 
         // 2. Chunk by chunk, one matrix product per group: its centroids against the chunk's rows that must look
         //    into it (gathered from the chunk, which stays in cache).
-        let c_norms = sq_norms(new, dim);
+        let c_norms = centred_norms(new, dim, self.centre.as_deref());
+        let centre = self.centre.as_deref();
         let max_c_norm = c_norms.iter().fold(0f32, |m, &n| m.max(n));
-        let bf16 = self.bf16;
+        let (bf16, error) = (self.bf16, bf16_error(dim));
         let groups: Vec<(Vec<f32>, Vec<f32>, Panels)> = self
             .groups
             .par_iter()
@@ -389,7 +441,11 @@ impl Bounds {
                     .flat_map(|&j| new[j as usize * dim..(j as usize + 1) * dim].iter().copied())
                     .collect();
                 let norms = members.iter().map(|&j| c_norms[j as usize]).collect();
-                let panels = if bf16 { Panels::new(&cents, members.len(), dim) } else { Panels::default() };
+                let panels = if bf16 {
+                    Panels::new(&centred(&cents, dim, centre), members.len(), dim)
+                } else {
+                    Panels::default()
+                };
                 (cents, norms, panels)
             })
             .collect();
@@ -411,7 +467,9 @@ impl Bounds {
                 for (i, &(_, g)) in checks.iter().enumerate() {
                     by_group[g as usize].push(i as u32);
                 }
-                let none = Checked { exact: 0.0, exact_centroid: 0, first: 0, first_lower: 0.0, second_lower: 0.0 };
+                // Every entry is filled below; a missed one would neither win nor loosen a bound too little.
+                let none =
+                    Checked { exact: f32::INFINITY, exact_centroid: 0, first: 0, first_lower: 0.0, second_lower: 0.0 };
                 let mut results = vec![none; checks.len()];
                 for (g, entries) in by_group.iter().enumerate().filter(|(_, e)| !e.is_empty()) {
                     let (members, (cents, member_norms, panels)) = (&members_of[g], &groups[g]);
@@ -426,7 +484,7 @@ impl Bounds {
                         }
                         // Rounded products: the centroids that may beat the row's own (f32) distance or the group's
                         // best, measured again; bounds lowered by the error.
-                        let slack = bf16_slack(xn, max_c_norm);
+                        let slack = bf16_slack(error, dim, xn, max_c_norm);
                         let u = upper[local];
                         let within = (best.distance * best.distance + 2.0 * slack).min(u * u + slack);
                         let candidates = members
@@ -446,7 +504,7 @@ impl Bounds {
                     let rows = entries.iter().map(|&e| x_of(checks[e as usize].0));
                     if bf16 {
                         BF16_SCRATCH.with_borrow_mut(|(pairs, dots)| {
-                            pairs.fill_rows(rows, dim);
+                            pairs.fill_rows(rows, dim, centre);
                             dots.resize(entries.len() * members.len(), 0.0);
                             gemm(pairs, panels, None, dots, members.len());
                             for (&e, dots) in entries.iter().zip(dots.chunks(members.len())) {
@@ -507,6 +565,62 @@ impl Bounds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_xoshiro::Xoshiro256PlusPlus;
+
+    /// After the first pass and after every step, on data far from the origin (where bfloat16's error, which grows
+    /// with the norms, is largest against the distances) and of an odd dimension: each label is the nearest
+    /// centroid by f32 distance, each upper bound is at least that distance, and each lower bound is at most the
+    /// distance to every other centroid of its group. With f32 products, and with bfloat16's where the processor
+    /// has them.
+    #[test]
+    fn labels_are_nearest_and_bounds_hold() {
+        let mut rng = Xoshiro256PlusPlus::seed_from_u64(5);
+        let (n, dim, k) = (3000, 23, 96);
+        let centres: Vec<f32> = (0..30 * dim).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let data: Vec<f32> =
+            (0..n * dim).map(|i| 3.0 + centres[(i / dim % 30) * dim + i % dim] + rng.gen_range(-0.5..0.5)).collect();
+        for bf16 in [false, crate::gemm_bf16::available()] {
+            let mut centroids: Vec<f32> = data[..k * dim].to_vec();
+            let mut bounds = Bounds::new(&data, dim, &centroids, 1, bf16).unwrap();
+            let steps = 12;
+            for _ in 0..steps {
+                check_bounds(&bounds, &data, dim, &centroids);
+                let dists: Vec<f32> = bounds.upper.iter().map(|u| u * u).collect();
+                let new = super::super::update(&data, dim, k, &bounds.labels, &dists, &centroids);
+                bounds.step(&data, dim, &centroids, &new).unwrap();
+                centroids = new;
+            }
+            check_bounds(&bounds, &data, dim, &centroids);
+            let full = bounds.full_passes;
+            assert!(full > 1 && full < 1 + steps, "bf16 {bf16}: {full} full passes in {steps} steps: both kinds ran");
+        }
+    }
+
+    /// Asserts the invariants up to f32's rounding of ‖x‖² − 2x·c + ‖c‖² (which the f32 products' bounds carry
+    /// too: far from the origin it is larger than the distances' own rounding).
+    fn check_bounds(b: &Bounds, data: &[f32], dim: usize, centroids: &[f32]) {
+        let t = b.groups.len();
+        let max_c = centroids.chunks(dim).map(crate::vector::sq_norm).fold(0f32, f32::max);
+        for (row, x) in data.chunks(dim).enumerate() {
+            let tol = 32.0 * 2f32.powi(-24) * (crate::vector::sq_norm(x) + max_c);
+            let d: Vec<f32> = centroids.chunks(dim).map(|c| sq_distance(x, c)).collect();
+            let label = b.labels[row] as usize;
+            let nearest = d.iter().copied().fold(f32::INFINITY, f32::min);
+            assert!(d[label] <= nearest + tol, "row {row}: label {label} at {} > {nearest}", d[label]);
+            let upper = b.upper[row];
+            assert!(upper * upper >= d[label] - tol, "row {row}: upper {upper} < {}", d[label].sqrt());
+            for (g, members) in b.groups.iter().enumerate() {
+                let other = members
+                    .iter()
+                    .filter(|&&j| j as usize != label)
+                    .map(|&j| d[j as usize])
+                    .fold(f32::INFINITY, f32::min);
+                let lower = b.lower[row * t + g];
+                assert!(lower * lower <= other + tol, "row {row}, group {g}: lower {lower} > {}", other.sqrt());
+            }
+        }
+    }
 
     #[test]
     fn best_of_is_the_sequential_scan() {

@@ -140,6 +140,9 @@ impl Bf16Bert {
         let c = &self.config;
         assert_eq!(out.len(), sequences.len() * c.hidden_size, "Bf16Bert::embed: out has the wrong length");
         for tokens in sequences {
+            if tokens.is_empty() {
+                return Err(Error::Invalid("a sequence without tokens (not even [CLS] and [SEP])".into()));
+            }
             if tokens.len() > c.max_position_embeddings {
                 return Err(Error::Invalid(format!(
                     "a sequence of {} tokens is longer than the model's {} positions",
