@@ -114,5 +114,5 @@ fn minilm_bf16_agrees_with_f32_on_t0_prompts() {
     let worst =
         (0..texts.len()).map(|i| cosine(&a[i * 384..(i + 1) * 384], &b[i * 384..(i + 1) * 384])).fold(1.0, f64::min);
     eprintln!("bf16 against f32: worst cosine {worst:.7} over {} texts", texts.len());
-    assert!(worst >= 0.9999 && worst < 1.0, "worst cosine {worst}");
+    assert!((0.9999..1.0).contains(&worst), "worst cosine {worst}");
 }
