@@ -83,8 +83,19 @@ const SEED_MIN_POINTS: usize = 8_192;
 /// Mean squared distance of the rows from their mean.
 fn variance(data: &[f32], dim: usize) -> f64 {
     let n = (data.len() / dim) as f64;
-    let (sum, sq) = data
-        .par_chunks(dim)
+    let (sum, sq) = sums_and_squares(data, dim);
+    sq / n - sum.iter().map(|s| (s / n).powi(2)).sum::<f64>()
+}
+
+/// The mean row (f64 sums).
+fn mean(data: &[f32], dim: usize) -> Vec<f32> {
+    let n = (data.len() / dim) as f64;
+    sums_and_squares(data, dim).0.iter().map(|s| (s / n) as f32).collect()
+}
+
+/// Each column's sum, and the sum of every value squared (f64).
+fn sums_and_squares(data: &[f32], dim: usize) -> (Vec<f64>, f64) {
+    data.par_chunks(dim)
         .fold(
             || (vec![0f64; dim], 0f64),
             |(mut sum, mut sq), r| {
@@ -99,8 +110,7 @@ fn variance(data: &[f32], dim: usize) -> f64 {
                 a.iter_mut().zip(&b).for_each(|(x, y)| *x += y);
                 (a, qa + qb)
             },
-        );
-    sq / n - sum.iter().map(|s| (s / n).powi(2)).sum::<f64>()
+        )
 }
 
 fn check(data: &[f32], dim: usize, k: usize) -> Result<usize> {

@@ -16,7 +16,7 @@ use std::cell::RefCell;
 
 use rayon::prelude::*;
 
-use super::{fit, sq_norms, with_dots, KMeansOptions};
+use super::{fit, mean, sq_norms, with_dots, KMeansOptions};
 use crate::error::Result;
 use crate::gemm_bf16::{self, gemm, Pairs, Panels};
 use crate::vector::{dot_products, sq_distance, ROWS_PER_PRODUCT};
@@ -47,7 +47,8 @@ thread_local! {
 pub(super) struct Bounds {
     /// Products in bfloat16 (with f32 re-checks) rather than f32.
     bf16: bool,
-    /// Full passes run so far.
+    /// Full passes run so far (the tests check that both kinds of step ran).
+    #[cfg(test)]
     full_passes: usize,
     /// The group of each centroid, and each group's centroids.
     group_of: Vec<u32>,
@@ -248,25 +249,10 @@ impl Bounds {
         group_of.iter().enumerate().for_each(|(j, &g)| groups[g as usize].push(j as u32));
         let n = data.len() / dim;
         let bf16 = bf16 && gemm_bf16::available();
-        let centre = bf16.then(|| {
-            let sums = data.par_chunks(dim).fold(
-                || vec![0f64; dim],
-                |mut s, x| {
-                    s.iter_mut().zip(x).for_each(|(s, &v)| *s += v as f64);
-                    s
-                },
-            );
-            let sums = sums.reduce(
-                || vec![0f64; dim],
-                |mut a, b| {
-                    a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-                    a
-                },
-            );
-            sums.iter().map(|s| (s / n as f64) as f32).collect::<Vec<f32>>()
-        });
+        let centre = bf16.then(|| mean(data, dim));
         let mut b = Bounds {
             bf16,
+            #[cfg(test)]
             full_passes: 0,
             group_of,
             groups,
@@ -285,7 +271,10 @@ impl Bounds {
 
     /// Every distance, by blocked matrix products: labels exact, bounds exact (f32) or a little loose (bf16).
     fn full_pass(&mut self, data: &[f32], dim: usize, centroids: &[f32]) -> Result<()> {
-        self.full_passes += 1;
+        #[cfg(test)]
+        {
+            self.full_passes += 1;
+        }
         let t = self.groups.len();
         // The centroids in group order, so that each group's products with a row lie side by side.
         let order: Vec<u32> = self.groups.concat();

@@ -62,10 +62,18 @@ enum Model {
     Bf16(Bf16Bert),
 }
 
+impl Model {
+    fn config(&self) -> &BertConfig {
+        match self {
+            Model::F32(bert) => &bert.config,
+            Model::Bf16(bert) => &bert.config,
+        }
+    }
+}
+
 /// A sentence-transformers model: BERT, mean pooling over the tokens, L2 normalisation.
 pub struct SentenceEncoder {
     model: Model,
-    config: BertConfig,
     tokenizer: Tokenizer,
     max_tokens: usize,
     name: String,
@@ -78,18 +86,11 @@ impl SentenceEncoder {
     /// Loads a model folder: `config.json`, `model.safetensors`, `tokenizer.json` (and, when present,
     /// sentence-transformers' `sentence_bert_config.json` for the maximum sequence length).
     pub fn load(dir: &Path, precision: Precision) -> Result<Self> {
-        let (model, config) = match precision {
-            Precision::F32 => {
-                let bert = Bert::load(dir, &Device::Cpu)?;
-                let config = bert.config.clone();
-                (Model::F32(bert), config)
-            }
-            Precision::Bf16 => {
-                let bert = Bf16Bert::load(dir)?;
-                let config = bert.config.clone();
-                (Model::Bf16(bert), config)
-            }
+        let model = match precision {
+            Precision::F32 => Model::F32(Bert::load(dir, &Device::Cpu)?),
+            Precision::Bf16 => Model::Bf16(Bf16Bert::load(dir)?),
         };
+        let config = model.config();
         let tokenizer_path = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| Error::model(&tokenizer_path, format!("cannot load the tokenizer: {e}")))?;
@@ -122,7 +123,7 @@ impl SentenceEncoder {
         };
         let folder = dir.file_name().and_then(|n| n.to_str()).unwrap_or("model");
         let name = format!("{kind}:{folder}#{:016x}", hasher.digest());
-        Ok(SentenceEncoder { model, config, tokenizer, max_tokens, name })
+        Ok(SentenceEncoder { model, tokenizer, max_tokens, name })
     }
 
     pub fn max_tokens(&self) -> usize {
@@ -143,7 +144,7 @@ impl SentenceEncoder {
         let bert = match &self.model {
             Model::F32(bert) => bert,
             Model::Bf16(bert) => {
-                let mut out = vec![0f32; ids.len() * self.config.hidden_size];
+                let mut out = vec![0f32; ids.len() * self.model.config().hidden_size];
                 bert.embed(ids, &mut out)?;
                 return Ok(out);
             }
@@ -169,7 +170,7 @@ impl Embedder for SentenceEncoder {
     }
 
     fn dim(&self) -> usize {
-        self.config.hidden_size
+        self.model.config().hidden_size
     }
 
     /// Length-bucketed: sorted by token count so a batch pads little, batched by a token budget.
